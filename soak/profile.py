@@ -1,0 +1,373 @@
+"""Profiles: TOML files that say what a run does and how it is judged, validated strictly.
+
+Every key lives in one schema table below (type, range, default, meaning); the table is
+the validation, the defaults and the documentation (`soak profiles --keys` prints it).
+An error names the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from soak.errors import ProfileError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+MEMORY_TYPES = ("system", "pinned", "gpu")
+INSTANCE_KINDS = ("cpu", "gpu")
+DATATYPES = ("int32", "fp32")
+PHASES = (
+    "server_new", "wait_ready", "load", "infer", "statistics", "unload", "isolation", "stop",
+    "delete",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: type
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, where: str, value: Any) -> Any:
+        """Return the value (ints widened to float where floats are wanted) or raise."""
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.kind is int and isinstance(value, bool) or not isinstance(value, self.kind):
+            raise ProfileError(
+                f"{where}: {self.name} must be {_type_name(self.kind)}, got {value!r} "
+                f"({_type_name(type(value))})"
+            )
+        if self.kind is float and not math.isfinite(value):
+            raise ProfileError(f"{where}: {self.name} must be a finite number, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ProfileError(
+                f"{where}: {self.name} = {value!r} is not allowed; use one of "
+                + ", ".join(repr(c) for c in self.choices)
+            )
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise ProfileError(
+                f"{where}: {self.name} = {value!r} is out of range; allowed {self.allowed()}"
+            )
+        return value
+
+    def allowed(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return f"{_fmt(self.low)} .. {_fmt(self.high)}"
+        if self.low is not None:
+            return f">= {_fmt(self.low)}"
+        return _type_name(self.kind)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        t, t.__name__
+    )
+
+
+RUN_KEYS = (
+    Key("description", str, "", "One line saying what the profile is for."),
+    Key("servers", int, 2, "Concurrent Triton servers per iteration (N).", 1, 64),
+    Key("iterations", int, 3, "Iterations to run (each: N full server lifecycles).", 1, 1_000_000),
+    Key("warmup", int, 1, "Iterations ignored by the analysis at the start.", 0, 100_000),
+    Key("memory_type", str, "system", "Where inputs and outputs live.", choices=MEMORY_TYPES),
+    Key("instance_kind", str, "cpu", "Model instance kind (KIND_CPU or KIND_GPU).", choices=INSTANCE_KINDS),
+    Key("inferences_per_model", int, 10, "Inferences on each loaded model per lifecycle.", 0, 100_000),
+    Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
+    Key("triton_home", str, "", "Triton install to use (<home>/lib/libtritonserver.so); empty: "
+        "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel."),
+)  # fmt: skip
+TIMEOUT_KEYS = tuple(
+    Key(p, float, {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
+        f"Seconds the {p} phase may take before the run is declared hung.", 0.1, 86_400)
+    for p in PHASES
+)  # fmt: skip
+SAMPLING_KEYS = (
+    Key("sample_interval_ms", int, 0, "Also sample every this many ms during iterations (0: off).",
+        0, 3_600_000),
+    Key("objgraph_every", int, 10, "Record the top growing Python object types every K "
+        "iterations (0: never).", 0, 1_000_000),
+    Key("malloc_trim", bool, True, "Call malloc_trim(0) just before each quiet-point sample."),
+    Key("tracemalloc", bool, True, "Trace Python allocations in the worker (slower, but shows "
+        "Python heap growth)."),
+)  # fmt: skip
+INJECT_KEYS = (
+    Key("native_bytes_per_server", int, 0, "malloc'd, resident, never freed, per server.", 0, 2**34),
+    Key("unreleased_response_fraction", float, 0.0, "Share of inference responses never deleted.",
+        0.0, 1.0),
+    Key("python_bytes_per_iteration", int, 0, "Python bytes kept alive per iteration.", 0, 2**34),
+    Key("fds_per_iteration", int, 0, "File descriptors opened and never closed per iteration.",
+        0, 1000),
+    Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
+    Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
+    Key("gpu_bytes_per_server", int, 0, "cudaMalloc'd and never freed, per server (GPU only).",
+        0, 2**36),
+)  # fmt: skip
+
+# Metrics the verdict judges, with default rules: memory metrics by slope and growth budget,
+# counters by whether they return to their post-warm-up baseline.
+MEMORY_METRICS = {
+    "rss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "uss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "pss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "children_rss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "shm_bytes": (0.0, 0.0),
+    "tracemalloc_bytes": (16 * 1024, 64 * 1024 * 1024),
+    "mallinfo_inuse_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "gpu_process_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "gpu_used_bytes": (1024 * 1024, 512 * 1024 * 1024),
+}
+COUNTER_METRICS = ("fds", "threads", "children", "stubs_alive", "shm_regions", "gc_objects")
+COUNTER_TOLERANCE = {"gc_objects": 2000.0}
+THRESHOLD_KEYS = (
+    Key("slope_per_iteration", float, 0.0, "Memory: largest acceptable growth per iteration "
+        "(units of the metric; the slope's 95% lower bound is compared).", 0.0),
+    Key("growth_budget", float, 0.0, "Total growth allowed from the post-warm-up baseline to "
+        "the end (counters too).", 0.0),
+    Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
+    Key("enabled", bool, True, "Judge this metric at all."),
+)  # fmt: skip
+MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
+SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    kind: str  # "memory" | "counter"
+    slope_per_iteration: float | None
+    growth_budget: float | None
+    tolerance: float = 0.0
+    enabled: bool = True
+
+
+def default_thresholds() -> dict[str, Threshold]:
+    out = {m: Threshold(m, "memory", s, g) for m, (s, g) in MEMORY_METRICS.items()}
+    for m in COUNTER_METRICS:
+        out[m] = Threshold(m, "counter", None, None, COUNTER_TOLERANCE.get(m, 0.0))
+    return out
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str  # path or "<builtin>"
+    text: str
+    run: dict[str, Any]
+    timeouts: dict[str, float]
+    sampling: dict[str, Any]
+    inject: dict[str, Any]
+    thresholds: dict[str, Threshold]
+    matrix: dict[str, tuple] = field(default_factory=dict)
+    cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
+
+    def __getattr__(self, name: str) -> Any:
+        run = self.__dict__.get("run", {})
+        if name in run:
+            return run[name]
+        raise AttributeError(name)
+
+    @property
+    def uses_gpu(self) -> bool:
+        values = [self.run["memory_type"], self.run["instance_kind"]]
+        for key in ("memory_type", "instance_kind"):
+            values += list(self.matrix.get(key, ()))
+        return (
+            any(v in ("gpu", "pinned") for v in values)
+            or self.inject.get("gpu_bytes_per_server", 0) > 0
+        )
+
+    def with_overrides(self, **values: Any) -> Profile:
+        """Command-line overrides, validated like the file; None means not given."""
+        run = dict(self.run)
+        keys = {k.name: k for k in RUN_KEYS}
+        for name, value in values.items():
+            if value is None:
+                continue
+            run[name] = keys[name].check(f"--{name.replace('_', '-')}", value)
+        _check_run(self.source, run)
+        matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
+        return replace(self, run=run, matrix=matrix)
+
+    def cells(self) -> list[Profile]:
+        """One profile per matrix cell (itself when it has no matrix)."""
+        if not self.matrix:
+            return [self]
+        names = list(self.matrix)
+        out = []
+        for combo in itertools.product(*(self.matrix[n] for n in names)):
+            cell = dict(zip(names, combo))
+            out.append(replace(self, run={**self.run, **cell}, matrix={}, cell=cell))
+        return out
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A name under profiles/ ('smoke') or a path to a .toml file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in name_or_path or candidate.exists():
+        return candidate
+    return PROFILES_DIR / f"{name_or_path}.toml"
+
+
+def load(name_or_path: str) -> Profile:
+    path = resolve_path(name_or_path)
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+        raise ProfileError(
+            f"{path}: no such profile file (profiles available by name: {', '.join(known)})"
+        )
+    if path.is_dir():
+        raise ProfileError(f"{path}: is a directory, not a profile file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not UTF-8 text (byte {exc.start}); profiles are TOML") from exc
+    return parse(text, str(path), path.stem)
+
+
+def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: malformed TOML: {exc}") from exc
+    run = {k.name: k.default for k in RUN_KEYS}
+    run_keys = {k.name: k for k in RUN_KEYS}
+    sections: dict[str, dict[str, Any]] = {
+        s: {k.name: k.default for k in keys} for s, keys in SECTIONS.items()
+    }
+    thresholds = default_thresholds()
+    matrix: dict[str, tuple] = {}
+    for key, value in data.items():
+        if key in run_keys:
+            run[key] = run_keys[key].check(source, value)
+        elif key in SECTIONS:
+            sections[key].update(_section(source, key, value, SECTIONS[key]))
+        elif key == "thresholds":
+            thresholds.update(_thresholds(source, value, thresholds))
+        elif key == "matrix":
+            matrix = _matrix(source, value)
+        else:
+            raise ProfileError(
+                f"{source}: unknown key {key!r}; allowed: "
+                + ", ".join([*run_keys, *SECTIONS, "thresholds", "matrix"])
+            )
+    _check_run(source, run)
+    return Profile(
+        name=name,
+        source=source,
+        text=text,
+        run=run,
+        timeouts=sections["timeouts"],
+        sampling=sections["sampling"],
+        inject=sections["inject"],
+        thresholds=thresholds,
+        matrix=matrix,
+    )
+
+
+def _table(source: str, where: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ProfileError(f"{source}: [{where}] must be a table, got {value!r}")
+    return value
+
+
+def _section(source: str, section: str, value: Any, keys: tuple[Key, ...]) -> dict[str, Any]:
+    table = _table(source, section, value)
+    by_name = {k.name: k for k in keys}
+    out = {}
+    for key, item in table.items():
+        if key not in by_name:
+            raise ProfileError(
+                f"{source}: unknown key {section}.{key}; allowed: {', '.join(by_name)}"
+            )
+        out[key] = by_name[key].check(f"{source}: [{section}]", item)
+    return out
+
+
+def _thresholds(source: str, value: Any, base: dict[str, Threshold]) -> dict[str, Threshold]:
+    table = _table(source, "thresholds", value)
+    out = {}
+    for metric, rule in table.items():
+        if metric not in base:
+            raise ProfileError(
+                f"{source}: unknown metric thresholds.{metric}; metrics: {', '.join(base)}"
+            )
+        values = _section(source, f"thresholds.{metric}", rule, THRESHOLD_KEYS)
+        out[metric] = replace(base[metric], **values)
+    return out
+
+
+def _matrix(source: str, value: Any) -> dict[str, tuple]:
+    table = _table(source, "matrix", value)
+    keys = {k.name: k for k in RUN_KEYS}
+    out = {}
+    for key, values in table.items():
+        if key not in MATRIX_KEYS:
+            raise ProfileError(
+                f"{source}: matrix.{key} cannot vary; matrix keys: {', '.join(MATRIX_KEYS)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise ProfileError(f"{source}: matrix.{key} must be a non-empty list of values")
+        checked = tuple(keys[key].check(f"{source}: matrix", v) for v in values)
+        if len(set(checked)) != len(checked):
+            raise ProfileError(f"{source}: matrix.{key} lists a value twice: {list(values)}")
+        out[key] = checked
+    return out
+
+
+def _check_run(source: str, run: dict[str, Any]) -> None:
+    if run["warmup"] >= run["iterations"]:
+        raise ProfileError(
+            f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "
+            f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
+        )
+
+
+def check_machine(profile: Profile, gpu_problem: str | None) -> None:
+    """A GPU setting on a machine without a usable GPU is a profile error, before any run row."""
+    if gpu_problem is None or not profile.uses_gpu:
+        return
+    settings = []
+    for key in ("memory_type", "instance_kind"):
+        values = {profile.run[key], *profile.matrix.get(key, ())}
+        bad = sorted(v for v in values if v in ("gpu", "pinned"))
+        if bad:
+            settings.append(f"{key} = {', '.join(bad)}")
+    if profile.inject.get("gpu_bytes_per_server", 0) > 0:
+        settings.append("inject.gpu_bytes_per_server")
+    raise ProfileError(
+        f"{profile.source}: {'; '.join(settings)} needs an NVIDIA GPU, but {gpu_problem}; "
+        "use a CPU profile (smoke, cpu) on this machine"
+    )
+
+
+def all_keys() -> list[tuple[str, Key]]:
+    """(qualified name, key) for documentation."""
+    out = [(k.name, k) for k in RUN_KEYS]
+    for section, keys in SECTIONS.items():
+        out += [(f"{section}.{k.name}", k) for k in keys]
+    out += [(f"thresholds.<metric>.{k.name}", k) for k in THRESHOLD_KEYS]
+    return out
+

@@ -1,0 +1,462 @@
+"""Pythonic wrappers over the TRITONSERVER C API: options, servers, models, inference.
+
+Every Triton object has exactly one owner that frees it exactly once. A request is deleted
+only after its release callback reported RELEASE_ALL, and a response only after its outputs
+were copied out: the python backend releases requests late, and deleting them early (as
+Triton's own multi-server test does) crashes about one server instance in four.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import logging
+import threading
+import time
+from ctypes import byref, c_bool, c_char_p, c_int, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from soak.errors import SoakError
+from soak.triton import capi
+from soak.triton import memory as mem
+from soak.triton.memory import MemoryType
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {np.dtype(np.int32): capi.TYPE_INT32, np.dtype(np.float32): capi.TYPE_FP32}
+_NP_OF = {v: k for k, v in _DTYPES.items()}
+
+
+class TritonError(SoakError):
+    """A TRITONSERVER_Error, with Triton's own code name and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class InferenceTimeout(TritonError):
+    """No final response (or no request release) within the timeout."""
+
+
+def _lib() -> ctypes.CDLL:
+    return capi.loaded().lib
+
+
+def _take_error(err: int | None, owned: bool = True) -> TritonError | None:
+    if not err:
+        return None
+    lib = _lib()
+    code = (lib.TRITONSERVER_ErrorCodeString(err) or b"?").decode()
+    message = (lib.TRITONSERVER_ErrorMessage(err) or b"").decode(errors="replace")
+    if owned:
+        lib.TRITONSERVER_ErrorDelete(err)
+    return TritonError(code, message)
+
+
+def check(err: int | None) -> None:
+    error = _take_error(err)
+    if error is not None:
+        raise error
+
+
+def _message_json(message: c_void_p) -> object:
+    lib = _lib()
+    base, size = c_char_p(), c_size_t()
+    try:
+        check(lib.TRITONSERVER_MessageSerializeToJson(message, byref(base), byref(size)))
+        raw = ctypes.string_at(base, size.value)
+    finally:
+        lib.TRITONSERVER_MessageDelete(message)
+    return json.loads(raw)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What one server is built from; plain data, turned into TRITONSERVER options per server."""
+
+    repositories: tuple[Path, ...]
+    backends_dir: Path
+    server_id: str = "soak"
+    strict_readiness: bool = True
+    strict_model_config: bool = True
+    exit_timeout_s: int = 30
+    log_file: Path | None = None
+    log_verbose: int = 0
+    metrics: bool = False
+    min_compute_capability: float | None = None
+    pinned_pool_bytes: int | None = None
+
+
+@dataclass
+class Output:
+    array: np.ndarray
+    memory_type: MemoryType
+
+
+class _Inference:
+    """State of one in-flight request, reachable from callbacks by its integer id."""
+
+    def __init__(self, ident: int, memory_type: MemoryType) -> None:
+        self.ident = ident
+        self.memory_type = memory_type
+        self.outputs: dict[str, Output] = {}
+        self.error: TritonError | None = None
+        self.completed = threading.Event()
+        self.released = threading.Event()
+        self.keep_response = False
+        self.input_buffers: list[tuple[MemoryType, int]] = []
+
+
+class _Callbacks:
+    """The CFUNCTYPE objects and the allocator, created once and kept for the process's life."""
+
+    def __init__(self) -> None:
+        self.inflight: dict[int, _Inference] = {}
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+        self.kept_responses: list[int] = []  # injected leak: responses never deleted
+        self.abandoned: list[tuple[int, _Inference]] = []  # timed-out requests, never freed
+        self.alloc_fn = capi.ALLOC_FN(self._alloc)
+        self.release_buffer_fn = capi.RELEASE_BUFFER_FN(self._release_buffer)
+        self.request_release_fn = capi.REQUEST_RELEASE_FN(self._request_released)
+        self.response_fn = capi.RESPONSE_FN(self._response)
+        allocator = c_void_p()
+        check(
+            _lib().TRITONSERVER_ResponseAllocatorNew(
+                byref(allocator),
+                ctypes.cast(self.alloc_fn, c_void_p),
+                ctypes.cast(self.release_buffer_fn, c_void_p),
+                None,
+            )
+        )
+        self.allocator = allocator
+
+    def _error(self, text: str) -> int:
+        return _lib().TRITONSERVER_ErrorNew(capi.ERROR_INTERNAL, text.encode())
+
+    def _alloc(self, _alloc, name, size, _mtype, _mtid, userp, buf, buf_userp, actual, actual_id):
+        try:
+            inf = self.inflight.get(userp or 0)
+            wanted = inf.memory_type if inf is not None else MemoryType.SYSTEM
+            buf_userp[0] = None
+            actual[0] = wanted.triton
+            actual_id[0] = 0
+            buf[0] = mem.allocate(wanted, size) if size else None
+            return None
+        except Exception as exc:  # an exception must not cross into C
+            return self._error(f"soak allocator: {exc}")
+
+    def _release_buffer(self, _alloc, buf, _buf_userp, _size, mtype, _mtid):
+        try:
+            if buf:
+                mem.release(MemoryType.from_triton(mtype), buf)
+            return None
+        except Exception as exc:
+            return self._error(f"soak release: {exc}")
+
+    def _request_released(self, _request, flags, userp):
+        if flags & capi.RELEASE_ALL:
+            inf = self.inflight.get(userp or 0)
+            if inf is not None:
+                inf.released.set()
+
+    def _response(self, response, flags, userp):
+        inf = self.inflight.get(userp or 0)
+        try:
+            if response:
+                if inf is not None:
+                    self._read_response(inf, response)
+                if inf is not None and inf.keep_response:
+                    self.kept_responses.append(response)
+                else:
+                    check(_lib().TRITONSERVER_InferenceResponseDelete(response))
+        except Exception as exc:
+            if inf is not None and inf.error is None:
+                inf.error = exc if isinstance(exc, TritonError) else TritonError("soak", str(exc))
+        finally:
+            if inf is not None and flags & capi.RESPONSE_FINAL:
+                inf.completed.set()
+
+    def _read_response(self, inf: _Inference, response: int) -> None:
+        lib = _lib()
+        error = _take_error(lib.TRITONSERVER_InferenceResponseError(response), owned=False)
+        if error is not None:
+            inf.error = error
+            return
+        count = c_uint32()
+        check(lib.TRITONSERVER_InferenceResponseOutputCount(response, byref(count)))
+        for index in range(count.value):
+            name, dtype = c_char_p(), c_int()
+            shape, dims = ctypes.POINTER(c_int64)(), c_uint64()
+            base, size = c_void_p(), c_size_t()
+            mtype, mtid, userp = c_int(), c_int64(), c_void_p()
+            check(
+                lib.TRITONSERVER_InferenceResponseOutput(
+                    response, index, byref(name), byref(dtype), byref(shape), byref(dims),
+                    byref(base), byref(size), byref(mtype), byref(mtid), byref(userp),
+                )
+            )  # fmt: skip
+            np_type = _NP_OF.get(dtype.value)
+            if np_type is None:
+                raise TritonError("soak", f"output {name.value!r} has unsupported datatype {dtype.value}")
+            dims_list = [shape[i] for i in range(dims.value)]
+            out = np.empty(dims_list, dtype=np_type)
+            if out.nbytes != size.value:
+                raise TritonError(
+                    "soak", f"output {name.value!r}: {size.value} bytes for shape {dims_list}"
+                )
+            actual = MemoryType.from_triton(mtype.value)
+            if size.value:
+                mem.copy_out(actual, out.ctypes.data, base.value, size.value)
+            inf.outputs[name.value.decode()] = Output(out, actual)
+
+
+_callbacks: _Callbacks | None = None
+_callbacks_lock = threading.Lock()
+
+
+def _cb() -> _Callbacks:
+    global _callbacks
+    with _callbacks_lock:
+        if _callbacks is None:
+            _callbacks = _Callbacks()
+        return _callbacks
+
+
+def kept_response_count() -> int:
+    return len(_callbacks.kept_responses) if _callbacks else 0
+
+
+class Server:
+    """One in-process Triton server; close() (or the with-block) stops and deletes it once."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        lib = _lib()
+        self.options = options
+        opts = c_void_p()
+        check(lib.TRITONSERVER_ServerOptionsNew(byref(opts)))
+        try:
+            for repo in options.repositories:
+                check(lib.TRITONSERVER_ServerOptionsSetModelRepositoryPath(opts, str(repo).encode()))
+            check(lib.TRITONSERVER_ServerOptionsSetServerId(opts, options.server_id.encode()))
+            check(lib.TRITONSERVER_ServerOptionsSetModelControlMode(opts, capi.MODEL_CONTROL_EXPLICIT))
+            check(lib.TRITONSERVER_ServerOptionsSetStrictReadiness(opts, options.strict_readiness))
+            check(lib.TRITONSERVER_ServerOptionsSetStrictModelConfig(opts, options.strict_model_config))
+            check(lib.TRITONSERVER_ServerOptionsSetExitTimeout(opts, options.exit_timeout_s))
+            check(
+                lib.TRITONSERVER_ServerOptionsSetBackendDirectory(
+                    opts, str(options.backends_dir).encode()
+                )
+            )
+            check(lib.TRITONSERVER_ServerOptionsSetMetrics(opts, options.metrics))
+            check(lib.TRITONSERVER_ServerOptionsSetGpuMetrics(opts, options.metrics))
+            check(lib.TRITONSERVER_ServerOptionsSetCpuMetrics(opts, options.metrics))
+            check(lib.TRITONSERVER_ServerOptionsSetLogInfo(opts, options.log_verbose > 0))
+            check(lib.TRITONSERVER_ServerOptionsSetLogWarn(opts, True))
+            check(lib.TRITONSERVER_ServerOptionsSetLogError(opts, True))
+            check(lib.TRITONSERVER_ServerOptionsSetLogVerbose(opts, options.log_verbose))
+            if options.log_file is not None:
+                check(lib.TRITONSERVER_ServerOptionsSetLogFile(opts, str(options.log_file).encode()))
+            if options.min_compute_capability is not None:
+                check(
+                    lib.TRITONSERVER_ServerOptionsSetMinSupportedComputeCapability(
+                        opts, options.min_compute_capability
+                    )
+                )
+            if options.pinned_pool_bytes is not None:
+                check(
+                    lib.TRITONSERVER_ServerOptionsSetPinnedMemoryPoolByteSize(
+                        opts, options.pinned_pool_bytes
+                    )
+                )
+            handle = c_void_p()
+            check(lib.TRITONSERVER_ServerNew(byref(handle), opts))
+        finally:
+            lib.TRITONSERVER_ServerOptionsDelete(opts)
+        self._handle: int | None = handle.value
+        self._lock = threading.Lock()
+
+    # -- lifetime ---------------------------------------------------------------------------
+    @property
+    def handle(self) -> int:
+        if self._handle is None:
+            raise TritonError("soak", "server already deleted")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def stop(self) -> None:
+        check(_lib().TRITONSERVER_ServerStop(self.handle))
+
+    def delete(self) -> None:
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            check(_lib().TRITONSERVER_ServerDelete(handle))
+
+    def close(self) -> None:
+        """Stop, then delete even when stop fails; the stop error is raised afterwards."""
+        if self._handle is None:
+            return
+        try:
+            self.stop()
+        finally:
+            self.delete()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- health and metadata ----------------------------------------------------------------
+    def is_live(self) -> bool:
+        flag = c_bool()
+        check(_lib().TRITONSERVER_ServerIsLive(self.handle, byref(flag)))
+        return flag.value
+
+    def is_ready(self) -> bool:
+        flag = c_bool()
+        check(_lib().TRITONSERVER_ServerIsReady(self.handle, byref(flag)))
+        return flag.value
+
+    def metadata(self) -> dict:
+        message = c_void_p()
+        check(_lib().TRITONSERVER_ServerMetadata(self.handle, byref(message)))
+        return _message_json(message)  # type: ignore[return-value]
+
+    # -- models -----------------------------------------------------------------------------
+    def load_model(self, name: str) -> None:
+        check(_lib().TRITONSERVER_ServerLoadModel(self.handle, name.encode()))
+
+    def unload_model(self, name: str) -> None:
+        check(_lib().TRITONSERVER_ServerUnloadModel(self.handle, name.encode()))
+
+    def model_is_ready(self, name: str, version: int = -1) -> bool:
+        flag = c_bool()
+        check(_lib().TRITONSERVER_ServerModelIsReady(self.handle, name.encode(), version, byref(flag)))
+        return flag.value
+
+    def model_index(self, ready_only: bool = False) -> list[dict]:
+        """Every model of the server's repositories with its state ("READY", "UNAVAILABLE", ...)."""
+        message = c_void_p()
+        flags = capi.INDEX_FLAG_READY if ready_only else 0
+        check(_lib().TRITONSERVER_ServerModelIndex(self.handle, flags, byref(message)))
+        return _message_json(message)  # type: ignore[return-value]
+
+    def model_statistics(self, name: str = "", version: int = -1) -> dict:
+        message = c_void_p()
+        check(
+            _lib().TRITONSERVER_ServerModelStatistics(
+                self.handle, name.encode(), version, byref(message)
+            )
+        )
+        return _message_json(message)  # type: ignore[return-value]
+
+    # -- inference --------------------------------------------------------------------------
+    def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        keep_response: bool = False,
+    ) -> dict[str, Output]:
+        """Run one request and wait for its final response and its release.
+
+        `keep_response` never deletes the response: an injected leak inside Triton's objects.
+        """
+        lib = _lib()
+        cb = _cb()
+        inf = _Inference(next(cb.ids), memory_type)
+        inf.keep_response = keep_response
+        request = c_void_p()
+        check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model.encode(), -1))
+        started = False
+        try:
+            for name, array in inputs.items():
+                array = np.ascontiguousarray(array)
+                dtype = _DTYPES.get(array.dtype)
+                if dtype is None:
+                    raise TritonError("soak", f"input {name!r}: unsupported dtype {array.dtype}")
+                shape = (c_int64 * array.ndim)(*array.shape)
+                check(
+                    lib.TRITONSERVER_InferenceRequestAddInput(
+                        request, name.encode(), dtype, shape, array.ndim
+                    )
+                )
+                ptr = mem.allocate(memory_type, array.nbytes)
+                inf.input_buffers.append((memory_type, ptr))
+                mem.copy_in(memory_type, ptr, array.ctypes.data, array.nbytes)
+                check(
+                    lib.TRITONSERVER_InferenceRequestAppendInputData(
+                        request, name.encode(), ptr, array.nbytes, memory_type.triton, 0
+                    )
+                )
+            for name in outputs:
+                check(lib.TRITONSERVER_InferenceRequestAddRequestedOutput(request, name.encode()))
+            check(
+                lib.TRITONSERVER_InferenceRequestSetReleaseCallback(
+                    request, ctypes.cast(cb.request_release_fn, c_void_p), inf.ident
+                )
+            )
+            check(
+                lib.TRITONSERVER_InferenceRequestSetResponseCallback(
+                    request,
+                    cb.allocator,
+                    inf.ident,
+                    ctypes.cast(cb.response_fn, c_void_p),
+                    inf.ident,
+                )
+            )
+            cb.inflight[inf.ident] = inf
+            check(lib.TRITONSERVER_ServerInferAsync(self.handle, request, None))
+            started = True
+        except BaseException:
+            cb.inflight.pop(inf.ident, None)
+            if not started:
+                lib.TRITONSERVER_InferenceRequestDelete(request)
+                self._free_inputs(inf)
+            raise
+        deadline = time.monotonic() + timeout_s
+        if not (
+            inf.completed.wait(timeout_s)
+            and inf.released.wait(max(0.0, deadline - time.monotonic()))
+        ):
+            # Triton may still call back: keep everything alive, free nothing.
+            cb.abandoned.append((request.value, inf))
+            raise InferenceTimeout(
+                "soak", f"inference on {model!r} did not complete within {timeout_s:g} s"
+            )
+        cb.inflight.pop(inf.ident, None)
+        check(lib.TRITONSERVER_InferenceRequestDelete(request))
+        self._free_inputs(inf)
+        if inf.error is not None:
+            raise inf.error
+        return inf.outputs
+
+    @staticmethod
+    def _free_inputs(inf: _Inference) -> None:
+        for mtype, ptr in inf.input_buffers:
+            mem.release(mtype, ptr)
+        inf.input_buffers.clear()
+
+
+@dataclass
+class Runtime:
+    """A loaded Triton core plus the backend folder of this run."""
+
+    install: capi.TritonInstall
+    backends_dir: Path
+    api_version: tuple[int, int]
+    stub: Path
+    env: dict[str, str] = field(default_factory=dict)

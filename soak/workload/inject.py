@@ -1,0 +1,108 @@
+"""Real leaks of known size, switched on by a profile's [inject] section.
+
+They exist to prove that soak detects what it claims to detect; each one is a genuine
+resource that is never given back, held in module-level lists for the process's life.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+
+from soak.triton import MemoryType
+from soak.triton import memory as triton_memory
+
+_libc = ctypes.CDLL(None)
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.malloc.restype = ctypes.c_void_p
+
+_native: list[int] = []
+_python: list[bytearray] = []
+_fds: list[int] = []
+_threads: list[threading.Thread] = []
+_never = threading.Event()
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Which leaks to inject; all off by default."""
+
+    native_bytes_per_server: int = 0
+    unreleased_response_fraction: float = 0.0
+    python_bytes_per_iteration: int = 0
+    fds_per_iteration: int = 0
+    threads_per_iteration: int = 0
+    skip_server_delete: bool = False
+    gpu_bytes_per_server: int = 0
+
+    @property
+    def any(self) -> bool:
+        return self != Injection()
+
+
+def leak_native(size: int) -> None:
+    """malloc and touch every page, so the bytes are resident (RSS), not just reserved."""
+    if size <= 0:
+        return
+    ptr = _libc.malloc(size)
+    if not ptr:
+        raise MemoryError(f"malloc({size}) failed")
+    ctypes.memset(ptr, 0xA5, size)
+    with _lock:
+        _native.append(ptr)
+
+
+def leak_gpu(size: int) -> None:
+    if size > 0:
+        ptr = triton_memory.allocate(MemoryType.GPU, size)
+        with _lock:
+            _native.append(ptr)
+
+
+def leak_python(size: int) -> None:
+    if size > 0:
+        with _lock:
+            _python.append(bytearray(b"\x5a" * size))
+
+
+def leak_fds(count: int) -> None:
+    for _ in range(count):
+        fd = os.open(os.devnull, os.O_RDONLY)
+        with _lock:
+            _fds.append(fd)
+
+
+def leak_threads(count: int) -> None:
+    for _ in range(count):
+        thread = threading.Thread(target=_never.wait, name="soak-injected-leak", daemon=True)
+        thread.start()
+        with _lock:
+            _threads.append(thread)
+
+
+def per_iteration(injection: Injection) -> None:
+    leak_python(injection.python_bytes_per_iteration)
+    leak_fds(injection.fds_per_iteration)
+    leak_threads(injection.threads_per_iteration)
+
+
+class ResponseLeaker:
+    """Decides which responses to keep so that `fraction` of them stay undeleted."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        self._credit = 0.0
+        self._lock = threading.Lock()
+
+    def keep_next(self) -> bool:
+        if self.fraction <= 0:
+            return False
+        with self._lock:
+            self._credit += self.fraction
+            if self._credit >= 1.0:
+                self._credit -= 1.0
+                return True
+            return False

@@ -1,0 +1,389 @@
+"""One server instance's life, phase by phase, timed: Triton's multi-server test, made strict.
+
+A lifecycle never passes silently: every failed check becomes a `Failure` naming the
+instance, the phase and Triton's message. A call that overruns its phase timeout inside
+Triton cannot be interrupted; the lifecycle then raises `PhaseHung`, and the process that
+hosts it must be ended by whoever watches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
+from soak.workload import inject
+from soak.workload.repos import COMMON_MODEL, own_model_name
+
+log = logging.getLogger(__name__)
+
+PHASES = (
+    "server_new",
+    "wait_ready",
+    "load",
+    "infer",
+    "statistics",
+    "unload",
+    "isolation",
+    "stop",
+    "delete",
+)
+
+_DTYPES = {"int32": np.int32, "fp32": np.float32}
+
+
+@dataclass(frozen=True)
+class PhaseTimeouts:
+    """Seconds each phase may take before the run is declared hung."""
+
+    server_new: float = 30.0
+    wait_ready: float = 30.0
+    load: float = 60.0
+    infer: float = 30.0
+    statistics: float = 10.0
+    unload: float = 60.0
+    isolation: float = 30.0
+    stop: float = 60.0
+    delete: float = 60.0
+
+    def of(self, phase: str) -> float:
+        return float(getattr(self, phase))
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    instance: int
+    common_repo: Path
+    own_repo: Path
+    backends_dir: Path
+    other_model: str | None = None  # another instance's model: loading it must fail
+    memory_type: MemoryType = MemoryType.SYSTEM
+    inferences_per_model: int = 10
+    datatype: str = "int32"
+    timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
+    log_file: Path | None = None
+    injection: inject.Injection = field(default_factory=inject.Injection)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    instance: int
+    phase: str
+    message: str
+
+
+@dataclass
+class LifecycleRecord:
+    instance: int
+    phase_s: dict[str, float] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    model_loads: int = 0
+    inferences: int = 0
+    completed: bool = False  # reached delete
+    hung_phase: str | None = None
+    triton_version: str | None = None
+
+
+class PhaseHung(Exception):
+    """A call into Triton overran its phase timeout and is still running."""
+
+    def __init__(self, instance: int, phase: str, timeout_s: float) -> None:
+        super().__init__(f"instance {instance}: phase {phase} still running after {timeout_s:g} s")
+        self.instance = instance
+        self.phase = phase
+        self.timeout_s = timeout_s
+
+
+PhaseObserver = Callable[[int, str, float], None]
+
+_retained_servers: list[Server] = []  # skip_server_delete: never deleted, never collected
+
+
+def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseException | None]:
+    """Run blocking calls in parallel threads; raise TimeoutError if any is still running."""
+    results: list[BaseException | None] = [None] * len(calls)
+
+    def runner(i: int, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            results[i] = exc
+
+    threads = [
+        threading.Thread(target=runner, args=(i, fn), daemon=True, name="soak-triton-call")
+        for i, fn in enumerate(calls)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            raise TimeoutError
+    return results
+
+
+class Lifecycle:
+    """Runs the phases in order for one instance; `run()` returns its record."""
+
+    def __init__(
+        self,
+        config: LifecycleConfig,
+        observer: PhaseObserver | None = None,
+        leaker: inject.ResponseLeaker | None = None,
+    ) -> None:
+        self.config = config
+        self.observer = observer
+        self.leaker = leaker or inject.ResponseLeaker(config.injection.unreleased_response_fraction)
+        self.record = LifecycleRecord(config.instance)
+        self.rng = np.random.default_rng(config.seed)
+        self.own_model = own_model_name(config.instance)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _fail(self, phase: str, message: str) -> None:
+        self.record.failures.append(Failure(self.config.instance, phase, message))
+        log.warning("instance %d %s: %s", self.config.instance, phase, message)
+
+    def _phase(self, phase: str) -> _PhaseTimer:
+        timeout = self.config.timeouts.of(phase)
+        if self.observer is not None:
+            self.observer(self.config.instance, phase, timeout)
+        return _PhaseTimer(self, phase)
+
+    def _hang(self, phase: str) -> PhaseHung:
+        timeout = self.config.timeouts.of(phase)
+        self.record.hung_phase = phase
+        self._fail(phase, f"timed out: still running after {timeout:g} s")
+        return PhaseHung(self.config.instance, phase, timeout)
+
+    # -- the lifecycle ----------------------------------------------------------------------
+    def run(self) -> LifecycleRecord:
+        cfg = self.config
+        server: Server | None = None
+        loaded: list[str] = []
+        try:
+            with self._phase("server_new"):
+                server = Server(
+                    ServerOptions(
+                        repositories=(cfg.common_repo, cfg.own_repo),
+                        backends_dir=cfg.backends_dir,
+                        server_id=f"soak-{cfg.instance}",
+                        log_file=cfg.log_file,
+                    )
+                )
+                inject.leak_native(cfg.injection.native_bytes_per_server)
+                inject.leak_gpu(cfg.injection.gpu_bytes_per_server)
+            with self._phase("wait_ready"):
+                self._wait_ready(server)
+                self.record.triton_version = server.metadata().get("version")
+            with self._phase("load"):
+                loaded = self._load(server, [COMMON_MODEL, self.own_model])
+            if len(loaded) == 2:
+                with self._phase("infer"):
+                    for model in loaded:
+                        self._infer(server, model)
+                with self._phase("statistics"):
+                    self._check_statistics(server, loaded)
+            with self._phase("unload"):
+                self._unload(server, loaded)
+                loaded = []
+            if cfg.other_model is not None:
+                with self._phase("isolation"):
+                    self._check_isolation(server, cfg.other_model)
+            with self._phase("stop"):
+                self._bounded_call(server.stop, "stop")
+            with self._phase("delete"):
+                if cfg.injection.skip_server_delete:
+                    _retained_servers.append(server)
+                else:
+                    self._bounded_call(server.delete, "delete")
+                server = None
+            self.record.completed = True
+        except PhaseHung:
+            server = None  # a call is still inside Triton: touching the server could crash
+            raise
+        except _Abort:
+            pass
+        finally:
+            if server is not None:
+                self._salvage(server, loaded)
+        return self.record
+
+    def _bounded_call(self, fn: Callable[[], None], phase: str) -> None:
+        try:
+            (error,) = _bounded([fn], self.config.timeouts.of(phase))
+        except TimeoutError:
+            raise self._hang(phase) from None
+        if error is not None:
+            if isinstance(error, TritonError):
+                self._fail(phase, error.message)
+                raise _Abort from error
+            raise error
+
+    def _wait_ready(self, server: Server) -> None:
+        deadline = time.monotonic() + self.config.timeouts.wait_ready
+        while True:
+            try:
+                if server.is_live() and server.is_ready():
+                    return
+            except TritonError as exc:
+                self._fail("wait_ready", exc.message)
+                raise _Abort from exc
+            if time.monotonic() > deadline:
+                self._fail("wait_ready", "server not live and ready before the timeout")
+                raise _Abort
+            time.sleep(0.005)
+
+    def _load(self, server: Server, models: list[str]) -> list[str]:
+        """Load in parallel; return the models that loaded and turned ready."""
+        try:
+            errors = _bounded(
+                [lambda m=m: server.load_model(m) for m in models], self.config.timeouts.load
+            )
+        except TimeoutError:
+            raise self._hang("load") from None
+        loaded = []
+        for model, error in zip(models, errors):
+            if error is None:
+                self.record.model_loads += 1
+                if server.model_is_ready(model):
+                    loaded.append(model)
+                else:
+                    self._fail("load", f"{model} loaded but is not ready")
+            elif isinstance(error, TritonError):
+                self._fail("load", f"{model}: {error.message}")
+            else:
+                raise error
+        return loaded
+
+    def _infer(self, server: Server, model: str) -> None:
+        cfg = self.config
+        dtype = _DTYPES[cfg.datatype]
+        outputs = ["OUTPUT0", "OUTPUT1"]
+        for _ in range(cfg.inferences_per_model):
+            a = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
+            b = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
+            try:
+                result = server.infer(
+                    model,
+                    {"INPUT0": a, "INPUT1": b},
+                    outputs,
+                    memory_type=cfg.memory_type,
+                    timeout_s=cfg.timeouts.infer,
+                    keep_response=self.leaker.keep_next(),
+                )
+            except InferenceTimeout as exc:
+                raise self._hang("infer") from exc
+            except TritonError as exc:
+                self._fail("infer", f"{model}: {exc.message}")
+                return
+            self.record.inferences += 1
+            problems = self._validate(result, a, b)
+            if problems:
+                self._fail("infer", f"{model}: {'; '.join(problems)}")
+                return
+
+    def _validate(self, result: dict, a: np.ndarray, b: np.ndarray) -> list[str]:
+        problems = []
+        for name, expected in (("OUTPUT0", a + b), ("OUTPUT1", a - b)):
+            out = result.get(name)
+            if out is None:
+                problems.append(f"{name} missing from the response")
+                continue
+            if out.memory_type is not self.config.memory_type:
+                problems.append(
+                    f"{name} arrived in {out.memory_type.value} memory, "
+                    f"{self.config.memory_type.value} was requested"
+                )
+            if out.array.shape != expected.shape or not np.array_equal(out.array, expected):
+                wrong = int(np.sum(out.array != expected)) if out.array.shape == expected.shape else 16
+                problems.append(
+                    f"{name} wrong: {wrong} of 16 values differ "
+                    f"(first expected {expected.ravel()[:3].tolist()}, "
+                    f"got {out.array.ravel()[:3].tolist()})"
+                )
+        return problems
+
+    def _check_statistics(self, server: Server, models: list[str]) -> None:
+        per_model = self.config.inferences_per_model
+        for model in models:
+            try:
+                stats = server.model_statistics(model)
+            except TritonError as exc:
+                self._fail("statistics", f"{model}: {exc.message}")
+                continue
+            entries = stats.get("model_stats", [])
+            success = sum(int(e["inference_stats"]["success"]["count"]) for e in entries)
+            if success < per_model:
+                self._fail(
+                    "statistics", f"{model}: {success} successful inferences, expected {per_model}"
+                )
+
+    def _unload(self, server: Server, models: list[str]) -> None:
+        """Unload in parallel, then watch the model index instead of letting stop poll each second."""
+        for model in models:
+            try:
+                server.unload_model(model)
+            except TritonError as exc:
+                self._fail("unload", f"{model}: {exc.message}")
+        deadline = time.monotonic() + self.config.timeouts.unload
+        pending = set(models)
+        while pending:
+            try:
+                index = server.model_index()
+            except TritonError as exc:
+                self._fail("unload", f"model index: {exc.message}")
+                raise _Abort from exc
+            states = {m["name"]: m.get("state", "") for m in index}
+            pending = {m for m in pending if states.get(m) in ("READY", "UNLOADING", "LOADING")}
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise self._hang("unload")
+            time.sleep(0.005)
+
+    def _check_isolation(self, server: Server, other: str) -> None:
+        try:
+            server.load_model(other)
+        except TritonError:
+            return
+        self._fail("isolation", f"loading {other}, another instance's model, succeeded")
+        self._unload(server, [other])
+
+    def _salvage(self, server: Server, loaded: list[str]) -> None:
+        """After an aborted phase: unload what is loaded and delete the server, recording failures."""
+        try:
+            if loaded:
+                self._unload(server, loaded)
+            server.close()
+        except PhaseHung:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded, never silent
+            self._fail("delete", f"cleanup after failure: {exc}")
+
+
+class _Abort(Exception):
+    """A phase failed (already recorded): skip to cleanup."""
+
+
+class _PhaseTimer:
+    def __init__(self, lifecycle: Lifecycle, phase: str) -> None:
+        self.lifecycle = lifecycle
+        self.phase = phase
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.lifecycle.record.phase_s[self.phase] = elapsed
+        if exc_type is TritonError:
+            self.lifecycle._fail(self.phase, exc.message)
+            raise _Abort from exc

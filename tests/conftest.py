@@ -1,0 +1,82 @@
+"""Shared fixtures: one real Triton runtime per test session, and a leftover guard."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+SHM = Path("/dev/shm")
+REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def shm_regions() -> set[str]:
+    return {p.name for p in SHM.glob(REGION_PREFIX + "*")}
+
+
+def stub_processes() -> set[int]:
+    out = set()
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if proc.info.get("name") == "triton_python_backend_stub" or (
+            cmd and os.path.basename(cmd[0]) == "triton_python_backend_stub"
+        ):
+            out.add(proc.pid)
+    return out
+
+
+def cuda_problem() -> str | None:
+    """Why pinned/GPU memory cannot be used here, or None when a GPU answers."""
+    from soak.triton import capi
+    from soak.triton.memory import Cuda
+
+    return Cuda(capi.locate().library_dir).problem
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers():
+    """The whole session must leave no stub process and no shm region behind."""
+    stubs_before, regions_before = stub_processes(), shm_regions()
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        stubs = stub_processes() - stubs_before
+        regions = shm_regions() - regions_before
+        if not stubs and not regions:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"tests left behind stubs {sorted(stubs)} and shm regions {sorted(regions)}")
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory):
+    """The real Triton core, loaded once into the test process."""
+    from soak.triton import setup
+
+    return setup(tmp_path_factory.mktemp("triton"))
+
+
+@pytest.fixture(scope="session")
+def gpu():
+    problem = cuda_problem()
+    if problem is not None:
+        pytest.skip(f"needs an NVIDIA GPU: {problem}")
+
+
+def kill_and_unlink(pids: set[int], regions: set[str]) -> None:
+    """Remove what a deliberately killed test process left behind."""
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            proc.kill()
+            procs.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+    for name in regions:
+        (SHM / name).unlink(missing_ok=True)
