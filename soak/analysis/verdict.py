@@ -1,0 +1,368 @@
+"""Thresholds -> findings: judges one metric series with the statistics of ``trend``.
+
+Inputs are plain data (a :class:`Series` and a :class:`MetricRule`), never database rows, and
+nothing here does I/O; the report and the CLI turn :class:`Finding` objects into text, plots and
+exit codes.  numpy and the standard library only.
+
+Memory metrics (bytes: RSS, GPU memory, heap) leak when
+
+* they grow faster than ``slope_per_iteration`` *with confidence*: the lower bound of the
+  Theil-Sen interval is above the threshold **and** the Hamed-Rao-corrected Mann-Kendall test
+  finds a rising trend at ``alpha``.  The two guard each other: Sen's interval assumes
+  independent noise and is too narrow for autocorrelated RSS; the corrected trend test knows
+  about autocorrelation but says nothing about the size of the growth; or
+* they grew more than ``growth_budget`` from the post-warm-up baseline (median of the first few
+  analysed samples) to the end (median of the last few).
+
+A memory series whose point slope is above the threshold without the evidence for a leak is
+"inconclusive": it may leak, and a longer run would tell.  The warm-up of a memory series is
+extended automatically (``trend.cut_warmup``) while its early level is still off the steady
+state.
+
+Counter metrics (threads, file descriptors, shm regions, live objects) must come back: they
+leak when the end (median of the last few samples) is above baseline + ``tolerance`` and no
+sample of the last third of the analysed series came back to baseline + ``tolerance``, or when
+the growth budget is exceeded.  Their warm-up is exactly the profile's: a counter that steps up
+early and stays up is a leak, not a late warm-up, so no automatic extension is applied.
+
+Fewer than ``min_points`` samples after warm-up give "inconclusive"; a series with no sample at
+all gives "no_data".  Where growth began (``trend.change_point``) is reported for leaks only;
+on a passing series it would describe noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from soak.analysis.trend import change_point, cut_warmup, mann_kendall, theil_sen
+
+__all__ = [
+    "Finding",
+    "MetricKind",
+    "MetricRule",
+    "Series",
+    "Verdict",
+    "judge",
+    "overall",
+]
+
+log = logging.getLogger(__name__)
+
+MetricKind = Literal["memory", "counter"]
+Verdict = Literal["pass", "leak", "inconclusive", "no_data"]
+
+#: Bounds on how many samples the baseline and the end estimates take the median of.
+END_POINTS_MIN = 3
+END_POINTS_MAX = 25
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    """What counts as a leak for one metric.
+
+    ``slope_per_iteration`` is in metric units (bytes for memory) per iteration;
+    ``growth_budget`` is the total growth allowed from post-warm-up baseline to end;
+    ``tolerance`` is how far above its baseline a counter may end.
+    """
+
+    metric: str
+    kind: MetricKind
+    slope_per_iteration: float | None = None
+    growth_budget: float | None = None
+    tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("memory", "counter"):
+            raise ValueError(
+                f"{self.metric}: kind must be 'memory' or 'counter', not {self.kind!r}"
+            )
+        if (
+            self.kind == "memory"
+            and self.slope_per_iteration is None
+            and self.growth_budget is None
+        ):
+            raise ValueError(
+                f"{self.metric}: a memory rule needs slope_per_iteration or growth_budget"
+            )
+        if self.tolerance < 0:
+            raise ValueError(f"{self.metric}: tolerance must be >= 0, not {self.tolerance}")
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """One metric sampled at the quiet point of each iteration.
+
+    ``values`` may hold NaN (or None, converted to NaN) for missing samples. ``units`` maps a
+    unit name ("server", "model_load", "inference") to its count in each iteration, so that a
+    slope per iteration can also be stated per unit.
+    """
+
+    metric: str
+    iterations: np.ndarray
+    values: np.ndarray
+    units: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Frozen, so normalise through object.__setattr__: callers may pass lists.
+        iterations = np.asarray(self.iterations, dtype=np.int64).ravel()
+        values = np.asarray(self.values, dtype=float).ravel()
+        if iterations.size != values.size:
+            raise ValueError(
+                f"{self.metric}: {iterations.size} iterations but {values.size} values"
+            )
+        units = {}
+        for name, counts in self.units.items():
+            arr = np.asarray(counts, dtype=float).ravel()
+            if arr.size != iterations.size:
+                raise ValueError(
+                    f"{self.metric}: unit {name!r} has {arr.size} counts for "
+                    f"{iterations.size} iterations"
+                )
+            units[name] = arr
+        object.__setattr__(self, "iterations", iterations)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "units", units)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The judgement of one metric, with the numbers behind it.
+
+    Slopes are per iteration and NaN where undefined; ``warmup_cut`` is the index of the first
+    analysed sample; ``growth_started_at`` is an iteration number.
+    """
+
+    metric: str
+    kind: MetricKind
+    verdict: Verdict
+    slope: float
+    slope_low: float
+    slope_high: float
+    slopes_per_unit: dict[str, float]
+    p_value: float
+    tau: float
+    n_used: int
+    warmup_cut: int
+    baseline: float
+    final: float
+    total_growth: float
+    threshold: float | None
+    growth_budget: float | None
+    growth_started_at: int | None
+    reason: str
+
+
+def _fmt(value: float | None, kind: MetricKind) -> str:
+    """Bytes in binary units for memory, plain numbers for counters."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if kind == "counter":
+        return f"{value:.4g}"
+    magnitude = abs(value)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if magnitude >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _end_points(n_used: int) -> int:
+    """How many samples the baseline and end medians use: a few, more for long series."""
+    k = min(max(END_POINTS_MIN, n_used // 10), END_POINTS_MAX)
+    return max(1, min(k, n_used // 2))
+
+
+def judge(
+    series: Series,
+    rule: MetricRule,
+    warmup: int,
+    alpha: float = 0.05,
+    min_points: int = 5,
+) -> Finding:
+    """Judge one series against its rule (see the module docstring for the rules)."""
+    if series.metric != rule.metric:
+        raise ValueError(f"series {series.metric!r} judged with the rule for {rule.metric!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), not {alpha}")
+    min_points = max(int(min_points), 3)
+    kind = rule.kind
+    order = np.argsort(series.iterations, kind="stable")
+    iterations = series.iterations[order]
+    values = series.values[order]
+    units = {name: counts[order] for name, counts in series.units.items()}
+    nan = math.nan
+
+    def finding(verdict: Verdict, reason: str, **numbers: object) -> Finding:
+        fields: dict[str, object] = {
+            "slope": nan,
+            "slope_low": nan,
+            "slope_high": nan,
+            "slopes_per_unit": {},
+            "p_value": nan,
+            "tau": nan,
+            "n_used": 0,
+            "warmup_cut": 0,
+            "baseline": nan,
+            "final": nan,
+            "total_growth": nan,
+            "growth_started_at": None,
+        }
+        fields.update(numbers)
+        return Finding(
+            metric=rule.metric,
+            kind=kind,
+            verdict=verdict,
+            threshold=rule.slope_per_iteration,
+            growth_budget=rule.growth_budget,
+            reason=reason,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    finite = np.isfinite(values)
+    if not finite.any():
+        return finding(
+            "no_data", f"{rule.metric}: no samples ({values.size} iterations, all missing)."
+        )
+
+    if kind == "memory":
+        cut = cut_warmup(values, warmup, min_points)
+    else:
+        cut = min(max(int(warmup), 0), values.size)
+    keep = finite.copy()
+    keep[:cut] = False
+    n_used = int(keep.sum())
+    x = iterations[keep].astype(float)
+    y = values[keep]
+
+    if n_used < min_points:
+        return finding(
+            "inconclusive",
+            f"{rule.metric}: only {n_used} samples after the warm-up (index {cut}); "
+            f"at least {min_points} are needed to judge.",
+            n_used=n_used,
+            warmup_cut=cut,
+        )
+
+    k = _end_points(n_used)
+    baseline = float(np.median(y[:k]))
+    final = float(np.median(y[-k:]))
+    growth = final - baseline
+    slope = theil_sen(x, y, alpha)
+    trend = mann_kendall(y, autocorrelation="hamed_rao")
+    per_unit = {}
+    for name, counts in units.items():
+        mean = float(np.nanmean(counts[keep])) if np.isfinite(counts[keep]).any() else nan
+        per_unit[name] = slope.slope / mean if mean > 0 else nan
+    rising = trend.s > 0 and trend.p_value < alpha
+    level = f"{100 * (1 - alpha):.0f}%"
+    numbers = {
+        "slope": slope.slope,
+        "slope_low": slope.low,
+        "slope_high": slope.high,
+        "slopes_per_unit": per_unit,
+        "p_value": trend.p_value,
+        "tau": trend.tau,
+        "n_used": n_used,
+        "warmup_cut": cut,
+        "baseline": baseline,
+        "final": final,
+        "total_growth": growth,
+    }
+    f = lambda v: _fmt(v, kind)  # noqa: E731
+    context = f"{n_used} samples from index {cut}"
+    slope_text = (
+        f"{f(slope.slope)}/iteration ({level} CI {f(slope.low)} to {f(slope.high)}, "
+        f"Mann-Kendall p={trend.p_value:.2g})"
+    )
+    budget = rule.growth_budget
+    over_budget = budget is not None and growth > budget
+    budget_text = (
+        f"grew {f(growth)} from baseline {f(baseline)} to {f(final)}, "
+        f"{'over' if over_budget else 'within'} the {f(budget)} budget"
+    )
+
+    verdict: Verdict
+    if kind == "memory":
+        threshold = rule.slope_per_iteration
+        too_fast = threshold is not None and slope.low > threshold and rising
+        maybe_fast = threshold is not None and slope.slope > threshold and not too_fast
+        reasons = []
+        if too_fast:
+            reasons.append(f"grows {slope_text}, above the {f(threshold)}/iteration threshold")
+        if over_budget:
+            reasons.append(budget_text)
+        if reasons:
+            verdict = "leak"
+            reason = f"{rule.metric} " + "; ".join(reasons) + f" ({context})."
+        elif maybe_fast:
+            verdict = "inconclusive"
+            reason = (
+                f"{rule.metric} grows about {slope_text}, above the {f(threshold)}/iteration "
+                f"threshold, but the evidence is not conclusive ({context}); run more iterations."
+            )
+        else:
+            verdict = "pass"
+            parts = []
+            if threshold is not None:
+                parts.append(f"slope {slope_text} is within the {f(threshold)}/iteration threshold")
+            if budget is not None:
+                parts.append(budget_text)
+            reason = f"{rule.metric} " + "; ".join(parts) + f" ({context})."
+    else:
+        limit = baseline + rule.tolerance
+        tail = y[-max(1, math.ceil(n_used / 3)) :]
+        came_back = bool(np.any(tail <= limit))
+        stuck_high = final > limit and not came_back
+        reasons = []
+        if stuck_high:
+            reasons.append(
+                f"ended at {f(final)}, {f(growth)} above its baseline {f(baseline)} "
+                f"(tolerance {f(rule.tolerance)}), and none of the last {tail.size} samples "
+                f"came back to {f(limit)}"
+            )
+        if over_budget:
+            reasons.append(budget_text)
+        if reasons:
+            verdict = "leak"
+            reason = f"{rule.metric} " + "; ".join(reasons) + f" ({context})."
+        else:
+            verdict = "pass"
+            if final <= limit:
+                what = (
+                    f"ended at {f(final)}, within {f(rule.tolerance)} of its baseline {f(baseline)}"
+                )
+            else:
+                what = (
+                    f"ended at {f(final)} but came back to within {f(rule.tolerance)} of its "
+                    f"baseline {f(baseline)} in the last {tail.size} samples"
+                )
+            if budget is not None:
+                what += f"; {budget_text}"
+            reason = f"{rule.metric} {what} ({context})."
+
+    started = None
+    if verdict == "leak":
+        where = change_point(values[cut:])
+        if where is not None:
+            started = int(iterations[cut + where])
+    log.debug("%s: %s: %s", rule.metric, verdict, reason)
+    return finding(verdict, reason, growth_started_at=started, **numbers)
+
+
+def overall(findings: Iterable[Finding]) -> str:
+    """The run's verdict: "leak" if any leak, else "inconclusive" if any, else "pass".
+
+    "no_data" findings are ignored: a metric the machine cannot measure (no GPU) says nothing
+    about leaks.
+    """
+    verdicts = {finding.verdict for finding in findings}
+    if "leak" in verdicts:
+        return "leak"
+    if "inconclusive" in verdicts:
+        return "inconclusive"
+    return "pass"

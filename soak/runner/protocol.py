@@ -1,0 +1,171 @@
+"""The supervisor-worker protocol: typed messages, one JSON object per line, over two pipes.
+
+This is the only place the message shapes are defined; both sides encode and decode here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: ClassVar[str] = ""
+
+    def encode(self) -> bytes:
+        return (json.dumps({"kind": self.kind, **asdict(self)}) + "\n").encode()
+
+
+# -- supervisor -> worker -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start(Message):
+    kind: ClassVar[str] = "start"
+    profile: dict[str, Any]  # run, timeouts, sampling, inject sections, already validated
+    workdir: str
+    stub: str | None = None  # a replacement stub (tests break the environment on purpose)
+
+
+@dataclass(frozen=True)
+class Continue(Message):
+    """Sent after the quiet-point sample was taken; `stop` ends the run after this point."""
+
+    kind: ClassVar[str] = "continue"
+    stop: bool = False
+
+
+# -- worker -> supervisor -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hello(Message):
+    kind: ClassVar[str] = "hello"
+    pid: int
+    triton_library: str
+    triton_source: str
+    api_version: str
+    python_version: str
+
+
+@dataclass(frozen=True)
+class Phase(Message):
+    """An instance enters a phase; the watchdog allows it `timeout_s`."""
+
+    kind: ClassVar[str] = "phase"
+    iteration: int
+    instance: int
+    phase: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Quiet(Message):
+    """Every server of the iteration is deleted; the worker waits for Continue."""
+
+    kind: ClassVar[str] = "quiet"
+    iteration: int
+    wall_s: float
+    server_lifecycles: int
+    model_loads: int
+    inferences: int
+    phase_sum_s: dict[str, float]
+    phase_max_s: dict[str, float]
+    failures: list[dict[str, Any]]
+    triton_version: str | None
+    heap: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hung(Message):
+    """A call into Triton overran its phase timeout inside the worker."""
+
+    kind: ClassVar[str] = "hung"
+    iteration: int
+    instance: int
+    phase: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Failed(Message):
+    """The worker cannot go on (setup error or Python exception); `error` is one line."""
+
+    kind: ClassVar[str] = "failed"
+    error: str
+    traceback: str = ""
+    setup: bool = False  # True: nothing ran (bad environment), not a crash
+
+
+@dataclass(frozen=True)
+class Done(Message):
+    kind: ClassVar[str] = "done"
+    iterations: int
+
+
+MESSAGES: dict[str, type[Message]] = {
+    cls.kind: cls for cls in (Start, Continue, Hello, Phase, Quiet, Hung, Failed, Done)
+}
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def decode(line: bytes) -> Message:
+    try:
+        data = json.loads(line)
+        cls = MESSAGES[data.pop("kind")]
+        return cls(**data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"bad message {line[:200]!r}: {exc}") from exc
+
+
+class Channel:
+    """Line-framed messages over a pair of file descriptors."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self._buffer = b""
+
+    def send(self, message: Message) -> None:
+        data = message.encode()
+        while data:
+            written = os.write(self.write_fd, data)
+            data = data[written:]
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def pending(self) -> Message | None:
+        """A complete message already buffered, if any."""
+        if b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            return decode(line)
+        return None
+
+    def receive(self) -> Message | None:
+        """Block for the next message; None at end of stream."""
+        while True:
+            message = self.pending()
+            if message is not None:
+                return message
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+    def feed(self) -> bool:
+        """Read what is available (after select said so); False at end of stream."""
+        chunk = os.read(self.read_fd, 65536)
+        if not chunk:
+            return False
+        self._buffer += chunk
+        return True
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
