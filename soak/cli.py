@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
-import tempfile
-from pathlib import Path
 
 import click
 
 from soak import __version__
 from soak import profile as profiles
+from soak.analyze import analyze_run, finding_row, latest_run_id, worst_exit
 from soak.errors import SoakError
 
 EXIT_PASSED, EXIT_LEAK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+DEFAULT_DB = "results/soak.db"
 
 
 class SoakGroup(click.Group):
@@ -36,39 +37,123 @@ def main(verbose: bool) -> None:
     )
 
 
+def report_options(fn):
+    """--junit, --json and --out behave the same in run, analyze and report."""
+    fn = click.option("--out", type=click.Path(file_okay=False),
+                      help="Write one PNG per metric and index.md into this folder.")(fn)
+    fn = click.option("--json", "json_path", type=click.Path(dir_okay=False),
+                      help="Write the findings as JSON.")(fn)
+    fn = click.option("--junit", type=click.Path(dir_okay=False),
+                      help="Write JUnit XML (a test case per metric) for CI.")(fn)
+    return fn
+
+
+def _analyze_and_store(store, run_id: int):
+    from soak.report.console import print_summary
+
+    analysis = analyze_run(store.db, run_id)
+    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
+    store.update_run(run_id, status=analysis.status, verdict=analysis.verdict,
+                     exit_code=analysis.exit_code)
+    print_summary(analysis.findings, analysis.verdict, analysis.status, run_id)
+    return analysis
+
+
+def _write_reports(db, analyses, junit, json_path, out) -> None:
+    from soak.report.outputs import write_outputs
+
+    for path in write_outputs(db, analyses, junit, json_path, out):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_id", required=False, type=int)
+@click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_DB, show_default=True)
+@report_options
+def analyze(run_id, db, junit, json_path, out) -> None:
+    """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
+    from soak.store import Store, open_readonly
+
+    open_readonly(db).conn.close()  # a clear error for a missing or foreign file
+    store = Store(db)
+    rid = run_id if run_id is not None else latest_run_id(store.db)
+    analysis = _analyze_and_store(store, rid)
+    _write_reports(store.db, [analysis], junit, json_path, out)
+    sys.exit(analysis.exit_code)
+
+
+@main.command()
+@click.argument("run_id", required=False, type=int)
+@click.option("--db", type=click.Path(dir_okay=False), default=DEFAULT_DB, show_default=True)
+@report_options
+def report(run_id, db, junit, json_path, out) -> None:
+    """Write reports of RUN_ID (default: the latest run) from stored data; changes nothing."""
+    from soak.analyze import analyze_run as judge_run
+    from soak.store import open_readonly
+
+    ro = open_readonly(db)
+    rid = run_id if run_id is not None else latest_run_id(ro)
+    if not (junit or json_path or out):
+        raise click.UsageError("say what to write: --out DIR, --junit FILE and/or --json FILE")
+    _write_reports(ro, [judge_run(ro, rid)], junit, json_path, out)
+
+
 @main.command()
 @click.argument("profile")
 @click.option("--servers", type=int, help="Override the profile's servers (N).")
 @click.option("--iterations", type=int, help="Override the profile's iterations.")
 @click.option("--memory-type", type=str, help="Override memory_type: system, pinned or gpu.")
-@click.option("--db", type=click.Path(dir_okay=False), default="results/soak.db",
-              show_default=True, help="Results database.")
+@click.option("--db", type=click.Path(), default=DEFAULT_DB, show_default=True,
+              help="Results database (SQLite).")
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
-def run(profile: str, servers, iterations, memory_type, db, no_progress) -> None:
+@report_options
+def run(profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
-    from soak.runner.engine import Engine
+    from soak.report.progress import make_progress
+    from soak.runner import session
 
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
     )
-    failures = 0
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        engine = Engine(prof, Path(tmp))
-        for i in range(prof.run["iterations"]):
-            rec = engine.iterate(i)
-            phases = " ".join(f"{k}={v * 1000:.0f}ms" for k, v in rec.phase_max_s().items())
-            status = "ok" if not rec.failures and rec.hung is None else "FAILED"
-            click.echo(f"iteration {i + 1}/{prof.run['iterations']} {rec.wall_s:.2f}s {status} {phases}")
-            for f in rec.failures:
-                click.echo(f"  instance {f.instance} {f.phase}: {f.message}")
-            failures += len(rec.failures)
-            if rec.hung is not None:
-                click.echo(f"  hung: {rec.hung}")
-                sys.stdout.flush()
-                import os
+    store = session.prepare(prof, db)
+    supervisors = []
 
-                os._exit(EXIT_FAILED)
-    sys.exit(EXIT_FAILED if failures else EXIT_PASSED)
+    def on_sigint(signum, frame) -> None:
+        for s in supervisors:
+            s.request_stop()
+        click.echo("\nsoak: stopping after this iteration (Ctrl-C again to stop at once)", err=True)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    analyses = []
+    for cell in prof.cells():
+        label = " ".join(f"{k}={v}" for k, v in cell.cell.items())
+        click.echo(f"soak: {prof.name}{' [' + label + ']' if label else ''}: "
+                   f"{cell.run['servers']} servers x {cell.run['iterations']} iterations, "
+                   f"{cell.run['memory_type']} memory, {cell.run['instance_kind']} instances -> {db}")
+        with make_progress(cell.run["iterations"], no_progress) as progress:
+            outcomes = session.run_cells(
+                cell, store, on_iteration=progress.update,
+                supervisor_hook=supervisors.append,
+            )
+        for outcome in outcomes:
+            click.echo(f"run {outcome.run_id}: {outcome.status}: {outcome.reason}")
+            analysis = _analyze_and_store(store, outcome.run_id)
+            analyses.append(analysis)
+        if outcomes and outcomes[-1].status == "interrupted":
+            break
+    _write_reports(store.db, analyses, junit, json_path, out)
+    sys.exit(worst_exit([a.exit_code for a in analyses]))
+
+
+
+
+def _register_triage() -> None:
+    from soak.cli_triage import register
+
+    register(main)
+
+
+_register_triage()
 
 
 if __name__ == "__main__":

@@ -214,7 +214,7 @@ class Profile:
         names = list(self.matrix)
         out = []
         for combo in itertools.product(*(self.matrix[n] for n in names)):
-            cell = dict(zip(names, combo))
+            cell = dict(zip(names, combo, strict=False))
             out.append(replace(self, run={**self.run, **cell}, matrix={}, cell=cell))
         return out
 

@@ -21,10 +21,12 @@ def soak(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Compl
 @pytest.mark.e2e
 def test_smoke_run_prints_phases_and_passes(tmp_path):
     proc = soak("run", "smoke", "--iterations", "2", "--db", str(tmp_path / "r.db"), "--no-progress")
-    assert proc.returncode == 0, proc.stderr
+    # Two iterations after one of warm-up cannot support a verdict: inconclusive, exit 3.
+    assert proc.returncode == 3, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("iteration ")]
     assert len(lines) == 2
     assert all(" ok " in line and "load=" in line and "unload=" in line for line in lines)
+    assert "verdict inconclusive" in proc.stdout
 
 
 def test_gpu_memory_on_cpu_machine_is_refused(tmp_path):

@@ -132,6 +132,7 @@ _PROTOTYPES: dict[str, list] = {
     "TRITONSERVER_ServerOptionsSetStrictModelConfig": [_P, c_bool],
     "TRITONSERVER_ServerOptionsSetStrictReadiness": [_P, c_bool],
     "TRITONSERVER_ServerOptionsSetExitTimeout": [_P, c_uint32],
+    "TRITONSERVER_ServerOptionsSetModelLoadRetryCount": [_P, c_uint32],
     "TRITONSERVER_ServerOptionsSetBackendDirectory": [_P, c_char_p],
     "TRITONSERVER_ServerOptionsSetRepoAgentDirectory": [_P, c_char_p],
     "TRITONSERVER_ServerOptionsSetMinSupportedComputeCapability": [_P, ctypes.c_double],

@@ -86,6 +86,7 @@ class ServerOptions:
     strict_readiness: bool = True
     strict_model_config: bool = True
     exit_timeout_s: int = 30
+    model_load_retry_count: int = 0
     log_file: Path | None = None
     log_verbose: int = 0
     metrics: bool = False
@@ -249,6 +250,13 @@ class Server:
             check(lib.TRITONSERVER_ServerOptionsSetStrictReadiness(opts, options.strict_readiness))
             check(lib.TRITONSERVER_ServerOptionsSetStrictModelConfig(opts, options.strict_model_config))
             check(lib.TRITONSERVER_ServerOptionsSetExitTimeout(opts, options.exit_timeout_s))
+            # Set explicitly: left alone, a failing load (initialize raising) was seen retried
+            # every 0.35 s forever in about half of the processes (libtritonserver 2.51).
+            check(
+                lib.TRITONSERVER_ServerOptionsSetModelLoadRetryCount(
+                    opts, options.model_load_retry_count
+                )
+            )
             check(
                 lib.TRITONSERVER_ServerOptionsSetBackendDirectory(
                     opts, str(options.backends_dir).encode()

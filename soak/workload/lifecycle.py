@@ -107,7 +107,7 @@ _retained_servers: list[Server] = []  # skip_server_delete: never deleted, never
 
 
 def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseException | None]:
-    """Run blocking calls in parallel threads; raise TimeoutError if any is still running."""
+    """Run blocking calls in parallel threads; TimeoutError(indexes still running) on expiry."""
     results: list[BaseException | None] = [None] * len(calls)
 
     def runner(i: int, fn: Callable[[], None]) -> None:
@@ -125,8 +125,9 @@ def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseExce
     deadline = time.monotonic() + timeout_s
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-        if t.is_alive():
-            raise TimeoutError
+    running = [i for i, t in enumerate(threads) if t.is_alive()]
+    if running:
+        raise TimeoutError(running)
     return results
 
 
@@ -157,10 +158,10 @@ class Lifecycle:
             self.observer(self.config.instance, phase, timeout)
         return _PhaseTimer(self, phase)
 
-    def _hang(self, phase: str) -> PhaseHung:
+    def _hang(self, phase: str, what: str = "") -> PhaseHung:
         timeout = self.config.timeouts.of(phase)
         self.record.hung_phase = phase
-        self._fail(phase, f"timed out: still running after {timeout:g} s")
+        self._fail(phase, f"timed out: {what or phase} still running after {timeout:g} s")
         return PhaseHung(self.config.instance, phase, timeout)
 
     # -- the lifecycle ----------------------------------------------------------------------
@@ -247,10 +248,11 @@ class Lifecycle:
             errors = _bounded(
                 [lambda m=m: server.load_model(m) for m in models], self.config.timeouts.load
             )
-        except TimeoutError:
-            raise self._hang("load") from None
+        except TimeoutError as exc:
+            stuck = ", ".join(models[i] for i in exc.args[0])
+            raise self._hang("load", f"loading {stuck}") from None
         loaded = []
-        for model, error in zip(models, errors):
+        for model, error in zip(models, errors, strict=False):
             if error is None:
                 self.record.model_loads += 1
                 if server.model_is_ready(model):

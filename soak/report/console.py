@@ -1,0 +1,56 @@
+"""The console summary of a run's findings: leaking metrics first, numbers with units."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from soak.analysis.verdict import Finding
+
+_STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
+
+
+def human(value: float | None, metric: str) -> str:
+    """Bytes as KiB/MiB, counters as plain numbers; NaN and None as a dash."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if metric.endswith("_bytes"):
+        size = abs(value)
+        for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if size >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{value:.0f} B"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def findings_table(findings: list[Finding], title: str = "") -> Table:
+    table = Table(title=title or None, show_lines=False)
+    for col in ("metric", "verdict", "slope/iter", "95% interval", "growth", "threshold/iter",
+                "budget", "growth began", "per server"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+    for f in findings:
+        table.add_row(
+            f.metric,
+            f"[{_STYLE.get(f.verdict, '')}]{f.verdict}[/]",
+            human(f.slope, f.metric),
+            f"[{human(f.slope_low, f.metric)}, {human(f.slope_high, f.metric)}]",
+            human(f.total_growth, f.metric),
+            human(f.threshold, f.metric),
+            human(f.growth_budget, f.metric),
+            "-" if f.growth_started_at is None else f"iteration {f.growth_started_at + 1}",
+            human(f.slopes_per_unit.get("server"), f.metric),
+        )
+    return table
+
+
+def print_summary(
+    findings: list[Finding], verdict: str, status: str, run_id: int, console: Console | None = None
+) -> None:
+    console = console or Console()
+    console.print(findings_table(findings, title=f"run {run_id}: findings"))
+    for f in findings:
+        if f.verdict == "leak":
+            console.print(f"[bold red]LEAK[/] {f.reason}")
+    console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")

@@ -1,0 +1,62 @@
+"""One PNG per metric (series, fitted line, warm-up cut, threshold band) and a Markdown page."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from soak.analysis.verdict import Finding, Series  # noqa: E402
+from soak.report.console import human  # noqa: E402
+
+
+def plot_metric(series: Series, finding: Finding, warmup_iteration: int | None, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    x, y = series.iterations, series.values
+    scale, unit = (2**20, "MiB") if series.metric.endswith("_bytes") else (1, "")
+    ax.plot(x, y / scale, ".-", lw=0.8, ms=3, label=series.metric)
+    if warmup_iteration is not None:
+        ax.axvspan(x.min() if x.size else 0, warmup_iteration, color="0.85", label="warm-up")
+    if math.isfinite(finding.slope) and math.isfinite(finding.baseline) and x.size:
+        start = warmup_iteration if warmup_iteration is not None else x.min()
+        xs = x[x >= start]
+        if xs.size:
+            intercept = finding.baseline - finding.slope * xs[0]
+            ax.plot(xs, (intercept + finding.slope * xs) / scale, "r-", lw=1.2,
+                    label=f"fit {human(finding.slope, series.metric)}/iteration")
+            if finding.threshold:
+                ax.fill_between(xs, finding.baseline / scale,
+                                (finding.baseline + finding.threshold * (xs - xs[0])) / scale,
+                                color="g", alpha=0.15, label="threshold band")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{series.metric} ({unit})" if unit else series.metric)
+    ax.set_title(f"{series.metric}: {finding.verdict}")
+    ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    path = out / f"{series.metric}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_id: int, title: str, series: dict[str, Series], findings: list[Finding],
+                 out: Path) -> Path:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# soak run {run_id}", "", title, "", "| metric | verdict | slope/iteration | growth | plot |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for f in findings:
+        s = series.get(f.metric)
+        if s is None or not s.values.size:
+            continue
+        warm = int(s.iterations[f.warmup_cut]) if 0 < f.warmup_cut < s.iterations.size else None
+        png = plot_metric(s, f, warm, out)
+        lines.append(f"| {f.metric} | {f.verdict} | {human(f.slope, f.metric)} | "
+                     f"{human(f.total_growth, f.metric)} | [{png.name}]({png.name}) |")  # fmt: skip
+    lines += ["", "## Reasons", ""] + [f"- **{f.metric}** ({f.verdict}): {f.reason}" for f in findings]
+    page = out / "index.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page

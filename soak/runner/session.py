@@ -1,0 +1,61 @@
+"""A `soak run` as a library call: validate, then one supervised run per matrix cell.
+
+Nothing here prints; progress goes through the callback the caller passes in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from soak.profile import Profile, check_machine
+from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
+from soak.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def gpu_problem() -> str | None:
+    """Why pinned/GPU memory cannot work here (None: a GPU answers). Loads only libcudart."""
+    from soak.triton import capi
+    from soak.triton.memory import Cuda
+
+    try:
+        install = capi.locate()
+    except Exception as exc:  # noqa: BLE001 - the worker reports a missing core in detail
+        return str(exc)
+    return Cuda(install.library_dir).problem
+
+
+def prepare(profile: Profile, db: str | Path) -> Store:
+    """Everything that can be refused is refused here, before a run row exists."""
+    if profile.uses_gpu:
+        check_machine(profile, gpu_problem())
+    return Store(db)
+
+
+def run_cells(
+    profile: Profile,
+    store: Store,
+    on_start: Callable[[Profile], None] | None = None,
+    on_iteration: Callable[[IterationView], None] | None = None,
+    supervisor_hook: Callable[[Supervisor], None] | None = None,
+) -> list[RunOutcome]:
+    """Run each cell of the profile (one for a plain profile); stop early on interruption."""
+    outcomes = []
+    for cell in profile.cells():
+        tags: dict[str, Any] = {}
+        if cell.cell:
+            tags = {"matrix": profile.name, "cell": cell.cell}
+        supervisor = Supervisor(cell, store, on_iteration, tags)
+        if supervisor_hook:
+            supervisor_hook(supervisor)
+        if on_start:
+            on_start(cell)
+        outcome = supervisor.run()
+        outcomes.append(outcome)
+        if outcome.status == "interrupted":
+            break
+    return outcomes

@@ -1,0 +1,469 @@
+"""The supervisor: starts the worker, samples it at each quiet point, watches the clock.
+
+It owns the database writes of a run. Whatever the worker does (crash, hang, exit), the
+supervisor records it, cleans up the worker's leftovers (stubs, shm regions) as findings,
+and ends the run with a status; the analysis then runs on what was stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from soak import __version__
+from soak.errors import SoakError
+from soak.profile import Profile
+from soak.runner import protocol as proto
+from soak.runner.worker import STACKS_FILE, profile_to_message
+from soak.sampling.gpu import GpuSampler
+from soak.sampling.process import ProcessTreeSampler
+from soak.store import Store, event
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_GRACE_S = 2.0
+OBSERVE_EVERY_S = 0.1
+STARTUP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class IterationView:
+    """What progress displays need after each quiet point."""
+
+    iteration: int
+    iterations: int
+    wall_s: float
+    rss_bytes: int | None
+    rss_delta_bytes: int | None
+    fds: int | None
+    threads: int | None
+    failures_total: int
+    phase_max_s: dict[str, float]
+    failures: list[dict[str, Any]]
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str  # running statuses of store.RUN_STATUSES, minus the verdict
+    reason: str
+    iterations_done: int
+    failures: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        profile: Profile,
+        store: Store,
+        on_iteration: Callable[[IterationView], None] | None = None,
+        run_tags: dict[str, Any] | None = None,
+        stub: Path | None = None,
+    ) -> None:
+        self.profile = profile
+        self.store = store
+        self.on_iteration = on_iteration
+        self.run_tags = run_tags or {}
+        self.stub = stub or (Path(os.environ["SOAK_STUB"]) if os.environ.get("SOAK_STUB") else None)
+        self.stop_requested = False
+        self.kill_requested = False
+        self.gpu = GpuSampler()
+        self._interval_samples: list[dict[str, Any]] = []
+        self._interval_lock = threading.Lock()
+        self._current_phase: str | None = None
+        self._iteration_running = threading.Event()
+
+    # -- signals ----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """First Ctrl-C: stop after the current iteration. Second: stop at once."""
+        if self.stop_requested:
+            self.kill_requested = True
+        self.stop_requested = True
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        prof = self.profile
+        gpu_info = self.gpu.describe()
+        run_id = self.store.create_run(
+            {
+                "profile": prof.name,
+                "profile_source": prof.source,
+                "profile_text": prof.text,
+                "servers": prof.run["servers"],
+                "iterations_planned": prof.run["iterations"],
+                "memory_type": prof.run["memory_type"],
+                "instance_kind": prof.run["instance_kind"],
+                "inferences_per_model": prof.run["inferences_per_model"],
+                "datatype": prof.run["datatype"],
+                "python_version": sys.version.split()[0],
+                "soak_version": __version__,
+                "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
+                "gpu_driver": gpu_info.get("driver_version"),
+                "config": profile_to_message(prof),
+                **self.run_tags,
+            }
+        )
+        self.run_id = run_id
+        with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
+            outcome = self._supervise(run_id, Path(tmp))
+        self.gpu.close()
+        self.store.update_run(
+            run_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            ended_at=time.time(),
+            iterations_done=outcome.iterations_done,
+        )
+        return outcome
+
+    def _start_worker(self, workdir: Path) -> tuple[subprocess.Popen, proto.Channel]:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        log_file = open(workdir / "worker.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "soak.runner.worker", str(to_worker_r), str(from_worker_w)],
+            pass_fds=(to_worker_r, from_worker_w),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only
+            cwd=workdir,
+        )
+        log_file.close()
+        os.close(to_worker_r)
+        os.close(from_worker_w)
+        channel = proto.Channel(from_worker_r, to_worker_w)
+        channel.send(
+            proto.Start(profile_to_message(self.profile), str(workdir), str(self.stub) if self.stub else None)
+        )
+        return proc, channel
+
+    def _supervise(self, run_id: int, workdir: Path) -> RunOutcome:
+        proc, channel = self._start_worker(workdir)
+        self.store.update_run(run_id, worker_pid=proc.pid)
+        sampler = ProcessTreeSampler(proc.pid)
+        self.sampler = sampler
+        outcome = RunOutcome(run_id, "running", "", 0, 0)
+        deadlines: dict[int, tuple[float, str, int]] = {}  # instance -> (deadline, phase, iter)
+        log_reader = _TritonLog(workdir / "triton.log")
+        first_rss: int | None = None
+        started = time.time()
+        interval = self.profile.sampling["sample_interval_ms"] / 1000.0
+        stopper = threading.Event()
+        # Always watch the tree during iterations: a stub that starts and ends between two
+        # quiet points must still be known, or its leftovers could not be attributed.
+        sampling_thread = threading.Thread(
+            target=self._interval_loop, args=(sampler, interval, stopper, started), daemon=True
+        )
+        sampling_thread.start()
+        hello_deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        got_hello = False
+        try:
+            while True:
+                if self.kill_requested:
+                    self._kill_tree(proc)
+                    outcome.status, outcome.reason = "interrupted", "stopped at once (second Ctrl-C)"
+                    break
+                message = channel.pending()
+                if message is None:
+                    timeout = 0.25
+                    ready, _, _ = select.select([channel], [], [], timeout)
+                    if ready:
+                        if not channel.feed():
+                            outcome.status, outcome.reason = self._worker_ended(proc, workdir, outcome)
+                            break
+                        continue
+                    now = time.monotonic()
+                    expired = [(d, p, it, inst) for inst, (d, p, it) in deadlines.items() if d < now]
+                    if expired:
+                        _, phase, it, inst = expired[0]
+                        self._hang(proc, workdir, outcome, it, inst, phase)
+                        break
+                    if not got_hello and now > hello_deadline:
+                        self._hang(proc, workdir, outcome, None, None, "startup")
+                        break
+                    if proc.poll() is not None and not select.select([channel], [], [], 0)[0]:
+                        outcome.status, outcome.reason = self._worker_ended(proc, workdir, outcome)
+                        break
+                    continue
+                if isinstance(message, proto.Hello):
+                    got_hello = True
+                    self.store.update_run(run_id, triton_library=message.triton_library)
+                    self._iteration_running.set()
+                elif isinstance(message, proto.Phase):
+                    deadlines[message.instance] = (
+                        time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S,
+                        message.phase,
+                        message.iteration,
+                    )
+                    self._current_phase = message.phase
+                elif isinstance(message, proto.Quiet):
+                    deadlines.clear()
+                    self._iteration_running.clear()
+                    view = self._quiet_point(run_id, message, sampler, log_reader, started, outcome)
+                    if first_rss is None:
+                        first_rss = view.rss_bytes
+                    view.rss_delta_bytes = (
+                        view.rss_bytes - first_rss if view.rss_bytes is not None and first_rss is not None else None
+                    )
+                    if self.on_iteration:
+                        self.on_iteration(view)
+                    stop = self.stop_requested
+                    self._iteration_running.set()
+                    channel.send(proto.Continue(stop=stop))
+                    if stop:
+                        outcome.status = "interrupted"
+                        outcome.reason = f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+                elif isinstance(message, proto.Hung):
+                    self._hang(proc, workdir, outcome, message.iteration, message.instance, message.phase)
+                    break
+                elif isinstance(message, proto.Failed):
+                    self._record(run_id, [event("error", message.error + ("\n" + message.traceback if message.traceback else ""))])
+                    proc.wait(timeout=30)
+                    outcome.status = "failed" if message.setup else "crashed"
+                    outcome.reason = message.error
+                    outcome.events.append({"setup": message.setup})
+                    break
+                elif isinstance(message, proto.Done):
+                    proc.wait(timeout=60)
+                    if outcome.status != "interrupted":
+                        outcome.status = "failed" if outcome.failures else "passed"
+                        outcome.reason = (
+                            f"{outcome.failures} check(s) failed" if outcome.failures else "all checks passed"
+                        )
+                    break
+        finally:
+            stopper.set()
+            if sampling_thread is not None:
+                sampling_thread.join(timeout=5)
+            self._kill_tree(proc)
+            channel.close()
+            self._record(run_id, log_reader.events(None))
+            self._cleanup_leftovers(run_id, sampler)
+        return outcome
+
+    # -- quiet point ------------------------------------------------------------------------
+    def _quiet_point(self, run_id, message: proto.Quiet, sampler, log_reader, started, outcome) -> IterationView:
+        sample = sampler.sample().as_dict()
+        gpu = self.gpu.sample(sampler.pid)
+        heap = dict(message.heap)
+        growth = heap.pop("growth", []) or []
+        row = {
+            "iteration": message.iteration,
+            "kind": "quiet",
+            "phase": None,
+            "t": time.time(),
+            "elapsed_s": time.time() - started,
+            **{k: v for k, v in sample.items()},
+            "tracemalloc_bytes": heap.get("tracemalloc_current_bytes"),
+            "tracemalloc_peak_bytes": heap.get("tracemalloc_peak_bytes"),
+            "gc_objects": heap.get("gc_objects"),
+            "mallinfo_inuse_bytes": heap.get("mallinfo_inuse_bytes"),
+            "mallinfo_free_bytes": heap.get("mallinfo_free_bytes"),
+            "gpu_process_bytes": gpu.process_bytes,
+            "gpu_used_bytes": gpu.device_used_bytes,
+            "gpu_devices": [d.__dict__ for d in gpu.devices],
+        }
+        with self._interval_lock:
+            interval_rows, self._interval_samples = self._interval_samples, []
+        events = [
+            event("failure", f["message"], message.iteration, f["instance"], f["phase"])
+            for f in message.failures
+        ]
+        events += log_reader.events(message.iteration)
+        iteration_row = {
+            "iteration": message.iteration,
+            "ended_at": time.time(),
+            "wall_s": message.wall_s,
+            "server_lifecycles": message.server_lifecycles,
+            "model_loads": message.model_loads,
+            "inferences": message.inferences,
+            "failures": len(message.failures),
+        }
+        for phase, value in message.phase_sum_s.items():
+            iteration_row[f"{phase}_sum_s"] = value
+        for phase, value in message.phase_max_s.items():
+            iteration_row[f"{phase}_max_s"] = value
+        heap_rows = [
+            {"iteration": message.iteration, "type_name": g[0], "count": g[1], "increase": g[2]}
+            for g in growth
+        ]
+        self.store.write_iteration(run_id, iteration_row, [*interval_rows, row], heap_rows, events)
+        if message.triton_version and outcome.iterations_done == 0:
+            self.store.update_run(run_id, triton_version=message.triton_version)
+        outcome.iterations_done = message.iteration + 1
+        outcome.failures += len(message.failures)
+        return IterationView(
+            iteration=message.iteration,
+            iterations=self.profile.run["iterations"],
+            wall_s=message.wall_s,
+            rss_bytes=sample.get("rss_bytes"),
+            rss_delta_bytes=None,
+            fds=sample.get("fds"),
+            threads=sample.get("threads"),
+            failures_total=outcome.failures,
+            phase_max_s=message.phase_max_s,
+            failures=message.failures,
+        )
+
+    def _interval_loop(self, sampler, interval: float, stopper: threading.Event, started: float) -> None:
+        """Interval samples when asked for; otherwise only observe new stubs every 100 ms."""
+        while not stopper.wait(interval or OBSERVE_EVERY_S):
+            if not self._iteration_running.is_set():
+                continue
+            try:
+                if not interval:
+                    sampler.observe()
+                    continue
+                sample = sampler.sample().as_dict()
+            except (psutil.Error, SoakError):
+                continue
+            row = {"iteration": None, "kind": "interval", "phase": self._current_phase,
+                   "t": time.time(), "elapsed_s": time.time() - started, **sample}  # fmt: skip
+            with self._interval_lock:
+                self._interval_samples.append(row)
+
+    # -- endings ----------------------------------------------------------------------------
+    def _record(self, run_id: int, events: list[dict[str, Any]]) -> None:
+        self.store.add_events(run_id, events)
+
+    def _worker_ended(self, proc: subprocess.Popen, workdir: Path, outcome: RunOutcome) -> tuple[str, str]:
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._kill_tree(proc)
+            code = proc.wait()
+        tail = _tail(workdir / "worker.log")
+        if code < 0:
+            name = signal.Signals(-code).name
+            reason = f"worker killed by {name} after {outcome.iterations_done} iteration(s)"
+            kind = "signal"
+        else:
+            reason = f"worker exited with status {code} after {outcome.iterations_done} iteration(s)"
+            kind = "crash"
+        self._record(self.run_id, [event(kind, reason + ("\n--- worker output ---\n" + tail if tail else ""))])
+        return "crashed", reason
+
+    def _hang(self, proc, workdir: Path, outcome: RunOutcome, iteration, instance, phase: str) -> None:
+        stacks = self._dump_stacks(proc, workdir)
+        try:
+            # While the worker still lives: attribute every region it holds, so that what the
+            # kill leaves behind is known to be this run's and can be removed.
+            self.sampler.sample()
+        except (psutil.Error, SoakError):
+            pass
+        what = f"phase {phase}" + (f" of instance {instance}" if instance is not None and instance >= 0 else "")
+        reason = f"{what} exceeded its timeout in iteration {(iteration or 0) + 1}; worker killed"
+        self._record(
+            self.run_id,
+            [
+                event("hang", reason, iteration, instance, phase),
+                event("stack_dump", stacks or "(no stacks: the worker did not answer SIGUSR1)", iteration, instance, phase),
+            ],
+        )
+        self._kill_tree(proc)
+        outcome.status, outcome.reason = "hung", reason
+
+    @staticmethod
+    def _dump_stacks(proc: subprocess.Popen, workdir: Path) -> str:
+        path = workdir / STACKS_FILE
+        try:
+            before = path.stat().st_size if path.exists() else 0
+            os.kill(proc.pid, signal.SIGUSR1)
+        except (OSError, ProcessLookupError):
+            return ""
+        deadline = time.monotonic() + 3
+        text = ""
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                text = path.read_text(errors="replace")[before:]
+            except OSError:
+                text = ""
+            if text and "File" in text and time.monotonic() > deadline - 2.4:
+                break
+        return text
+
+    @staticmethod
+    def _kill_tree(proc: subprocess.Popen) -> None:
+        if proc.poll() is not None:
+            return
+        try:
+            root = psutil.Process(proc.pid)
+            victims = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            victims = []
+        for p in victims:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(victims, timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _cleanup_leftovers(self, run_id: int, sampler: ProcessTreeSampler) -> None:
+        """Stubs and regions that outlived the worker are findings: record, then remove them."""
+        deadline = time.monotonic() + 3
+        left = sampler.leftovers()
+        # Stubs notice a dead parent within about a second; give them that chance first.
+        while left.stub_pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = sampler.leftovers()
+        events = [event("leftover_stub", f"stub process {pid} outlived the worker") for pid in left.stub_pids]
+        events += [event("leftover_shm", f"shared-memory region {p} outlived the worker") for p in left.shm_paths]
+        if events:
+            removed = sampler.cleanup(left)
+            events.append(
+                event("cleanup", f"removed {len(removed.stub_pids)} stub process(es) and {len(removed.shm_paths)} shm region(s)")
+            )
+        self._record(run_id, events)
+
+
+class _TritonLog:
+    """Turns new warning and error lines of Triton's log file into events."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def events(self, iteration: int | None) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for raw in data[:end].splitlines():
+            line = raw.decode(errors="replace")
+            if line[:1] in ("W", "E"):
+                kind = "triton_warning" if line[0] == "W" else "triton_error"
+                out.append(event(kind, line.strip(), iteration))
+        return out
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode(errors="replace").strip()

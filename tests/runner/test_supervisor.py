@@ -1,0 +1,213 @@
+"""Supervised runs end to end on the real Triton core: storage, crashes, hangs, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import shm_regions, stub_processes
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def write_profile(tmp_path: Path, text: str, name: str = "p") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def start_soak(*args: str, env: dict | None = None, log: Path) -> subprocess.Popen:
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "soak.cli", "run", *args, "--no-progress"],
+            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for_iterations(db: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "soak ended before the awaited iteration"
+        if db.exists():
+            try:
+                if query(db, "SELECT count(*) FROM iterations")[0][0] >= count:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} iterations within {timeout} s")
+
+
+def test_smoke_run_fills_every_table(tmp_path):
+    profile = write_profile(tmp_path, """
+servers = 2
+iterations = 3
+warmup = 1
+inferences_per_model = 5
+[sampling]
+sample_interval_ms = 100
+objgraph_every = 1
+""")
+    db = tmp_path / "r.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr  # passed or inconclusive
+    (run_id, status, triton, done, verdict), = query(
+        db, "SELECT id, status, triton_version, iterations_done, verdict FROM runs")
+    assert status in ("passed", "inconclusive") and verdict in ("pass", "inconclusive")
+    assert triton == "2.51.0" and done == 3
+    its = query(db, "SELECT iteration, server_lifecycles, model_loads, inferences, failures, "
+                    "load_max_s FROM iterations ORDER BY iteration")
+    assert [r[:5] for r in its] == [(i, 2, 4, 20, 0) for i in range(3)]
+    assert all(r[5] > 0 for r in its)
+    quiet = query(db, "SELECT iteration, rss_bytes, fds, threads, stubs_alive, shm_regions, "
+                      "tracemalloc_bytes, gc_objects, mallinfo_inuse_bytes, gpu_process_bytes "
+                      "FROM samples WHERE kind = 'quiet' ORDER BY iteration")
+    assert [q[0] for q in quiet] == [0, 1, 2]
+    for _, rss, fds, threads, stubs, regions, traced, objects, inuse, _gpu in quiet:
+        assert rss > 50 * 2**20 and fds > 3 and threads >= 1
+        assert stubs == 0 and regions == 0  # quiet point: every model unloaded
+        assert traced > 0 and objects > 1000 and inuse > 0
+    interval = query(db, "SELECT count(*), count(DISTINCT phase), max(stubs_alive) FROM samples "
+                         "WHERE kind = 'interval'")[0]
+    assert interval[0] > 0 and interval[1] >= 1 and interval[2] >= 1
+    assert query(db, "SELECT count(*) FROM heap_types")[0][0] > 0
+    assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", run_id)[0][0] >= 10
+    kinds = {k for (k,) in query(db, "SELECT DISTINCT kind FROM events")}
+    assert kinds <= {"triton_warning", "triton_error"}, kinds
+    assert query(db, "PRAGMA journal_mode")[0][0] == "wal"
+
+
+def stubs_of(pid: int, at_least: int = 2, timeout: float = 30) -> list[psutil.Process]:
+    """Wait until the worker has `at_least` live stubs (models loaded) and return them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # Real model stubs name their shm region; the backend's start-up probe does not.
+        stubs = []
+        for c in psutil.Process(pid).children(recursive=True):
+            try:
+                if c.name() == "triton_python_backend_stub" and any(
+                    "shm_region" in arg for arg in c.cmdline()
+                ):
+                    stubs.append(c)
+            except psutil.NoSuchProcess:
+                pass
+        if len(stubs) >= at_least:
+            return stubs
+        time.sleep(0.02)
+    raise AssertionError("the worker never had live stubs")
+
+
+def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
+    stubs_before, regions_before = stub_processes(), shm_regions()
+    db = tmp_path / "r.db"
+    proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
+    try:
+        wait_for_iterations(db, 2, proc)
+        (worker,), = query(db, "SELECT worker_pid FROM runs")
+        stubs_of(worker)  # inside an iteration: servers and stubs are alive
+        os.kill(worker, signal.SIGKILL)
+        assert proc.wait(timeout=120) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (status, reason, done), = query(db, "SELECT status, reason, iterations_done FROM runs")
+    assert status == "crashed" and "SIGKILL" in reason
+    assert done >= 2
+    assert query(db, "SELECT count(*) FROM iterations")[0][0] == done
+    assert query(db, "SELECT count(*) FROM samples WHERE kind='quiet'")[0][0] == done
+    assert query(db, "SELECT count(*) FROM findings")[0][0] > 0  # analysed what it had
+    assert dict(query(db, "SELECT kind, count(*) FROM events GROUP BY kind")).get("signal") == 1
+    assert shm_regions() - regions_before == set()
+    assert stub_processes() - stubs_before == set()
+
+
+def test_leftovers_of_a_killed_worker_are_recorded_and_removed(tmp_path):
+    """Worker and stubs killed together (as an OOM kill would) leave regions; a stopped stub
+    cannot notice its dead parent and stays: both are findings, then removed."""
+    stubs_before, regions_before = stub_processes(), shm_regions()
+    db = tmp_path / "r.db"
+    proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
+    frozen = None
+    try:
+        wait_for_iterations(db, 1, proc)
+        (worker,), = query(db, "SELECT worker_pid FROM runs")
+        stubs = stubs_of(worker, at_least=2)
+        frozen = stubs[0]
+        frozen.suspend()
+        time.sleep(0.3)  # let the supervisor's 100 ms observer see the stubs
+        for victim in [psutil.Process(worker), *stubs[1:]]:
+            victim.kill()
+        assert proc.wait(timeout=120) == 2
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kinds = dict(query(db, "SELECT kind, count(*) FROM events GROUP BY kind"))
+    assert kinds.get("leftover_stub", 0) >= 1
+    assert kinds.get("leftover_shm", 0) >= 1
+    assert kinds.get("cleanup") == 1
+    assert not frozen.is_running() or frozen.status() == psutil.STATUS_ZOMBIE
+    assert shm_regions() - regions_before == set()
+    assert stub_processes() - stubs_before == set()
+
+
+def test_broken_stub_environment_hangs_load_and_watchdog_ends_it(tmp_path):
+    stub = tmp_path / "broken_stub"
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    profile = write_profile(tmp_path, """
+servers = 1
+iterations = 5
+[timeouts]
+load = 4
+""")
+    db = tmp_path / "r.db"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "SOAK_STUB": str(stub)},
+    )
+    assert proc.returncode == 2
+    assert time.monotonic() - started < 60
+    (status, reason), = query(db, "SELECT status, reason FROM runs")
+    assert status == "hung" and "load" in reason
+    dumps = query(db, "SELECT message FROM events WHERE kind = 'stack_dump'")
+    assert len(dumps) == 1
+    assert "load_model" in dumps[0][0] and "Thread" in dumps[0][0]
+
+
+def test_ctrl_c_stops_after_the_iteration_and_keeps_data(tmp_path):
+    db = tmp_path / "r.db"
+    proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
+    try:
+        wait_for_iterations(db, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code in (1, 3)  # interrupted: a leak would still be a leak, else inconclusive
+    (status, done), = query(db, "SELECT status, iterations_done FROM runs")
+    assert status == "interrupted"
+    assert 1 <= done < 60
+    assert query(db, "SELECT count(*) FROM samples WHERE kind='quiet'")[0][0] == done
+    assert "stopping after this iteration" in (tmp_path / "log").read_text()

@@ -1,0 +1,760 @@
+"""Tests of soak.triage on a synthetic results database written through soak.store.Store.
+
+The triage commands only read the database, so synthetic runs are enough: quiet series with
+known slopes, interval samples with known per-phase additions, events, and findings produced
+by the real analysis (``soak.analyze.analyze_run``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from soak import triage
+from soak.analyze import analyze_run, finding_row
+from soak.errors import SoakError, StoreError
+from soak.store import Store
+
+KiB = 1024
+MiB = 1024 * KiB
+N_ITER = 30
+WARMUP = 2
+PHASE_ADDS = {"load": 50 * MiB, "infer": 80 * MiB, "unload": 20 * MiB}
+TRITON_WARNING = "model 'simple2' took longer than expected to unload"
+
+
+def dead_pid() -> int:
+    """A pid no process can have: above the kernel's pid_max."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    except OSError:
+        return 2**22 + 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    profile: str
+    seed: int
+    rss_slope: float = 0.0
+    uss_slope: float = 0.0
+    thread_step_every: int = 0  # a thread that never ends every k iterations (0: none)
+    iterations: int = N_ITER
+    servers: int = 2
+    memory_type: str = "system"
+    inferences_per_model: int = 10
+    matrix: str | None = None
+    cell: dict | None = None
+    interval: bool = False
+    events: bool = False
+    stack_dump: bool = False
+    final_status: str = "passed"  # before analysis; 'running' leaves it unanalysed
+    thresholds: str = ""
+    started_ago_s: float = 86_400.0
+    heartbeat_ago_s: float | None = None  # None: ended normally
+
+
+def add_run(store: Store, spec: RunSpec, now: float) -> int:
+    rng = np.random.default_rng(spec.seed)
+    n = spec.iterations
+    started = now - spec.started_ago_s
+    text = (
+        f"servers = {spec.servers}\niterations = {n}\nwarmup = {WARMUP}\n"
+        f"memory_type = '{spec.memory_type}'\ninferences_per_model = {spec.inferences_per_model}\n"
+        + ("[sampling]\nsample_interval_ms = 50\n" if spec.interval else "")
+        + spec.thresholds
+    )
+    run_id = store.create_run(
+        {
+            "profile": spec.profile, "profile_source": "<test>", "profile_text": text,
+            "config": {"run": {"warmup": WARMUP, "iterations": n, "servers": spec.servers},
+                       "sampling": {"sample_interval_ms": 50 if spec.interval else 0}},
+            "iterations_planned": n, "servers": spec.servers, "memory_type": spec.memory_type,
+            "instance_kind": "cpu", "inferences_per_model": spec.inferences_per_model,
+            "datatype": "int32", "started_at": started, "heartbeat_at": started,
+            "host": socket.gethostname(), "supervisor_pid": dead_pid(),
+            "triton_version": "2.51.0", "matrix": spec.matrix, "cell": spec.cell,
+        }
+    )  # fmt: skip
+    previous_rss = None
+    for i in range(n):
+        rss = int(200 * MiB + spec.rss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
+        uss = int(150 * MiB + spec.uss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
+        threads = 40 + (i // spec.thread_step_every if spec.thread_step_every else 0)
+        samples = []
+        if spec.interval and previous_rss is not None:
+            for phase, added in PHASE_ADDS.items():
+                for delta in (-MiB, 0, MiB):  # median exactly `added` above the quiet point
+                    samples.append(
+                        {
+                            "iteration": None,
+                            "kind": "interval",
+                            "phase": phase,
+                            "t": started + i,
+                            "rss_bytes": previous_rss + added + delta,
+                        }
+                    )
+        samples.append({"iteration": i, "kind": "quiet", "t": started + i + 0.5, "rss_bytes": rss,
+                        "uss_bytes": uss, "threads": threads, "fds": 64})  # fmt: skip
+        events = []
+        if spec.events:
+            events.append(
+                {
+                    "t": started + i,
+                    "kind": "triton_warning",
+                    "iteration": i,
+                    "message": f"W1125 14:{i:02d}:22.123456 {900 + i} "
+                    f"model_lifecycle.cc:42] {TRITON_WARNING}",
+                }
+            )
+            if i in (5, 9, 17):
+                events.append(
+                    {
+                        "t": started + i,
+                        "kind": "failure",
+                        "iteration": i,
+                        "instance": 1,
+                        "phase": "infer",
+                        "message": "output OUTPUT0 is wrong: expected [3 3], got [3 4]",
+                    }
+                )
+            if i == 7:
+                events.append(
+                    {
+                        "t": started + i,
+                        "kind": "triton_error",
+                        "iteration": i,
+                        "message": "E1125 14:07:22.000001 77 server.cc:9] failed to stop",
+                    }
+                )
+        row = {"iteration": i, "ended_at": started + i + 0.5, "wall_s": 2.0 + 0.01 * i,
+               "server_lifecycles": spec.servers, "model_loads": 2 * spec.servers,
+               "inferences": 2 * spec.servers * spec.inferences_per_model, "failures": 0,
+               "load_max_s": 0.5 + 0.01 * i, "unload_max_s": 0.25}  # fmt: skip
+        store.write_iteration(run_id, row, samples, [], events)
+        previous_rss = rss
+    end_events = []
+    if spec.events:
+        end_events += [
+            {"t": now, "kind": "leftover_stub", "message": "stub process 4242 outlived the worker"},
+            {"t": now, "kind": "leftover_shm",
+             "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
+                        "outlived the worker"},
+            {"t": now, "kind": "leftover_shm",
+             "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
+                        "outlived the worker"},
+        ]  # fmt: skip
+    if spec.stack_dump:
+        end_events += [
+            {"t": now, "kind": "hang", "iteration": n - 1, "instance": 0, "phase": "unload",
+             "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}"},
+            {"t": now, "kind": "stack_dump", "iteration": n - 1, "instance": 0, "phase": "unload",
+             "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
+                        'in unload\n  File "iteration.py", line 12 in run\n'},
+        ]  # fmt: skip
+    store.add_events(run_id, end_events)
+    if spec.final_status == "running":
+        beat = now - (spec.heartbeat_ago_s or 0.0)
+        store.update_run(run_id, heartbeat_at=beat)
+        return run_id
+    store.update_run(run_id, status=spec.final_status, ended_at=started + n + 1,
+                     heartbeat_at=started + n + 1)  # fmt: skip
+    analysis = analyze_run(store.db, run_id)
+    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
+    store.update_run(run_id, status=analysis.status, verdict=analysis.verdict,
+                     exit_code=analysis.exit_code)  # fmt: skip
+    return run_id
+
+
+def grid_cells(gpu_factor: float, session: int) -> list[RunSpec]:
+    """Matrix 'grid': RSS grows 100 KiB per server per iteration, times gpu_factor on GPU."""
+    out = []
+    for memory_type in ("system", "gpu"):
+        for servers in (2, 4):
+            factor = gpu_factor if memory_type == "gpu" else 1.0
+            ipm = 0 if (memory_type, servers, session) == ("gpu", 2, 1) else 10
+            out.append(RunSpec(
+                "grid", seed=100 * session + servers + (50 if memory_type == "gpu" else 0),
+                rss_slope=100 * KiB * servers * factor, servers=servers, memory_type=memory_type,
+                inferences_per_model=ipm, matrix="grid",
+                cell={"memory_type": memory_type, "servers": servers},
+            ))  # fmt: skip
+    return out
+
+
+BUDGETS = "[thresholds.rss_bytes]\ngrowth_budget = 8388608.0\n" \
+          "[thresholds.uss_bytes]\ngrowth_budget = 8388608.0\n"  # fmt: skip
+
+
+def build_db(path: Path) -> dict[str, int]:
+    """The synthetic database every triage test reads; returns run ids by role."""
+    now = time.time()
+    store = Store(path)
+    ids = {}
+    ids["flat"] = add_run(store, RunSpec("cpu", seed=1), now)
+    ids["leaky"] = add_run(
+        store,
+        RunSpec("cpu", seed=2, rss_slope=1 * MiB, uss_slope=0.5 * MiB, interval=True,
+                events=True, final_status="passed", thresholds=BUDGETS),
+        now,
+    )  # fmt: skip
+    ids["hung"] = add_run(
+        store, RunSpec("cpu", seed=3, thread_step_every=3, stack_dump=True, final_status="hung"),
+        now,
+    )  # fmt: skip
+    ids["flat2"] = add_run(store, RunSpec("cpu", seed=4), now)
+    ids["other_profile"] = add_run(store, RunSpec("gpu", seed=5), now)
+    grid1 = [add_run(store, spec, now) for spec in grid_cells(gpu_factor=3.0, session=1)]
+    grid2 = [add_run(store, spec, now) for spec in grid_cells(gpu_factor=1.0, session=2)]
+    ids.update({f"grid1_{k}": r for k, r in enumerate(grid1)})
+    ids.update({f"grid2_{k}": r for k, r in enumerate(grid2)})
+    ids["abandoned"] = add_run(
+        store, RunSpec("cpu", seed=6, iterations=4, final_status="running",
+                       started_ago_s=4000, heartbeat_ago_s=3600), now,
+    )  # fmt: skip
+    ids["running"] = add_run(
+        store, RunSpec("cpu", seed=7, iterations=3, final_status="running",
+                       started_ago_s=60, heartbeat_ago_s=1), now,
+    )  # fmt: skip
+    store.close()
+    return ids
+
+
+@pytest.fixture(scope="session")
+def soak_db(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    path = tmp_path_factory.mktemp("triage") / "soak.db"
+    return path, build_db(path)
+
+
+def fingerprint(path: Path) -> tuple[str, int, int]:
+    """The database file's content hash, mtime and size: must never change."""
+    st = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns, st.st_size
+
+
+@pytest.fixture
+def db(soak_db):
+    """The database opened read-only; asserts after each test that its file is unchanged."""
+    path, _ = soak_db
+    before = fingerprint(path)
+    with triage.readonly(path) as ro:
+        yield ro
+    assert fingerprint(path) == before
+
+
+@pytest.fixture
+def ids(soak_db) -> dict[str, int]:
+    return soak_db[1]
+
+
+# -- the data is what the tests think it is ---------------------------------------------------
+
+
+def test_synthetic_runs_were_judged_as_designed(db, ids):
+    status = {r["id"]: (r["status"], r["verdict"]) for r in db.query("SELECT * FROM runs")}
+    assert status[ids["flat"]] == ("passed", "pass")
+    assert status[ids["flat2"]] == ("passed", "pass")
+    assert status[ids["leaky"]] == ("leaked", "leak")
+    assert status[ids["hung"]] == ("hung", "leak")
+    assert status[ids["abandoned"]] == ("running", None)
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_list_runs_newest_first_with_limit(db, ids):
+    runs = triage.list_runs(db, limit=3)
+    assert [r.id for r in runs] == [ids["running"], ids["abandoned"], ids["grid2_3"]]
+    everything = triage.list_runs(db, limit=0)
+    assert [r.id for r in everything] == sorted(ids.values(), reverse=True)
+
+
+def test_list_runs_marks_abandoned_but_not_fresh_running(db, ids):
+    shown = {r.id: r for r in triage.list_runs(db, limit=0)}
+    assert shown[ids["abandoned"]].status == "abandoned"
+    assert shown[ids["abandoned"]].stored_status == "running"
+    assert "heartbeat was 1h00m ago" in shown[ids["abandoned"]].abandoned_reason
+    assert f"supervisor pid {dead_pid()} is not alive" in shown[ids["abandoned"]].abandoned_reason
+    assert shown[ids["running"]].status == "running"
+    assert shown[ids["running"]].abandoned_reason == ""
+    assert [r.id for r in triage.list_runs(db, status="abandoned")] == [ids["abandoned"]]
+    assert [r.id for r in triage.list_runs(db, status="running")] == [ids["running"]]
+
+
+def test_list_runs_filters_by_profile_and_status(db, ids):
+    cpu = triage.list_runs(db, limit=0, profile="cpu")
+    assert {r.id for r in cpu} == {ids[k] for k in ("flat", "leaky", "hung", "flat2",
+                                                    "abandoned", "running")}  # fmt: skip
+    leaked = triage.list_runs(db, status="leaked")
+    assert ids["leaky"] in {r.id for r in leaked}
+    assert all(r.status == "leaked" for r in leaked)
+    assert triage.list_runs(db, profile="no-such-profile") == []
+
+
+def test_list_runs_row_content(db, ids):
+    row = {r.id: r for r in triage.list_runs(db, limit=0)}[ids["leaky"]].as_dict()
+    assert row["profile"] == "cpu" and row["verdict"] == "leak" and row["status"] == "leaked"
+    assert (row["iterations_done"], row["iterations_planned"]) == (N_ITER, N_ITER)
+    assert row["duration_s"] == pytest.approx(N_ITER + 1)
+    cell = {r.id: r for r in triage.list_runs(db, limit=0)}[ids["grid1_3"]].as_dict()["cell"]
+    assert cell == "servers=4 memory_type=gpu"
+
+
+def test_worst_metric_is_the_leak_furthest_over_its_budget(db, ids):
+    runs = {r.id: r for r in triage.list_runs(db, limit=0)}
+    worst = runs[ids["leaky"]].worst
+    # rss grows ~25 MiB (median of the last 3 minus the first 3) against an 8 MiB budget,
+    # uss half that against the same budget.
+    assert worst.metric == "rss_bytes" and worst.verdict == "leak" and worst.basis == "budget"
+    growth = db.execute(
+        "SELECT total_growth FROM findings WHERE run_id = ? AND metric = 'rss_bytes'",
+        [ids["leaky"]],
+    ).fetchone()[0]
+    assert growth == pytest.approx(25 * MiB, rel=0.05)
+    assert worst.ratio == growth / (8 * MiB)
+    assert worst.describe().startswith("rss_bytes leak +2") and "x budget" in worst.describe()
+    # A counter that never comes back has no allowance at all: it ranks first.
+    assert runs[ids["hung"]].worst.metric == "threads"
+    # Without a leak: the largest slope/threshold ratio, which grid's 400 KiB/iteration has.
+    assert runs[ids["flat"]].worst.verdict == "pass"
+    assert runs[ids["abandoned"]].worst is None
+
+
+def test_worst_metric_rules():
+    rows = [
+        {"metric": "a", "verdict": "leak", "total_growth": 30.0, "growth_budget": 10.0},
+        {"metric": "b", "verdict": "leak", "total_growth": 50.0, "growth_budget": 100.0,
+         "slope": 9.0, "threshold": 1.0},
+        {"metric": "c", "verdict": "pass", "slope": 5.0, "threshold": 1.0},
+    ]  # fmt: skip
+    worst = triage.worst_metric(rows)
+    assert (worst.metric, worst.ratio, worst.basis) == ("a", 3.0, "budget")
+    calm = triage.worst_metric([
+        {"metric": "c", "verdict": "pass", "slope": 0.5, "threshold": 1.0},
+        {"metric": "d", "verdict": "inconclusive", "slope": 2.0, "threshold": 1.0},
+        {"metric": "e", "verdict": "no_data", "slope": None, "threshold": 1.0},
+    ])  # fmt: skip
+    assert (calm.metric, calm.ratio, calm.describe()) == ("d", 2.0, "d 2.00x threshold")
+    assert triage.worst_metric([]) is None
+
+
+# -- abandoned --------------------------------------------------------------------------------
+
+
+def test_staleness_limit_is_ten_iterations_and_at_least_five_minutes():
+    assert triage.staleness_limit(None) == 300.0
+    assert triage.staleness_limit(2.0) == 300.0
+    assert triage.staleness_limit(100.0) == 1000.0
+
+
+def test_display_status_rules():
+    now = time.time()
+    here = socket.gethostname()
+    base = {
+        "status": "running",
+        "host": here,
+        "started_at": now - 7200,
+        "supervisor_pid": dead_pid(),
+    }
+    stale = {**base, "heartbeat_at": now - 3600}
+    assert triage.display_status(stale, 2.0, now, here)[0] == "abandoned"
+    # Long iterations stretch the limit: 600 s is less than 10 x 100 s.
+    assert triage.display_status({**base, "heartbeat_at": now - 600}, 100.0, now, here) == (
+        "running",
+        "",
+    )
+    # A live supervisor (this very process, started before the run) keeps it running.
+    live = {**stale, "supervisor_pid": os.getpid(), "started_at": time.time()}
+    assert triage.display_status(live, 2.0, now + 3600, here)[0] == "running"
+    # The same pid for a process younger than the run is a reused pid: abandoned.
+    reused = {**stale, "supervisor_pid": os.getpid(), "started_at": now - 86400}
+    assert triage.display_status(reused, 2.0, now, here)[0] == "abandoned"
+    # Another host's pid cannot be checked: the stale heartbeat decides.
+    status, why = triage.display_status({**stale, "host": "elsewhere"}, 2.0, now, here)
+    assert status == "abandoned" and "ran on elsewhere" in why
+    # Only 'running' is ever reinterpreted.
+    assert triage.display_status({**stale, "status": "crashed"}, 2.0, now, here) == ("crashed", "")
+
+
+def test_supervisor_alive():
+    assert triage.supervisor_alive(os.getpid(), time.time())
+    assert not triage.supervisor_alive(dead_pid(), time.time())
+    assert not triage.supervisor_alive(None, time.time())
+    assert not triage.supervisor_alive(os.getpid(), time.time() - 10 * 86400)
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+def test_run_detail_findings_events_phases(db, ids):
+    detail = triage.run_detail(db, ids["leaky"])
+    assert detail.run["id"] == ids["leaky"] and detail.status == "leaked"
+    verdicts = [f["verdict"] for f in detail.findings]
+    assert verdicts[:2] == ["leak", "leak"]  # leaks first
+    rss = next(f for f in detail.findings if f["metric"] == "rss_bytes")
+    assert rss["slope"] == pytest.approx(MiB, rel=0.05)
+    assert rss["growth_started_at"] is not None and rss["growth_started_at"] <= WARMUP + 3
+    groups = {g.kind: g for g in detail.events}
+    assert [g.kind for g in detail.events][:3] == ["failure", "leftover_stub", "leftover_shm"]
+    assert groups["triton_warning"].count == N_ITER
+    # The glog prefix differs on every line; stripped, the warning is one message.
+    assert groups["triton_warning"].distinct == 1
+    assert groups["triton_warning"].messages[0].text == TRITON_WARNING
+    assert groups["triton_warning"].messages[0].count == N_ITER
+    assert groups["failure"].count == 3 and groups["failure"].messages[0].iteration == 5
+    assert groups["leftover_shm"].count == 2 and groups["leftover_shm"].distinct == 2
+    phases = {p.phase: p for p in detail.phases}
+    assert set(phases) == {"load", "unload"}
+    assert phases["load"].max_s == pytest.approx(0.5 + 0.01 * (N_ITER - 1))
+    assert phases["load"].median_s == pytest.approx(0.5 + 0.01 * (N_ITER - 1) / 2)
+    assert phases["unload"].median_s == 0.25 and phases["load"].iterations == N_ITER
+
+
+def test_run_detail_keeps_stack_dumps_whole(db, ids):
+    detail = triage.run_detail(db, ids["hung"])
+    dump = next(g for g in detail.events if g.kind == "stack_dump")
+    assert dump.messages[0].text.count("\n") == 3 and "line 88 in unload" in dump.messages[0].text
+    assert detail.status == "hung"
+
+
+def test_run_detail_latest_and_missing(db, ids):
+    assert triage.run_detail(db, "latest").run["id"] == max(ids.values())
+    with pytest.raises(StoreError, match=r"no run 999 in this database \(runs go up to"):
+        triage.run_detail(db, 999)
+    with pytest.raises(StoreError, match="'abc' is not a run id"):
+        triage.run_detail(db, "abc")
+
+
+def test_triton_message_strips_glog_prefix():
+    assert triage.triton_message("W1125 14:03:22.123456 12 a.cc:7] text [x]") == "text [x]"
+    assert triage.triton_message("Warning: no prefix] here") == "Warning: no prefix] here"
+
+
+# -- query ------------------------------------------------------------------------------------
+
+
+def test_run_query_reads(db, ids):
+    result = triage.run_query(
+        db, "SELECT id, profile FROM runs WHERE id = :run", {"run": ids["flat"]}
+    )
+    assert result.columns == ["id", "profile"] and result.rows == [(ids["flat"], "cpu")]
+    pragma = triage.run_query(db, "PRAGMA table_info(runs)")
+    assert "profile" in [r[1] for r in pragma.rows]
+    cte = triage.run_query(db, "-- a comment\nWITH x AS (SELECT 1 AS a) SELECT a FROM x;")
+    assert cte.rows == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "sql, what",
+    [
+        ("DELETE FROM runs", "DELETE statement"),
+        (
+            "  insert into runs(profile, status, started_at) values ('x', 'passed', 1)",
+            "INSERT statement",
+        ),
+        ("UPDATE runs SET status = 'passed'", "UPDATE statement"),
+        ("DROP TABLE findings", "DROP statement"),
+        ("CREATE TABLE t(a)", "CREATE statement"),
+        ("CREATE TEMP VIEW v AS SELECT 1", "CREATE statement"),
+        ("ATTACH DATABASE '/tmp/x.db' AS x", "ATTACH statement"),
+        ("PRAGMA journal_mode = DELETE", "PRAGMA journal_mode sets a value"),
+        ("pragma query_only=OFF", "PRAGMA query_only sets a value"),
+        ("PRAGMA user_version(7)", "PRAGMA user_version sets a value"),
+        ("VACUUM INTO '/tmp/soak-copy.db'", "VACUUM statement"),
+        ("/* hidden */ REPLACE INTO meta VALUES ('k', 'v')", "REPLACE statement"),
+        ("SELECT 1; DELETE FROM runs", "DELETE statement"),
+        ("WITH x AS (SELECT 1) DELETE FROM runs", "DELETE from runs"),
+        ("PRAGMA wal_checkpoint", "PRAGMA wal_checkpoint"),
+        ("PRAGMA optimize", "PRAGMA optimize"),
+    ],
+)
+def test_run_query_refuses_writes(db, sql, what):
+    with pytest.raises(triage.QueryRefused) as info:
+        triage.run_query(db, sql)
+    message = str(info.value)
+    assert message.startswith("query refused: ") and message.endswith("writes are not allowed")
+    assert what in message and "\n" not in message
+    assert db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+
+
+def test_refused_write_leaves_no_file_behind(db, tmp_path):
+    target = tmp_path / "copy.db"
+    with pytest.raises(triage.QueryRefused):
+        triage.run_query(db, f"VACUUM INTO '{target}'")
+    with pytest.raises(triage.QueryRefused):
+        triage.run_query(db, f"WITH x AS (SELECT 1) SELECT * FROM x; ATTACH '{target}' AS y")
+    assert not target.exists()
+
+
+def test_the_connection_itself_refuses_writes(db):
+    with pytest.raises(sqlite3.OperationalError):
+        db.conn.execute("DELETE FROM runs")
+
+
+def test_run_query_errors_are_one_line(db):
+    with pytest.raises(StoreError, match=r'^query failed: near "SELEC": syntax error$'):
+        triage.run_query(db, "SELEC * FROM runs")
+    with pytest.raises(StoreError, match="no such table: nope"):
+        triage.run_query(db, "SELECT * FROM nope")
+    with pytest.raises(StoreError, match="2 statements given"):
+        triage.run_query(db, "SELECT 1; SELECT 2")
+    with pytest.raises(StoreError, match="the query is empty"):
+        triage.run_query(db, "  -- nothing\n ;")
+
+
+def test_split_statements_respects_strings_and_comments():
+    assert triage.split_statements("SELECT ';' AS a; -- c;\n") == ["SELECT ';' AS a;"]
+    assert len(triage.split_statements("SELECT 1; SELECT 2")) == 2
+
+
+def test_parse_params():
+    assert triage.parse_params(["run=12", "metric=rss_bytes", "x=0.5"]) == {
+        "run": 12,
+        "metric": "rss_bytes",
+        "x": 0.5,
+    }
+    with pytest.raises(StoreError, match="give NAME=VALUE"):
+        triage.parse_params(["run"])
+
+
+def test_canned_growth(db, ids):
+    result = triage.run_canned(db, "growth", {"run": ids["leaky"], "metric": "rss_bytes"})
+    (row,) = result.as_dicts()
+    assert (row["run"], row["metric"]) == (ids["leaky"], "rss_bytes")
+    assert (row["first_iteration"], row["last_iteration"]) == (WARMUP, N_ITER - 1)
+    assert row["growth"] == pytest.approx((N_ITER - 1 - WARMUP) * MiB, abs=300 * KiB)
+    assert row["growth_per_iteration"] == pytest.approx(MiB, rel=0.02)
+    assert row["verdict"] == "leak" and row["finding_growth"] > 20 * MiB
+    every = triage.run_canned(db, "growth", {"run": ids["leaky"]}).as_dicts()
+    assert {r["metric"] for r in every} == {"rss_bytes", "uss_bytes", "threads", "fds"}
+
+
+def test_canned_phase_memory(db, ids):
+    rows = triage.run_canned(db, "phase-memory", {"run": ids["leaky"]}).as_dicts()
+    assert [r["phase"] for r in rows] == ["load", "infer", "unload"]  # lifecycle order
+    by_phase = {r["phase"]: r for r in rows}
+    for phase, added in PHASE_ADDS.items():
+        assert by_phase[phase]["added_bytes"] == added
+        assert by_phase[phase]["iterations"] == N_ITER - 1  # iteration 0 has no quiet before
+        assert by_phase[phase]["samples"] == 3 * (N_ITER - 1)
+        # What the quiet point kept: the 1 MiB per iteration the run leaks.
+        assert by_phase[phase]["kept_bytes"] == pytest.approx(MiB, rel=0.05)
+    assert by_phase["load"]["step_bytes"] == 50 * MiB
+    assert by_phase["infer"]["step_bytes"] == 30 * MiB
+    assert by_phase["unload"]["step_bytes"] == -60 * MiB
+    assert by_phase["load"]["kept_pct"] == pytest.approx(2.0, abs=0.1)
+    # A run without interval samples has no rows (and the query says what it needs).
+    assert triage.run_canned(db, "phase-memory", {"run": ids["flat"]}).rows == []
+    assert "sample_interval_ms > 0" in triage.CANNED["phase-memory"].needs
+
+
+def test_canned_matrix_factors(db, ids):
+    rows = triage.run_canned(db, "matrix-factors", {"metric": "rss_bytes"}).as_dicts()
+    # Only the latest run of each cell: the second session.
+    assert sorted(r["run"] for r in rows) == sorted(ids[f"grid2_{k}"] for k in range(4))
+    assert all(r["matrix"] == "grid" and r["instance_kind"] == "cpu" for r in rows)
+    for r in rows:
+        assert r["per_iteration"] == pytest.approx(100 * KiB * r["servers"], rel=0.1)
+        assert r["per_server"] == pytest.approx(100 * KiB, rel=0.1)
+        assert r["per_model_load"] == pytest.approx(50 * KiB, rel=0.1)
+        assert r["per_inference"] == pytest.approx(100 * KiB / 20, rel=0.1)
+    assert [r["servers"] for r in rows][:2] == [4, 4]  # steepest first
+
+
+def test_canned_matrix_factors_reads_missing_unit_slopes(db, ids):
+    # Session 1's gpu/2 cell made no inferences: its per-inference slope is stored as null.
+    stored = db.execute(
+        "SELECT slopes_per_unit FROM findings WHERE run_id = ? AND metric = 'rss_bytes'",
+        [ids["grid1_2"]],
+    ).fetchone()[0]
+    assert '"inference": null' in stored
+    rows = triage.run_canned(
+        db, "matrix-factors", {"metric": "rss_bytes", "upto": ids["grid1_3"]}
+    ).as_dicts()
+    assert sorted(r["run"] for r in rows) == sorted(ids[f"grid1_{k}"] for k in range(4))
+    rows = [r for r in rows if r["run"] == ids["grid1_2"]]
+    (row,) = rows
+    assert row["per_inference"] is None
+    assert row["per_server"] == pytest.approx(300 * KiB, rel=0.1)  # 3x on GPU in session 1
+    assert (row["memory_type"], row["servers"]) == ("gpu", 2)
+
+
+def test_canned_leftovers_failures_warnings(db, ids):
+    (left,) = triage.run_canned(db, "leftovers").as_dicts()
+    assert (left["run"], left["leftover_stubs"], left["leftover_shm"]) == (ids["leaky"], 1, 2)
+    assert "stub process 4242" in left["first_message"]
+    (fail,) = triage.run_canned(db, "failures").as_dicts()
+    assert (fail["run"], fail["phase"], fail["instance"], fail["failures"]) == (
+        ids["leaky"],
+        "infer",
+        1,
+        3,
+    )
+    assert (fail["first_iteration"], fail["last_iteration"]) == (5, 17)
+    warnings = triage.run_canned(db, "triton-warnings").as_dicts()
+    assert [(w["level"], w["message"], w["count"]) for w in warnings] == [
+        ("error", "failed to stop", 1),
+        ("warning", TRITON_WARNING, N_ITER),
+    ]
+    assert warnings[1]["runs"] == 1 and warnings[1]["first_run"] == ids["leaky"]
+
+
+def test_canned_queries_check_their_parameters(db, ids):
+    with pytest.raises(StoreError, match=r"no run 999 in this database"):
+        triage.run_canned(db, "growth", {"run": 999})
+    with pytest.raises(StoreError, match="no matrix named 'nope'.*matrices: grid"):
+        triage.run_canned(db, "matrix-factors", {"matrix": "nope"})
+    with pytest.raises(StoreError, match=r"takes no parameter bogus \(it takes: run\)"):
+        triage.run_canned(db, "leftovers", {"bogus": 1})
+    latest = triage.run_canned(db, "growth", {"run": "latest"}).as_dicts()
+    assert {r["run"] for r in latest} == {ids["running"]}
+
+
+def test_every_canned_query_runs(db):
+    for name in triage.CANNED:
+        triage.run_canned(db, name)
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+
+def test_compare_leaking_candidate_is_worse(db, ids):
+    result = triage.compare(db, str(ids["flat"]), str(ids["leaky"]))
+    (cell,) = result.cells
+    metrics = {m.metric: m for m in cell.metrics}
+    rss = metrics["rss_bytes"]
+    assert rss.verdict == "worse" and rss.significant
+    assert rss.candidate.slope == pytest.approx(MiB, rel=0.05)
+    assert abs(rss.base.slope) < 30 * KiB
+    assert rss.difference == pytest.approx(rss.candidate.slope - rss.base.slope)
+    assert rss.candidate.low > rss.base.high
+    assert metrics["uss_bytes"].verdict == "worse"
+    assert metrics["fds"].verdict == "same" and not metrics["fds"].significant
+    assert metrics["gpu_used_bytes"].verdict == "no data"
+    back = {
+        m.metric: m
+        for m in triage.compare(db, str(ids["leaky"]), str(ids["flat"])).cells[0].metrics
+    }
+    assert back["rss_bytes"].verdict == "better"
+
+
+def test_compare_two_flat_runs_is_same(db, ids):
+    result = triage.compare(db, str(ids["flat"]), str(ids["flat2"]))
+    verdicts = {m.metric: m.verdict for m in result.cells[0].metrics}
+    assert verdicts["rss_bytes"] == "same" and verdicts["uss_bytes"] == "same"
+
+
+def test_compare_refuses_different_profiles_unless_forced(db, ids):
+    with pytest.raises(StoreError, match=r"ran different profiles \(cpu, gpu\); pass --force"):
+        triage.compare(db, str(ids["flat"]), str(ids["other_profile"]))
+    forced = triage.compare(db, str(ids["flat"]), str(ids["other_profile"]), force=True)
+    assert forced.cells[0].candidate_run == ids["other_profile"]
+    with pytest.raises(StoreError, match="different cells"):
+        triage.compare(db, str(ids["grid1_0"]), str(ids["grid1_1"]))
+    with pytest.raises(StoreError, match="same run"):
+        triage.compare(db, str(ids["flat"]), str(ids["flat"]))
+    with pytest.raises(StoreError, match="no run 999"):
+        triage.compare(db, str(ids["flat"]), "999")
+    with pytest.raises(StoreError, match="not a run and a matrix"):
+        triage.compare(db, str(ids["flat"]), "grid")
+
+
+def test_compare_matrices_matches_cells(db, ids):
+    result = triage.compare(db, f"grid@{ids['grid1_3']}", "grid")
+    assert len(result.cells) == 4 and not result.base_only and not result.candidate_only
+    verdicts = {
+        (c.cell["memory_type"], c.cell["servers"]): {m.metric: m for m in c.metrics}["rss_bytes"]
+        for c in result.cells
+    }
+    # Session 2 fixed the GPU factor: GPU cells are better, system cells unchanged.
+    assert verdicts[("gpu", 2)].verdict == "better"
+    assert verdicts[("gpu", 4)].verdict == "better"
+    assert verdicts[("system", 2)].verdict == "same"
+    assert verdicts[("system", 4)].verdict == "same"
+    pairs = {(c.base_run, c.candidate_run) for c in result.cells}
+    assert pairs == {(ids[f"grid1_{k}"], ids[f"grid2_{k}"]) for k in range(4)}
+    with pytest.raises(StoreError, match="same runs"):
+        triage.compare(db, "grid", "grid")
+    with pytest.raises(StoreError, match="no matrix named 'nope'"):
+        triage.compare(db, "grid", "nope")
+
+
+def test_compare_widens_intervals_for_autocorrelation(db, ids):
+    slopes, kinds = triage.run_slopes(db, ids["flat"])
+    rss = slopes["rss_bytes"]
+    assert kinds["rss_bytes"] == "memory" and kinds["threads"] == "counter"
+    assert rss.variance_factor >= 1.0 and rss.low <= rss.slope <= rss.high
+    assert rss.n == N_ITER - WARMUP  # the stored finding's warm-up cut
+
+
+def test_widened_slope_interval_grows_with_autocorrelation():
+    from soak.analysis.trend import theil_sen
+
+    rng = np.random.default_rng(11)
+    n, phi = 120, 0.9
+    noise = np.zeros(n)
+    for i in range(1, n):
+        noise[i] = phi * noise[i - 1] + rng.normal(0, 100 * KiB)
+    x = np.arange(n, dtype=float)
+    y = 300 * MiB + noise
+    slope, low, high, factor = triage.widened_slope(x, y)
+    plain = theil_sen(x, y)
+    assert factor > 1.5
+    assert slope == pytest.approx(plain.slope)
+    assert low < plain.low and high > plain.high
+    # Independent noise is not widened at all.
+    white = 300 * MiB + rng.normal(0, 100 * KiB, n)
+    w_slope, w_low, w_high, w_factor = triage.widened_slope(x, white)
+    assert w_factor == 1.0
+    assert (w_low, w_high) == (theil_sen(x, white).low, theil_sen(x, white).high)
+
+
+def test_compare_as_dict_is_json(db, ids):
+    data = triage.compare(db, str(ids["flat"]), str(ids["leaky"])).as_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert "worse" in text and data["rule"] == triage.SIGNIFICANCE_RULE
+
+
+# -- browse, errors ---------------------------------------------------------------------------
+
+
+def test_datasette_missing_says_how_to_install(monkeypatch, soak_db):
+    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SoakError, match=r"pip install 'soak\[browse\]'"):
+        triage.datasette_command(soak_db[0])
+
+
+def test_datasette_command_binds_localhost_immutable(monkeypatch, soak_db):
+    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: object())
+    cmd = triage.datasette_command(soak_db[0], 8123)
+    assert cmd[1:4] == ["-m", "datasette", "serve"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--immutable") + 1] == str(soak_db[0])
+
+
+def test_missing_and_foreign_files_are_one_line_errors(tmp_path):
+    with pytest.raises(StoreError, match="no results database here") as missing:
+        triage.readonly(tmp_path / "absent.db").__enter__()
+    assert "\n" not in str(missing.value)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database, " * 64)
+    with pytest.raises(StoreError, match="not a soak results database") as foreign:
+        triage.readonly(junk).__enter__()
+    assert "\n" not in str(foreign.value)
+
+
+def test_formatting_helpers():
+    assert triage.duration(45) == "45s" and triage.duration(723) == "12m03s"
+    assert triage.duration(3 * 3600 + 240) == "3h04m" and triage.duration(None) == "-"
+    assert triage.cell_label({"servers": 4, "memory_type": "gpu"}) == "servers=4 memory_type=gpu"
+    assert triage.cell_label({}) == "-"
+    assert triage.finite(math.nan) is None and triage.finite("3") == 3.0
