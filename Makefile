@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PROFILE ?= smoke
+PROFILE ?= cpu
 ARGS ?=
 STAMP := $(VENV)/.installed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -10,7 +11,7 @@ import click
 
 from soak import __version__
 from soak import profile as profiles
-from soak.analyze import analyze_run, finding_row, latest_run_id, worst_exit
+from soak.analyze import analyze_run, finding_row, latest_run_id, run_row, worst_exit
 from soak.errors import SoakError
 
 EXIT_PASSED, EXIT_LEAK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -24,6 +25,9 @@ class SoakGroup(click.Group):
         except SoakError as exc:
             click.echo(f"soak: error: {exc}", err=True)
             ctx.exit(EXIT_FAILED)
+        except click.BadParameter as exc:  # a flag's value (--servers abc): one line too
+            click.echo(f"soak: error: {' '.join(exc.format_message().split())}", err=True)
+            ctx.exit(EXIT_FAILED)
 
 
 @click.group(cls=SoakGroup)
@@ -31,6 +35,9 @@ class SoakGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log what soak does.")
 def main(verbose: bool) -> None:
     """Resource-leak soak tester for NVIDIA Triton Inference Server."""
+    if not sys.stdout.isatty():
+        # Rich wraps tables to 80 columns off a terminal; CI logs deserve whole tables.
+        os.environ.setdefault("COLUMNS", "160")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -74,9 +81,13 @@ def analyze(run_id, db, junit, json_path, out) -> None:
     """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
     from soak.store import Store, open_readonly
 
-    open_readonly(db).conn.close()  # a clear error for a missing or foreign file
+    ro = open_readonly(db)  # a missing or foreign file or run is refused before any write
+    try:
+        rid = run_id if run_id is not None else latest_run_id(ro)
+        run_row(ro, rid)
+    finally:
+        ro.conn.close()
     store = Store(db)
-    rid = run_id if run_id is not None else latest_run_id(store.db)
     analysis = _analyze_and_store(store, rid)
     _write_reports(store.db, [analysis], junit, json_path, out)
     sys.exit(analysis.exit_code)

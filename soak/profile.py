@@ -1,7 +1,8 @@
 """Profiles: TOML files that say what a run does and how it is judged, validated strictly.
 
 Every key lives in one schema table below (type, range, default, meaning); the table is
-the validation, the defaults and the documentation (`soak profiles --keys` prints it).
+the validation, the defaults and the documentation (profiles/README.md is generated from
+it by `key_reference`).
 An error names the file, the key and what is allowed.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,31 +43,41 @@ class Key:
     high: float | None = None
     choices: tuple[str, ...] | None = None
 
-    def check(self, where: str, value: Any) -> Any:
-        """Return the value (ints widened to float where floats are wanted) or raise."""
+    def check(self, where: str, value: Any, label: str | None = None) -> Any:
+        """Return the value (ints widened to float where floats are wanted) or raise.
+
+        ``where`` is the file (or "" for a command-line flag), ``label`` how the key is
+        written there (``timeouts.load``, ``--servers``; default: the key's name).
+        """
+        at = f"{where}: " if where else ""
+        label = label or self.name
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if self.kind is int and isinstance(value, bool) or not isinstance(value, self.kind):
             raise ProfileError(
-                f"{where}: {self.name} must be {_type_name(self.kind)}, got {value!r} "
-                f"({_type_name(type(value))})"
+                f"{at}{label} must be {_type_name(self.kind)}, got {_show(value)} "
+                f"({_kind_of(value)}){self._limits()}"
             )
         if self.kind is float and not math.isfinite(value):
-            raise ProfileError(f"{where}: {self.name} must be a finite number, got {value!r}")
+            raise ProfileError(
+                f"{at}{label} must be a finite number, got {value!r}{self._limits()}"
+            )
         if self.choices is not None and value not in self.choices:
             raise ProfileError(
-                f"{where}: {self.name} = {value!r} is not allowed; use one of "
+                f"{at}{label} = {_show(value)} is not allowed; use one of "
                 + ", ".join(repr(c) for c in self.choices)
             )
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
-            raise ProfileError(
-                f"{where}: {self.name} = {value!r} is out of range; allowed {self.allowed()}"
-            )
+            raise ProfileError(f"{at}{label} = {value!r} is out of range; allowed {self.allowed()}")
         return value
+
+    def _limits(self) -> str:
+        bounded = self.choices or self.low is not None or self.high is not None
+        return f"; allowed {self.allowed()}" if bounded else ""
 
     def allowed(self) -> str:
         if self.choices:
-            return " | ".join(self.choices)
+            return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.low is not None and self.high is not None:
             return f"{_fmt(self.low)} .. {_fmt(self.high)}"
         if self.low is not None:
@@ -78,9 +90,26 @@ def _fmt(x: float) -> str:
 
 
 def _type_name(t: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        t, t.__name__
-    )
+    return {
+        int: "an integer", float: "a number", bool: "true or false", str: "a string",
+        list: "a list", dict: "a table",
+    }.get(t, t.__name__)  # fmt: skip
+
+
+def _kind_of(value: Any) -> str:
+    """What a value read from TOML is, in the words of an error message."""
+    return "a boolean" if isinstance(value, bool) else _type_name(type(value))
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as it appears in an error: TOML's true/false, else repr (one line), cut when long."""
+    text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dotted(*parts: str) -> str:
+    """A dotted TOML key; parts that are not bare keys are quoted, so it stays one line."""
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else repr(p) for p in parts)
 
 
 RUN_KEYS = (
@@ -178,6 +207,7 @@ class Profile:
     thresholds: dict[str, Threshold]
     matrix: dict[str, tuple] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
+    overrides: dict[str, Any] = field(default_factory=dict)  # command-line flags applied
 
     def __getattr__(self, name: str) -> Any:
         run = self.__dict__.get("run", {})
@@ -196,16 +226,22 @@ class Profile:
         )
 
     def with_overrides(self, **values: Any) -> Profile:
-        """Command-line overrides, validated like the file; None means not given."""
+        """Command-line overrides, validated like the file; None means not given.
+
+        An error names the flag (``--servers``), not the file: the flag is what is wrong.
+        """
         run = dict(self.run)
         keys = {k.name: k for k in RUN_KEYS}
+        given = dict(self.overrides)
         for name, value in values.items():
             if value is None:
                 continue
-            run[name] = keys[name].check(f"--{name.replace('_', '-')}", value)
-        _check_run(self.source, run)
+            run[name] = keys[name].check("", value, _flag(name))
+            given[name] = run[name]
+        flags = " ".join(f"{_flag(k)} {v}" for k, v in given.items())
+        _check_run(f"{self.source} with {flags}" if flags else self.source, run)
         matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
-        return replace(self, run=run, matrix=matrix)
+        return replace(self, run=run, matrix=matrix, overrides=given)
 
     def cells(self) -> list[Profile]:
         """One profile per matrix cell (itself when it has no matrix)."""
@@ -217,6 +253,10 @@ class Profile:
             cell = dict(zip(names, combo, strict=False))
             out.append(replace(self, run={**self.run, **cell}, matrix={}, cell=cell))
         return out
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -243,7 +283,12 @@ def load(name_or_path: str) -> Profile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProfileError(f"{path}: not UTF-8 text (byte {exc.start}); profiles are TOML") from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ProfileError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, column "
+            f"{column}); profiles are TOML, which must be UTF-8"
+        ) from exc
     return parse(text, str(path), path.stem)
 
 
@@ -251,7 +296,9 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{source}: malformed TOML: {exc}") from exc
+        # One line: the decoder's message carries the line and column.
+        detail = " ".join(str(exc).split())
+        raise ProfileError(f"{source}: malformed TOML: {detail}") from exc
     run = {k.name: k.default for k in RUN_KEYS}
     run_keys = {k.name: k for k in RUN_KEYS}
     sections: dict[str, dict[str, Any]] = {
@@ -263,15 +310,15 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         if key in run_keys:
             run[key] = run_keys[key].check(source, value)
         elif key in SECTIONS:
-            sections[key].update(_section(source, key, value, SECTIONS[key]))
+            sections[key].update(_section(source, (key,), value, SECTIONS[key]))
         elif key == "thresholds":
             thresholds.update(_thresholds(source, value, thresholds))
         elif key == "matrix":
             matrix = _matrix(source, value)
         else:
             raise ProfileError(
-                f"{source}: unknown key {key!r}; allowed: "
-                + ", ".join([*run_keys, *SECTIONS, "thresholds", "matrix"])
+                f"{source}: unknown key {_dotted(key)}; allowed: "
+                + ", ".join([*run_keys, *(f"[{s}]" for s in SECTIONS), "[thresholds]", "[matrix]"])
             )
     _check_run(source, run)
     return Profile(
@@ -287,52 +334,66 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     )
 
 
-def _table(source: str, where: str, value: Any) -> dict:
+def _table(source: str, path: tuple[str, ...], value: Any) -> dict:
     if not isinstance(value, dict):
-        raise ProfileError(f"{source}: [{where}] must be a table, got {value!r}")
+        raise ProfileError(
+            f"{source}: {_dotted(*path)} must be a table ([{_dotted(*path)}]), got "
+            f"{_show(value)} ({_kind_of(value)})"
+        )
     return value
 
 
-def _section(source: str, section: str, value: Any, keys: tuple[Key, ...]) -> dict[str, Any]:
-    table = _table(source, section, value)
+def _section(
+    source: str, path: tuple[str, ...], value: Any, keys: tuple[Key, ...]
+) -> dict[str, Any]:
+    table = _table(source, path, value)
     by_name = {k.name: k for k in keys}
     out = {}
     for key, item in table.items():
         if key not in by_name:
             raise ProfileError(
-                f"{source}: unknown key {section}.{key}; allowed: {', '.join(by_name)}"
+                f"{source}: unknown key {_dotted(*path, key)}; allowed: {', '.join(by_name)}"
             )
-        out[key] = by_name[key].check(f"{source}: [{section}]", item)
+        out[key] = by_name[key].check(source, item, _dotted(*path, key))
     return out
 
 
 def _thresholds(source: str, value: Any, base: dict[str, Threshold]) -> dict[str, Threshold]:
-    table = _table(source, "thresholds", value)
+    table = _table(source, ("thresholds",), value)
     out = {}
     for metric, rule in table.items():
         if metric not in base:
             raise ProfileError(
-                f"{source}: unknown metric thresholds.{metric}; metrics: {', '.join(base)}"
+                f"{source}: unknown metric {_dotted('thresholds', metric)}; metrics: "
+                + ", ".join(base)
             )
-        values = _section(source, f"thresholds.{metric}", rule, THRESHOLD_KEYS)
+        values = _section(source, ("thresholds", metric), rule, THRESHOLD_KEYS)
         out[metric] = replace(base[metric], **values)
     return out
 
 
 def _matrix(source: str, value: Any) -> dict[str, tuple]:
-    table = _table(source, "matrix", value)
+    table = _table(source, ("matrix",), value)
     keys = {k.name: k for k in RUN_KEYS}
     out = {}
     for key, values in table.items():
+        label = _dotted("matrix", key)
         if key not in MATRIX_KEYS:
             raise ProfileError(
-                f"{source}: matrix.{key} cannot vary; matrix keys: {', '.join(MATRIX_KEYS)}"
+                f"{source}: {label} cannot vary; matrix keys: {', '.join(MATRIX_KEYS)}"
             )
         if not isinstance(values, list) or not values:
-            raise ProfileError(f"{source}: matrix.{key} must be a non-empty list of values")
-        checked = tuple(keys[key].check(f"{source}: matrix", v) for v in values)
+            raise ProfileError(
+                f"{source}: {label} must be a non-empty list of values, got {_show(values)}; "
+                f"each allowed {keys[key].allowed()}"
+            )
+        checked = tuple(keys[key].check(source, v, label) for v in values)
         if len(set(checked)) != len(checked):
-            raise ProfileError(f"{source}: matrix.{key} lists a value twice: {list(values)}")
+            twice = sorted({v for v in checked if checked.count(v) > 1}, key=str)
+            raise ProfileError(
+                f"{source}: {label} lists {', '.join(repr(v) for v in twice)} more than once; "
+                "each value must appear once"
+            )
         out[key] = checked
     return out
 
@@ -353,13 +414,18 @@ def check_machine(profile: Profile, gpu_problem: str | None) -> None:
     for key in ("memory_type", "instance_kind"):
         values = {profile.run[key], *profile.matrix.get(key, ())}
         bad = sorted(v for v in values if v in ("gpu", "pinned"))
-        if bad:
-            settings.append(f"{key} = {', '.join(bad)}")
+        if bad and key in profile.overrides:
+            settings.append(f"{_flag(key)} {profile.overrides[key]}")
+        elif bad:
+            label = f"matrix.{key}" if key in profile.matrix else key
+            settings.append(f"{label} = {', '.join(bad)}")
     if profile.inject.get("gpu_bytes_per_server", 0) > 0:
-        settings.append("inject.gpu_bytes_per_server")
+        settings.append(f"inject.gpu_bytes_per_server = {profile.inject['gpu_bytes_per_server']}")
+    problem = " ".join(gpu_problem.split())
     raise ProfileError(
-        f"{profile.source}: {'; '.join(settings)} needs an NVIDIA GPU, but {gpu_problem}; "
-        "use a CPU profile (smoke, cpu) on this machine"
+        f"{profile.source}: {'; '.join(settings)} needs an NVIDIA GPU, but {problem}; "
+        "allowed on this machine: memory_type = 'system', instance_kind = 'cpu', "
+        "inject.gpu_bytes_per_server = 0"
     )
 
 
@@ -371,3 +437,72 @@ def all_keys() -> list[tuple[str, Key]]:
     out += [(f"thresholds.<metric>.{k.name}", k) for k in THRESHOLD_KEYS]
     return out
 
+
+def _toml(value: Any) -> str:
+    """A default as it would be written in a profile."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def _range(key: Key) -> str:
+    if key.choices:
+        return ", ".join(f"`{c}`" for c in key.choices)
+    if key.low is None and key.high is None:
+        return "any"
+    return key.allowed().replace(" .. ", " to ")
+
+
+def key_reference() -> str:
+    """The text of profiles/README.md, generated from the schema so it cannot drift."""
+    lines = [
+        "# Profile keys",
+        "",
+        "<!-- Generated from soak/profile.py (soak.profile.key_reference()); do not edit. "
+        'Regenerate: .venv/bin/python -c "import soak.profile as p; '
+        "open('profiles/README.md', 'w').write(p.key_reference())\" -->",
+        "",
+        "A profile is a TOML file under `profiles/` (run it by name: `soak run smoke`) or "
+        "anywhere (run it by path). Every key is optional; a key left out takes its default. "
+        "Validation is strict: an unknown key, a wrong type (`2.0` or `true` where an integer "
+        "is wanted, `1` where true or false is wanted) or a value out of range is an error "
+        "naming the file, the key and what is allowed, and no run is recorded. `memory_type` "
+        '`pinned` or `gpu`, `instance_kind = "gpu"` and `inject.gpu_bytes_per_server > 0` '
+        "need an NVIDIA GPU and are refused on a machine without one. `warmup` must be "
+        "smaller than `iterations`.",
+        "",
+        "| key | type | default | allowed | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, key in all_keys():
+        default = "per metric (below)" if name.startswith("thresholds.") else _toml(key.default)
+        kind = _type_name(key.kind).removeprefix("an ").removeprefix("a ")
+        lines.append(f"| `{name}` | {kind} | {default} | {_range(key)} | {key.doc} |")
+    lines += [
+        "",
+        "## thresholds",
+        "",
+        "`[thresholds.<metric>]` changes how one metric is judged; unnamed fields keep these "
+        "defaults. Memory metrics are judged by slope and growth budget (bytes), counters by "
+        "how far above their post-warm-up baseline they end (tolerance).",
+        "",
+        "| metric | kind | slope_per_iteration | growth_budget | tolerance | enabled |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for metric, t in default_thresholds().items():
+        cols = [t.slope_per_iteration, t.growth_budget, t.tolerance]
+        shown = ["-" if c is None else _fmt(c) for c in cols]
+        lines.append(f"| `{metric}` | {t.kind} | {' | '.join(shown)} | {_toml(t.enabled)} |")
+    lines += [
+        "",
+        "## matrix",
+        "",
+        "`[matrix]` runs one run per combination of the listed values (the product), e.g. "
+        '`servers = [1, 4]` and `memory_type = ["system", "pinned"]` give four runs. '
+        "Each list must be non-empty, hold allowed values of its key and name each value "
+        "once. Keys that can vary: " + ", ".join(f"`{k}`" for k in MATRIX_KEYS) + ".",
+        "",
+    ]
+    return "\n".join(lines)

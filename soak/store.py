@@ -140,10 +140,15 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a database file")
+        parent = self.path.parent
+        if parent.exists() and not parent.is_dir():
+            raise StoreError(
+                f"{parent}: is not a directory, so {self.path.name} cannot be created in it"
+            )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"{self.path.parent}: cannot create: {exc.strerror}") from exc
+            raise StoreError(f"{parent}: cannot create: {exc.strerror}") from exc
         try:
             self.conn = _connect(self.path, readonly=False)
             self.db = sqlite_utils.Database(self.conn)
@@ -169,19 +174,28 @@ class Store:
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # already rolled back by SQLite (disk full): keep the original error
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+            # A failed COMMIT (disk full, I/O error) may leave the transaction open; then every
+            # later write of this connection would fail with "transaction within a transaction".
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled it back itself
+            raise StoreError(f"{self.path}: commit failed: {exc}{_hint(exc)}") from exc
 
     def _write(self, fn) -> Any:
         try:
             with self.transaction():
                 return fn()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            raise StoreError(f"{self.path}: write failed: {exc}{_hint(exc)}") from exc
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, row: dict[str, Any]) -> int:
@@ -248,6 +262,16 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _hint(exc: Exception) -> str:
+    """What a bare SQLite write error usually means on the disk side."""
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text:
+        return " (is the disk full, or the file size limit `ulimit -f` reached?)"
+    if "readonly" in text:
+        return " (the file or its folder is not writable)"
+    return ""
 
 
 def event(kind: str, message: str, iteration: int | None = None, instance: int | None = None,

@@ -45,10 +45,16 @@ def findings_table(findings: list[Finding], title: str = "") -> Table:
     return table
 
 
+def wide_console() -> Console:
+    """Rich wraps to 80 columns off a terminal; a CI log deserves the whole table."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def print_summary(
     findings: list[Finding], verdict: str, status: str, run_id: int, console: Console | None = None
 ) -> None:
-    console = console or Console()
+    console = console or wide_console()
     console.print(findings_table(findings, title=f"run {run_id}: findings"))
     for f in findings:
         if f.verdict == "leak":

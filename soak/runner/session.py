@@ -33,7 +33,19 @@ def prepare(profile: Profile, db: str | Path) -> Store:
     """Everything that can be refused is refused here, before a run row exists."""
     if profile.uses_gpu:
         check_machine(profile, gpu_problem())
+    check_triton_home(profile)
     return Store(db)
+
+
+def check_triton_home(profile: Profile) -> None:
+    """A triton_home or $SOAK_TRITON_HOME that names no Triton install is refused at once.
+
+    Only finds the library (no loading: the supervisor never hosts Triton); a file there that
+    is no libtritonserver is reported by the worker, as a failed run.
+    """
+    from soak.triton import capi
+
+    capi.locate(profile.run["triton_home"] or None)
 
 
 def run_cells(

@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from soak import __version__
-from soak.errors import SoakError
+from soak.errors import SoakError, StoreError
 from soak.profile import Profile
 from soak.runner import protocol as proto
 from soak.runner.worker import STACKS_FILE, profile_to_message
@@ -118,8 +118,23 @@ class Supervisor:
             }
         )
         self.run_id = run_id
-        with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
-            outcome = self._supervise(run_id, Path(tmp))
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
+                outcome = self._supervise(run_id, Path(tmp))
+        except Exception as exc:
+            # The worker is gone and its leftovers removed (see _supervise); say on the run
+            # why it ended, if the database still takes a write, then let the caller report.
+            self.gpu.close()
+            what = "supervisor error"
+            if isinstance(exc, StoreError):
+                what = "results database write failed"
+            try:
+                self.store.update_run(
+                    run_id, status="failed", reason=f"{what}: {exc}", ended_at=time.time()
+                )
+            except StoreError:
+                log.warning("could not record the end of run %d", run_id)
+            raise
         self.gpu.close()
         self.store.update_run(
             run_id,
@@ -252,7 +267,8 @@ class Supervisor:
                 sampling_thread.join(timeout=5)
             self._kill_tree(proc)
             channel.close()
-            self._record(run_id, log_reader.events(None))
+            # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
+            self._record(run_id, log_reader.events(None), tolerant=True)
             self._cleanup_leftovers(run_id, sampler)
         return outcome
 
@@ -338,8 +354,14 @@ class Supervisor:
                 self._interval_samples.append(row)
 
     # -- endings ----------------------------------------------------------------------------
-    def _record(self, run_id: int, events: list[dict[str, Any]]) -> None:
-        self.store.add_events(run_id, events)
+    def _record(self, run_id: int, events: list[dict[str, Any]], tolerant: bool = False) -> None:
+        """Store events; `tolerant` (teardown): log a store failure instead of raising it."""
+        try:
+            self.store.add_events(run_id, events)
+        except StoreError as exc:
+            if not tolerant:
+                raise
+            log.warning("run %d: %d event(s) not stored: %s", run_id, len(events), exc)
 
     def _worker_ended(self, proc: subprocess.Popen, workdir: Path, outcome: RunOutcome) -> tuple[str, str]:
         try:
@@ -433,7 +455,7 @@ class Supervisor:
             events.append(
                 event("cleanup", f"removed {len(removed.stub_pids)} stub process(es) and {len(removed.shm_paths)} shm region(s)")
             )
-        self._record(run_id, events)
+        self._record(run_id, events, tolerant=True)
 
 
 class _TritonLog:

@@ -11,6 +11,7 @@ import faulthandler
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -24,6 +25,42 @@ from soak.runner.protocol import Channel, Continue, Done, Failed, Hello, Hung, P
 log = logging.getLogger(__name__)
 
 STACKS_FILE = "stacks.txt"
+FAULT_ENV = "SOAK_FAULT"
+
+
+def parse_fault(text: str) -> dict | None:
+    """`SOAK_FAULT=phase:action[:iteration]`, for the fault suite: action is a signal name
+    (SIGKILL, SIGSEGV, SIGABRT) sent to the worker itself, `hang` (the phase never ends),
+    `rmrepo` (the model repositories disappear, the phase goes on) or a model behaviour of
+    `soak.workload.repos.Behaviour` (`sometimes_wrong`, `init_hangs`, ...: the common model is
+    rewritten so, and stays so, from the next load on; meant for one server)."""
+    if not text:
+        return None
+    parts = text.split(":")
+    return {
+        "phase": parts[0],
+        "action": parts[1],
+        "iteration": int(parts[2]) if len(parts) > 2 else 1,
+    }
+
+
+def trigger_fault(fault: dict, workdir: Path | None = None, profile: Profile | None = None) -> None:
+    from soak.workload.repos import COMMON_MODEL, Behaviour, write_model
+
+    log.warning("injecting fault %s", fault)
+    action = fault["action"]
+    if action == "hang":
+        threading.Event().wait()
+    models = Path(workdir or ".") / "models"  # where soak.workload.iteration writes them
+    if action == "rmrepo":
+        shutil.rmtree(models, ignore_errors=True)
+        return
+    if action in {b.value for b in Behaviour}:
+        run = profile.run if profile is not None else {}
+        datatype, kind = run.get("datatype", "int32"), run.get("instance_kind", "cpu")
+        write_model(models / "common", COMMON_MODEL, datatype, kind, Behaviour(action))
+        return
+    os.kill(os.getpid(), getattr(signal, action))
 
 
 def profile_from_message(data: dict) -> Profile:
@@ -66,8 +103,12 @@ def serve(channel: Channel) -> int:
         with send_lock:
             channel.send(message)
 
+    fault = parse_fault(os.environ.get(FAULT_ENV, ""))
+
     def observer(instance: int, phase: str, timeout_s: float) -> None:
         send(Phase(current["iteration"], instance, phase, timeout_s))
+        if fault and fault["phase"] == phase and fault["iteration"] == current["iteration"]:
+            trigger_fault(fault, workdir, profile)
 
     from soak.runner.engine import Engine
     from soak.sampling.heap import HeapSampler

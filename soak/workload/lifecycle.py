@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,14 @@ PhaseObserver = Callable[[int, str, float], None]
 
 _retained_servers: list[Server] = []  # skip_server_delete: never deleted, never collected
 
+# A response that is never deleted (inject.unreleased_response_fraction) keeps its model alive:
+# Triton's InferenceResponse owns a shared_ptr to the model, so that model stays UNLOADING for
+# good, with its instance, python backend stub and shm region. Its server can then never finish
+# stopping; with this exit timeout the stop gives up at once (instead of after 30 s) and the
+# server is deleted, leaving the pinned model behind as the injected leak.
+PINNED_EXIT_TIMEOUT_S = 0
+_EXIT_TIMEOUT_EXPIRED = "Exit timeout expired"
+
 
 def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseException | None]:
     """Run blocking calls in parallel threads; TimeoutError(indexes still running) on expiry."""
@@ -146,6 +154,7 @@ class Lifecycle:
         self.record = LifecycleRecord(config.instance)
         self.rng = np.random.default_rng(config.seed)
         self.own_model = own_model_name(config.instance)
+        self.pinned: set[str] = set()  # models with a kept response: they cannot unload
 
     # -- helpers ----------------------------------------------------------------------------
     def _fail(self, phase: str, message: str) -> None:
@@ -171,14 +180,15 @@ class Lifecycle:
         loaded: list[str] = []
         try:
             with self._phase("server_new"):
-                server = Server(
-                    ServerOptions(
-                        repositories=(cfg.common_repo, cfg.own_repo),
-                        backends_dir=cfg.backends_dir,
-                        server_id=f"soak-{cfg.instance}",
-                        log_file=cfg.log_file,
-                    )
+                options = ServerOptions(
+                    repositories=(cfg.common_repo, cfg.own_repo),
+                    backends_dir=cfg.backends_dir,
+                    server_id=f"soak-{cfg.instance}",
+                    log_file=cfg.log_file,
                 )
+                if cfg.injection.unreleased_response_fraction > 0:
+                    options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
+                server = Server(options)
                 inject.leak_native(cfg.injection.native_bytes_per_server)
                 inject.leak_gpu(cfg.injection.gpu_bytes_per_server)
             with self._phase("wait_ready"):
@@ -199,7 +209,7 @@ class Lifecycle:
                 with self._phase("isolation"):
                     self._check_isolation(server, cfg.other_model)
             with self._phase("stop"):
-                self._bounded_call(server.stop, "stop")
+                self._bounded_call(server.stop, "stop", expected=self._stop_blocked_by_pinned)
             with self._phase("delete"):
                 if cfg.injection.skip_server_delete:
                     _retained_servers.append(server)
@@ -217,16 +227,29 @@ class Lifecycle:
                 self._salvage(server, loaded)
         return self.record
 
-    def _bounded_call(self, fn: Callable[[], None], phase: str) -> None:
+    def _bounded_call(
+        self,
+        fn: Callable[[], None],
+        phase: str,
+        expected: Callable[[TritonError], bool] | None = None,
+    ) -> None:
+        """Run a blocking Triton call under its phase timeout; `expected` errors are no failure."""
         try:
             (error,) = _bounded([fn], self.config.timeouts.of(phase))
         except TimeoutError:
             raise self._hang(phase) from None
         if error is not None:
+            if isinstance(error, TritonError) and expected is not None and expected(error):
+                log.info("instance %d %s: %s (expected)", self.config.instance, phase, error.message)
+                return
             if isinstance(error, TritonError):
                 self._fail(phase, error.message)
                 raise _Abort from error
             raise error
+
+    def _stop_blocked_by_pinned(self, error: TritonError) -> bool:
+        """Stop gave up on models that kept responses hold: the injected leak, not a failure."""
+        return bool(self.pinned) and _EXIT_TIMEOUT_EXPIRED in error.message
 
     def _wait_ready(self, server: Server) -> None:
         deadline = time.monotonic() + self.config.timeouts.wait_ready
@@ -272,6 +295,9 @@ class Lifecycle:
         for _ in range(cfg.inferences_per_model):
             a = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
             b = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
+            keep = self.leaker.keep_next()
+            if keep:
+                self.pinned.add(model)
             try:
                 result = server.infer(
                     model,
@@ -279,7 +305,7 @@ class Lifecycle:
                     outputs,
                     memory_type=cfg.memory_type,
                     timeout_s=cfg.timeouts.infer,
-                    keep_response=self.leaker.keep_next(),
+                    keep_response=keep,
                 )
             except InferenceTimeout as exc:
                 raise self._hang("infer") from exc
@@ -344,7 +370,13 @@ class Lifecycle:
                 self._fail("unload", f"model index: {exc.message}")
                 raise _Abort from exc
             states = {m["name"]: m.get("state", "") for m in index}
-            pending = {m for m in pending if states.get(m) in ("READY", "UNLOADING", "LOADING")}
+            busy = ("READY", "UNLOADING", "LOADING")
+            # A model a kept response holds never gets past UNLOADING (see PINNED_EXIT_TIMEOUT_S).
+            pending = {
+                m
+                for m in pending
+                if states.get(m) in busy and not (m in self.pinned and states.get(m) == "UNLOADING")
+            }
             if not pending:
                 return
             if time.monotonic() > deadline:

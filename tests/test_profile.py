@@ -1,0 +1,446 @@
+"""soak.profile on its own: defaults, shipped profiles, overrides, matrix, machine check, errors.
+
+Pure parsing and validation: no Triton, no database, no subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from soak import profile as profiles
+from soak.errors import ProfileError
+from soak.profile import (
+    INJECT_KEYS,
+    MATRIX_KEYS,
+    PROFILES_DIR,
+    RUN_KEYS,
+    SAMPLING_KEYS,
+    SECTIONS,
+    TIMEOUT_KEYS,
+    Key,
+    all_keys,
+    check_machine,
+    default_thresholds,
+    key_reference,
+    load,
+    parse,
+)
+
+SOURCE = "some/dir/p.toml"
+README = PROFILES_DIR / "README.md"
+SHIPPED = sorted(PROFILES_DIR.glob("*.toml"))
+
+
+def error_of(text: str, source: str = SOURCE) -> str:
+    with pytest.raises(ProfileError) as info:
+        parse(text, source)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message, f"not one line: {message!r}"
+    return message
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def toml_for(qualified: str, value: object) -> str:
+    """A profile setting one key, written as a TOML table where the key is in one."""
+    parts = qualified.replace("<metric>", "rss_bytes").split(".")
+    if len(parts) == 1:
+        return f"{parts[0]} = {toml_value(value)}\n"
+    return f"[{'.'.join(parts[:-1])}]\n{parts[-1]} = {toml_value(value)}\n"
+
+
+# -- defaults -------------------------------------------------------------------------------
+
+
+def test_empty_profile_is_all_defaults():
+    prof = parse("", SOURCE, "p")
+    assert prof.name == "p" and prof.source == SOURCE
+    assert prof.run == {k.name: k.default for k in RUN_KEYS}
+    assert prof.timeouts == {k.name: k.default for k in TIMEOUT_KEYS}
+    assert prof.sampling == {k.name: k.default for k in SAMPLING_KEYS}
+    assert prof.inject == {k.name: k.default for k in INJECT_KEYS}
+    assert prof.thresholds == default_thresholds()
+    assert prof.matrix == {} and prof.cells() == [prof]
+    assert prof.servers == 2 and prof.iterations == 3 and prof.warmup == 1
+    assert not prof.uses_gpu
+
+
+def test_defaults_pass_their_own_validation():
+    for name, key in all_keys():
+        if not name.startswith("thresholds."):
+            assert key.check(SOURCE, key.default) == key.default, name
+
+
+def test_given_values_replace_defaults_and_ints_widen_to_floats():
+    prof = parse(
+        "servers = 4\niterations = 10\n[timeouts]\nload = 5\n[sampling]\nmalloc_trim = false\n"
+        "[thresholds.fds]\ntolerance = 3\n[thresholds.rss_bytes]\nenabled = false\n"
+    )
+    assert prof.run["servers"] == 4 and prof.run["iterations"] == 10
+    assert prof.timeouts["load"] == 5.0 and isinstance(prof.timeouts["load"], float)
+    assert prof.timeouts["unload"] == 60.0
+    assert prof.sampling["malloc_trim"] is False
+    assert prof.thresholds["fds"].tolerance == 3.0
+    assert prof.thresholds["rss_bytes"].enabled is False
+    assert (
+        prof.thresholds["rss_bytes"].growth_budget
+        == default_thresholds()["rss_bytes"].growth_budget
+    )
+
+
+# -- shipped profiles -----------------------------------------------------------------------
+
+
+def test_profiles_are_shipped():
+    assert any(p.stem == "smoke" for p in SHIPPED)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_profile_loads_and_validates(path: Path):
+    prof = load(path.stem)
+    assert prof.name == path.stem and Path(prof.source) == path
+    assert prof.text == path.read_text(encoding="utf-8")
+    assert prof.run["warmup"] < prof.run["iterations"]
+    for cell in prof.cells():
+        for key in RUN_KEYS:
+            key.check(str(path), cell.run[key.name])
+    check_machine(prof, None)  # a machine with a GPU takes every profile
+    assert load(str(path)).run == prof.run  # by path as by name
+
+
+def test_smoke_runs_on_a_machine_without_gpu():
+    prof = load("smoke")
+    assert not prof.uses_gpu
+    check_machine(prof, "no GPU here")
+
+
+# -- overrides ------------------------------------------------------------------------------
+
+
+def test_overrides_replace_values_and_none_means_not_given():
+    prof = load("smoke").with_overrides(servers=5, iterations=None, memory_type="system")
+    assert prof.run["servers"] == 5
+    assert prof.run["iterations"] == load("smoke").run["iterations"]
+    assert prof.overrides == {"servers": 5, "memory_type": "system"}
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"servers": 0}, ["--servers = 0", "out of range", "1 .. 64"]),
+        ({"servers": 65}, ["--servers = 65", "1 .. 64"]),
+        ({"iterations": -1}, ["--iterations = -1", "1 .. 1000000"]),
+        ({"memory_type": "bogus"}, ["--memory-type = 'bogus'", "'system', 'pinned', 'gpu'"]),
+        ({"servers": "3"}, ["--servers must be an integer", "'3'"]),
+        ({"servers": True}, ["--servers must be an integer", "true"]),
+    ],
+)
+def test_overrides_are_validated_and_named_after_the_flag(values, expected):
+    with pytest.raises(ProfileError) as info:
+        parse("", SOURCE).with_overrides(**values)
+    message = str(info.value)
+    for text in expected:
+        assert text in message
+    assert SOURCE not in message  # the flag is at fault, not the file
+
+
+def test_override_leaving_no_iteration_names_file_and_flag():
+    with pytest.raises(ProfileError) as info:
+        parse("warmup = 2\n", SOURCE).with_overrides(iterations=2)
+    message = str(info.value)
+    assert f"{SOURCE} with --iterations 2" in message
+    assert "warmup = 2" in message and "smaller than iterations" in message
+
+
+def test_override_of_a_matrix_key_replaces_the_matrix_axis():
+    prof = parse('[matrix]\nservers = [1, 2]\nmemory_type = ["system", "pinned"]\n')
+    fixed = prof.with_overrides(servers=3)
+    assert fixed.matrix == {"memory_type": ("system", "pinned")}
+    assert [c.run["servers"] for c in fixed.cells()] == [3, 3]
+
+
+# -- matrix ---------------------------------------------------------------------------------
+
+
+def test_matrix_cells_are_the_product_in_order():
+    prof = parse(
+        'servers = 2\n[matrix]\nservers = [1, 4]\nmemory_type = ["system", "pinned"]\n'
+        'datatype = ["int32", "fp32"]\n'
+    )
+    cells = prof.cells()
+    assert [c.cell for c in cells] == [
+        {"servers": s, "memory_type": m, "datatype": d}
+        for s in (1, 4)
+        for m in ("system", "pinned")
+        for d in ("int32", "fp32")
+    ]
+    for cell in cells:
+        assert cell.matrix == {}
+        assert {k: cell.run[k] for k in cell.cell} == cell.cell
+        assert cell.run["iterations"] == prof.run["iterations"]
+    assert prof.uses_gpu  # pinned in the matrix
+    assert not cells[0].uses_gpu and cells[2].uses_gpu
+
+
+@pytest.mark.parametrize("key", MATRIX_KEYS)
+def test_every_matrix_key_can_vary(key: str):
+    spec = {k.name: k for k in RUN_KEYS}[key]
+    values = list(spec.choices) if spec.choices else [int(spec.low), int(spec.low) + 1]
+    prof = parse(f"[matrix]\n{key} = {json.dumps(values)}\n")
+    assert [c.run[key] for c in prof.cells()] == values
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[matrix]\nservers = []\n", ["matrix.servers", "non-empty list"]),
+        ("[matrix]\nservers = 2\n", ["matrix.servers", "non-empty list", "1 .. 64"]),
+        ("[matrix]\nwarmup = [0, 1]\n", ["matrix.warmup cannot vary", "servers, memory_type"]),
+        ("[matrix]\nservers = [2, 2]\n", ["matrix.servers", "2 more than once"]),
+        ('[matrix]\nmemory_type = ["gpu", "tpu"]\n', ["matrix.memory_type = 'tpu'", "'system'"]),
+        ('[matrix]\nservers = [1, "2"]\n', ["matrix.servers must be an integer", "'2'"]),
+        ("matrix = 3\n", ["matrix must be a table", "got 3"]),
+    ],
+)
+def test_bad_matrix_is_refused(text: str, expected: list[str]):
+    message = error_of(text)
+    assert message.startswith(SOURCE + ": ")
+    for part in expected:
+        assert part in message
+
+
+# -- the machine check ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, overrides, named",
+    [
+        ('memory_type = "gpu"\n', {}, "memory_type = gpu"),
+        ('memory_type = "pinned"\n', {}, "memory_type = pinned"),
+        ('instance_kind = "gpu"\n', {}, "instance_kind = gpu"),
+        ('[matrix]\nmemory_type = ["system", "gpu"]\n', {}, "matrix.memory_type = gpu"),
+        ("[inject]\ngpu_bytes_per_server = 4096\n", {}, "inject.gpu_bytes_per_server = 4096"),
+        ("", {"memory_type": "gpu"}, "--memory-type gpu"),
+    ],
+)
+def test_gpu_setting_without_gpu_names_file_setting_problem_and_what_is_allowed(
+    text, overrides, named
+):
+    prof = parse(text, SOURCE).with_overrides(**overrides)
+    assert prof.uses_gpu
+    check_machine(prof, None)  # fine where a GPU answers
+    with pytest.raises(ProfileError) as info:
+        check_machine(prof, "CUDA reports no usable device\n(cuda error 35)")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(SOURCE + ": ")
+    assert named in message
+    assert "needs an NVIDIA GPU" in message
+    assert "CUDA reports no usable device (cuda error 35)" in message
+    assert "memory_type = 'system'" in message and "instance_kind = 'cpu'" in message
+
+
+def test_cpu_profile_passes_the_machine_check_without_gpu():
+    check_machine(parse('memory_type = "system"\ninstance_kind = "cpu"\n'), "no GPU")
+
+
+# -- error messages -------------------------------------------------------------------------
+
+
+def _wrong_type(key: Key) -> object:
+    return {str: 5, int: "x", float: "x", bool: 1}[key.kind]
+
+
+@pytest.mark.parametrize("qualified, key", all_keys(), ids=[n for n, _ in all_keys()])
+def test_every_key_refuses_a_wrong_type_naming_file_key_and_type(qualified: str, key: Key):
+    label = qualified.replace("<metric>", "rss_bytes")
+    message = error_of(toml_for(qualified, _wrong_type(key)))
+    assert message.startswith(SOURCE + ": ")
+    assert f"{label} must be " in message
+    if key.choices or key.low is not None:
+        assert f"allowed {key.allowed()}" in message
+
+
+BOUNDED = [(n, k) for n, k in all_keys() if k.low is not None or k.high is not None]
+
+
+@pytest.mark.parametrize("qualified, key", BOUNDED, ids=[n for n, _ in BOUNDED])
+def test_every_bounded_key_refuses_out_of_range_naming_the_range(qualified: str, key: Key):
+    label = qualified.replace("<metric>", "rss_bytes")
+    below = key.low - 1 if key.kind is int else key.low - 0.5
+    cases = [below] + ([key.high + 1] if key.high is not None else [])
+    for value in cases:
+        message = error_of(toml_for(qualified, value))
+        assert message.startswith(SOURCE + ": ")
+        assert f"{label} = " in message and "out of range" in message
+        assert key.allowed() in message
+    assert key.check(SOURCE, key.low) == key.low
+    if key.high is not None:
+        assert key.check(SOURCE, key.high) == key.high
+
+
+CHOICE_KEYS = [(n, k) for n, k in all_keys() if k.choices]
+
+
+@pytest.mark.parametrize("qualified, key", CHOICE_KEYS, ids=[n for n, _ in CHOICE_KEYS])
+def test_every_choice_key_lists_the_choices(qualified: str, key: Key):
+    message = error_of(toml_for(qualified, "bogus"))
+    assert f"{qualified} = 'bogus' is not allowed" in message
+    assert ", ".join(repr(c) for c in key.choices) in message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("servrs = 2\n", ["unknown key servrs", "servers", "[timeouts]"]),
+        ("[extra]\nx = 1\n", ["unknown key extra", "[matrix]"]),
+        ("[timeouts]\nloda = 1\n", ["unknown key timeouts.loda", "load, infer"]),
+        ("[inject]\nfds = 1\n", ["unknown key inject.fds", "fds_per_iteration"]),
+        ("[thresholds.rss]\nenabled = true\n", ["unknown metric thresholds.rss", "rss_bytes"]),
+        ("[thresholds.fds]\nslope = 1\n", ["thresholds.fds.slope", "slope_per_iteration"]),
+        ("[thresholds]\nfds = 1\n", ["thresholds.fds must be a table", "got 1"]),
+        ("sampling = [1]\n", ["sampling must be a table", "a list"]),
+        ("[servers]\n", ["servers must be an integer", "{}", "a table"]),
+        ("[timeouts.load]\n", ["timeouts.load must be a number"]),
+        ("[timeouts]\nload = inf\n", ["timeouts.load must be a finite number", "inf"]),
+        ("[timeouts]\nload = nan\n", ["timeouts.load must be a finite number"]),
+        ("servers = 2.0\n", ["servers must be an integer", "2.0", "a number"]),
+        ("servers = false\n", ["servers must be an integer", "got false"]),
+        ('"ser\\nvers" = 1\n', ["unknown key 'ser\\nvers'"]),
+        ('[timeouts]\n"lo\\nad" = 1\n', ["unknown key timeouts.'lo\\nad'"]),
+        ("iterations = 2\nwarmup = 2\n", ["warmup = 2", "iterations = 2", "smaller than"]),
+        (f'description = "{"x" * 500}"\nservers = 0\n', ["servers = 0"]),
+        ("description = [" + ", ".join(['"long"'] * 100) + "]\n", ["description", "..."]),
+    ],
+)
+def test_error_names_file_key_and_what_is_allowed(text: str, expected: list[str]):
+    message = error_of(text)
+    assert message.startswith(SOURCE + ": ")
+    for part in expected:
+        assert part in message
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("servers = = 2\n", "line 1"),
+        ('description = "open\nservers = 2\n', "line 1"),
+        ("servers = 1\nservers = 2\n", "line 2"),
+        ("[timeouts]\nload = 1\n[timeouts]\n", "line 3"),
+        ('description = """\n\n', "end of document"),
+        ("x = [1,\n2,\n", "end of document"),
+    ],
+)
+def test_malformed_toml_is_one_line_naming_file_and_position(text: str, where: str):
+    message = error_of(text)
+    assert message.startswith(f"{SOURCE}: malformed TOML: ")
+    assert where in message
+
+
+def test_load_refuses_a_directory(tmp_path: Path):
+    folder = tmp_path / "dir.toml"
+    folder.mkdir()
+    with pytest.raises(ProfileError, match=re.escape(f"{folder}: is a directory")):
+        load(str(folder))
+
+
+def test_load_refuses_non_utf8_naming_position(tmp_path: Path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'servers = 2\ndescription = "caf\xe9"\n')
+    with pytest.raises(ProfileError) as info:
+        load(str(path))
+    assert str(info.value) == (
+        f"{path}: not UTF-8 text (byte 0xe9 at line 2, column 19); profiles are TOML, "
+        "which must be UTF-8"
+    )
+
+
+def test_load_of_an_unknown_name_lists_known_profiles():
+    with pytest.raises(ProfileError) as info:
+        load("no-such-profile")
+    message = str(info.value)
+    assert "no-such-profile.toml: no such profile file" in message and "smoke" in message
+
+
+def test_load_of_a_missing_path(tmp_path: Path):
+    with pytest.raises(ProfileError, match="no such profile file"):
+        load(str(tmp_path / "gone.toml"))
+
+
+def test_load_names_the_file_in_errors(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[sampling]\ntracemalloc = 1\n")
+    with pytest.raises(ProfileError) as info:
+        load(str(path))
+    assert str(info.value).startswith(f"{path}: sampling.tracemalloc must be true or false")
+
+
+# -- properties -----------------------------------------------------------------------------
+
+
+@given(st.one_of(st.integers(-(2**70), 2**70), st.integers(-5, 80)))
+def test_servers_in_range_is_accepted_and_out_of_range_refused_with_the_range(servers: int):
+    text = f"servers = {servers}\n"
+    if 1 <= servers <= 64:
+        assert parse(text).run["servers"] == servers
+    else:
+        message = error_of(text)
+        assert f"servers = {servers} is out of range; allowed 1 .. 64" in message
+
+
+def _toml_key(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_unknown_key_gives_a_one_line_error(name: str):
+    known = {k.name for k in RUN_KEYS} | set(SECTIONS) | {"thresholds", "matrix"}
+    if name in known:
+        return
+    message = error_of(f"{_toml_key(name)} = 1\n")
+    assert message.startswith(f"{SOURCE}: unknown key ")
+
+
+# -- documentation --------------------------------------------------------------------------
+
+
+def test_every_key_is_documented_in_profiles_readme():
+    text = README.read_text(encoding="utf-8")
+    for name, key in all_keys():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"{name} is missing from {README}"
+        assert key.doc in row
+    for metric in default_thresholds():
+        assert f"| `{metric}` |" in text
+    for key in MATRIX_KEYS:
+        assert f"`{key}`" in text
+
+
+def test_profiles_readme_is_generated_from_the_schema():
+    assert README.read_text(encoding="utf-8") == key_reference(), (
+        "profiles/README.md is out of date; regenerate: .venv/bin/python -c "
+        "\"import soak.profile as p; open('profiles/README.md', 'w').write(p.key_reference())\""
+    )
+
+
+def test_all_keys_covers_the_schema():
+    names = {n for n, _ in all_keys()}
+    assert {k.name for k in RUN_KEYS} <= names
+    for section, keys in SECTIONS.items():
+        assert {f"{section}.{k.name}" for k in keys} <= names
+    assert profiles.THRESHOLD_KEYS and all(
+        f"thresholds.<metric>.{k.name}" in names for k in profiles.THRESHOLD_KEYS
+    )
