@@ -147,7 +147,8 @@ def run(profile: str, servers, iterations, memory_type, db, no_progress, junit, 
                 supervisor_hook=supervisors.append,
             )
         for outcome in outcomes:
-            click.echo(f"run {outcome.run_id}: {outcome.status}: {outcome.reason}")
+            ended = "finished" if outcome.status == "passed" else outcome.status
+            click.echo(f"run {outcome.run_id}: {ended}: {outcome.reason}")
             analysis = _analyze_and_store(store, outcome.run_id)
             analyses.append(analysis)
         if outcomes and outcomes[-1].status == "interrupted":

@@ -360,9 +360,12 @@ def judge(
 
     started = None
     if verdict == "leak":
-        where = change_point(values[cut:])
+        # Search from the profile's warm-up, not the extended cut: a leak that runs from the
+        # start can look like an early level shift to the warm-up check.
+        start = min(max(int(warmup), 0), cut)
+        where = change_point(values[start:])
         if where is not None:
-            started = int(iterations[cut + where])
+            started = int(iterations[start + where])
     log.debug("%s: %s: %s", rule.metric, verdict, reason)
     return finding(verdict, reason, growth_started_at=started, **numbers)
 

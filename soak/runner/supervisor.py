@@ -434,7 +434,7 @@ class Supervisor:
                 p.kill()
             except psutil.Error:
                 pass
-        psutil.wait_procs(victims, timeout=10)
+        _wait_ended(victims, timeout_s=10)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -481,6 +481,28 @@ class _TritonLog:
                 kind = "triton_warning" if line[0] == "W" else "triton_error"
                 out.append(event(kind, line.strip(), iteration))
         return out
+
+
+def _wait_ended(procs: list[psutil.Process], timeout_s: float) -> None:
+    """Wait until every process has ended; a zombie has (it holds no memory, fd or mapping).
+
+    psutil.wait_procs waits for a zombie to be reaped, and a killed worker's stubs are
+    orphans that only init reaps: 1.4 s later on the CI VM, never under an init that does
+    not reap. That time would add to every hang's watchdog delay.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = list(procs)
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if _running(p)]
+        if pending:
+            time.sleep(0.02)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return False
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
