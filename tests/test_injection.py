@@ -20,9 +20,12 @@ What the less obvious injections turned out to show (libtritonserver 2.51, CPU, 
   (Triton's InferenceResponse owns a shared_ptr to its model), so the model never gets past
   UNLOADING: its python backend stub process, its shm region, its ~35 backend threads and its
   fd all stay. One kept response per model is enough; every further response only adds its own
-  heap (~2 KiB each, response object plus the two 64-byte output buffers, seen on
-  ``mallinfo_inuse_bytes``: ~490 KiB/iteration with 50 kept responses vs ~300 KiB with 2).
-  The loudest and most specific sign is therefore ``stubs_alive`` (+1 per model load).
+  heap (~2 KiB each: the response object, its output metadata and the two 64-byte output
+  buffers). On ``mallinfo_inuse_bytes`` that is ~390 KiB/iteration with the 50 responses per
+  iteration kept here, of which ~300 KiB is the two pinned models (measured with 2 kept
+  responses per iteration). The loudest and most specific sign is therefore ``stubs_alive``
+  (+1 per model load). Before soak's lifecycle knew this, the pinned model made the unload
+  phase wait for its timeout and the run ended 'hung', with no verdict at all.
 """
 
 from __future__ import annotations

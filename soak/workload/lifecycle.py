@@ -240,7 +240,9 @@ class Lifecycle:
             raise self._hang(phase) from None
         if error is not None:
             if isinstance(error, TritonError) and expected is not None and expected(error):
-                log.info("instance %d %s: %s (expected)", self.config.instance, phase, error.message)
+                log.info(
+                    "instance %d %s: %s (expected)", self.config.instance, phase, error.message
+                )
                 return
             if isinstance(error, TritonError):
                 self._fail(phase, error.message)
