@@ -22,15 +22,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from soak.errors import ProfileError
+from soak.phases import PHASES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MEMORY_TYPES = ("system", "pinned", "gpu")
 INSTANCE_KINDS = ("cpu", "gpu")
 DATATYPES = ("int32", "fp32")
-PHASES = (
-    "server_new", "wait_ready", "load", "infer", "statistics", "unload", "isolation", "stop",
-    "delete",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,9 @@ from typing import Any
 import sqlite_utils
 
 from soak.errors import StoreError
+from soak.phases import PHASES
 
 SCHEMA_VERSION = 1
-PHASES = (
-    "server_new", "wait_ready", "load", "infer", "statistics", "unload", "isolation", "stop",
-    "delete",
-)  # fmt: skip
 RUN_STATUSES = ("running", "passed", "leaked", "failed", "crashed", "hung", "interrupted",
                 "inconclusive")  # fmt: skip
 SAMPLE_COLUMNS: dict[str, type] = {

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from soak.phases import PHASES
 from soak.triton import MemoryType
 from soak.workload import inject
 from soak.workload.lifecycle import (
-    PHASES,
     Failure,
     Lifecycle,
     LifecycleConfig,

@@ -23,17 +23,6 @@ from soak.workload.repos import COMMON_MODEL, own_model_name
 
 log = logging.getLogger(__name__)
 
-PHASES = (
-    "server_new",
-    "wait_ready",
-    "load",
-    "infer",
-    "statistics",
-    "unload",
-    "isolation",
-    "stop",
-    "delete",
-)
 
 _DTYPES = {"int32": np.int32, "fp32": np.float32}
 
