@@ -26,7 +26,6 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check soak tests
-	$(BIN)/ruff format --check soak tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

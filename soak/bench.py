@@ -181,6 +181,12 @@ def footprint(iterations: int = 10) -> dict[str, Any]:
     }
 
 
+def human(value: float, metric: str) -> str:
+    from soak.report.console import human as fmt
+
+    return fmt(value, metric)
+
+
 def _mib(b: float) -> str:
     return f"{b / 2**20:.1f} MiB"
 
@@ -202,7 +208,8 @@ def print_table(r: dict[str, Any]) -> None:
         rows.append((f"analysis of a run of {int(n):,} samples", f"{t:.3f} s"))
     p = r["analysis"]["power"]
     rows.append(("detection: iterations after warm-up for 64 KiB/server at N=4 (19/20)",
-                 f"{p['iterations_needed_19_of_20']} (threshold {_mib(p['threshold_per_iteration_bytes'])}"
+                 f"{p['iterations_needed_19_of_20']} (threshold "
+                 f"{human(p['threshold_per_iteration_bytes'], 'x_bytes')}"
                  f"/iteration; noise: {p['noise']})"))  # fmt: skip
     for n, rate in p["false_alarm_rates"].items():
         rows.append((f"false alarms, {p['false_alarm_series']} clean series of {n} iterations",
