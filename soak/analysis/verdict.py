@@ -374,11 +374,13 @@ def overall(findings: Iterable[Finding]) -> str:
     """The run's verdict: "leak" if any leak, else "inconclusive" if any, else "pass".
 
     "no_data" findings are ignored: a metric the machine cannot measure (no GPU) says nothing
-    about leaks.
+    about leaks. When every finding is "no_data" nothing was measured: "inconclusive".
     """
     verdicts = {finding.verdict for finding in findings}
     if "leak" in verdicts:
         return "leak"
     if "inconclusive" in verdicts:
         return "inconclusive"
+    if verdicts and verdicts <= {"no_data"}:
+        return "inconclusive"  # nothing was measured: no evidence either way
     return "pass"

@@ -387,11 +387,16 @@ class Lifecycle:
         try:
             if loaded:
                 self._unload(server, loaded)
-            server.close()
+        except _Abort:
+            pass  # already recorded; the server must still go
         except PhaseHung:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded, never silent
-            self._fail("delete", f"cleanup after failure: {exc}")
+            self._fail("unload", f"cleanup after failure: {type(exc).__name__}: {exc}")
+        try:
+            server.close()
+        except Exception as exc:  # noqa: BLE001 - recorded, never silent
+            self._fail("delete", f"cleanup after failure: {type(exc).__name__}: {exc}")
 
 
 class _Abort(Exception):

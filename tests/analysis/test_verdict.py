@@ -297,8 +297,9 @@ def _finding(verdict: str) -> Finding:
 def test_overall() -> None:
     assert overall([]) == "pass"
     assert overall([_finding("pass"), _finding("no_data")]) == "pass"
+    assert overall([_finding("no_data"), _finding("no_data")]) == "inconclusive"
     assert (
         overall([_finding("pass"), _finding("inconclusive"), _finding("no_data")]) == "inconclusive"
     )
     assert overall([_finding("inconclusive"), _finding("leak"), _finding("pass")]) == "leak"
-    assert overall(iter([_finding("no_data")])) == "pass"
+    assert overall(iter([_finding("no_data")])) == "inconclusive"
