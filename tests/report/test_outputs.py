@@ -1,0 +1,51 @@
+"""`soak report`: PNGs and a Markdown page, JUnit XML and JSON, read from a stored run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from click.testing import CliRunner
+
+from soak.bench_analysis import write_synthetic_run
+from soak.cli import main
+from soak.store import Store
+
+
+def test_report_writes_plots_junit_and_json_without_touching_the_database(tmp_path):
+    db = tmp_path / "r.db"
+    store = Store(db)
+    run_id = write_synthetic_run(store, 60, seed=3)
+    store.close()
+    before = db.read_bytes()
+    out, junit, js = tmp_path / "rep", tmp_path / "j.xml", tmp_path / "f.json"
+    result = CliRunner().invoke(
+        main, ["report", str(run_id), "--db", str(db), "--out", str(out), "--junit", str(junit),
+               "--json", str(js)],
+    )
+    assert result.exit_code == 0, result.output
+    assert db.read_bytes() == before
+    findings = json.loads(js.read_text())["runs"][0]["findings"]
+    metrics = {f["metric"] for f in findings}
+    assert {"rss_bytes", "fds", "threads"} <= metrics
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert "rss_bytes.png" in pngs
+    assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    page = (out / "index.md").read_text()
+    assert "(rss_bytes.png)" in page and f"# soak run {run_id}" in page
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = {c.get("name") for c in suite.findall("testcase")}
+    assert metrics <= cases
+    assert int(suite.get("tests")) == len(suite.findall("testcase"))
+    leaks = [f["metric"] for f in findings if f["verdict"] == "leak"]
+    assert int(suite.get("failures")) == len(leaks)
+
+
+def test_report_without_outputs_is_a_usage_error(tmp_path):
+    db = tmp_path / "r.db"
+    store = Store(db)
+    run_id = write_synthetic_run(store, 20)
+    store.close()
+    result = CliRunner().invoke(main, ["report", str(run_id), "--db", str(db)])
+    assert result.exit_code == 2
+    assert "--out" in result.output
