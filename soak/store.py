@@ -244,6 +244,14 @@ class Store:
 
         self._write(write)
 
+    def add_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
+        """Samples outside an iteration's transaction: the interval samples of a last,
+        unfinished iteration."""
+        if samples:
+            self._write(
+                lambda: self.db["samples"].insert_all([{"run_id": run_id, **s} for s in samples])
+            )
+
     def add_events(self, run_id: int, events: list[dict[str, Any]]) -> None:
         if events:
             self._write(

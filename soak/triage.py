@@ -818,9 +818,9 @@ WITH quiet AS (
   WHERE kind = 'quiet' AND (:run IS NULL OR run_id = :run)
 ),
 during AS (
-  -- The supervisor stores interval samples (iteration NULL) just before their iteration's
-  -- quiet sample, so the iteration is that of the next quiet sample by id: a running minimum
-  -- over the run's samples in descending id order (quiet iterations rise with id).
+  -- Interval samples carry their iteration; where one has none (runs stored by earlier
+  -- versions), it is that of the next quiet sample by id: a running minimum over the run's
+  -- samples in descending id order (quiet iterations rise with id).
   SELECT run_id, phase, rss_bytes, kind,
          COALESCE(iteration, MIN(CASE WHEN kind = 'quiet' THEN iteration END)
                   OVER (PARTITION BY run_id ORDER BY id DESC ROWS UNBOUNDED PRECEDING)) AS iteration

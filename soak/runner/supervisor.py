@@ -85,6 +85,7 @@ class Supervisor:
         self._interval_samples: list[dict[str, Any]] = []
         self._interval_lock = threading.Lock()
         self._current_phase: str | None = None
+        self._current_iteration: int | None = None
         self._iteration_running = threading.Event()
 
     # -- signals ----------------------------------------------------------------------------
@@ -218,6 +219,7 @@ class Supervisor:
                 if isinstance(message, proto.Hello):
                     got_hello = True
                     self.store.update_run(run_id, triton_library=message.triton_library)
+                    self._current_iteration = 0
                     self._iteration_running.set()
                 elif isinstance(message, proto.Phase):
                     deadlines[message.instance] = (
@@ -226,6 +228,7 @@ class Supervisor:
                         message.iteration,
                     )
                     self._current_phase = message.phase
+                    self._current_iteration = message.iteration
                 elif isinstance(message, proto.Quiet):
                     deadlines.clear()
                     self._iteration_running.clear()
@@ -238,6 +241,7 @@ class Supervisor:
                     if self.on_iteration:
                         self.on_iteration(view)
                     stop = self.stop_requested
+                    self._current_iteration = message.iteration + 1
                     self._iteration_running.set()
                     channel.send(proto.Continue(stop=stop))
                     if stop:
@@ -269,6 +273,13 @@ class Supervisor:
             channel.close()
             # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
             self._record(run_id, log_reader.events(None), tolerant=True)
+            with self._interval_lock:
+                unsaved, self._interval_samples = self._interval_samples, []
+            if unsaved:  # taken during the iteration that crashed or hung: what led up to it
+                try:
+                    self.store.add_samples(run_id, unsaved)
+                except SoakError as exc:
+                    log.warning("interval samples of the last iteration not stored: %s", exc)
             self._cleanup_leftovers(run_id, sampler)
         return outcome
 
@@ -348,7 +359,8 @@ class Supervisor:
                 sample = sampler.sample().as_dict()
             except (psutil.Error, SoakError):
                 continue
-            row = {"iteration": None, "kind": "interval", "phase": self._current_phase,
+            row = {"iteration": self._current_iteration, "kind": "interval",
+                   "phase": self._current_phase,
                    "t": time.time(), "elapsed_s": time.time() - started, **sample}  # fmt: skip
             with self._interval_lock:
                 self._interval_samples.append(row)

@@ -120,11 +120,13 @@ def stubs_of(pid: int, at_least: int = 2, timeout: float = 30) -> list[psutil.Pr
 def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     stubs_before, regions_before = stub_processes(), shm_regions()
     db = tmp_path / "r.db"
-    proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
+    profile = write_profile(tmp_path, "servers = 2\niterations = 60\n[sampling]\nsample_interval_ms = 50\n")
+    proc = start_soak(str(profile), "--db", str(db), log=tmp_path / "log")
     try:
         wait_for_iterations(db, 2, proc)
         (worker,), = query(db, "SELECT worker_pid FROM runs")
         stubs_of(worker)  # inside an iteration: servers and stubs are alive
+        time.sleep(0.2)  # a few interval samples of the iteration that is about to crash
         os.kill(worker, signal.SIGKILL)
         assert proc.wait(timeout=120) == 2
     finally:
@@ -137,6 +139,11 @@ def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     assert query(db, "SELECT count(*) FROM samples WHERE kind='quiet'")[0][0] == done
     assert query(db, "SELECT count(*) FROM findings")[0][0] > 0  # analysed what it had
     assert dict(query(db, "SELECT kind, count(*) FROM events GROUP BY kind")).get("signal") == 1
+    # The interval samples of the crashed iteration are kept: what led up to the crash.
+    crashed = query(db, "SELECT count(*), max(stubs_alive) FROM samples "
+                        "WHERE kind = 'interval' AND iteration = ?", done)[0]
+    assert crashed[0] >= 1 and crashed[1] >= 1
+    assert query(db, "SELECT count(*) FROM samples WHERE kind = 'interval' AND iteration IS NULL")[0][0] == 0
     assert shm_regions() - regions_before == set()
     assert stub_processes() - stubs_before == set()
 
