@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -165,6 +166,21 @@ def serve(channel: Channel) -> int:
     return 0
 
 
+def watch_parent(every_s: float = 1.0) -> None:
+    """End at once when the supervisor is gone: a worker stuck in a hung phase would never
+    notice otherwise, and nobody would be left to watch it. Its stubs then see their parent
+    die and end too."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="soak-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     read_fd, write_fd = int(args[0]), int(args[1])
@@ -173,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     channel = Channel(read_fd, write_fd)
+    watch_parent()
     try:
         code = serve(channel)
     except Exception as exc:  # noqa: BLE001 - reported to the supervisor, then exit non-zero

@@ -358,6 +358,19 @@ def _kill_orphans(worker_pid: int, started_after: float, track: Tracker) -> None
         (SHM / name).unlink(missing_ok=True)
 
 
+def ended_within(pid: int, timeout_s: float) -> bool:
+    """Ended: gone, or a zombie waiting for init to reap it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path, track):
     db = tmp_path / "r.db"
     started = time.time()
@@ -387,6 +400,8 @@ def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path
         assert status == "running" and ended is None and done >= 1
         assert beat <= killed_at
         assert assert_committed_iterations_complete(db) == done
+        # The orphaned worker notices its supervisor is gone and ends by itself.
+        assert ended_within(worker, 10), "the orphaned worker outlived its supervisor by 10 s"
 
         # A fresh heartbeat: `soak runs` still calls it running (the limit is 5 minutes) ...
         shown = soak_cli("runs", "--db", str(db), "--json")
