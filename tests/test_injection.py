@@ -31,7 +31,6 @@ What the less obvious injections turned out to show (libtritonserver 2.51, CPU, 
 from __future__ import annotations
 
 import math
-import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import pytest
 
 from soak.sampling.process import find_stub_processes
 from tests.conftest import shm_regions
+from tests.e2e import query
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -289,14 +289,6 @@ def _show(value: float | None, metric: str) -> str:
     if metric.endswith("_bytes"):
         return f"{value / KiB:.1f} KiB" if abs(value) < MiB else f"{value / MiB:.2f} MiB"
     return f"{value:.3g}"
-
-
-def query(db: Path, sql: str, *params) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def run_soak(tmp_path: Path, name: str, inject: dict[str, object]) -> Run:

@@ -36,6 +36,7 @@ from soak.profile import default_thresholds
 from soak.sampling.process import descendant_pids
 from soak.store import open_readonly
 from tests.conftest import REGION_PREFIX, SHM, shm_regions, stub_processes
+from tests.e2e import query, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -129,28 +130,6 @@ def soak_cli(*args: str) -> subprocess.CompletedProcess:
 
 def output(proc: subprocess.CompletedProcess) -> str:
     return f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-
-
-def query(db: Path, sql: str, *params) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def wait_for_iterations(db: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "soak ended before the awaited iteration"
-        if db.exists():
-            try:
-                if query(db, "SELECT count(*) FROM iterations")[0][0] >= count:
-                    return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"no {count} iterations within {timeout} s")
 
 
 # -- leftovers: only this test's, whatever else runs on the machine ----------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import shm_regions, stub_processes
+from tests.e2e import query, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -31,28 +31,6 @@ def start_soak(*args: str, env: dict | None = None, log: Path) -> subprocess.Pop
             [sys.executable, "-m", "soak.cli", "run", *args, "--no-progress"],
             cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
-
-
-def query(db: Path, sql: str, *params) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def wait_for_iterations(db: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "soak ended before the awaited iteration"
-        if db.exists():
-            try:
-                if query(db, "SELECT count(*) FROM iterations")[0][0] >= count:
-                    return
-            except sqlite3.OperationalError:
-                pass
-        time.sleep(0.2)
-    raise AssertionError(f"no {count} iterations within {timeout} s")
 
 
 def test_smoke_run_fills_every_table(tmp_path):

@@ -1,0 +1,32 @@
+"""Helpers of the end-to-end tests: read a results database while soak runs against it."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+
+def query(db: Path, sql: str, *params) -> list[tuple]:
+    """A read-only query; never takes a write lock, so the run under test is not disturbed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for_iterations(db: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `count` iterations are committed; fails if soak ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "soak ended before the awaited iteration"
+        if db.exists():
+            try:
+                if query(db, "SELECT count(*) FROM iterations")[0][0] >= count:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no {count} iterations within {timeout} s")
