@@ -18,22 +18,11 @@ from soak.analysis.trend import (
     mann_kendall,
     theil_sen,
 )
+from tests.analysis.noise import rss_noise
 
 KiB = 1024.0
 FAST = settings(max_examples=30, deadline=None, derandomize=True)
 
-
-def rss_noise(seed: int, n: int, phi: float = 0.7, sd: float = 200 * KiB) -> np.ndarray:
-    """AR(1) noise of stationary sd, plus transient +/-64-256 KiB steps that come back."""
-    rng = np.random.default_rng(seed)
-    innovations = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n)
-    noise = np.zeros(n)
-    noise[:1] = rng.normal(0.0, sd)
-    for i in range(1, n):
-        noise[i] = phi * noise[i - 1] + innovations[i]
-    for i in np.flatnonzero(rng.random(n) < 0.05):
-        noise[i : i + int(rng.integers(1, 8))] += rng.choice([-1, 1]) * rng.uniform(64, 256) * KiB
-    return noise
 
 
 def brute_s(y: np.ndarray) -> int:

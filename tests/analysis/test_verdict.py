@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soak.analysis.verdict import Finding, MetricRule, Series, judge, overall
+from tests.analysis.noise import rss_noise
 
 KiB = 1024.0
 MiB = 1024.0 * KiB
@@ -17,18 +18,6 @@ FAST = settings(max_examples=25, deadline=None, derandomize=True)
 RSS_RULE = MetricRule("rss_bytes", "memory", slope_per_iteration=64 * KiB, growth_budget=8 * MiB)
 SLOPE_ONLY = MetricRule("rss_bytes", "memory", slope_per_iteration=64 * KiB)
 
-
-def rss_noise(seed: int, n: int, phi: float = 0.7, sd: float = 200 * KiB) -> np.ndarray:
-    """AR(1) noise of stationary sd, plus transient +/-64-256 KiB steps that come back."""
-    rng = np.random.default_rng(seed)
-    innovations = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n)
-    noise = np.zeros(n)
-    noise[:1] = rng.normal(0.0, sd)
-    for i in range(1, n):
-        noise[i] = phi * noise[i - 1] + innovations[i]
-    for i in np.flatnonzero(rng.random(n) < 0.05):
-        noise[i : i + int(rng.integers(1, 8))] += rng.choice([-1, 1]) * rng.uniform(64, 256) * KiB
-    return noise
 
 
 def rss(values: np.ndarray, first_iteration: int = 1, **units: np.ndarray) -> Series:
