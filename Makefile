@@ -5,7 +5,7 @@ PROFILE ?= cpu
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install soak test bench lint clean
+.PHONY: install soak test bench lint format clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check soak tests
+	$(BIN)/ruff format --check soak tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+format: install
+	$(BIN)/ruff format soak tests

@@ -23,7 +23,11 @@ from soak.errors import SoakError, StoreError
 
 log = logging.getLogger(__name__)
 
-UNIT_COLUMNS = {"server": "server_lifecycles", "model_load": "model_loads", "inference": "inferences"}
+UNIT_COLUMNS = {
+    "server": "server_lifecycles",
+    "model_load": "model_loads",
+    "inference": "inferences",
+}
 EXIT_OF_VERDICT = {"pass": 0, "leak": 1, "inconclusive": 3}
 VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
 # Precedence of exit codes across runs or cells: a failure outranks a leak, a leak outranks

@@ -46,7 +46,9 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
             work = Path(tmp) / f"n{n}"
             work.mkdir()
             workload = Workload(
-                WorkloadConfig(servers=n, inferences_per_model=10), work, runtime.backends_dir,
+                WorkloadConfig(servers=n, inferences_per_model=10),
+                work,
+                runtime.backends_dir,
                 log_file=work / "triton.log",
             )
             walls, phases, failures = [], [], 0
@@ -62,9 +64,7 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
                 "median_s": statistics.median(walls),
                 "p95_s": _pct(walls, 0.95),
                 "failures": failures,
-                "phase_median_s": {
-                    p: statistics.median(ph[p] for ph in phases) for p in phases[0]
-                },
+                "phase_median_s": {p: statistics.median(ph[p] for ph in phases) for p in phases[0]},
             }
     return out
 
@@ -72,10 +72,19 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
 def _lifecycle_child(servers: list[int], iterations: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
-            [sys.executable, "-m", "soak.bench", "--lifecycle-only", f.name,
-             "--servers", ",".join(map(str, servers)), "--iterations", str(iterations)],
+            [
+                sys.executable,
+                "-m",
+                "soak.bench",
+                "--lifecycle-only",
+                f.name,
+                "--servers",
+                ",".join(map(str, servers)),
+                "--iterations",
+                str(iterations),
+            ],
             check=True,
-        )  # fmt: skip
+        )
         return json.loads(Path(f.name).read_text())
 
 
@@ -96,8 +105,10 @@ def sampler(samples: int = 500) -> dict[str, Any]:
     for children in (0, 8):
         proc = subprocess.Popen(
             [sys.executable, "-c", script, str(children)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             proc.stdout.readline()
             sam = ProcessTreeSampler(proc.pid)
@@ -129,12 +140,18 @@ def store(iterations: int = 500) -> dict[str, Any]:
         for i in range(iterations):
             st.write_iteration(
                 run_id,
-                {"iteration": i, "wall_s": 1.0, "server_lifecycles": 4, "model_loads": 8,
-                 "inferences": 80, "failures": 0},
+                {
+                    "iteration": i,
+                    "wall_s": 1.0,
+                    "server_lifecycles": 4,
+                    "model_loads": 8,
+                    "inferences": 80,
+                    "failures": 0,
+                },
                 [{"iteration": i, "kind": "quiet", "t": time.time(), **sample}],
                 [{"iteration": i, "type_name": "dict", "count": 10, "increase": 1}],
                 [event("triton_warning", "W bench", i)],
-            )  # fmt: skip
+            )
         elapsed = time.perf_counter() - start
         st.close()
     return {"iterations": iterations, "iterations_per_s": iterations / elapsed}
@@ -194,30 +211,54 @@ def _mib(b: float) -> str:
 def print_table(r: dict[str, Any]) -> None:
     rows: list[tuple[str, str]] = []
     for n, lc in r["lifecycle"].items():
-        phases = ", ".join(f"{p} {v * 1000:.0f}" for p, v in lc["phase_median_s"].items() if v >= 0.0005)
-        rows.append((f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s"))
+        phases = ", ".join(
+            f"{p} {v * 1000:.0f}" for p, v in lc["phase_median_s"].items() if v >= 0.0005
+        )
+        rows.append(
+            (f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s")
+        )
         rows.append((f"  phases N={n}, median ms", phases))
     for key, s in r["sampler"].items():
         if isinstance(s, dict):
-            rows.append((f"quiet-point sample, {key.replace('_', ' ')}",
-                         f"median {s['median_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms"))  # fmt: skip
-    rows.append(("supervisor RSS growth over 1,000 samples",
-                 _mib(r["sampler"]["supervisor_rss_growth_over_1000_samples_bytes"])))  # fmt: skip
+            rows.append(
+                (
+                    f"quiet-point sample, {key.replace('_', ' ')}",
+                    f"median {s['median_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms",
+                )
+            )
+    rows.append(
+        (
+            "supervisor RSS growth over 1,000 samples",
+            _mib(r["sampler"]["supervisor_rss_growth_over_1000_samples_bytes"]),
+        )
+    )
     rows.append(("store: iterations written per second", f"{r['store']['iterations_per_s']:.0f}"))
     for n, t in r["analysis"]["run_analysis_s"].items():
         rows.append((f"analysis of a run of {int(n):,} samples", f"{t:.3f} s"))
     p = r["analysis"]["power"]
-    rows.append(("detection: iterations after warm-up for 64 KiB/server at N=4 (19/20)",
-                 f"{p['iterations_needed_19_of_20']} (threshold "
-                 f"{human(p['threshold_per_iteration_bytes'], 'x_bytes')}"
-                 f"/iteration; noise: {p['noise']})"))  # fmt: skip
+    rows.append(
+        (
+            "detection: iterations after warm-up for 64 KiB/server at N=4 (19/20)",
+            f"{p['iterations_needed_19_of_20']} (threshold "
+            f"{human(p['threshold_per_iteration_bytes'], 'x_bytes')}"
+            f"/iteration; noise: {p['noise']})",
+        )
+    )
     for n, rate in p["false_alarm_rates"].items():
-        rows.append((f"false alarms, {p['false_alarm_series']} clean series of {n} iterations",
-                     f"{rate:.0%}"))  # fmt: skip
+        rows.append(
+            (
+                f"false alarms, {p['false_alarm_series']} clean series of {n} iterations",
+                f"{rate:.0%}",
+            )
+        )
     f = r["footprint"]
-    rows.append(("supervisor RSS at start / after a run",
-                 f"{_mib(f['supervisor_rss_start_bytes'])} / {_mib(f['supervisor_rss_after_bytes'])} "
-                 f"({f['iterations']} iterations, {f['status']})"))  # fmt: skip
+    rows.append(
+        (
+            "supervisor RSS at start / after a run",
+            f"{_mib(f['supervisor_rss_start_bytes'])} / {_mib(f['supervisor_rss_after_bytes'])} "
+            f"({f['iterations']} iterations, {f['status']})",
+        )
+    )
     width = max(len(k) for k, _ in rows)
     print(f"soak bench on {r['machine']['summary']}")
     for k, v in rows:

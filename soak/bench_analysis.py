@@ -101,8 +101,15 @@ def synthetic_quiet_samples(n: int, seed: int = 0) -> dict[str, np.ndarray | Non
 def write_synthetic_run(store: Store, n: int, seed: int = 0) -> int:
     """Write one finished run of n iterations (one quiet point each) and return its id."""
     text = BENCH_PROFILE.format(iterations=max(n, 1))
-    run = {"servers": 4, "iterations": n, "warmup": 10, "memory_type": "system",
-           "instance_kind": "cpu", "inferences_per_model": 10, "datatype": "int32"}  # fmt: skip
+    run = {
+        "servers": 4,
+        "iterations": n,
+        "warmup": 10,
+        "memory_type": "system",
+        "instance_kind": "cpu",
+        "inferences_per_model": 10,
+        "datatype": "int32",
+    }
     run_id = store.create_run(
         {
             "profile": "bench",

@@ -46,12 +46,19 @@ def main(verbose: bool) -> None:
 
 def report_options(fn):
     """--junit, --json and --out behave the same in run, analyze and report."""
-    fn = click.option("--out", type=click.Path(file_okay=False),
-                      help="Write one PNG per metric and index.md into this folder.")(fn)
-    fn = click.option("--json", "json_path", type=click.Path(dir_okay=False),
-                      help="Write the findings as JSON.")(fn)
-    fn = click.option("--junit", type=click.Path(dir_okay=False),
-                      help="Write JUnit XML (a test case per metric) for CI.")(fn)
+    fn = click.option(
+        "--out",
+        type=click.Path(file_okay=False),
+        help="Write one PNG per metric and index.md into this folder.",
+    )(fn)
+    fn = click.option(
+        "--json", "json_path", type=click.Path(dir_okay=False), help="Write the findings as JSON."
+    )(fn)
+    fn = click.option(
+        "--junit",
+        type=click.Path(dir_okay=False),
+        help="Write JUnit XML (a test case per metric) for CI.",
+    )(fn)
     return fn
 
 
@@ -60,8 +67,9 @@ def _analyze_and_store(store, run_id: int):
 
     analysis = analyze_run(store.db, run_id)
     store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
-    store.update_run(run_id, status=analysis.status, verdict=analysis.verdict,
-                     exit_code=analysis.exit_code)
+    store.update_run(
+        run_id, status=analysis.status, verdict=analysis.verdict, exit_code=analysis.exit_code
+    )
     print_summary(analysis.findings, analysis.verdict, analysis.status, run_id)
     return analysis
 
@@ -114,11 +122,18 @@ def report(run_id, db, junit, json_path, out) -> None:
 @click.option("--servers", type=int, help="Override the profile's servers (N).")
 @click.option("--iterations", type=int, help="Override the profile's iterations.")
 @click.option("--memory-type", type=str, help="Override memory_type: system, pinned or gpu.")
-@click.option("--db", type=click.Path(), default=DEFAULT_DB, show_default=True,
-              help="Results database (SQLite).")
+@click.option(
+    "--db",
+    type=click.Path(),
+    default=DEFAULT_DB,
+    show_default=True,
+    help="Results database (SQLite).",
+)
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
 @report_options
-def run(profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out) -> None:
+def run(
+    profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
+) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.progress import make_progress
     from soak.runner import session
@@ -138,12 +153,16 @@ def run(profile: str, servers, iterations, memory_type, db, no_progress, junit, 
     analyses = []
     for cell in prof.cells():
         label = " ".join(f"{k}={v}" for k, v in cell.cell.items())
-        click.echo(f"soak: {prof.name}{' [' + label + ']' if label else ''}: "
-                   f"{cell.run['servers']} servers x {cell.run['iterations']} iterations, "
-                   f"{cell.run['memory_type']} memory, {cell.run['instance_kind']} instances -> {db}")
+        click.echo(
+            f"soak: {prof.name}{' [' + label + ']' if label else ''}: "
+            f"{cell.run['servers']} servers x {cell.run['iterations']} iterations, "
+            f"{cell.run['memory_type']} memory, {cell.run['instance_kind']} instances -> {db}"
+        )
         with make_progress(cell.run["iterations"], no_progress) as progress:
             outcomes = session.run_cells(
-                cell, store, on_iteration=progress.update,
+                cell,
+                store,
+                on_iteration=progress.update,
                 supervisor_hook=supervisors.append,
             )
         for outcome in outcomes:
@@ -155,8 +174,6 @@ def run(profile: str, servers, iterations, memory_type, db, no_progress, junit, 
             break
     _write_reports(store.db, analyses, junit, json_path, out)
     sys.exit(worst_exit([a.exit_code for a in analyses]))
-
-
 
 
 def _register_triage() -> None:

@@ -24,17 +24,28 @@ from soak.report.console import findings_table, human
 from soak.store import RUN_STATUSES
 
 DEFAULT_DB = "results/soak.db"
-_STATUS_STYLE = {"passed": "green", "leaked": "bold red", "failed": "red", "crashed": "red",
-                 "hung": "red", "abandoned": "magenta", "running": "cyan",
-                 "interrupted": "yellow", "inconclusive": "yellow"}  # fmt: skip
+_STATUS_STYLE = {
+    "passed": "green",
+    "leaked": "bold red",
+    "failed": "red",
+    "crashed": "red",
+    "hung": "red",
+    "abandoned": "magenta",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "inconclusive": "yellow",
+}
 _VERDICT_STYLE = {"worse": "bold red", "better": "green", "same": "", "no data": "dim"}
 
 
 def db_option(fn: Callable) -> Callable:
     return click.option(
-        "--db", type=click.Path(dir_okay=False), default=DEFAULT_DB, show_default=True,
+        "--db",
+        type=click.Path(dir_okay=False),
+        default=DEFAULT_DB,
+        show_default=True,
         help="Results database (opened read-only).",
-    )(fn)  # fmt: skip
+    )(fn)
 
 
 def format_options(csv_too: bool = True) -> Callable[[Callable], Callable]:
@@ -88,21 +99,43 @@ def _cell(value: Any) -> Text:
 # -- soak runs ------------------------------------------------------------------------------
 
 
-_RUN_CSV_COLUMNS = ("id", "started", "started_at", "profile", "matrix", "cell", "status",
-                    "stored_status", "verdict", "duration_s", "iterations_done",
-                    "iterations_planned", "worst_metric", "worst")  # fmt: skip
+_RUN_CSV_COLUMNS = (
+    "id",
+    "started",
+    "started_at",
+    "profile",
+    "matrix",
+    "cell",
+    "status",
+    "stored_status",
+    "verdict",
+    "duration_s",
+    "iterations_done",
+    "iterations_planned",
+    "worst_metric",
+    "worst",
+)
 
 
 @click.command("runs")
 @db_option
-@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Show at most this many runs, newest first (0: all).")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Show at most this many runs, newest first (0: all).",
+)
 @click.option("--profile", help="Only runs of this profile (or matrix).")
-@click.option("--status", type=click.Choice([*RUN_STATUSES, "abandoned"]),
-              help="Only runs with this status as shown (abandoned included).")  # fmt: skip
+@click.option(
+    "--status",
+    type=click.Choice([*RUN_STATUSES, "abandoned"]),
+    help="Only runs with this status as shown (abandoned included).",
+)
 @format_options()
-def runs_command(db: str, limit: int, profile: str | None, status: str | None,
-                 fmt: str | None) -> None:  # fmt: skip
+def runs_command(
+    db: str, limit: int, profile: str | None, status: str | None, fmt: str | None
+) -> None:
     """List runs, newest first, with status, verdict and the metric that most needs a look.
 
     A run stored as running whose heartbeat is stale and whose supervisor is gone is shown
@@ -122,8 +155,17 @@ def runs_command(db: str, limit: int, profile: str | None, status: str | None,
         click.echo("no runs match" if (profile or status) else "the database holds no runs yet")
         return
     table = Table(title=Text(f"runs in {db}"))
-    for col in ("id", "started", "profile", "cell", "status", "verdict", "duration",
-                "iterations", "worst metric"):  # fmt: skip
+    for col in (
+        "id",
+        "started",
+        "profile",
+        "cell",
+        "status",
+        "verdict",
+        "duration",
+        "iterations",
+        "worst metric",
+    ):
         table.add_column(
             col, justify="right" if col in ("id", "duration", "iterations") else "left"
         )
@@ -176,19 +218,30 @@ def _print_header(console: Console, detail: triage.RunDetail) -> None:
         ("profile", Text(run["profile"] + (f" [{triage.cell_label(cell)}]" if cell else ""))),
         ("status", status),
         ("verdict", Text(run.get("verdict") or "- (not analysed)")),
-        ("host", Text(f"{run.get('host') or '-'} ({run.get('cpu_count') or '?'} CPUs"
-                      + (f", {run['gpu_name']}" if run.get("gpu_name") else "") + ")")),
+        (
+            "host",
+            Text(
+                f"{run.get('host') or '-'} ({run.get('cpu_count') or '?'} CPUs"
+                + (f", {run['gpu_name']}" if run.get("gpu_name") else "")
+                + ")"
+            ),
+        ),
         ("triton", Text(run.get("triton_version") or "-")),
-        ("workload", Text(f"{run.get('servers')} servers, {run.get('memory_type')} memory, "
-                          f"{run.get('instance_kind')} instances, "
-                          f"{run.get('inferences_per_model')} inferences per model, "
-                          f"{run.get('datatype')}")),
+        (
+            "workload",
+            Text(
+                f"{run.get('servers')} servers, {run.get('memory_type')} memory, "
+                f"{run.get('instance_kind')} instances, "
+                f"{run.get('inferences_per_model')} inferences per model, "
+                f"{run.get('datatype')}"
+            ),
+        ),
         ("iterations", Text(f"{run.get('iterations_done')}/{run.get('iterations_planned')}")),
         ("started", Text(triage.local_time(run.get("started_at")))),
         ("ended", Text(triage.local_time(run.get("ended_at")))),
         ("heartbeat", Text(triage.local_time(run.get("heartbeat_at")))),
         ("duration", Text(triage.duration(triage.run_duration(run)))),
-    ]  # fmt: skip
+    ]
     console.print(Text(f"run {run['id']}", style="bold"))
     for key, value in lines:
         console.print(Text(f"  {key:<11}") + (value if isinstance(value, Text) else Text(value)))
@@ -226,12 +279,14 @@ def _print_events(console: Console, detail: triage.RunDetail) -> None:
         console.print(Text(f"  {group.kind}: {group.count}{more}", style="bold"))
         for m in group.messages:
             where = ", ".join(
-                part for part in (
+                part
+                for part in (
                     f"iteration {m.iteration + 1}" if m.iteration is not None else "",
                     f"instance {m.instance}" if m.instance is not None and m.instance >= 0 else "",
                     f"phase {m.phase}" if m.phase else "",
-                ) if part
-            )  # fmt: skip
+                )
+                if part
+            )
             prefix = f"{m.count}x " if m.count > 1 else ""
             if group.kind in ("stack_dump", "crash", "signal", "error") and "\n" in m.text:
                 console.print(Text(f"    {prefix}" + (f"[{where}]" if where else "")))
@@ -243,9 +298,12 @@ def _print_events(console: Console, detail: triage.RunDetail) -> None:
                 )
         if group.distinct > len(group.messages):
             console.print(
-                Text(f"    ... {group.distinct - len(group.messages)} more distinct message(s); "
-                     "see soak query", style="dim")
-            )  # fmt: skip
+                Text(
+                    f"    ... {group.distinct - len(group.messages)} more distinct message(s); "
+                    "see soak query",
+                    style="dim",
+                )
+            )
 
 
 def _print_phases(console: Console, detail: triage.RunDetail) -> None:
@@ -284,8 +342,14 @@ def _print_phases(console: Console, detail: triage.RunDetail) -> None:
     help="Table output only: rows printed (--csv and --json print all).",
 )
 @format_options()
-def query_command(query: str | None, db: str, list_queries: bool, params: tuple[str, ...],
-                  max_rows: int, fmt: str | None) -> None:  # fmt: skip
+def query_command(
+    query: str | None,
+    db: str,
+    list_queries: bool,
+    params: tuple[str, ...],
+    max_rows: int,
+    fmt: str | None,
+) -> None:
     """Run a read-only SQL QUERY, or a canned query by name (see --list).
 
     Writes (INSERT, UPDATE, DELETE, DROP, CREATE, ATTACH, PRAGMA x = y, ...) are refused.
@@ -319,10 +383,12 @@ def query_command(query: str | None, db: str, list_queries: bool, params: tuple[
     # Byte columns read better in KiB/MiB; --csv and --json keep the exact numbers.
     in_bytes = [col.endswith("_bytes") for col in result.columns]
     for row in result.rows[:max_rows]:
-        table.add_row(*(
-            Text(human(v, "x_bytes")) if b and isinstance(v, (int, float)) else _cell(v)
-            for v, b in zip(row, in_bytes, strict=True)
-        ))  # fmt: skip
+        table.add_row(
+            *(
+                Text(human(v, "x_bytes")) if b and isinstance(v, (int, float)) else _cell(v)
+                for v, b in zip(row, in_bytes, strict=True)
+            )
+        )
     console.print(table)
     if len(result.rows) > max_rows:
         click.echo(f"... {len(result.rows) - max_rows} more rows (use --csv or --json for all)")
@@ -330,10 +396,14 @@ def query_command(query: str | None, db: str, list_queries: bool, params: tuple[
 
 def _list_canned(fmt: str | None) -> None:
     rows = [
-        {"name": q.name, "description": q.description,
-         "params": ", ".join(q.params) or None, "needs": q.needs or None}
+        {
+            "name": q.name,
+            "description": q.description,
+            "params": ", ".join(q.params) or None,
+            "needs": q.needs or None,
+        }
         for q in triage.CANNED.values()
-    ]  # fmt: skip
+    ]
     if fmt == "json":
         _echo_json(rows)
         return
@@ -380,22 +450,35 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
             title += f": run {cell.base_run} -> run {cell.candidate_run}"
         shown = [m for m in cell.metrics if m.verdict != "no data"]
         table = Table(title=Text(title))
-        for col in ("metric", "base slope/iter [95%]", "candidate slope/iter [95%]",
-                    "difference", "significant", "verdict"):  # fmt: skip
+        for col in (
+            "metric",
+            "base slope/iter [95%]",
+            "candidate slope/iter [95%]",
+            "difference",
+            "significant",
+            "verdict",
+        ):
             table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
         for m in shown:
             table.add_row(
-                m.metric, _slope(m.base, m.metric), _slope(m.candidate, m.metric),
-                _signed(m.difference, m.metric), "yes" if m.significant else "no",
+                m.metric,
+                _slope(m.base, m.metric),
+                _slope(m.candidate, m.metric),
+                _signed(m.difference, m.metric),
+                "yes" if m.significant else "no",
                 Text(m.verdict, style=_VERDICT_STYLE.get(m.verdict, "")),
-            )  # fmt: skip
+            )
         console.print(table)
         for m in shown:
             if m.verdict != "same":
-                console.print(Text(f"{m.metric}: {m.verdict}: ", style=_VERDICT_STYLE[m.verdict])
-                              + Text(f"{_signed(m.difference, m.metric)}/iteration (base "
-                                     f"{_slope(m.base, m.metric)}, candidate "
-                                     f"{_slope(m.candidate, m.metric)})"))  # fmt: skip
+                console.print(
+                    Text(f"{m.metric}: {m.verdict}: ", style=_VERDICT_STYLE[m.verdict])
+                    + Text(
+                        f"{_signed(m.difference, m.metric)}/iteration (base "
+                        f"{_slope(m.base, m.metric)}, candidate "
+                        f"{_slope(m.candidate, m.metric)})"
+                    )
+                )
         counts = {v: sum(m.verdict == v for m in cell.metrics) for v in _VERDICT_STYLE}
         console.print(", ".join(f"{n} {v}" for v, n in counts.items() if n))
         console.print()

@@ -88,9 +88,13 @@ def _fmt(x: float) -> str:
 
 def _type_name(t: type) -> str:
     return {
-        int: "an integer", float: "a number", bool: "true or false", str: "a string",
-        list: "a list", dict: "a table",
-    }.get(t, t.__name__)  # fmt: skip
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(t, t.__name__)
 
 
 def _kind_of(value: Any) -> str:
@@ -115,38 +119,98 @@ RUN_KEYS = (
     Key("iterations", int, 3, "Iterations to run (each: N full server lifecycles).", 1, 1_000_000),
     Key("warmup", int, 1, "Iterations ignored by the analysis at the start.", 0, 100_000),
     Key("memory_type", str, "system", "Where inputs and outputs live.", choices=MEMORY_TYPES),
-    Key("instance_kind", str, "cpu", "Model instance kind (KIND_CPU or KIND_GPU).", choices=INSTANCE_KINDS),
-    Key("inferences_per_model", int, 10, "Inferences on each loaded model per lifecycle.", 0, 100_000),
+    Key(
+        "instance_kind",
+        str,
+        "cpu",
+        "Model instance kind (KIND_CPU or KIND_GPU).",
+        choices=INSTANCE_KINDS,
+    ),
+    Key(
+        "inferences_per_model",
+        int,
+        10,
+        "Inferences on each loaded model per lifecycle.",
+        0,
+        100_000,
+    ),
     Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
-    Key("triton_home", str, "", "Triton install to use (<home>/lib/libtritonserver.so); empty: "
-        "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel."),
-)  # fmt: skip
+    Key(
+        "triton_home",
+        str,
+        "",
+        "Triton install to use (<home>/lib/libtritonserver.so); empty: "
+        "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel.",
+    ),
+)
 TIMEOUT_KEYS = tuple(
-    Key(p, float, {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
-        f"Seconds the {p} phase may take before the run is declared hung.", 0.1, 86_400)
+    Key(
+        p,
+        float,
+        {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
+        f"Seconds the {p} phase may take before the run is declared hung.",
+        0.1,
+        86_400,
+    )
     for p in PHASES
-)  # fmt: skip
+)
 SAMPLING_KEYS = (
-    Key("sample_interval_ms", int, 0, "Also sample every this many ms during iterations (0: off).",
-        0, 3_600_000),
-    Key("objgraph_every", int, 10, "Record the top growing Python object types every K "
-        "iterations (0: never).", 0, 1_000_000),
+    Key(
+        "sample_interval_ms",
+        int,
+        0,
+        "Also sample every this many ms during iterations (0: off).",
+        0,
+        3_600_000,
+    ),
+    Key(
+        "objgraph_every",
+        int,
+        10,
+        "Record the top growing Python object types every K iterations (0: never).",
+        0,
+        1_000_000,
+    ),
     Key("malloc_trim", bool, True, "Call malloc_trim(0) just before each quiet-point sample."),
-    Key("tracemalloc", bool, True, "Trace Python allocations in the worker (slower, but shows "
-        "Python heap growth)."),
-)  # fmt: skip
+    Key(
+        "tracemalloc",
+        bool,
+        True,
+        "Trace Python allocations in the worker (slower, but shows Python heap growth).",
+    ),
+)
 INJECT_KEYS = (
-    Key("native_bytes_per_server", int, 0, "malloc'd, resident, never freed, per server.", 0, 2**34),
-    Key("unreleased_response_fraction", float, 0.0, "Share of inference responses never deleted.",
-        0.0, 1.0),
+    Key(
+        "native_bytes_per_server", int, 0, "malloc'd, resident, never freed, per server.", 0, 2**34
+    ),
+    Key(
+        "unreleased_response_fraction",
+        float,
+        0.0,
+        "Share of inference responses never deleted.",
+        0.0,
+        1.0,
+    ),
     Key("python_bytes_per_iteration", int, 0, "Python bytes kept alive per iteration.", 0, 2**34),
-    Key("fds_per_iteration", int, 0, "File descriptors opened and never closed per iteration.",
-        0, 1000),
+    Key(
+        "fds_per_iteration",
+        int,
+        0,
+        "File descriptors opened and never closed per iteration.",
+        0,
+        1000,
+    ),
     Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
     Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
-    Key("gpu_bytes_per_server", int, 0, "cudaMalloc'd and never freed, per server (GPU only).",
-        0, 2**36),
-)  # fmt: skip
+    Key(
+        "gpu_bytes_per_server",
+        int,
+        0,
+        "cudaMalloc'd and never freed, per server (GPU only).",
+        0,
+        2**36,
+    ),
+)
 
 # Metrics the verdict judges, with default rules: memory metrics by slope and growth budget,
 # counters by whether they return to their post-warm-up baseline.
@@ -164,13 +228,24 @@ MEMORY_METRICS = {
 COUNTER_METRICS = ("fds", "threads", "children", "stubs_alive", "shm_regions", "gc_objects")
 COUNTER_TOLERANCE = {"gc_objects": 2000.0}
 THRESHOLD_KEYS = (
-    Key("slope_per_iteration", float, 0.0, "Memory: largest acceptable growth per iteration "
-        "(units of the metric; the slope's 95% lower bound is compared).", 0.0),
-    Key("growth_budget", float, 0.0, "Total growth allowed from the post-warm-up baseline to "
-        "the end (counters too).", 0.0),
+    Key(
+        "slope_per_iteration",
+        float,
+        0.0,
+        "Memory: largest acceptable growth per iteration "
+        "(units of the metric; the slope's 95% lower bound is compared).",
+        0.0,
+    ),
+    Key(
+        "growth_budget",
+        float,
+        0.0,
+        "Total growth allowed from the post-warm-up baseline to the end (counters too).",
+        0.0,
+    ),
     Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
     Key("enabled", bool, True, "Judge this metric at all."),
-)  # fmt: skip
+)
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
 SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
 

@@ -23,16 +23,37 @@ from soak.errors import StoreError
 from soak.phases import PHASES
 
 SCHEMA_VERSION = 1
-RUN_STATUSES = ("running", "passed", "leaked", "failed", "crashed", "hung", "interrupted",
-                "inconclusive")  # fmt: skip
+RUN_STATUSES = (
+    "running",
+    "passed",
+    "leaked",
+    "failed",
+    "crashed",
+    "hung",
+    "interrupted",
+    "inconclusive",
+)
 SAMPLE_COLUMNS: dict[str, type] = {
-    "rss_bytes": int, "uss_bytes": int, "pss_bytes": int, "vms_bytes": int, "fds": int,
-    "threads": int, "children": int, "children_rss_bytes": int, "stubs_alive": int,
-    "shm_regions": int, "shm_bytes": int, "sample_cost_s": float,
-    "tracemalloc_bytes": int, "tracemalloc_peak_bytes": int, "gc_objects": int,
-    "mallinfo_inuse_bytes": int, "mallinfo_free_bytes": int,
-    "gpu_process_bytes": int, "gpu_used_bytes": int,
-}  # fmt: skip
+    "rss_bytes": int,
+    "uss_bytes": int,
+    "pss_bytes": int,
+    "vms_bytes": int,
+    "fds": int,
+    "threads": int,
+    "children": int,
+    "children_rss_bytes": int,
+    "stubs_alive": int,
+    "shm_regions": int,
+    "shm_bytes": int,
+    "sample_cost_s": float,
+    "tracemalloc_bytes": int,
+    "tracemalloc_peak_bytes": int,
+    "gc_objects": int,
+    "mallinfo_inuse_bytes": int,
+    "mallinfo_free_bytes": int,
+    "gpu_process_bytes": int,
+    "gpu_used_bytes": int,
+}
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -40,57 +61,136 @@ def _schema(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db["runs"].create(
         {
-            "id": int, "profile": str, "profile_source": str, "profile_text": str,
-            "matrix": str, "cell": str, "started_at": float, "ended_at": float,
-            "heartbeat_at": float, "status": str, "verdict": str, "exit_code": int,
-            "reason": str, "host": str, "cpu_count": int, "gpu_name": str, "gpu_driver": str,
-            "triton_version": str, "triton_library": str, "python_version": str,
-            "soak_version": str, "servers": int, "iterations_planned": int,
-            "iterations_done": int, "memory_type": str, "instance_kind": str,
-            "inferences_per_model": int, "datatype": str, "supervisor_pid": int,
-            "worker_pid": int, "config": str,
+            "id": int,
+            "profile": str,
+            "profile_source": str,
+            "profile_text": str,
+            "matrix": str,
+            "cell": str,
+            "started_at": float,
+            "ended_at": float,
+            "heartbeat_at": float,
+            "status": str,
+            "verdict": str,
+            "exit_code": int,
+            "reason": str,
+            "host": str,
+            "cpu_count": int,
+            "gpu_name": str,
+            "gpu_driver": str,
+            "triton_version": str,
+            "triton_library": str,
+            "python_version": str,
+            "soak_version": str,
+            "servers": int,
+            "iterations_planned": int,
+            "iterations_done": int,
+            "memory_type": str,
+            "instance_kind": str,
+            "inferences_per_model": int,
+            "datatype": str,
+            "supervisor_pid": int,
+            "worker_pid": int,
+            "config": str,
         },
-        pk="id", not_null={"profile", "status", "started_at"}, if_not_exists=True,
-    )  # fmt: skip
+        pk="id",
+        not_null={"profile", "status", "started_at"},
+        if_not_exists=True,
+    )
     iteration_cols: dict[str, type] = {
-        "run_id": int, "iteration": int, "ended_at": float, "wall_s": float,
-        "server_lifecycles": int, "model_loads": int, "inferences": int, "failures": int,
-    }  # fmt: skip
+        "run_id": int,
+        "iteration": int,
+        "ended_at": float,
+        "wall_s": float,
+        "server_lifecycles": int,
+        "model_loads": int,
+        "inferences": int,
+        "failures": int,
+    }
     for p in PHASES:
         iteration_cols[f"{p}_sum_s"] = float
         iteration_cols[f"{p}_max_s"] = float
     db["iterations"].create(
-        iteration_cols, pk=("run_id", "iteration"), foreign_keys=[("run_id", "runs", "id")],
+        iteration_cols,
+        pk=("run_id", "iteration"),
+        foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
     )
     db["samples"].create(
-        {"id": int, "run_id": int, "iteration": int, "kind": str, "phase": str, "t": float,
-         "elapsed_s": float, **SAMPLE_COLUMNS},
-        pk="id", foreign_keys=[("run_id", "runs", "id")], if_not_exists=True,
-    )  # fmt: skip
-    db["gpu_samples"].create(
-        {"sample_id": int, "device": int, "name": str, "used_bytes": int, "total_bytes": int,
-         "process_bytes": int},
-        pk=("sample_id", "device"), foreign_keys=[("sample_id", "samples", "id")],
+        {
+            "id": int,
+            "run_id": int,
+            "iteration": int,
+            "kind": str,
+            "phase": str,
+            "t": float,
+            "elapsed_s": float,
+            **SAMPLE_COLUMNS,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
-    )  # fmt: skip
+    )
+    db["gpu_samples"].create(
+        {
+            "sample_id": int,
+            "device": int,
+            "name": str,
+            "used_bytes": int,
+            "total_bytes": int,
+            "process_bytes": int,
+        },
+        pk=("sample_id", "device"),
+        foreign_keys=[("sample_id", "samples", "id")],
+        if_not_exists=True,
+    )
     db["heap_types"].create(
         {"run_id": int, "iteration": int, "type_name": str, "count": int, "increase": int},
-        foreign_keys=[("run_id", "runs", "id")], if_not_exists=True,
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
     )
     db["events"].create(
-        {"id": int, "run_id": int, "iteration": int, "t": float, "kind": str, "instance": int,
-         "phase": str, "message": str},
-        pk="id", foreign_keys=[("run_id", "runs", "id")], if_not_exists=True,
-    )  # fmt: skip
+        {
+            "id": int,
+            "run_id": int,
+            "iteration": int,
+            "t": float,
+            "kind": str,
+            "instance": int,
+            "phase": str,
+            "message": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
     db["findings"].create(
-        {"run_id": int, "metric": str, "kind": str, "verdict": str, "slope": float,
-         "slope_low": float, "slope_high": float, "p_value": float, "tau": float,
-         "n_used": int, "warmup_cut": int, "baseline": float, "final": float,
-         "total_growth": float, "threshold": float, "growth_budget": float,
-         "growth_started_at": int, "slopes_per_unit": str, "reason": str, "analyzed_at": float},
-        pk=("run_id", "metric"), foreign_keys=[("run_id", "runs", "id")], if_not_exists=True,
-    )  # fmt: skip
+        {
+            "run_id": int,
+            "metric": str,
+            "kind": str,
+            "verdict": str,
+            "slope": float,
+            "slope_low": float,
+            "slope_high": float,
+            "p_value": float,
+            "tau": float,
+            "n_used": int,
+            "warmup_cut": int,
+            "baseline": float,
+            "final": float,
+            "total_growth": float,
+            "threshold": float,
+            "growth_budget": float,
+            "growth_started_at": int,
+            "slopes_per_unit": str,
+            "reason": str,
+            "analyzed_at": float,
+        },
+        pk=("run_id", "metric"),
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
     for table, cols in (
         ("samples", ["run_id", "kind", "iteration"]),
         ("events", ["run_id", "kind"]),
@@ -198,10 +298,15 @@ class Store:
     def create_run(self, row: dict[str, Any]) -> int:
         now = time.time()
         full = {
-            "status": "running", "started_at": now, "heartbeat_at": now,
-            "host": socket.gethostname(), "cpu_count": os.cpu_count(),
-            "supervisor_pid": os.getpid(), "iterations_done": 0, **row,
-        }  # fmt: skip
+            "status": "running",
+            "started_at": now,
+            "heartbeat_at": now,
+            "host": socket.gethostname(),
+            "cpu_count": os.cpu_count(),
+            "supervisor_pid": os.getpid(),
+            "iterations_done": 0,
+            **row,
+        }
         for key in ("cell", "config"):
             if isinstance(full.get(key), dict):
                 full[key] = json.dumps(full[key], sort_keys=True)
@@ -232,9 +337,7 @@ class Store:
                 for dev in gpus:
                     self.db["gpu_samples"].insert({"sample_id": sample_id, **dev})
             if heap_types:
-                self.db["heap_types"].insert_all(
-                    [{"run_id": run_id, **h} for h in heap_types]
-                )
+                self.db["heap_types"].insert_all([{"run_id": run_id, **h} for h in heap_types])
             if events:
                 self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
             self.db["runs"].update(
@@ -279,7 +382,18 @@ def _hint(exc: Exception) -> str:
     return ""
 
 
-def event(kind: str, message: str, iteration: int | None = None, instance: int | None = None,
-          phase: str | None = None) -> dict[str, Any]:  # fmt: skip
-    return {"t": time.time(), "kind": kind, "message": message, "iteration": iteration,
-            "instance": instance, "phase": phase}  # fmt: skip
+def event(
+    kind: str,
+    message: str,
+    iteration: int | None = None,
+    instance: int | None = None,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "t": time.time(),
+        "kind": kind,
+        "message": message,
+        "iteration": iteration,
+        "instance": instance,
+        "phase": phase,
+    }

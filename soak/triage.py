@@ -50,8 +50,19 @@ Z95 = 1.959963984540054
 EVENT_EXAMPLES = 3
 
 _VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}
-_EVENT_ORDER = ("crash", "signal", "hang", "stack_dump", "error", "failure", "leftover_stub",
-                "leftover_shm", "cleanup", "triton_error", "triton_warning")  # fmt: skip
+_EVENT_ORDER = (
+    "crash",
+    "signal",
+    "hang",
+    "stack_dump",
+    "error",
+    "failure",
+    "leftover_stub",
+    "leftover_shm",
+    "cleanup",
+    "triton_error",
+    "triton_warning",
+)
 _FULL_EVENT_KINDS = {"stack_dump", "crash", "signal", "hang", "error"}
 _TRITON_KINDS = {"triton_warning", "triton_error"}
 
@@ -484,7 +495,7 @@ class RunDetail:
                     "messages": [m.__dict__ for m in g.messages],
                 }
                 for g in self.events
-            ],  # fmt: skip
+            ],
             "phases": [p.__dict__ for p in self.phases],
         }
 
@@ -569,10 +580,11 @@ def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
                 counts[text] = counts.get(text, 0) + 1
                 first.setdefault(text, e)
             messages = [
-                EventMessage(t, counts[t], first[t]["iteration"], first[t]["instance"],
-                             first[t]["phase"])
+                EventMessage(
+                    t, counts[t], first[t]["iteration"], first[t]["instance"], first[t]["phase"]
+                )
                 for t in list(first)[:EVENT_EXAMPLES]
-            ]  # fmt: skip
+            ]
             distinct = len(first)
         groups.append(EventGroup(kind, len(events), messages, distinct))
     return groups
@@ -599,8 +611,9 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
     status, reason = display_status(run, walls.get(run_id), now)
     findings = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
     findings.sort(key=lambda f: (_VERDICT_ORDER.get(f["verdict"], 4), f["metric"]))
-    return RunDetail(run, status, reason, findings, _event_groups(db, run_id),
-                     _phase_timings(db, run_id))  # fmt: skip
+    return RunDetail(
+        run, status, reason, findings, _event_groups(db, run_id), _phase_timings(db, run_id)
+    )
 
 
 # -- soak query -----------------------------------------------------------------------------
@@ -617,31 +630,96 @@ class QueryResult:
 
 # Statements that change a database or a connection; refused before SQLite parses them.
 _WRITE_KEYWORDS = {
-    "INSERT", "UPDATE", "DELETE", "REPLACE", "UPSERT", "DROP", "CREATE", "ALTER", "ATTACH",
-    "DETACH", "VACUUM", "REINDEX", "ANALYZE", "BEGIN", "COMMIT", "END", "ROLLBACK",
-    "SAVEPOINT", "RELEASE",
-}  # fmt: skip
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "REPLACE",
+    "UPSERT",
+    "DROP",
+    "CREATE",
+    "ALTER",
+    "ATTACH",
+    "DETACH",
+    "VACUUM",
+    "REINDEX",
+    "ANALYZE",
+    "BEGIN",
+    "COMMIT",
+    "END",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+}
 # PRAGMAs whose argument names a table or index and that only read.
 _TABLE_PRAGMAS = {
-    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check",
-}  # fmt: skip
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+}
 # PRAGMAs that may be read (never set: those forms carry an argument).
 _READ_PRAGMAS = _TABLE_PRAGMAS | {
-    "user_version", "schema_version", "application_id", "page_count", "page_size",
-    "freelist_count", "journal_mode", "encoding", "compile_options", "database_list",
-    "function_list", "pragma_list", "collation_list", "module_list", "data_version",
-    "query_only", "auto_vacuum", "foreign_keys", "busy_timeout", "cache_size",
-}  # fmt: skip
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                 getattr(sqlite3, "SQLITE_RECURSIVE", 33)}  # fmt: skip
+    "user_version",
+    "schema_version",
+    "application_id",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "journal_mode",
+    "encoding",
+    "compile_options",
+    "database_list",
+    "function_list",
+    "pragma_list",
+    "collation_list",
+    "module_list",
+    "data_version",
+    "query_only",
+    "auto_vacuum",
+    "foreign_keys",
+    "busy_timeout",
+    "cache_size",
+}
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
 _DENIED_ACTIONS = (
-    "INSERT", "UPDATE", "DELETE", "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX",
-    "CREATE_TEMP_TABLE", "CREATE_TEMP_TRIGGER", "CREATE_TEMP_VIEW", "CREATE_TRIGGER",
-    "CREATE_VIEW", "CREATE_VTABLE", "DROP_INDEX", "DROP_TABLE", "DROP_TEMP_INDEX",
-    "DROP_TEMP_TABLE", "DROP_TEMP_TRIGGER", "DROP_TEMP_VIEW", "DROP_TRIGGER", "DROP_VIEW",
-    "DROP_VTABLE", "ALTER_TABLE", "DETACH", "SAVEPOINT", "ANALYZE", "REINDEX",
-)  # fmt: skip
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE_INDEX",
+    "CREATE_TABLE",
+    "CREATE_TEMP_INDEX",
+    "CREATE_TEMP_TABLE",
+    "CREATE_TEMP_TRIGGER",
+    "CREATE_TEMP_VIEW",
+    "CREATE_TRIGGER",
+    "CREATE_VIEW",
+    "CREATE_VTABLE",
+    "DROP_INDEX",
+    "DROP_TABLE",
+    "DROP_TEMP_INDEX",
+    "DROP_TEMP_TABLE",
+    "DROP_TEMP_TRIGGER",
+    "DROP_TEMP_VIEW",
+    "DROP_TRIGGER",
+    "DROP_VIEW",
+    "DROP_VTABLE",
+    "ALTER_TABLE",
+    "DETACH",
+    "SAVEPOINT",
+    "ANALYZE",
+    "REINDEX",
+)
 _ACTION_NAMES = {
     getattr(sqlite3, f"SQLITE_{name}"): name.replace("_", " ")
     for name in _DENIED_ACTIONS
@@ -1100,9 +1178,15 @@ class Comparison:
         def side(s: SlopeSide | None) -> dict[str, Any] | None:
             if s is None:
                 return None
-            return {"run": s.run_id, "n": s.n, "slope": finite(s.slope), "low": finite(s.low),
-                    "high": finite(s.high), "variance_factor": finite(s.variance_factor),
-                    "warmup_cut": s.warmup_cut}  # fmt: skip
+            return {
+                "run": s.run_id,
+                "n": s.n,
+                "slope": finite(s.slope),
+                "low": finite(s.low),
+                "high": finite(s.high),
+                "variance_factor": finite(s.variance_factor),
+                "warmup_cut": s.warmup_cut,
+            }
 
         return {
             "base": self.base,
@@ -1213,8 +1297,9 @@ def compare_sides(
     return MetricComparison(metric, kind, base, candidate, difference, verdict != "same", verdict)
 
 
-def _compare_runs_pair(db: sqlite_utils.Database, base: int, candidate: int,
-                       cell: dict[str, Any]) -> CellComparison:  # fmt: skip
+def _compare_runs_pair(
+    db: sqlite_utils.Database, base: int, candidate: int, cell: dict[str, Any]
+) -> CellComparison:
     base_slopes, base_kinds = run_slopes(db, base)
     cand_slopes, cand_kinds = run_slopes(db, candidate)
     kinds = {**cand_kinds, **base_kinds}
@@ -1328,8 +1413,18 @@ def datasette_command(
             "datasette is not installed: pip install 'soak[browse]' "
             "(or .venv/bin/pip install datasette), then run soak browse again"
         )
-    cmd = [sys.executable, "-m", "datasette", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--immutable", str(db_path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "datasette",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--immutable",
+        str(db_path),
+    ]
     if open_browser:
         cmd.append("--open")
     return cmd

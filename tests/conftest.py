@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import psutil
@@ -10,21 +11,49 @@ import pytest
 
 SHM = Path("/dev/shm")
 REGION_PREFIX = "triton_python_backend_shm_region_"
+#: Every process this test session starts inherits this marker (workers, and through them the
+#: python-backend stubs), so the leftover checks count this session's stubs only: other test
+#: sessions or soak runs on the same machine must neither trip nor hide them.
+SESSION_ENV = "SOAK_TEST_SESSION"
+SESSION_ID = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)
 
 
-def shm_regions() -> set[str]:
-    return {p.name for p in SHM.glob(REGION_PREFIX + "*")}
-
-
-def stub_processes() -> set[int]:
-    out = set()
+def _all_stubs() -> list[psutil.Process]:
+    out = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
         if proc.info.get("name") == "triton_python_backend_stub" or (
             cmd and os.path.basename(cmd[0]) == "triton_python_backend_stub"
         ):
-            out.add(proc.pid)
+            out.append(proc)
     return out
+
+
+def _ours(proc: psutil.Process) -> bool:
+    try:
+        return proc.environ().get(SESSION_ENV) == SESSION_ID
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # cannot tell: count it, a false alarm is the safe mistake
+
+
+def stub_processes() -> set[int]:
+    """This session's python-backend stub processes."""
+    return {p.pid for p in _all_stubs() if _ours(p)}
+
+
+def shm_regions() -> set[str]:
+    """python-backend shm regions, less those that other sessions' live stubs name."""
+    foreign = set()
+    for proc in _all_stubs():
+        if not _ours(proc):
+            try:
+                foreign.update(a for a in proc.cmdline() if REGION_PREFIX in a)
+            except psutil.Error:
+                pass
+    names = {p.name for p in SHM.glob(REGION_PREFIX + "*")}
+    return {n for n in names if not any(n in arg for arg in foreign)}
 
 
 def cuda_problem() -> str | None:
@@ -49,7 +78,9 @@ def no_leftovers():
         if not stubs and not regions:
             return
         time.sleep(0.2)
-    raise AssertionError(f"tests left behind stubs {sorted(stubs)} and shm regions {sorted(regions)}")
+    raise AssertionError(
+        f"tests left behind stubs {sorted(stubs)} and shm regions {sorted(regions)}"
+    )
 
 
 @pytest.fixture(scope="session")

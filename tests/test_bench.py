@@ -22,15 +22,27 @@ def test_table_prints_every_section(capsys):
     result = {
         "machine": {"summary": "test machine"},
         "lifecycle": {"4": {"median_s": 1.5, "p95_s": 2.0, "phase_median_s": {"load": 0.5}}},
-        "sampler": {"children_0": {"median_ms": 0.2, "p95_ms": 0.3},
-                    "supervisor_rss_growth_over_1000_samples_bytes": 0},
+        "sampler": {
+            "children_0": {"median_ms": 0.2, "p95_ms": 0.3},
+            "supervisor_rss_growth_over_1000_samples_bytes": 0,
+        },
         "store": {"iterations_per_s": 100.0},
-        "analysis": {"run_analysis_s": {"1000": 0.05},
-                     "power": {"iterations_needed_19_of_20": 6, "threshold_per_iteration_bytes": 65536,
-                               "noise": "n", "false_alarm_rates": {"6": 0.0},
-                               "false_alarm_series": 100}},
-        "footprint": {"supervisor_rss_start_bytes": 2**20, "supervisor_rss_after_bytes": 2**21,
-                      "iterations": 10, "status": "passed"},
+        "analysis": {
+            "run_analysis_s": {"1000": 0.05},
+            "power": {
+                "iterations_needed_19_of_20": 6,
+                "threshold_per_iteration_bytes": 65536,
+                "noise": "n",
+                "false_alarm_rates": {"6": 0.0},
+                "false_alarm_series": 100,
+            },
+        },
+        "footprint": {
+            "supervisor_rss_start_bytes": 2**20,
+            "supervisor_rss_after_bytes": 2**21,
+            "iterations": 10,
+            "status": "passed",
+        },
     }
     bench.print_table(result)
     out = capsys.readouterr().out

@@ -14,13 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def soak(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "soak.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 @pytest.mark.e2e
 def test_smoke_run_prints_phases_and_passes(tmp_path):
-    proc = soak("run", "smoke", "--iterations", "2", "--db", str(tmp_path / "r.db"), "--no-progress")
+    proc = soak(
+        "run", "smoke", "--iterations", "2", "--db", str(tmp_path / "r.db"), "--no-progress"
+    )
     # Two iterations after one of warm-up cannot support a verdict: inconclusive, exit 3.
     assert proc.returncode == 3, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("iteration ")]

@@ -65,8 +65,11 @@ def test_register_adds_the_commands_to_any_group():
 def test_runs_table(soak, ids):
     result = soak("runs", "--limit", "0")
     assert result.exit_code == 0, result.output
-    lines = {int(line.split()[1]): line for line in result.output.splitlines()
-             if line.startswith("│") and line.split()[1].isdigit()}  # fmt: skip
+    lines = {
+        int(line.split()[1]): line
+        for line in result.output.splitlines()
+        if line.startswith("│") and line.split()[1].isdigit()
+    }
     assert list(lines) == sorted(ids.values(), reverse=True)
     assert "abandoned" in lines[ids["abandoned"]] and "4/4" in lines[ids["abandoned"]]
     assert "running" in lines[ids["running"]] and "abandoned" not in lines[ids["running"]]
@@ -120,8 +123,10 @@ def test_show_leaky_run(soak, ids):
     assert "LEAK rss_bytes grows" in out and "Growth began at iteration 3." in out
     assert "no data (not measured here): children" in out
     assert "failure: 3, 1 distinct" in out
-    assert "3x output OUTPUT0 is wrong: expected [3 3], got [3 4] [iteration 6, instance 1, " \
-           "phase infer]" in out  # fmt: skip
+    assert (
+        "3x output OUTPUT0 is wrong: expected [3 3], got [3 4] [iteration 6, instance 1, "
+        "phase infer]" in out
+    )
     assert f"triton_warning: {N_ITER}, 1 distinct" in out and f"{N_ITER}x {TRITON_WARNING}" in out
     assert "leftover_shm: 2" in out and "triton_python_backend_shm_region_2" in out
     load = next(line for line in out.splitlines() if line.startswith("│ load"))
@@ -131,8 +136,10 @@ def test_show_leaky_run(soak, ids):
 def test_show_prints_stack_dumps_in_full(soak, ids):
     out = soak("show", str(ids["hung"])).output
     assert "stack_dump: 1" in out
-    assert 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 in unload\n' \
-           '  File "iteration.py", line 12 in run' in out  # fmt: skip
+    assert (
+        'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 in unload\n'
+        '  File "iteration.py", line 12 in run' in out
+    )
     assert "hang: 1" in out and "exceeded its timeout" in out
 
 
@@ -168,11 +175,16 @@ def test_query_table_csv_json(soak, ids):
     table = soak("query", sql, *args)
     assert table.exit_code == 0 and "leaked" in table.output and "passed" in table.output
     rows = list(csv.reader(io.StringIO(soak("query", sql, *args, "--csv").output)))
-    assert rows == [["id", "profile", "status"], [str(ids["flat"]), "cpu", "passed"],
-                    [str(ids["leaky"]), "cpu", "leaked"]]  # fmt: skip
+    assert rows == [
+        ["id", "profile", "status"],
+        [str(ids["flat"]), "cpu", "passed"],
+        [str(ids["leaky"]), "cpu", "leaked"],
+    ]
     data = json.loads(soak("query", sql, *args, "--json").output)
-    assert data == [{"id": ids["flat"], "profile": "cpu", "status": "passed"},
-                    {"id": ids["leaky"], "profile": "cpu", "status": "leaked"}]  # fmt: skip
+    assert data == [
+        {"id": ids["flat"], "profile": "cpu", "status": "passed"},
+        {"id": ids["leaky"], "profile": "cpu", "status": "leaked"},
+    ]
 
 
 def test_query_table_shows_bytes_in_units_and_caps_rows(soak):
@@ -209,8 +221,14 @@ def test_query_syntax_error_names_the_problem(soak):
 
 def test_query_list(soak):
     out = soak("query", "--list", db=None).output
-    for name in ("growth", "phase-memory", "matrix-factors", "leftovers", "failures",
-                 "triton-warnings"):  # fmt: skip
+    for name in (
+        "growth",
+        "phase-memory",
+        "matrix-factors",
+        "leftovers",
+        "failures",
+        "triton-warnings",
+    ):
         assert name in out
     listed = json.loads(soak("query", "--list", "--json", db=None).output)
     assert [q["name"] for q in listed] == list(triage.CANNED)
@@ -222,9 +240,10 @@ def test_query_canned_by_name(soak, ids):
         (ids["leaky"], 1, 2)
     ]
     growth = json.loads(
-        soak("query", "growth", "--param", f"run={ids['leaky']}", "-p", "metric=rss_bytes",
-             "--json").output
-    )  # fmt: skip
+        soak(
+            "query", "growth", "--param", f"run={ids['leaky']}", "-p", "metric=rss_bytes", "--json"
+        ).output
+    )
     assert growth[0]["verdict"] == "leak" and growth[0]["growth_per_iteration"] > 1_000_000
     factors = json.loads(soak("query", "matrix-factors", "-p", "metric=rss_bytes", "--json").output)
     assert len(factors) == 4 and all(f["per_server"] > 90_000 for f in factors)
@@ -305,7 +324,7 @@ def test_browse_without_datasette_says_how_to_install(soak, monkeypatch):
         ("query", "growth"),
         ("compare", "1", "2"),
         ("browse",),
-    ],  # fmt: skip
+    ],
 )
 def test_missing_database(soak, tmp_path, args):
     one_line_error(soak(*args, db=tmp_path / "absent.db"), "no results database here")

@@ -323,9 +323,18 @@ def run_soak(tmp_path: Path, name: str, inject: dict[str, object]) -> Run:
         query(db, "SELECT kind, count(*) FROM events WHERE run_id = ? GROUP BY kind", run_id)
     )
     run = Run(
-        proc.returncode, output, status, verdict, reason, done, failures[0][0], worker,
-        findings, events, seconds,
-    )  # fmt: skip
+        proc.returncode,
+        output,
+        status,
+        verdict,
+        reason,
+        done,
+        failures[0][0],
+        worker,
+        findings,
+        events,
+        seconds,
+    )
     print(f"\n[{name}] {run.describe()}")
     assert_nothing_left(worker, regions_before)
     return run

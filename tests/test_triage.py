@@ -75,16 +75,28 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
     )
     run_id = store.create_run(
         {
-            "profile": spec.profile, "profile_source": "<test>", "profile_text": text,
-            "config": {"run": {"warmup": WARMUP, "iterations": n, "servers": spec.servers},
-                       "sampling": {"sample_interval_ms": 50 if spec.interval else 0}},
-            "iterations_planned": n, "servers": spec.servers, "memory_type": spec.memory_type,
-            "instance_kind": "cpu", "inferences_per_model": spec.inferences_per_model,
-            "datatype": "int32", "started_at": started, "heartbeat_at": started,
-            "host": socket.gethostname(), "supervisor_pid": dead_pid(),
-            "triton_version": "2.51.0", "matrix": spec.matrix, "cell": spec.cell,
+            "profile": spec.profile,
+            "profile_source": "<test>",
+            "profile_text": text,
+            "config": {
+                "run": {"warmup": WARMUP, "iterations": n, "servers": spec.servers},
+                "sampling": {"sample_interval_ms": 50 if spec.interval else 0},
+            },
+            "iterations_planned": n,
+            "servers": spec.servers,
+            "memory_type": spec.memory_type,
+            "instance_kind": "cpu",
+            "inferences_per_model": spec.inferences_per_model,
+            "datatype": "int32",
+            "started_at": started,
+            "heartbeat_at": started,
+            "host": socket.gethostname(),
+            "supervisor_pid": dead_pid(),
+            "triton_version": "2.51.0",
+            "matrix": spec.matrix,
+            "cell": spec.cell,
         }
-    )  # fmt: skip
+    )
     previous_rss = None
     for i in range(n):
         rss = int(200 * MiB + spec.rss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
@@ -103,8 +115,17 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
                             "rss_bytes": previous_rss + added + delta,
                         }
                     )
-        samples.append({"iteration": i, "kind": "quiet", "t": started + i + 0.5, "rss_bytes": rss,
-                        "uss_bytes": uss, "threads": threads, "fds": 64})  # fmt: skip
+        samples.append(
+            {
+                "iteration": i,
+                "kind": "quiet",
+                "t": started + i + 0.5,
+                "rss_bytes": rss,
+                "uss_bytes": uss,
+                "threads": threads,
+                "fds": 64,
+            }
+        )
         events = []
         if spec.events:
             events.append(
@@ -136,42 +157,69 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
                         "message": "E1125 14:07:22.000001 77 server.cc:9] failed to stop",
                     }
                 )
-        row = {"iteration": i, "ended_at": started + i + 0.5, "wall_s": 2.0 + 0.01 * i,
-               "server_lifecycles": spec.servers, "model_loads": 2 * spec.servers,
-               "inferences": 2 * spec.servers * spec.inferences_per_model, "failures": 0,
-               "load_max_s": 0.5 + 0.01 * i, "unload_max_s": 0.25}  # fmt: skip
+        row = {
+            "iteration": i,
+            "ended_at": started + i + 0.5,
+            "wall_s": 2.0 + 0.01 * i,
+            "server_lifecycles": spec.servers,
+            "model_loads": 2 * spec.servers,
+            "inferences": 2 * spec.servers * spec.inferences_per_model,
+            "failures": 0,
+            "load_max_s": 0.5 + 0.01 * i,
+            "unload_max_s": 0.25,
+        }
         store.write_iteration(run_id, row, samples, [], events)
         previous_rss = rss
     end_events = []
     if spec.events:
         end_events += [
             {"t": now, "kind": "leftover_stub", "message": "stub process 4242 outlived the worker"},
-            {"t": now, "kind": "leftover_shm",
-             "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
-                        "outlived the worker"},
-            {"t": now, "kind": "leftover_shm",
-             "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
-                        "outlived the worker"},
-        ]  # fmt: skip
+            {
+                "t": now,
+                "kind": "leftover_shm",
+                "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
+                "outlived the worker",
+            },
+            {
+                "t": now,
+                "kind": "leftover_shm",
+                "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
+                "outlived the worker",
+            },
+        ]
     if spec.stack_dump:
         end_events += [
-            {"t": now, "kind": "hang", "iteration": n - 1, "instance": 0, "phase": "unload",
-             "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}"},
-            {"t": now, "kind": "stack_dump", "iteration": n - 1, "instance": 0, "phase": "unload",
-             "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
-                        'in unload\n  File "iteration.py", line 12 in run\n'},
-        ]  # fmt: skip
+            {
+                "t": now,
+                "kind": "hang",
+                "iteration": n - 1,
+                "instance": 0,
+                "phase": "unload",
+                "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}",
+            },
+            {
+                "t": now,
+                "kind": "stack_dump",
+                "iteration": n - 1,
+                "instance": 0,
+                "phase": "unload",
+                "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
+                'in unload\n  File "iteration.py", line 12 in run\n',
+            },
+        ]
     store.add_events(run_id, end_events)
     if spec.final_status == "running":
         beat = now - (spec.heartbeat_ago_s or 0.0)
         store.update_run(run_id, heartbeat_at=beat)
         return run_id
-    store.update_run(run_id, status=spec.final_status, ended_at=started + n + 1,
-                     heartbeat_at=started + n + 1)  # fmt: skip
+    store.update_run(
+        run_id, status=spec.final_status, ended_at=started + n + 1, heartbeat_at=started + n + 1
+    )
     analysis = analyze_run(store.db, run_id)
     store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
-    store.update_run(run_id, status=analysis.status, verdict=analysis.verdict,
-                     exit_code=analysis.exit_code)  # fmt: skip
+    store.update_run(
+        run_id, status=analysis.status, verdict=analysis.verdict, exit_code=analysis.exit_code
+    )
     return run_id
 
 
@@ -182,17 +230,25 @@ def grid_cells(gpu_factor: float, session: int) -> list[RunSpec]:
         for servers in (2, 4):
             factor = gpu_factor if memory_type == "gpu" else 1.0
             ipm = 0 if (memory_type, servers, session) == ("gpu", 2, 1) else 10
-            out.append(RunSpec(
-                "grid", seed=100 * session + servers + (50 if memory_type == "gpu" else 0),
-                rss_slope=100 * KiB * servers * factor, servers=servers, memory_type=memory_type,
-                inferences_per_model=ipm, matrix="grid",
-                cell={"memory_type": memory_type, "servers": servers},
-            ))  # fmt: skip
+            out.append(
+                RunSpec(
+                    "grid",
+                    seed=100 * session + servers + (50 if memory_type == "gpu" else 0),
+                    rss_slope=100 * KiB * servers * factor,
+                    servers=servers,
+                    memory_type=memory_type,
+                    inferences_per_model=ipm,
+                    matrix="grid",
+                    cell={"memory_type": memory_type, "servers": servers},
+                )
+            )
     return out
 
 
-BUDGETS = "[thresholds.rss_bytes]\ngrowth_budget = 8388608.0\n" \
-          "[thresholds.uss_bytes]\ngrowth_budget = 8388608.0\n"  # fmt: skip
+BUDGETS = (
+    "[thresholds.rss_bytes]\ngrowth_budget = 8388608.0\n"
+    "[thresholds.uss_bytes]\ngrowth_budget = 8388608.0\n"
+)
 
 
 def build_db(path: Path) -> dict[str, int]:
@@ -203,14 +259,23 @@ def build_db(path: Path) -> dict[str, int]:
     ids["flat"] = add_run(store, RunSpec("cpu", seed=1), now)
     ids["leaky"] = add_run(
         store,
-        RunSpec("cpu", seed=2, rss_slope=1 * MiB, uss_slope=0.5 * MiB, interval=True,
-                events=True, final_status="passed", thresholds=BUDGETS),
+        RunSpec(
+            "cpu",
+            seed=2,
+            rss_slope=1 * MiB,
+            uss_slope=0.5 * MiB,
+            interval=True,
+            events=True,
+            final_status="passed",
+            thresholds=BUDGETS,
+        ),
         now,
-    )  # fmt: skip
+    )
     ids["hung"] = add_run(
-        store, RunSpec("cpu", seed=3, thread_step_every=3, stack_dump=True, final_status="hung"),
+        store,
+        RunSpec("cpu", seed=3, thread_step_every=3, stack_dump=True, final_status="hung"),
         now,
-    )  # fmt: skip
+    )
     ids["flat2"] = add_run(store, RunSpec("cpu", seed=4), now)
     ids["other_profile"] = add_run(store, RunSpec("gpu", seed=5), now)
     grid1 = [add_run(store, spec, now) for spec in grid_cells(gpu_factor=3.0, session=1)]
@@ -218,13 +283,24 @@ def build_db(path: Path) -> dict[str, int]:
     ids.update({f"grid1_{k}": r for k, r in enumerate(grid1)})
     ids.update({f"grid2_{k}": r for k, r in enumerate(grid2)})
     ids["abandoned"] = add_run(
-        store, RunSpec("cpu", seed=6, iterations=4, final_status="running",
-                       started_ago_s=4000, heartbeat_ago_s=3600), now,
-    )  # fmt: skip
+        store,
+        RunSpec(
+            "cpu",
+            seed=6,
+            iterations=4,
+            final_status="running",
+            started_ago_s=4000,
+            heartbeat_ago_s=3600,
+        ),
+        now,
+    )
     ids["running"] = add_run(
-        store, RunSpec("cpu", seed=7, iterations=3, final_status="running",
-                       started_ago_s=60, heartbeat_ago_s=1), now,
-    )  # fmt: skip
+        store,
+        RunSpec(
+            "cpu", seed=7, iterations=3, final_status="running", started_ago_s=60, heartbeat_ago_s=1
+        ),
+        now,
+    )
     store.close()
     return ids
 
@@ -292,8 +368,9 @@ def test_list_runs_marks_abandoned_but_not_fresh_running(db, ids):
 
 def test_list_runs_filters_by_profile_and_status(db, ids):
     cpu = triage.list_runs(db, limit=0, profile="cpu")
-    assert {r.id for r in cpu} == {ids[k] for k in ("flat", "leaky", "hung", "flat2",
-                                                    "abandoned", "running")}  # fmt: skip
+    assert {r.id for r in cpu} == {
+        ids[k] for k in ("flat", "leaky", "hung", "flat2", "abandoned", "running")
+    }
     leaked = triage.list_runs(db, status="leaked")
     assert ids["leaky"] in {r.id for r in leaked}
     assert all(r.status == "leaked" for r in leaked)
@@ -332,17 +409,25 @@ def test_worst_metric_is_the_leak_furthest_over_its_budget(db, ids):
 def test_worst_metric_rules():
     rows = [
         {"metric": "a", "verdict": "leak", "total_growth": 30.0, "growth_budget": 10.0},
-        {"metric": "b", "verdict": "leak", "total_growth": 50.0, "growth_budget": 100.0,
-         "slope": 9.0, "threshold": 1.0},
+        {
+            "metric": "b",
+            "verdict": "leak",
+            "total_growth": 50.0,
+            "growth_budget": 100.0,
+            "slope": 9.0,
+            "threshold": 1.0,
+        },
         {"metric": "c", "verdict": "pass", "slope": 5.0, "threshold": 1.0},
-    ]  # fmt: skip
+    ]
     worst = triage.worst_metric(rows)
     assert (worst.metric, worst.ratio, worst.basis) == ("a", 3.0, "budget")
-    calm = triage.worst_metric([
-        {"metric": "c", "verdict": "pass", "slope": 0.5, "threshold": 1.0},
-        {"metric": "d", "verdict": "inconclusive", "slope": 2.0, "threshold": 1.0},
-        {"metric": "e", "verdict": "no_data", "slope": None, "threshold": 1.0},
-    ])  # fmt: skip
+    calm = triage.worst_metric(
+        [
+            {"metric": "c", "verdict": "pass", "slope": 0.5, "threshold": 1.0},
+            {"metric": "d", "verdict": "inconclusive", "slope": 2.0, "threshold": 1.0},
+            {"metric": "e", "verdict": "no_data", "slope": None, "threshold": 1.0},
+        ]
+    )
     assert (calm.metric, calm.ratio, calm.describe()) == ("d", 2.0, "d 2.00x threshold")
     assert triage.worst_metric([]) is None
 

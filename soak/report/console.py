@@ -27,8 +27,17 @@ def human(value: float | None, metric: str) -> str:
 
 def findings_table(findings: list[Finding], title: str = "") -> Table:
     table = Table(title=title or None, show_lines=False)
-    for col in ("metric", "verdict", "slope/iter", "95% interval", "growth", "threshold/iter",
-                "budget", "growth began", "per server"):  # fmt: skip
+    for col in (
+        "metric",
+        "verdict",
+        "slope/iter",
+        "95% interval",
+        "growth",
+        "threshold/iter",
+        "budget",
+        "growth began",
+        "per server",
+    ):
         table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
     for f in findings:
         table.add_row(

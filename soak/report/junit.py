@@ -25,11 +25,14 @@ def junit_xml(runs: list[tuple[int, str, str, list[Finding]]]) -> str:
                 f"slope {human(f.slope, f.metric)}/iteration "
                 f"[{human(f.slope_low, f.metric)}, {human(f.slope_high, f.metric)}], "
                 f"growth {human(f.total_growth, f.metric)}, threshold "
-                f"{human(f.threshold, f.metric)}/iteration, budget {human(f.growth_budget, f.metric)}, "
+                f"{human(f.threshold, f.metric)}/iteration, "
+                f"budget {human(f.growth_budget, f.metric)}, "
                 f"p={f.p_value:.3g}"
             )
             if f.verdict == "leak":
-                ET.SubElement(case, "failure", message=f"{f.metric} leaks: {detail}").text = f.reason
+                ET.SubElement(
+                    case, "failure", message=f"{f.metric} leaks: {detail}"
+                ).text = f.reason
                 failures += 1
             elif f.verdict in ("inconclusive", "no_data"):
                 ET.SubElement(case, "skipped", message=f"{f.verdict}: {f.reason}")

@@ -16,7 +16,9 @@ from soak.report.plots import write_report
 
 def _label(run: dict) -> str:
     cell = json.loads(run["cell"]) if run.get("cell") else {}
-    return run["profile"] + ("[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else "")
+    return run["profile"] + (
+        "[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else ""
+    )
 
 
 def _clean(value):
@@ -31,11 +33,17 @@ def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dic
     runs = []
     for a in analyses:
         run = run_row(db, a.run_id)
-        runs.append({
-            "run_id": a.run_id, "profile": run["profile"], "cell": json.loads(run["cell"] or "{}"),
-            "status": a.status, "verdict": a.verdict, "exit_code": a.exit_code,
-            "findings": [_clean(asdict(f)) for f in a.findings],
-        })  # fmt: skip
+        runs.append(
+            {
+                "run_id": a.run_id,
+                "profile": run["profile"],
+                "cell": json.loads(run["cell"] or "{}"),
+                "status": a.status,
+                "verdict": a.verdict,
+                "exit_code": a.exit_code,
+                "findings": [_clean(asdict(f)) for f in a.findings],
+            }
+        )
     return {"runs": runs}
 
 
@@ -48,8 +56,10 @@ def write_outputs(
 ) -> list[Path]:
     written: list[Path] = []
     if junit:
-        write_junit(junit, [(a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings)
-                            for a in analyses])  # fmt: skip
+        write_junit(
+            junit,
+            [(a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings) for a in analyses],
+        )
         written.append(Path(junit))
     if json_path:
         Path(json_path).write_text(json.dumps(findings_json(db, analyses), indent=2))

@@ -26,12 +26,22 @@ def plot_metric(series: Series, finding: Finding, warmup_iteration: int | None, 
         xs = x[x >= start]
         if xs.size:
             intercept = finding.baseline - finding.slope * xs[0]
-            ax.plot(xs, (intercept + finding.slope * xs) / scale, "r-", lw=1.2,
-                    label=f"fit {human(finding.slope, series.metric)}/iteration")
+            ax.plot(
+                xs,
+                (intercept + finding.slope * xs) / scale,
+                "r-",
+                lw=1.2,
+                label=f"fit {human(finding.slope, series.metric)}/iteration",
+            )
             if finding.threshold:
-                ax.fill_between(xs, finding.baseline / scale,
-                                (finding.baseline + finding.threshold * (xs - xs[0])) / scale,
-                                color="g", alpha=0.15, label="threshold band")
+                ax.fill_between(
+                    xs,
+                    finding.baseline / scale,
+                    (finding.baseline + finding.threshold * (xs - xs[0])) / scale,
+                    color="g",
+                    alpha=0.15,
+                    label="threshold band",
+                )
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"{series.metric} ({unit})" if unit else series.metric)
     ax.set_title(f"{series.metric}: {finding.verdict}")
@@ -43,20 +53,31 @@ def plot_metric(series: Series, finding: Finding, warmup_iteration: int | None, 
     return path
 
 
-def write_report(run_id: int, title: str, series: dict[str, Series], findings: list[Finding],
-                 out: Path) -> Path:  # fmt: skip
+def write_report(
+    run_id: int, title: str, series: dict[str, Series], findings: list[Finding], out: Path
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# soak run {run_id}", "", title, "", "| metric | verdict | slope/iteration | growth | plot |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# soak run {run_id}",
+        "",
+        title,
+        "",
+        "| metric | verdict | slope/iteration | growth | plot |",
+        "|---|---|---|---|---|",
+    ]
     for f in findings:
         s = series.get(f.metric)
         if s is None or not s.values.size:
             continue
         warm = int(s.iterations[f.warmup_cut]) if 0 < f.warmup_cut < s.iterations.size else None
         png = plot_metric(s, f, warm, out)
-        lines.append(f"| {f.metric} | {f.verdict} | {human(f.slope, f.metric)} | "
-                     f"{human(f.total_growth, f.metric)} | [{png.name}]({png.name}) |")  # fmt: skip
-    lines += ["", "## Reasons", ""] + [f"- **{f.metric}** ({f.verdict}): {f.reason}" for f in findings]
+        lines.append(
+            f"| {f.metric} | {f.verdict} | {human(f.slope, f.metric)} | "
+            f"{human(f.total_growth, f.metric)} | [{png.name}]({png.name}) |"
+        )
+    lines += ["", "## Reasons", ""] + [
+        f"- **{f.metric}** ({f.verdict}): {f.reason}" for f in findings
+    ]
     page = out / "index.md"
     page.write_text("\n".join(lines) + "\n")
     return page

@@ -164,7 +164,11 @@ class Supervisor:
         os.close(from_worker_w)
         channel = proto.Channel(from_worker_r, to_worker_w)
         channel.send(
-            proto.Start(profile_to_message(self.profile), str(workdir), str(self.stub) if self.stub else None)
+            proto.Start(
+                profile_to_message(self.profile),
+                str(workdir),
+                str(self.stub) if self.stub else None,
+            )
         )
         return proc, channel
 
@@ -192,7 +196,10 @@ class Supervisor:
             while True:
                 if self.kill_requested:
                     self._kill_tree(proc)
-                    outcome.status, outcome.reason = "interrupted", "stopped at once (second Ctrl-C)"
+                    outcome.status, outcome.reason = (
+                        "interrupted",
+                        "stopped at once (second Ctrl-C)",
+                    )
                     break
                 message = channel.pending()
                 if message is None:
@@ -200,11 +207,15 @@ class Supervisor:
                     ready, _, _ = select.select([channel], [], [], timeout)
                     if ready:
                         if not channel.feed():
-                            outcome.status, outcome.reason = self._worker_ended(proc, workdir, outcome)
+                            outcome.status, outcome.reason = self._worker_ended(
+                                proc, workdir, outcome
+                            )
                             break
                         continue
                     now = time.monotonic()
-                    expired = [(d, p, it, inst) for inst, (d, p, it) in deadlines.items() if d < now]
+                    expired = [
+                        (d, p, it, inst) for inst, (d, p, it) in deadlines.items() if d < now
+                    ]
                     if expired:
                         _, phase, it, inst = expired[0]
                         self._hang(proc, workdir, outcome, it, inst, phase)
@@ -236,7 +247,9 @@ class Supervisor:
                     if first_rss is None:
                         first_rss = view.rss_bytes
                     view.rss_delta_bytes = (
-                        view.rss_bytes - first_rss if view.rss_bytes is not None and first_rss is not None else None
+                        view.rss_bytes - first_rss
+                        if view.rss_bytes is not None and first_rss is not None
+                        else None
                     )
                     if self.on_iteration:
                         self.on_iteration(view)
@@ -246,12 +259,25 @@ class Supervisor:
                     channel.send(proto.Continue(stop=stop))
                     if stop:
                         outcome.status = "interrupted"
-                        outcome.reason = f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+                        outcome.reason = (
+                            f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+                        )
                 elif isinstance(message, proto.Hung):
-                    self._hang(proc, workdir, outcome, message.iteration, message.instance, message.phase)
+                    self._hang(
+                        proc, workdir, outcome, message.iteration, message.instance, message.phase
+                    )
                     break
                 elif isinstance(message, proto.Failed):
-                    self._record(run_id, [event("error", message.error + ("\n" + message.traceback if message.traceback else ""))])
+                    self._record(
+                        run_id,
+                        [
+                            event(
+                                "error",
+                                message.error
+                                + ("\n" + message.traceback if message.traceback else ""),
+                            )
+                        ],
+                    )
                     proc.wait(timeout=30)
                     outcome.status = "failed" if message.setup else "crashed"
                     outcome.reason = message.error
@@ -262,7 +288,9 @@ class Supervisor:
                     if outcome.status != "interrupted":
                         outcome.status = "failed" if outcome.failures else "passed"
                         outcome.reason = (
-                            f"{outcome.failures} check(s) failed" if outcome.failures else "all checks passed"
+                            f"{outcome.failures} check(s) failed"
+                            if outcome.failures
+                            else "all checks passed"
                         )
                     break
         finally:
@@ -284,7 +312,9 @@ class Supervisor:
         return outcome
 
     # -- quiet point ------------------------------------------------------------------------
-    def _quiet_point(self, run_id, message: proto.Quiet, sampler, log_reader, started, outcome) -> IterationView:
+    def _quiet_point(
+        self, run_id, message: proto.Quiet, sampler, log_reader, started, outcome
+    ) -> IterationView:
         sample = sampler.sample().as_dict()
         gpu = self.gpu.sample(sampler.pid)
         heap = dict(message.heap)
@@ -347,7 +377,9 @@ class Supervisor:
             failures=message.failures,
         )
 
-    def _interval_loop(self, sampler, interval: float, stopper: threading.Event, started: float) -> None:
+    def _interval_loop(
+        self, sampler, interval: float, stopper: threading.Event, started: float
+    ) -> None:
         """Interval samples when asked for; otherwise only observe new stubs every 100 ms."""
         while not stopper.wait(interval or OBSERVE_EVERY_S):
             if not self._iteration_running.is_set():
@@ -359,9 +391,14 @@ class Supervisor:
                 sample = sampler.sample().as_dict()
             except (psutil.Error, SoakError):
                 continue
-            row = {"iteration": self._current_iteration, "kind": "interval",
-                   "phase": self._current_phase,
-                   "t": time.time(), "elapsed_s": time.time() - started, **sample}  # fmt: skip
+            row = {
+                "iteration": self._current_iteration,
+                "kind": "interval",
+                "phase": self._current_phase,
+                "t": time.time(),
+                "elapsed_s": time.time() - started,
+                **sample,
+            }
             with self._interval_lock:
                 self._interval_samples.append(row)
 
@@ -375,7 +412,9 @@ class Supervisor:
                 raise
             log.warning("run %d: %d event(s) not stored: %s", run_id, len(events), exc)
 
-    def _worker_ended(self, proc: subprocess.Popen, workdir: Path, outcome: RunOutcome) -> tuple[str, str]:
+    def _worker_ended(
+        self, proc: subprocess.Popen, workdir: Path, outcome: RunOutcome
+    ) -> tuple[str, str]:
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -387,12 +426,19 @@ class Supervisor:
             reason = f"worker killed by {name} after {outcome.iterations_done} iteration(s)"
             kind = "signal"
         else:
-            reason = f"worker exited with status {code} after {outcome.iterations_done} iteration(s)"
+            reason = (
+                f"worker exited with status {code} after {outcome.iterations_done} iteration(s)"
+            )
             kind = "crash"
-        self._record(self.run_id, [event(kind, reason + ("\n--- worker output ---\n" + tail if tail else ""))])
+        self._record(
+            self.run_id,
+            [event(kind, reason + ("\n--- worker output ---\n" + tail if tail else ""))],
+        )
         return "crashed", reason
 
-    def _hang(self, proc, workdir: Path, outcome: RunOutcome, iteration, instance, phase: str) -> None:
+    def _hang(
+        self, proc, workdir: Path, outcome: RunOutcome, iteration, instance, phase: str
+    ) -> None:
         stacks = self._dump_stacks(proc, workdir)
         try:
             # While the worker still lives: attribute every region it holds, so that what the
@@ -400,13 +446,21 @@ class Supervisor:
             self.sampler.sample()
         except (psutil.Error, SoakError):
             pass
-        what = f"phase {phase}" + (f" of instance {instance}" if instance is not None and instance >= 0 else "")
+        what = f"phase {phase}" + (
+            f" of instance {instance}" if instance is not None and instance >= 0 else ""
+        )
         reason = f"{what} exceeded its timeout in iteration {(iteration or 0) + 1}; worker killed"
         self._record(
             self.run_id,
             [
                 event("hang", reason, iteration, instance, phase),
-                event("stack_dump", stacks or "(no stacks: the worker did not answer SIGUSR1)", iteration, instance, phase),
+                event(
+                    "stack_dump",
+                    stacks or "(no stacks: the worker did not answer SIGUSR1)",
+                    iteration,
+                    instance,
+                    phase,
+                ),
             ],
         )
         self._kill_tree(proc)
@@ -460,12 +514,22 @@ class Supervisor:
         while left.stub_pids and time.monotonic() < deadline:
             time.sleep(0.2)
             left = sampler.leftovers()
-        events = [event("leftover_stub", f"stub process {pid} outlived the worker") for pid in left.stub_pids]
-        events += [event("leftover_shm", f"shared-memory region {p} outlived the worker") for p in left.shm_paths]
+        events = [
+            event("leftover_stub", f"stub process {pid} outlived the worker")
+            for pid in left.stub_pids
+        ]
+        events += [
+            event("leftover_shm", f"shared-memory region {p} outlived the worker")
+            for p in left.shm_paths
+        ]
         if events:
             removed = sampler.cleanup(left)
             events.append(
-                event("cleanup", f"removed {len(removed.stub_pids)} stub process(es) and {len(removed.shm_paths)} shm region(s)")
+                event(
+                    "cleanup",
+                    f"removed {len(removed.stub_pids)} stub process(es) and "
+                    f"{len(removed.shm_paths)} shm region(s)",
+                )
             )
         self._record(run_id, events, tolerant=True)
 

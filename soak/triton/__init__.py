@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 
-def setup(workdir: Path, home: str | os.PathLike | None = None, stub: Path | None = None) -> Runtime:
+def setup(
+    workdir: Path, home: str | os.PathLike | None = None, stub: Path | None = None
+) -> Runtime:
     """Locate and load libtritonserver, build `<workdir>/backends`, export the stub environment."""
     install = capi.locate(home)
     backend = backends.assemble(install, Path(workdir) / "backends", stub=stub)

@@ -91,7 +91,10 @@ def locate(home: str | os.PathLike | None = None) -> TritonInstall:
 
 
 def _preload_siblings(library: Path) -> None:
-    """Load the library's neighbours RTLD_GLOBAL, retrying until no progress: saves LD_LIBRARY_PATH."""
+    """Load the library's neighbours RTLD_GLOBAL, retrying until no progress.
+
+    This saves the user an LD_LIBRARY_PATH.
+    """
     pending = [
         p
         for p in sorted(library.parent.glob("*.so*"))
@@ -173,10 +176,19 @@ _PROTOTYPES: dict[str, list] = {
     "TRITONSERVER_InferenceResponseError": [_P],
     "TRITONSERVER_InferenceResponseOutputCount": [_P, POINTER(c_uint32)],
     "TRITONSERVER_InferenceResponseOutput": [
-        _P, c_uint32, POINTER(c_char_p), POINTER(c_int), POINTER(POINTER(c_int64)),
-        POINTER(c_uint64), _PP, POINTER(c_size_t), POINTER(c_int), POINTER(c_int64), _PP,
+        _P,
+        c_uint32,
+        POINTER(c_char_p),
+        POINTER(c_int),
+        POINTER(POINTER(c_int64)),
+        POINTER(c_uint64),
+        _PP,
+        POINTER(c_size_t),
+        POINTER(c_int),
+        POINTER(c_int64),
+        _PP,
     ],
-}  # fmt: skip
+}
 _RESTYPES = {
     "TRITONSERVER_ErrorNew": _ERR,
     "TRITONSERVER_ErrorDelete": None,
@@ -221,7 +233,9 @@ def load(install: TritonInstall) -> LoadedLibrary:
         try:
             lib = ctypes.CDLL(str(install.library), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
-            raise EnvironmentProblem(f"cannot load Triton library {install.library}: {exc}") from exc
+            raise EnvironmentProblem(
+                f"cannot load Triton library {install.library}: {exc}"
+            ) from exc
         try:
             for name, argtypes in _PROTOTYPES.items():
                 fn = getattr(lib, name)
@@ -235,11 +249,16 @@ def load(install: TritonInstall) -> LoadedLibrary:
         err = lib.TRITONSERVER_ApiVersion(ctypes.byref(major), ctypes.byref(minor))
         if err or major.value != 1:
             raise EnvironmentProblem(
-                f"{install.library} speaks TRITONSERVER API {major.value}.{minor.value}; soak needs 1.x"
+                f"{install.library} speaks TRITONSERVER API {major.value}.{minor.value}; "
+                "soak needs 1.x"
             )
         _loaded = LoadedLibrary(install, lib, (major.value, minor.value))
         log.info(
-            "loaded %s (API %d.%d, from %s)", install.library, major.value, minor.value, install.source
+            "loaded %s (API %d.%d, from %s)",
+            install.library,
+            major.value,
+            minor.value,
+            install.source,
         )
         return _loaded
 

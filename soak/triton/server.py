@@ -199,13 +199,24 @@ class _Callbacks:
             mtype, mtid, userp = c_int(), c_int64(), c_void_p()
             check(
                 lib.TRITONSERVER_InferenceResponseOutput(
-                    response, index, byref(name), byref(dtype), byref(shape), byref(dims),
-                    byref(base), byref(size), byref(mtype), byref(mtid), byref(userp),
+                    response,
+                    index,
+                    byref(name),
+                    byref(dtype),
+                    byref(shape),
+                    byref(dims),
+                    byref(base),
+                    byref(size),
+                    byref(mtype),
+                    byref(mtid),
+                    byref(userp),
                 )
-            )  # fmt: skip
+            )
             np_type = _NP_OF.get(dtype.value)
             if np_type is None:
-                raise TritonError("soak", f"output {name.value!r} has unsupported datatype {dtype.value}")
+                raise TritonError(
+                    "soak", f"output {name.value!r} has unsupported datatype {dtype.value}"
+                )
             dims_list = [shape[i] for i in range(dims.value)]
             out = np.empty(dims_list, dtype=np_type)
             if out.nbytes != size.value:
@@ -244,11 +255,19 @@ class Server:
         check(lib.TRITONSERVER_ServerOptionsNew(byref(opts)))
         try:
             for repo in options.repositories:
-                check(lib.TRITONSERVER_ServerOptionsSetModelRepositoryPath(opts, str(repo).encode()))
+                check(
+                    lib.TRITONSERVER_ServerOptionsSetModelRepositoryPath(opts, str(repo).encode())
+                )
             check(lib.TRITONSERVER_ServerOptionsSetServerId(opts, options.server_id.encode()))
-            check(lib.TRITONSERVER_ServerOptionsSetModelControlMode(opts, capi.MODEL_CONTROL_EXPLICIT))
+            check(
+                lib.TRITONSERVER_ServerOptionsSetModelControlMode(opts, capi.MODEL_CONTROL_EXPLICIT)
+            )
             check(lib.TRITONSERVER_ServerOptionsSetStrictReadiness(opts, options.strict_readiness))
-            check(lib.TRITONSERVER_ServerOptionsSetStrictModelConfig(opts, options.strict_model_config))
+            check(
+                lib.TRITONSERVER_ServerOptionsSetStrictModelConfig(
+                    opts, options.strict_model_config
+                )
+            )
             check(lib.TRITONSERVER_ServerOptionsSetExitTimeout(opts, options.exit_timeout_s))
             # Set explicitly: left alone, a failing load (initialize raising) was seen retried
             # every 0.35 s forever in about half of the processes (libtritonserver 2.51).
@@ -270,7 +289,9 @@ class Server:
             check(lib.TRITONSERVER_ServerOptionsSetLogError(opts, True))
             check(lib.TRITONSERVER_ServerOptionsSetLogVerbose(opts, options.log_verbose))
             if options.log_file is not None:
-                check(lib.TRITONSERVER_ServerOptionsSetLogFile(opts, str(options.log_file).encode()))
+                check(
+                    lib.TRITONSERVER_ServerOptionsSetLogFile(opts, str(options.log_file).encode())
+                )
             if options.min_compute_capability is not None:
                 check(
                     lib.TRITONSERVER_ServerOptionsSetMinSupportedComputeCapability(
@@ -350,7 +371,9 @@ class Server:
 
     def model_is_ready(self, name: str, version: int = -1) -> bool:
         flag = c_bool()
-        check(_lib().TRITONSERVER_ServerModelIsReady(self.handle, name.encode(), version, byref(flag)))
+        check(
+            _lib().TRITONSERVER_ServerModelIsReady(self.handle, name.encode(), version, byref(flag))
+        )
         return flag.value
 
     def model_index(self, ready_only: bool = False) -> list[dict]:

@@ -69,7 +69,9 @@ class IterationRecord:
         return {p: sum(r.phase_s.get(p, 0.0) for r in self.lifecycles) for p in PHASES}
 
     def phase_max_s(self) -> dict[str, float]:
-        return {p: max((r.phase_s.get(p, 0.0) for r in self.lifecycles), default=0.0) for p in PHASES}
+        return {
+            p: max((r.phase_s.get(p, 0.0) for r in self.lifecycles), default=0.0) for p in PHASES
+        }
 
     @property
     def triton_version(self) -> str | None:

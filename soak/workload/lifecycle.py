@@ -322,7 +322,9 @@ class Lifecycle:
                     f"{self.config.memory_type.value} was requested"
                 )
             if out.array.shape != expected.shape or not np.array_equal(out.array, expected):
-                wrong = int(np.sum(out.array != expected)) if out.array.shape == expected.shape else 16
+                wrong = (
+                    int(np.sum(out.array != expected)) if out.array.shape == expected.shape else 16
+                )
                 problems.append(
                     f"{name} wrong: {wrong} of 16 values differ "
                     f"(first expected {expected.ravel()[:3].tolist()}, "
@@ -346,7 +348,7 @@ class Lifecycle:
                 )
 
     def _unload(self, server: Server, models: list[str]) -> None:
-        """Unload in parallel, then watch the model index instead of letting stop poll each second."""
+        """Unload in parallel, then watch the model index (stop would poll once a second)."""
         for model in models:
             try:
                 server.unload_model(model)
@@ -383,7 +385,7 @@ class Lifecycle:
         self._unload(server, [other])
 
     def _salvage(self, server: Server, loaded: list[str]) -> None:
-        """After an aborted phase: unload what is loaded and delete the server, recording failures."""
+        """After an aborted phase: unload what is loaded, delete the server, record failures."""
         try:
             if loaded:
                 self._unload(server, loaded)

@@ -22,7 +22,7 @@ class Behaviour(str, Enum):
 _TRITON_TYPES = {"int32": "TYPE_INT32", "fp32": "TYPE_FP32"}
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 
-_MODEL_PY = '''\
+_MODEL_PY = """\
 import time
 
 import triton_python_backend_utils as pb_utils
@@ -54,7 +54,7 @@ class TritonPythonModel:
                 )
             )
         return responses
-'''
+"""
 
 
 def write_model(
@@ -77,7 +77,9 @@ def write_model(
         f"input [ {tensors('INPUT')} ]\noutput [ {tensors('OUTPUT')} ]\n"
         f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
     )
-    (model_dir / "1" / "model.py").write_text(_MODEL_PY.format(behaviour=Behaviour(behaviour).value))
+    (model_dir / "1" / "model.py").write_text(
+        _MODEL_PY.format(behaviour=Behaviour(behaviour).value)
+    )
     return model_dir
 
 

@@ -1,4 +1,4 @@
-"""Large-n paths of soak.analysis.trend agree with exact/small-n results within stated tolerances."""
+"""Large-n paths of soak.analysis.trend agree with exact/small-n results within tolerances."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ KiB = 1024.0
 FAST = settings(max_examples=30, deadline=None, derandomize=True)
 
 
-
 def brute_s(y: np.ndarray) -> int:
     signs = np.sign(y[None, :] - y[:, None])
     return int(np.triu(signs, 1).sum())

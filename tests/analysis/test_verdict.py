@@ -19,7 +19,6 @@ RSS_RULE = MetricRule("rss_bytes", "memory", slope_per_iteration=64 * KiB, growt
 SLOPE_ONLY = MetricRule("rss_bytes", "memory", slope_per_iteration=64 * KiB)
 
 
-
 def rss(values: np.ndarray, first_iteration: int = 1, **units: np.ndarray) -> Series:
     iterations = np.arange(first_iteration, first_iteration + values.size)
     return Series("rss_bytes", iterations, values, units)

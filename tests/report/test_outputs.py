@@ -20,8 +20,19 @@ def test_report_writes_plots_junit_and_json_without_touching_the_database(tmp_pa
     before = db.read_bytes()
     out, junit, js = tmp_path / "rep", tmp_path / "j.xml", tmp_path / "f.json"
     result = CliRunner().invoke(
-        main, ["report", str(run_id), "--db", str(db), "--out", str(out), "--junit", str(junit),
-               "--json", str(js)],
+        main,
+        [
+            "report",
+            str(run_id),
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+            "--junit",
+            str(junit),
+            "--json",
+            str(js),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert db.read_bytes() == before

@@ -13,8 +13,15 @@ from soak.runner.supervisor import IterationView
 
 def view(i: int, failures: list | None = None) -> IterationView:
     return IterationView(
-        iteration=i, iterations=10, wall_s=1.5, rss_bytes=100 * 2**20, rss_delta_bytes=2**20,
-        fds=7, threads=3, failures_total=len(failures or []), phase_max_s={"load": 0.5},
+        iteration=i,
+        iterations=10,
+        wall_s=1.5,
+        rss_bytes=100 * 2**20,
+        rss_delta_bytes=2**20,
+        fds=7,
+        threads=3,
+        failures_total=len(failures or []),
+        phase_max_s={"load": 0.5},
         failures=failures or [],
     )
 

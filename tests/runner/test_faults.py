@@ -88,10 +88,18 @@ def soak_env(work: Path, env: dict | None = None) -> dict:
     return {**out, **(env or {})}
 
 
-def run_soak(track: Tracker, profile: Path, db: Path, *args: str, env: dict | None = None,
-             timeout: float = 180, **popen) -> subprocess.CompletedProcess:  # fmt: skip
-    proc = start_soak(track, profile, db, *args, env=env, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, **popen)  # fmt: skip
+def run_soak(
+    track: Tracker,
+    profile: Path,
+    db: Path,
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 180,
+    **popen,
+) -> subprocess.CompletedProcess:
+    proc = start_soak(
+        track, profile, db, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:
@@ -101,18 +109,37 @@ def run_soak(track: Tracker, profile: Path, db: Path, *args: str, env: dict | No
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def start_soak(track: Tracker, profile: Path, db: Path, *args: str, log: Path | None = None,
-               env: dict | None = None, **popen) -> subprocess.Popen:  # fmt: skip
+def start_soak(
+    track: Tracker,
+    profile: Path,
+    db: Path,
+    *args: str,
+    log: Path | None = None,
+    env: dict | None = None,
+    **popen,
+) -> subprocess.Popen:
     """`soak run PROFILE --db DB --no-progress ARGS`, its work folder under the test's."""
     if log is not None:
         sink = log.open("w")
         popen.update(stdout=sink, stderr=subprocess.STDOUT)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db),
-             "--no-progress", *args],
-            cwd=ROOT, text=True, env=soak_env(track.work, env), **popen,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "soak.cli",
+                "run",
+                str(profile),
+                "--db",
+                str(db),
+                "--no-progress",
+                *args,
+            ],
+            cwd=ROOT,
+            text=True,
+            env=soak_env(track.work, env),
+            **popen,
+        )
     finally:
         if log is not None:
             sink.close()
@@ -123,9 +150,12 @@ def start_soak(track: Tracker, profile: Path, db: Path, *args: str, log: Path | 
 def soak_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "soak.cli", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    )
 
 
 def output(proc: subprocess.CompletedProcess) -> str:
@@ -228,8 +258,9 @@ def assert_committed_iterations_complete(db: Path, run_id: int = 1) -> int:
     ((done,),) = query(db, "SELECT iterations_done FROM runs WHERE id = ?", run_id)
     rows = query(db, "SELECT iteration FROM iterations WHERE run_id = ? ORDER BY 1", run_id)
     its = [i for (i,) in rows]
-    rows = query(db, "SELECT iteration FROM samples WHERE run_id = ? AND kind = 'quiet' "
-                     "ORDER BY 1", run_id)  # fmt: skip
+    rows = query(
+        db, "SELECT iteration FROM samples WHERE run_id = ? AND kind = 'quiet' ORDER BY 1", run_id
+    )
     quiet = [i for (i,) in rows]
     assert its == quiet == list(range(done)), (its, quiet, done)
     return done
@@ -247,8 +278,13 @@ def no_core_dumps() -> None:
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGSEGV", "SIGABRT"])
 def test_worker_killed_by_a_signal_in_a_phase(tmp_path, track, sig, phase):
     db = tmp_path / "r.db"
-    proc = run_soak(track, write_profile(tmp_path), db, env={"SOAK_FAULT": f"{phase}:{sig}:1"},
-                    preexec_fn=no_core_dumps)  # fmt: skip
+    proc = run_soak(
+        track,
+        write_profile(tmp_path),
+        db,
+        env={"SOAK_FAULT": f"{phase}:{sig}:1"},
+        preexec_fn=no_core_dumps,
+    )
     assert proc.returncode == 2, output(proc)
     assert "Traceback" not in proc.stdout + proc.stderr
     ((status, reason, ended),) = query(db, "SELECT status, reason, ended_at FROM runs")
@@ -282,8 +318,9 @@ HANGS = {
 def test_watchdog_ends_a_hang_within_its_timeout(tmp_path, track, kind):
     fault, phase, timeout_s, frame = HANGS[kind]
     db = tmp_path / "r.db"
-    proc = run_soak(track, write_profile(tmp_path, timeouts=HANG_TIMEOUTS), db,
-                    env={"SOAK_FAULT": fault})  # fmt: skip
+    proc = run_soak(
+        track, write_profile(tmp_path, timeouts=HANG_TIMEOUTS), db, env={"SOAK_FAULT": fault}
+    )
     assert proc.returncode == 2, output(proc)
     ((status, reason, run_ended),) = query(db, "SELECT status, reason, ended_at FROM runs")
     assert status == "hung" and f"phase {phase}" in reason and "iteration 2" in reason, reason
@@ -295,8 +332,10 @@ def test_watchdog_ends_a_hang_within_its_timeout(tmp_path, track, kind):
     ((hang_t, hang_phase),) = query(db, "SELECT t, phase FROM events WHERE kind = 'hang'")
     assert hang_phase == phase
     detected, ended = hang_t - phase_start, run_ended - phase_start
-    print(f"\n{kind}: timeout {timeout_s:g} s, hang recorded {detected - timeout_s:+.2f} s and "
-          f"run ended {ended - timeout_s:+.2f} s after the timeout")  # fmt: skip
+    print(
+        f"\n{kind}: timeout {timeout_s:g} s, hang recorded {detected - timeout_s:+.2f} s and "
+        f"run ended {ended - timeout_s:+.2f} s after the timeout"
+    )
     assert detected >= timeout_s  # not before the timeout (give or take the phases before it)
     assert ended <= timeout_s + HANG_SLACK_S, f"ended {ended:.2f} s after the phase began"
     dumps = query(db, "SELECT message, phase FROM events WHERE kind = 'stack_dump'")
@@ -432,8 +471,9 @@ def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path
 
 def test_two_runs_writing_one_database_lose_no_row(tmp_path, track):
     db = tmp_path / "shared.db"  # created by whichever run comes first: the schema races too
-    profile = write_profile(tmp_path, iterations=4,
-                            sampling="sample_interval_ms = 20\nobjgraph_every = 1")  # fmt: skip
+    profile = write_profile(
+        tmp_path, iterations=4, sampling="sample_interval_ms = 20\nobjgraph_every = 1"
+    )
     procs = [start_soak(track, profile, db, log=tmp_path / f"log{i}") for i in range(2)]
     try:
         codes = [p.wait(timeout=240) for p in procs]
@@ -453,8 +493,12 @@ def test_two_runs_writing_one_database_lose_no_row(tmp_path, track):
     metrics = len(default_thresholds())
     for run_id in (1, 2):
         assert assert_committed_iterations_complete(db, run_id) == 4
-        assert query(db, "SELECT count(*) FROM samples WHERE run_id = ? AND kind = 'interval'",
-                     run_id)[0][0] > 0  # fmt: skip
+        assert (
+            query(
+                db, "SELECT count(*) FROM samples WHERE run_id = ? AND kind = 'interval'", run_id
+            )[0][0]
+            > 0
+        )
         assert query(db, "SELECT count(*) FROM heap_types WHERE run_id = ?", run_id)[0][0] > 0
         assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", run_id)[0][0] == metrics
     assert query(db, "SELECT count(*) FROM iterations")[0][0] == 8
@@ -523,8 +567,7 @@ def test_file_size_limit_mid_run_stops_cleanly_with_the_reason(tmp_path, track):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death by signal
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-    proc = run_soak(track, write_profile(tmp_path, iterations=40), db,
-                    preexec_fn=limit_file_size)  # fmt: skip
+    proc = run_soak(track, write_profile(tmp_path, iterations=40), db, preexec_fn=limit_file_size)
     assert proc.returncode == 2, output(proc)
     assert "Traceback" not in proc.stdout + proc.stderr
     error = proc.stderr.strip().splitlines()
@@ -594,8 +637,9 @@ def test_wrong_kind_of_libtritonserver_fails_the_run_clearly(tmp_path, track, li
         shutil.copy(_libc(), lib)
         says = "is not a usable libtritonserver"
     db = tmp_path / "r.db"
-    proc = run_soak(track, write_profile(tmp_path), db, env={"SOAK_TRITON_HOME": str(home)},
-                    timeout=60)  # fmt: skip
+    proc = run_soak(
+        track, write_profile(tmp_path), db, env={"SOAK_TRITON_HOME": str(home)}, timeout=60
+    )
     assert proc.returncode == 2, output(proc)
     assert "Traceback" not in proc.stdout + proc.stderr
     ((status, reason, done),) = query(db, "SELECT status, reason, iterations_done FROM runs")
@@ -631,8 +675,11 @@ def test_model_repository_disappearing_mid_run_fails_checks_not_the_run(tmp_path
     assert not {"signal", "crash", "hang", "error"} & set(kinds), kinds
     # Nothing of a failed lifecycle may stay: the quiet points after the fault look like before
     # (a server that was never deleted keeps ~75 threads).
-    quiet = query(db, "SELECT iteration, threads, stubs_alive, shm_regions FROM samples "
-                      "WHERE kind = 'quiet' ORDER BY iteration")  # fmt: skip
+    quiet = query(
+        db,
+        "SELECT iteration, threads, stubs_alive, shm_regions FROM samples "
+        "WHERE kind = 'quiet' ORDER BY iteration",
+    )
     assert [q[1:] for q in quiet[1:]] == [quiet[0][1:]] * 2, quiet
     # Every failure says what went: the repository (no empty "cleanup after failure: ").
     messages = [m for (m,) in query(db, "SELECT message FROM events WHERE kind = 'failure'")]
@@ -644,16 +691,21 @@ def test_model_repository_disappearing_mid_run_fails_checks_not_the_run(tmp_path
 def test_model_wrong_only_sometimes_is_caught_each_time(tmp_path, track):
     """From iteration 1 on, the common model answers wrongly on every 5th execute."""
     db = tmp_path / "r.db"
-    proc = run_soak(track, write_profile(tmp_path, inferences=5), db,
-                    env={"SOAK_FAULT": "server_new:sometimes_wrong:1"})  # fmt: skip
+    proc = run_soak(
+        track,
+        write_profile(tmp_path, inferences=5),
+        db,
+        env={"SOAK_FAULT": "server_new:sometimes_wrong:1"},
+    )
     assert proc.returncode == 2, output(proc)
     ((status, reason),) = query(db, "SELECT status, reason FROM runs")
     assert status == "failed" and reason == "2 check(s) failed", reason
     assert assert_committed_iterations_complete(db) == 3
     rows = query(db, "SELECT failures, inferences, model_loads FROM iterations ORDER BY iteration")
     assert rows == [(0, 10, 2), (1, 10, 2), (1, 10, 2)]  # 4 right answers, then a wrong one
-    found = query(db, "SELECT iteration, phase, message FROM events WHERE kind = 'failure' "
-                      "ORDER BY iteration")  # fmt: skip
+    found = query(
+        db, "SELECT iteration, phase, message FROM events WHERE kind = 'failure' ORDER BY iteration"
+    )
     assert [(i, p) for i, p, _ in found] == [(1, "infer"), (2, "infer")]
     assert all(m.startswith("simple1: OUTPUT0 wrong: 16 of 16 values differ") for *_, m in found)
     track.check()

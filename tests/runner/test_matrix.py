@@ -19,24 +19,30 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_matrix_runs_each_cell_tagged_in_one_database(tmp_path):
     profile = tmp_path / "grid.toml"
     profile.write_text(
-        'iterations = 2\nwarmup = 1\ninferences_per_model = 2\n'
+        "iterations = 2\nwarmup = 1\ninferences_per_model = 2\n"
         '[matrix]\nservers = [1, 2]\ndatatype = ["int32", "fp32"]\n'
     )
     db = tmp_path / "r.db"
     proc = subprocess.run(
         [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = conn.execute(
-        "SELECT matrix, cell, servers, datatype, status, exit_code, iterations_done FROM runs ORDER BY id"
+        "SELECT matrix, cell, servers, datatype, status, exit_code, iterations_done "
+        "FROM runs ORDER BY id"
     ).fetchall()
     conn.close()
     assert [r[0] for r in rows] == ["grid"] * 4
     cells = [json.loads(r[1]) for r in rows]
     assert cells == [
-        {"servers": 1, "datatype": "int32"}, {"servers": 1, "datatype": "fp32"},
-        {"servers": 2, "datatype": "int32"}, {"servers": 2, "datatype": "fp32"},
+        {"servers": 1, "datatype": "int32"},
+        {"servers": 1, "datatype": "fp32"},
+        {"servers": 2, "datatype": "int32"},
+        {"servers": 2, "datatype": "fp32"},
     ]
     assert [(r[2], r[3]) for r in rows] == [(c["servers"], c["datatype"]) for c in cells]
     assert all(r[6] == 2 for r in rows)

@@ -16,7 +16,9 @@ from soak.runner import protocol as proto
         proto.Continue(stop=True),
         proto.Hello(1, "/lib.so", "wheel", "1.34", "3.11.7"),
         proto.Phase(3, 1, "load", 60.0),
-        proto.Quiet(0, 1.5, 2, 4, 40, {"load": 0.4}, {"load": 0.3}, [], "2.51.0", {"gc_objects": 5}),
+        proto.Quiet(
+            0, 1.5, 2, 4, 40, {"load": 0.4}, {"load": 0.3}, [], "2.51.0", {"gc_objects": 5}
+        ),
         proto.Hung(2, 0, "load", 3.0),
         proto.Failed("boom", "tb", setup=True),
         proto.Done(7),

@@ -29,12 +29,17 @@ def start_soak(*args: str, env: dict | None = None, log: Path) -> subprocess.Pop
     with log.open("w") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "soak.cli", "run", *args, "--no-progress"],
-            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
 
 
 def test_smoke_run_fills_every_table(tmp_path):
-    profile = write_profile(tmp_path, """
+    profile = write_profile(
+        tmp_path,
+        """
 servers = 2
 iterations = 3
 warmup = 1
@@ -42,31 +47,45 @@ inferences_per_model = 5
 [sampling]
 sample_interval_ms = 100
 objgraph_every = 1
-""")
+""",
+    )
     db = tmp_path / "r.db"
     proc = subprocess.run(
         [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr  # passed or inconclusive
-    (run_id, status, triton, done, verdict), = query(
-        db, "SELECT id, status, triton_version, iterations_done, verdict FROM runs")
+    ((run_id, status, triton, done, verdict),) = query(
+        db, "SELECT id, status, triton_version, iterations_done, verdict FROM runs"
+    )
     assert status in ("passed", "inconclusive") and verdict in ("pass", "inconclusive")
     assert triton == "2.51.0" and done == 3
-    its = query(db, "SELECT iteration, server_lifecycles, model_loads, inferences, failures, "
-                    "load_max_s FROM iterations ORDER BY iteration")
+    its = query(
+        db,
+        "SELECT iteration, server_lifecycles, model_loads, inferences, failures, "
+        "load_max_s FROM iterations ORDER BY iteration",
+    )
     assert [r[:5] for r in its] == [(i, 2, 4, 20, 0) for i in range(3)]
     assert all(r[5] > 0 for r in its)
-    quiet = query(db, "SELECT iteration, rss_bytes, fds, threads, stubs_alive, shm_regions, "
-                      "tracemalloc_bytes, gc_objects, mallinfo_inuse_bytes, gpu_process_bytes "
-                      "FROM samples WHERE kind = 'quiet' ORDER BY iteration")
+    quiet = query(
+        db,
+        "SELECT iteration, rss_bytes, fds, threads, stubs_alive, shm_regions, "
+        "tracemalloc_bytes, gc_objects, mallinfo_inuse_bytes, gpu_process_bytes "
+        "FROM samples WHERE kind = 'quiet' ORDER BY iteration",
+    )
     assert [q[0] for q in quiet] == [0, 1, 2]
     for _, rss, fds, threads, stubs, regions, traced, objects, inuse, _gpu in quiet:
         assert rss > 50 * 2**20 and fds > 3 and threads >= 1
         assert stubs == 0 and regions == 0  # quiet point: every model unloaded
         assert traced > 0 and objects > 1000 and inuse > 0
-    interval = query(db, "SELECT count(*), count(DISTINCT phase), max(stubs_alive) FROM samples "
-                         "WHERE kind = 'interval'")[0]
+    interval = query(
+        db,
+        "SELECT count(*), count(DISTINCT phase), max(stubs_alive) FROM samples "
+        "WHERE kind = 'interval'",
+    )[0]
     assert interval[0] > 0 and interval[1] >= 1 and interval[2] >= 1
     assert query(db, "SELECT count(*) FROM heap_types")[0][0] > 0
     assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", run_id)[0][0] >= 10
@@ -98,11 +117,13 @@ def stubs_of(pid: int, at_least: int = 2, timeout: float = 30) -> list[psutil.Pr
 def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     stubs_before, regions_before = stub_processes(), shm_regions()
     db = tmp_path / "r.db"
-    profile = write_profile(tmp_path, "servers = 2\niterations = 60\n[sampling]\nsample_interval_ms = 50\n")
+    profile = write_profile(
+        tmp_path, "servers = 2\niterations = 60\n[sampling]\nsample_interval_ms = 50\n"
+    )
     proc = start_soak(str(profile), "--db", str(db), log=tmp_path / "log")
     try:
         wait_for_iterations(db, 2, proc)
-        (worker,), = query(db, "SELECT worker_pid FROM runs")
+        ((worker,),) = query(db, "SELECT worker_pid FROM runs")
         stubs_of(worker)  # inside an iteration: servers and stubs are alive
         time.sleep(0.2)  # a few interval samples of the iteration that is about to crash
         os.kill(worker, signal.SIGKILL)
@@ -110,7 +131,7 @@ def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    (status, reason, done), = query(db, "SELECT status, reason, iterations_done FROM runs")
+    ((status, reason, done),) = query(db, "SELECT status, reason, iterations_done FROM runs")
     assert status == "crashed" and "SIGKILL" in reason
     assert done >= 2
     assert query(db, "SELECT count(*) FROM iterations")[0][0] == done
@@ -118,10 +139,18 @@ def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     assert query(db, "SELECT count(*) FROM findings")[0][0] > 0  # analysed what it had
     assert dict(query(db, "SELECT kind, count(*) FROM events GROUP BY kind")).get("signal") == 1
     # The interval samples of the crashed iteration are kept: what led up to the crash.
-    crashed = query(db, "SELECT count(*), max(stubs_alive) FROM samples "
-                        "WHERE kind = 'interval' AND iteration = ?", done)[0]
+    crashed = query(
+        db,
+        "SELECT count(*), max(stubs_alive) FROM samples WHERE kind = 'interval' AND iteration = ?",
+        done,
+    )[0]
     assert crashed[0] >= 1 and crashed[1] >= 1
-    assert query(db, "SELECT count(*) FROM samples WHERE kind = 'interval' AND iteration IS NULL")[0][0] == 0
+    assert (
+        query(db, "SELECT count(*) FROM samples WHERE kind = 'interval' AND iteration IS NULL")[0][
+            0
+        ]
+        == 0
+    )
     assert shm_regions() - regions_before == set()
     assert stub_processes() - stubs_before == set()
 
@@ -135,7 +164,7 @@ def test_leftovers_of_a_killed_worker_are_recorded_and_removed(tmp_path):
     frozen = None
     try:
         wait_for_iterations(db, 1, proc)
-        (worker,), = query(db, "SELECT worker_pid FROM runs")
+        ((worker,),) = query(db, "SELECT worker_pid FROM runs")
         stubs = stubs_of(worker, at_least=2)
         frozen = stubs[0]
         frozen.suspend()
@@ -159,21 +188,28 @@ def test_broken_stub_environment_hangs_load_and_watchdog_ends_it(tmp_path):
     stub = tmp_path / "broken_stub"
     stub.write_text("#!/bin/sh\nexit 1\n")
     stub.chmod(0o755)
-    profile = write_profile(tmp_path, """
+    profile = write_profile(
+        tmp_path,
+        """
 servers = 1
 iterations = 5
 [timeouts]
 load = 4
-""")
+""",
+    )
     db = tmp_path / "r.db"
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "SOAK_STUB": str(stub)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SOAK_STUB": str(stub)},
     )
     assert proc.returncode == 2
     assert time.monotonic() - started < 60
-    (status, reason), = query(db, "SELECT status, reason FROM runs")
+    ((status, reason),) = query(db, "SELECT status, reason FROM runs")
     assert status == "hung" and "load" in reason
     dumps = query(db, "SELECT message FROM events WHERE kind = 'stack_dump'")
     assert len(dumps) == 1
@@ -191,7 +227,7 @@ def test_ctrl_c_stops_after_the_iteration_and_keeps_data(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert code in (1, 3)  # interrupted: a leak would still be a leak, else inconclusive
-    (status, done), = query(db, "SELECT status, iterations_done FROM runs")
+    ((status, done),) = query(db, "SELECT status, iterations_done FROM runs")
     assert status == "interrupted"
     assert 1 <= done < 60
     assert query(db, "SELECT count(*) FROM samples WHERE kind='quiet'")[0][0] == done

@@ -91,7 +91,8 @@ for line in sys.stdin:
         out["pids"] = [p.pid for p in new]
     elif cmd == "tree":
         code = ("import subprocess, sys, time; "
-                "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({LIFETIME_S})']); "
+                "c = subprocess.Popen([sys.executable, '-c', "
+                "'import time; time.sleep({LIFETIME_S})']); "
                 "print(c.pid, flush=True); time.sleep({LIFETIME_S})")
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         procs.append(p)

@@ -38,7 +38,9 @@ def make_config(runtime, tmp_path: Path, behaviour=Behaviour.CORRECT, **kw) -> L
 
 
 def test_two_concurrent_servers_complete_full_lifecycles(runtime, tmp_path):
-    workload = Workload(WorkloadConfig(servers=2, inferences_per_model=5), tmp_path, runtime.backends_dir)
+    workload = Workload(
+        WorkloadConfig(servers=2, inferences_per_model=5), tmp_path, runtime.backends_dir
+    )
     record = workload.run_iteration(0)
     assert record.failures == []
     assert record.hung is None
@@ -98,8 +100,13 @@ def test_model_whose_initialize_raises_gives_clean_error(tmp_path):
         work.mkdir()
         out = work / "out.json"
         with out.open("w") as sink:
-            subprocess.run([sys.executable, "-c", INIT_RAISES_SCRIPT, str(work)],
-                           stdout=sink, stderr=subprocess.DEVNULL, timeout=120, check=True)
+            subprocess.run(
+                [sys.executable, "-c", INIT_RAISES_SCRIPT, str(work)],
+                stdout=sink,
+                stderr=subprocess.DEVNULL,
+                timeout=120,
+                check=True,
+            )
         check_init_raises(json.loads(out.read_text().strip().splitlines()[-1]))
 
 
@@ -179,7 +186,10 @@ def test_load_that_would_hang_is_bounded_by_timeout(tmp_path):
             # Not a pipe: the hung stub inherits it and would keep it open.
             subprocess.run(
                 [sys.executable, "-c", HANG_SCRIPT, str(tmp_path)],
-                stdout=sink, stderr=subprocess.DEVNULL, timeout=60, check=True,
+                stdout=sink,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=True,
             )
         result = json.loads(out.read_text().strip().splitlines()[-1])
         assert result["hung"] == "load"
@@ -197,7 +207,9 @@ def test_pinned_and_gpu_memory_are_refused_without_cuda(runtime):
     if cuda_problem() is None:
         pytest.skip("this machine has a GPU; the refusal is for machines without one")
     for kind in (MemoryType.PINNED, MemoryType.GPU):
-        with pytest.raises(EnvironmentProblem, match=f"memory_type '{kind.value}' needs a CUDA GPU"):
+        with pytest.raises(
+            EnvironmentProblem, match=f"memory_type '{kind.value}' needs a CUDA GPU"
+        ):
             require_memory(kind, runtime)
     require_memory(MemoryType.SYSTEM, runtime)
 
