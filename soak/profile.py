@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -331,27 +332,71 @@ def _flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+#: A profile is a small text file; anything larger is a mistake (a log, a device, a dump).
+MAX_PROFILE_BYTES = 1 << 20
+
+
 def resolve_path(name_or_path: str) -> Path:
-    """A name under profiles/ ('smoke') or a path to a .toml file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in name_or_path or candidate.exists():
-        return candidate
+    """A bare name ('smoke') is a shipped profile under profiles/; a path is a path.
+
+    Anything with a '/' or a '.toml' suffix is a path, so a file or folder named like a shipped
+    profile in the working directory never shadows it (`./smoke` runs that file).
+    """
+    if "/" in name_or_path or name_or_path.endswith(".toml"):
+        return Path(name_or_path)
     return PROFILES_DIR / f"{name_or_path}.toml"
 
 
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load(name_or_path: str) -> Profile:
+    """Read and validate a profile: a regular UTF-8 file of at most MAX_PROFILE_BYTES."""
     path = resolve_path(name_or_path)
-    if not path.exists():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
-        raise ProfileError(
-            f"{path}: no such profile file (profiles available by name: {', '.join(known)})"
-        )
-    if path.is_dir():
-        raise ProfileError(f"{path}: is a directory, not a profile file")
+    bare = path.parent == PROFILES_DIR and "/" not in name_or_path
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        if bare:
+            local = ""
+            try:
+                if Path(name_or_path).exists():
+                    local = f"; to run the file {name_or_path} here, give a path: ./{name_or_path}"
+            except OSError:
+                pass
+            raise ProfileError(
+                f"{_shown(name_or_path)}: no shipped profile of that name (shipped: "
+                f"{', '.join(shipped_names())}){local}"
+            ) from None
+        raise ProfileError(
+            f"{_shown(str(path))}: no such profile file (profiles available by name: "
+            f"{', '.join(shipped_names())})"
+        ) from None
+    except OSError as exc:
+        raise ProfileError(f"{_shown(str(path))}: cannot read: {exc.strerror}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise ProfileError(f"{path}: is a directory, not a profile file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ProfileError(
+            f"{path}: not a regular file ({_file_kind(info.st_mode)}); a profile is a TOML file"
+        )
+    if info.st_size > MAX_PROFILE_BYTES:
+        raise ProfileError(
+            f"{path}: {info.st_size} bytes is too large for a profile (at most "
+            f"{MAX_PROFILE_BYTES} bytes)"
+        )
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path}: too large for a profile (at most {MAX_PROFILE_BYTES} bytes)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -362,6 +407,18 @@ def load(name_or_path: str) -> Profile:
             f"{column}); profiles are TOML, which must be UTF-8"
         ) from exc
     return parse(text, str(path), path.stem)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile:

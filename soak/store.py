@@ -203,31 +203,124 @@ def _schema(db: sqlite_utils.Database) -> None:
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-        )
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _connect(path: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
+    if immutable:
+        # Never writes, never locks, never creates -wal/-shm: what a folder we cannot write
+        # allows (CI artifacts, another user's results). It does not see what a live writer
+        # has not checkpointed yet.
+        uri = f"{path.resolve().as_uri()}?immutable=1"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    elif readonly:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     return conn
 
 
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The soak schema version of a database; None for one with no tables at all.
+
+    Anything else (tables without soak's `meta` row, a version that is not a whole number, or
+    one newer than this soak knows) is refused: soak never changes another program's file.
+    """
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return None
+    if "meta" not in tables or "runs" not in tables:
+        raise StoreError(
+            f"{path}: not a soak results database (it holds other tables: "
+            f"{', '.join(sorted(tables)[:5])}); pass --db with a new file"
+        )
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    text = None if row is None else str(row[0])
+    if text is None or not text.strip().isdigit():
+        raise StoreError(
+            f"{path}: not a soak results database (meta.schema_version is {text!r}, "
+            "not a whole number)"
+        )
+    version = int(text)
+    if not 1 <= version <= SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is not one this soak understands "
+            f"(it knows 1 to {SCHEMA_VERSION}); a newer soak wrote it"
+        )
+    return version
+
+
+def _check_header(path: Path) -> bool:
+    """False for an empty file; raises for a file that is not SQLite at all."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
+    if not head:
+        return False
+    if head != SQLITE_MAGIC:
+        raise StoreError(f"{path}: not a soak results database (not an SQLite file)")
+    return True
+
+
+def _open_existing(path: Path) -> tuple[sqlite3.Connection, int | None]:
+    """A read-only connection to an existing SQLite file and its soak schema version.
+
+    mode=ro first (it honours a live writer's WAL); a WAL database in a folder we cannot write
+    has no -shm we may create, so then immutable mode, which reads the file as it is.
+    """
+    for immutable in (False, True):
+        conn = None
+        try:
+            conn = _connect(path, readonly=True, immutable=immutable)
+            conn.execute("PRAGMA query_only = ON")
+            return conn, _schema_version(conn, path)
+        except sqlite3.OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            if immutable or not _cannot_open(exc):
+                raise StoreError(f"{path}: cannot read: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"{path}: not a soak results database ({exc})") from exc
+        except StoreError:
+            if conn is not None:
+                conn.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _cannot_open(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "unable to open" in text or "readonly" in text or "read-only" in text
+
+
 def open_readonly(path: str | os.PathLike) -> sqlite_utils.Database:
-    """For triage: a database that refuses every write."""
+    """For triage: a database that refuses every write, also in a folder we cannot write."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: no results database here (run `soak run` first, or pass --db)")
-    try:
-        conn = _connect(path, readonly=True)
-        conn.execute("PRAGMA query_only = ON")
-        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a soak results database ({exc})") from exc
-    if version is None or int(version[0]) > SCHEMA_VERSION:
-        raise StoreError(f"{path}: schema version {version} is not one this soak understands")
+    if not _check_header(path):
+        raise StoreError(f"{path}: empty file, not a soak results database")
+    conn, version = _open_existing(path)
+    if version is None:
+        conn.close()
+        raise StoreError(f"{path}: not a soak results database (it holds no tables)")
     return sqlite_utils.Database(conn)
+
+
+def check_writable_target(path: str | os.PathLike) -> None:
+    """Refuse, without touching it, an existing file that is not a soak database of a schema
+    this soak knows; a missing or empty file is fine (it becomes one)."""
+    path = Path(path)
+    if not path.is_file() or not _check_header(path):
+        return
+    conn, _ = _open_existing(path)
+    conn.close()
 
 
 class Store:
@@ -246,6 +339,7 @@ class Store:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{parent}: cannot create: {exc.strerror}") from exc
+        check_writable_target(self.path)
         try:
             self.conn = _connect(self.path, readonly=False)
             self.db = sqlite_utils.Database(self.conn)

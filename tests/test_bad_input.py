@@ -9,9 +9,11 @@ and must answer with exactly one line ``soak: error: ...`` naming what is wrong,
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,34 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_ERROR = 2
 DIR = object()  # a file entry that is a directory, not a file
+
+
+def fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def foreign_db(path: Path) -> None:
+    """Another program's SQLite file that happens to have a `runs` table."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO runs (name) VALUES ('not soak')")
+    conn.commit()
+    conn.close()
+
+
+def soak_db_with_version(version: str):
+    def make(path: Path) -> None:
+        from soak.store import Store
+
+        Store(path).close()
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [version])
+        conn.commit()
+        conn.close()
+
+    return make
+
 
 # A second small profile, so that `soak compare 1 2` has runs of different profiles.
 OTHER_PROFILE = 'description = "bad-input fixture"\nservers = 1\niterations = 2\nwarmup = 1\n'
@@ -36,7 +66,7 @@ class Case:
     id: str
     argv: tuple[str, ...]
     expect: tuple[str, ...]
-    files: dict[str, str | bytes | object] = field(default_factory=dict)
+    files: dict[str, str | bytes | object | Callable[[Path], None]] = field(default_factory=dict)
     no_gpu: bool = False
 
 
@@ -164,10 +194,24 @@ CASES = [
     cli_case(
         "no-such-profile-name",
         "run no-such-profile --db {db}",
-        "no-such-profile.toml",
-        "no such profile file",
+        "no-such-profile: no shipped profile of that name",
         "smoke",
     ),
+    cli_case(
+        "no-such-profile-path",
+        "run {tmp}/none.toml --db {db}",
+        "{tmp}/none.toml: no such profile file",
+        "smoke",
+    ),
+    Case(
+        "profile-is-a-fifo",
+        ("run", "{tmp}/p.toml", "--db", "{db}"),
+        ("{tmp}/p.toml", "not a regular file (a FIFO)"),
+        {"p.toml": fifo},
+    ),
+    cli_case("profile-is-dev-zero", "run /dev/zero --db {db}", "/dev/zero", "a character device"),
+    cli_case("profile-name-too-long", ("run", "p" * 300, "--db", "{db}"), "File name too long"),
+    profile_case("profile-too-large", "#" * (2 << 20), "too large for a profile"),
     # -- profiles: matrix ------------------------------------------------------------------
     profile_case(
         "empty-matrix-list", "[matrix]\nservers = []\n", "matrix.servers", "non-empty list"
@@ -284,8 +328,34 @@ CASES = [
         "run-db-not-a-database",
         "run smoke --db {tmp}/junk.db --no-progress",
         "{tmp}/junk.db",
-        "file is not a database",
+        "not a soak results database (not an SQLite file)",
         files={"junk.db": "not sqlite\n" * 20},
+    ),
+    cli_case(
+        "run-db-foreign-sqlite",
+        "run smoke --db {tmp}/other.db --no-progress",
+        "{tmp}/other.db: not a soak results database",
+        "other tables: runs",
+        files={"other.db": foreign_db},
+    ),
+    cli_case(
+        "run-db-newer-schema",
+        "run smoke --db {tmp}/new.db --no-progress",
+        "{tmp}/new.db: schema version 99",
+        files={"new.db": soak_db_with_version("99")},
+    ),
+    cli_case(
+        "runs-db-foreign-sqlite",
+        "runs --db {tmp}/other.db",
+        "{tmp}/other.db: not a soak results database",
+        files={"other.db": foreign_db},
+    ),
+    cli_case(
+        "runs-db-malformed-schema-version",
+        "runs --db {tmp}/bad.db",
+        "{tmp}/bad.db",
+        "schema_version is 'x1'",
+        files={"bad.db": soak_db_with_version("x1")},
     ),
     cli_case("runs-limit-negative", "runs --db {db} --limit -1", "'--limit'", "-1"),
     # -- triage commands -------------------------------------------------------------------
@@ -436,6 +506,8 @@ def test_bad_input(case: Case, results_db: Path, gpu_problem: str | None, tmp_pa
         path = tmp_path / name
         if content is DIR:
             path.mkdir()
+        elif callable(content):
+            content(path)
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:

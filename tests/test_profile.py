@@ -372,7 +372,7 @@ def test_load_of_an_unknown_name_lists_known_profiles():
     with pytest.raises(ProfileError) as info:
         load("no-such-profile")
     message = str(info.value)
-    assert "no-such-profile.toml: no such profile file" in message and "smoke" in message
+    assert "no-such-profile: no shipped profile of that name" in message and "smoke" in message
 
 
 def test_load_of_a_missing_path(tmp_path: Path):
@@ -444,3 +444,19 @@ def test_all_keys_covers_the_schema():
     assert profiles.THRESHOLD_KEYS and all(
         f"thresholds.<metric>.{k.name}" in names for k in profiles.THRESHOLD_KEYS
     )
+
+
+def test_bare_name_is_the_shipped_profile_even_when_a_local_file_shadows_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "cpu").write_text("servers = 1\n")
+    assert profiles.load("smoke").source == str(profiles.PROFILES_DIR / "smoke.toml")
+    assert profiles.load("cpu").run["servers"] == 4  # the shipped one, not ./cpu
+    assert profiles.load("./cpu").run["servers"] == 1
+
+
+def test_bare_name_of_a_local_file_says_how_to_run_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").write_text("servers = 1\n")
+    with pytest.raises(ProfileError, match=r"no shipped profile.*give a path: \./mine"):
+        profiles.load("mine")
