@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -269,10 +270,14 @@ def _check_header(path: Path) -> bool:
 def _open_existing(path: Path) -> tuple[sqlite3.Connection, int | None]:
     """A read-only connection to an existing SQLite file and its soak schema version.
 
-    mode=ro first (it honours a live writer's WAL); a WAL database in a folder we cannot write
-    has no -shm we may create, so then immutable mode, which reads the file as it is.
+    Without a -wal file beside it the main file is the whole database, so it is read in
+    immutable mode: nothing is created, locked or changed (another program's WAL database
+    would otherwise get -wal/-shm files, and a folder we cannot write would refuse them).
+    With a -wal file (a run is writing, or one was killed) mode=ro honours the log; where even
+    that cannot open (an unwritable folder), immutable mode reads what was checkpointed.
     """
-    for immutable in (False, True):
+    modes = (False, True) if _exists(path.with_name(path.name + "-wal")) else (True,)
+    for immutable in modes:
         conn = None
         try:
             conn = _connect(path, readonly=True, immutable=immutable)
@@ -294,6 +299,25 @@ def _open_existing(path: Path) -> tuple[sqlite3.Connection, int | None]:
     raise AssertionError("unreachable")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
+    return True
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
 def _cannot_open(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "unable to open" in text or "readonly" in text or "read-only" in text
@@ -302,7 +326,7 @@ def _cannot_open(exc: sqlite3.OperationalError) -> bool:
 def open_readonly(path: str | os.PathLike) -> sqlite_utils.Database:
     """For triage: a database that refuses every write, also in a folder we cannot write."""
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise StoreError(f"{path}: no results database here (run `soak run` first, or pass --db)")
     if not _check_header(path):
         raise StoreError(f"{path}: empty file, not a soak results database")
@@ -317,7 +341,7 @@ def check_writable_target(path: str | os.PathLike) -> None:
     """Refuse, without touching it, an existing file that is not a soak database of a schema
     this soak knows; a missing or empty file is fine (it becomes one)."""
     path = Path(path)
-    if not path.is_file() or not _check_header(path):
+    if not _is_file(path) or not _check_header(path):
         return
     conn, _ = _open_existing(path)
     conn.close()

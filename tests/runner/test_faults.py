@@ -524,7 +524,7 @@ def _bad_db(tmp_path: Path, kind: str) -> tuple[Path, str]:
         return parent / "soak.db", "is not a directory"
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is no sqlite database\n" * 200)
-    return path, "not a database"
+    return path, "not a soak results database"
 
 
 @pytest.mark.parametrize("kind", ["proc", "directory", "under_a_file", "garbage"])
