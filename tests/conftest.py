@@ -18,7 +18,7 @@ SESSION_ENV = "SOAK_TEST_SESSION"
 SESSION_ID = os.environ.setdefault(SESSION_ENV, uuid.uuid4().hex)
 
 
-def _all_stubs() -> list[psutil.Process]:
+def all_stubs() -> list[psutil.Process]:
     out = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
@@ -40,13 +40,13 @@ def _ours(proc: psutil.Process) -> bool:
 
 def stub_processes() -> set[int]:
     """This session's python-backend stub processes."""
-    return {p.pid for p in _all_stubs() if _ours(p)}
+    return {p.pid for p in all_stubs() if _ours(p)}
 
 
 def shm_regions() -> set[str]:
     """python-backend shm regions, less those that other sessions' live stubs name."""
     foreign = set()
-    for proc in _all_stubs():
+    for proc in all_stubs():
         if not _ours(proc):
             try:
                 foreign.update(a for a in proc.cmdline() if REGION_PREFIX in a)

@@ -35,7 +35,7 @@ from soak import triage
 from soak.profile import default_thresholds
 from soak.sampling.process import descendant_pids
 from soak.store import open_readonly
-from tests.conftest import REGION_PREFIX, SHM, shm_regions, stub_processes
+from tests.conftest import REGION_PREFIX, SHM, all_stubs, shm_regions, stub_processes
 from tests.e2e import query, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,7 +214,7 @@ class Tracker:
                 self._scan()
 
     def _scan(self) -> None:
-        if any(not self.mine(pid) for pid in stub_processes()):
+        if any(not self.mine(p.pid) for p in all_stubs()):
             self.foreign = True
 
     def stop(self) -> None:
