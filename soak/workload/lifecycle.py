@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soak.errors import SoakError
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
 from soak.workload.repos import COMMON_MODEL, own_model_name
@@ -416,6 +417,10 @@ class _PhaseTimer:
     def __exit__(self, exc_type, exc, tb) -> None:
         elapsed = time.perf_counter() - self.start
         self.lifecycle.record.phase_s[self.phase] = elapsed
-        if exc_type is TritonError:
-            self.lifecycle._fail(self.phase, exc.message)
+        # Triton's and CUDA's errors (a GPU injection on a driver too old) belong to the phase
+        # that ran: recorded once here, then the lifecycle cleans up as after any failed phase.
+        if exc_type is not None and issubclass(exc_type, SoakError):
+            self.lifecycle._fail(
+                self.phase, exc.message if isinstance(exc, TritonError) else str(exc)
+            )
             raise _Abort from exc
