@@ -54,6 +54,7 @@ class LifecycleConfig:
     backends_dir: Path
     other_model: str | None = None  # another instance's model: loading it must fail
     memory_type: MemoryType = MemoryType.SYSTEM
+    gpu_device: int = 0  # where GPU buffers (and the GPU injection) go
     inferences_per_model: int = 10
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
@@ -180,7 +181,7 @@ class Lifecycle:
                     options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
                 server = Server(options)
                 inject.leak_native(cfg.injection.native_bytes_per_server)
-                inject.leak_gpu(cfg.injection.gpu_bytes_per_server)
+                inject.leak_gpu(cfg.injection.gpu_bytes_per_server, cfg.gpu_device)
             with self._phase("wait_ready"):
                 self._wait_ready(server)
                 self.record.triton_version = server.metadata().get("version")
@@ -296,6 +297,7 @@ class Lifecycle:
                     {"INPUT0": a, "INPUT1": b},
                     outputs,
                     memory_type=cfg.memory_type,
+                    device=cfg.gpu_device,
                     timeout_s=cfg.timeouts.infer,
                     keep_response=keep,
                 )

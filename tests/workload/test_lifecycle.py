@@ -218,8 +218,16 @@ def test_pinned_and_gpu_memory_are_refused_without_cuda(runtime):
 @pytest.mark.parametrize("memory_type", [MemoryType.PINNED, MemoryType.GPU, MemoryType.SYSTEM])
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_gpu_lifecycle_with_memory_types(runtime, gpu, tmp_path, memory_type, kind):
-    common, unique = write_repositories(tmp_path / "models", 2, instance_kind=kind)
-    config = LifecycleConfig(0, common, unique[0], runtime.backends_dir, "simple3", memory_type)
+    """On the last GPU CUDA sees: models pinned there, buffers allocated and reported there."""
+    from soak.triton.memory import cuda
+
+    device = cuda().device_count - 1
+    common, unique = write_repositories(
+        tmp_path / "models", 2, instance_kind=kind, gpu_device=device
+    )
+    config = LifecycleConfig(
+        0, common, unique[0], runtime.backends_dir, "simple3", memory_type, gpu_device=device
+    )
     record = Lifecycle(config).run()
     assert record.failures == []
     assert record.inferences == 20
