@@ -362,7 +362,10 @@ def assert_nothing_left(
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, id=c.name, marks=[pytest.mark.gpu] if c.gpu else []) for c in CASES],
+)
 def test_injected_leak_is_found_on_its_metric(case: Case, tmp_path, request):
     if case.gpu:
         request.getfixturevalue("gpu")  # skips, with the reason, where no GPU answers
