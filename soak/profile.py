@@ -128,6 +128,15 @@ RUN_KEYS = (
         choices=INSTANCE_KINDS,
     ),
     Key(
+        "gpu_device",
+        int,
+        0,
+        "GPU of KIND_GPU instances (`gpus: [k]`) and GPU buffers: a CUDA index, counted "
+        "among the devices CUDA_VISIBLE_DEVICES shows.",
+        0,
+        63,
+    ),
+    Key(
         "inferences_per_model",
         int,
         10,

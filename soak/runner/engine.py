@@ -22,6 +22,7 @@ def workload_config(profile: Profile) -> WorkloadConfig:
         servers=profile.run["servers"],
         memory_type=MemoryType(profile.run["memory_type"]),
         instance_kind=profile.run["instance_kind"],
+        gpu_device=profile.run.get("gpu_device", 0),
         inferences_per_model=profile.run["inferences_per_model"],
         datatype=profile.run["datatype"],
         timeouts=PhaseTimeouts(**profile.timeouts),
@@ -43,9 +44,10 @@ class Engine:
         self.workdir = Path(workdir)
         self.config = workload_config(profile)
         self.runtime: Runtime = setup(self.workdir, profile.run["triton_home"] or None, stub=stub)
-        require_memory(self.config.memory_type, self.runtime)
+        device = self.config.gpu_device
+        require_memory(self.config.memory_type, self.runtime, device)
         if self.config.instance_kind == "gpu" or self.config.injection.gpu_bytes_per_server:
-            require_memory(MemoryType.GPU, self.runtime)
+            require_memory(MemoryType.GPU, self.runtime, device)
         self.triton_log = self.workdir / "triton.log"
         self.workload = Workload(
             self.config, self.workdir, self.runtime.backends_dir, self.triton_log, observer

@@ -17,23 +17,30 @@ from soak.store import Store
 log = logging.getLogger(__name__)
 
 
-def gpu_problem() -> str | None:
-    """Why pinned/GPU memory cannot work here (None: a GPU answers). Loads only libcudart."""
+def gpu_problem(profile: Profile | None = None) -> str | None:
+    """Why the profile's GPU settings cannot work here (None: a GPU answers, and CUDA sees its
+    `gpu_device`). Loads only libcudart, from the profile's own Triton install (`triton_home`),
+    which may be the only one on the machine."""
     from soak.triton import capi
     from soak.triton.memory import Cuda
 
+    run = profile.run if profile is not None else {}
     try:
-        install = capi.locate()
+        install = capi.locate(run.get("triton_home") or None)
     except Exception as exc:  # noqa: BLE001 - the worker reports a missing core in detail
         return str(exc)
-    return Cuda(install.library_dir).problem
+    cuda = Cuda(install.library_dir)
+    device = run.get("gpu_device", 0)
+    if cuda.problem is None and device >= cuda.device_count:
+        return f"gpu_device = {device} names no device: CUDA sees {cuda.device_count}"
+    return cuda.problem
 
 
 def prepare(profile: Profile, db: str | Path) -> Store:
     """Everything that can be refused is refused here, before a run row exists."""
+    check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
     if profile.uses_gpu:
-        check_machine(profile, gpu_problem())
-    check_triton_home(profile)
+        check_machine(profile, gpu_problem(profile))
     return Store(db)
 
 

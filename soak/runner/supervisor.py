@@ -342,6 +342,7 @@ class Supervisor:
             for f in message.failures
         ]
         events += log_reader.events(message.iteration)
+        events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
         iteration_row = {
             "iteration": message.iteration,
             "ended_at": time.time(),

@@ -46,6 +46,8 @@ def setup(
     return Runtime(install, backend.backends_dir, loaded.api_version, backend.stub, backend.env)
 
 
-def require_memory(memory_type: MemoryType, runtime: Runtime | None = None) -> None:
-    """Refuse pinned/GPU memory on a machine where CUDA is absent, before any server starts."""
-    require(memory_type, runtime.install.library_dir if runtime else None)
+def require_memory(
+    memory_type: MemoryType, runtime: Runtime | None = None, device: int = 0
+) -> None:
+    """Refuse pinned/GPU memory where CUDA is absent (or lacks `device`), before any server."""
+    require(memory_type, runtime.install.library_dir if runtime else None, device)

@@ -103,9 +103,10 @@ class Output:
 class _Inference:
     """State of one in-flight request, reachable from callbacks by its integer id."""
 
-    def __init__(self, ident: int, memory_type: MemoryType) -> None:
+    def __init__(self, ident: int, memory_type: MemoryType, device: int = 0) -> None:
         self.ident = ident
         self.memory_type = memory_type
+        self.device = device  # the GPU of GPU buffers
         self.outputs: dict[str, Output] = {}
         self.error: TritonError | None = None
         self.completed = threading.Event()
@@ -145,10 +146,11 @@ class _Callbacks:
         try:
             inf = self.inflight.get(userp or 0)
             wanted = inf.memory_type if inf is not None else MemoryType.SYSTEM
+            device = inf.device if inf is not None and wanted is MemoryType.GPU else 0
             buf_userp[0] = None
             actual[0] = wanted.triton
-            actual_id[0] = 0
-            buf[0] = mem.allocate(wanted, size) if size else None
+            actual_id[0] = device
+            buf[0] = mem.allocate(wanted, size, device) if size else None
             return None
         except Exception as exc:  # an exception must not cross into C
             return self._error(f"soak allocator: {exc}")
@@ -401,14 +403,17 @@ class Server:
         memory_type: MemoryType = MemoryType.SYSTEM,
         timeout_s: float = 30.0,
         keep_response: bool = False,
+        device: int = 0,
     ) -> dict[str, Output]:
         """Run one request and wait for its final response and its release.
 
         `keep_response` never deletes the response: an injected leak inside Triton's objects.
+        `device` is the GPU that GPU input and output buffers live on.
         """
         lib = _lib()
         cb = _cb()
-        inf = _Inference(next(cb.ids), memory_type)
+        inf = _Inference(next(cb.ids), memory_type, device)
+        device_id = device if memory_type is MemoryType.GPU else 0
         inf.keep_response = keep_response
         request = c_void_p()
         check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model.encode(), -1))
@@ -425,12 +430,12 @@ class Server:
                         request, name.encode(), dtype, shape, array.ndim
                     )
                 )
-                ptr = mem.allocate(memory_type, array.nbytes)
+                ptr = mem.allocate(memory_type, array.nbytes, device_id)
                 inf.input_buffers.append((memory_type, ptr))
                 mem.copy_in(memory_type, ptr, array.ctypes.data, array.nbytes)
                 check(
                     lib.TRITONSERVER_InferenceRequestAppendInputData(
-                        request, name.encode(), ptr, array.nbytes, memory_type.triton, 0
+                        request, name.encode(), ptr, array.nbytes, memory_type.triton, device_id
                     )
                 )
             for name in outputs:

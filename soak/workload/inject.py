@@ -55,9 +55,9 @@ def leak_native(size: int) -> None:
         _native.append(ptr)
 
 
-def leak_gpu(size: int) -> None:
+def leak_gpu(size: int, device: int = 0) -> None:
     if size > 0:
-        ptr = triton_memory.allocate(MemoryType.GPU, size)
+        ptr = triton_memory.allocate(MemoryType.GPU, size, device)
         with _lock:
             _native.append(ptr)
 

@@ -36,6 +36,7 @@ class WorkloadConfig:
     servers: int = 2
     memory_type: MemoryType = MemoryType.SYSTEM
     instance_kind: str = "cpu"
+    gpu_device: int = 0
     inferences_per_model: int = 10
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
@@ -94,7 +95,11 @@ class Workload:
         self.log_file = log_file
         self.observer = observer
         self.common, self.unique = write_repositories(
-            workdir / "models", config.servers, config.datatype, config.instance_kind
+            workdir / "models",
+            config.servers,
+            config.datatype,
+            config.instance_kind,
+            config.gpu_device,
         )
         self.leaker = inject.ResponseLeaker(config.injection.unreleased_response_fraction)
 
@@ -108,6 +113,7 @@ class Workload:
             backends_dir=self.backends_dir,
             other_model=other,
             memory_type=self.config.memory_type,
+            gpu_device=self.config.gpu_device,
             inferences_per_model=self.config.inferences_per_model,
             datatype=self.config.datatype,
             timeouts=self.config.timeouts,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soak.errors import SoakError
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
 from soak.workload.repos import COMMON_MODEL, own_model_name
@@ -53,6 +54,7 @@ class LifecycleConfig:
     backends_dir: Path
     other_model: str | None = None  # another instance's model: loading it must fail
     memory_type: MemoryType = MemoryType.SYSTEM
+    gpu_device: int = 0  # where GPU buffers (and the GPU injection) go
     inferences_per_model: int = 10
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
@@ -179,7 +181,7 @@ class Lifecycle:
                     options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
                 server = Server(options)
                 inject.leak_native(cfg.injection.native_bytes_per_server)
-                inject.leak_gpu(cfg.injection.gpu_bytes_per_server)
+                inject.leak_gpu(cfg.injection.gpu_bytes_per_server, cfg.gpu_device)
             with self._phase("wait_ready"):
                 self._wait_ready(server)
                 self.record.triton_version = server.metadata().get("version")
@@ -295,6 +297,7 @@ class Lifecycle:
                     {"INPUT0": a, "INPUT1": b},
                     outputs,
                     memory_type=cfg.memory_type,
+                    device=cfg.gpu_device,
                     timeout_s=cfg.timeouts.infer,
                     keep_response=keep,
                 )
@@ -416,6 +419,10 @@ class _PhaseTimer:
     def __exit__(self, exc_type, exc, tb) -> None:
         elapsed = time.perf_counter() - self.start
         self.lifecycle.record.phase_s[self.phase] = elapsed
-        if exc_type is TritonError:
-            self.lifecycle._fail(self.phase, exc.message)
+        # Triton's and CUDA's errors (a GPU injection on a driver too old) belong to the phase
+        # that ran: recorded once here, then the lifecycle cleans up as after any failed phase.
+        if exc_type is not None and issubclass(exc_type, SoakError):
+            self.lifecycle._fail(
+                self.phase, exc.message if isinstance(exc, TritonError) else str(exc)
+            )
             raise _Abort from exc

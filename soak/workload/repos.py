@@ -63,10 +63,16 @@ def write_model(
     datatype: str = "int32",
     instance_kind: str = "cpu",
     behaviour: Behaviour = Behaviour.CORRECT,
+    gpu_device: int = 0,
 ) -> Path:
-    """One add/sub python model `<repository>/<name>/{config.pbtxt,1/model.py}`."""
+    """One add/sub python model `<repository>/<name>/{config.pbtxt,1/model.py}`.
+
+    A KIND_GPU instance is pinned to `gpu_device`: without `gpus:` Triton makes one instance
+    per visible GPU, so a multi-GPU host would run more stubs than the profile says.
+    """
     ttype = _TRITON_TYPES[datatype]
     kind = _KINDS[instance_kind]
+    gpus = f" gpus: [ {gpu_device} ]" if instance_kind == "gpu" else ""
     tensors = lambda prefix: ", ".join(  # noqa: E731
         f'{{ name: "{prefix}{i}" data_type: {ttype} dims: [ 1, 16 ] }}' for i in (0, 1)
     )
@@ -75,7 +81,7 @@ def write_model(
     (model_dir / "config.pbtxt").write_text(
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
         f"input [ {tensors('INPUT')} ]\noutput [ {tensors('OUTPUT')} ]\n"
-        f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
+        f"instance_group [ {{ kind: {kind} count: 1{gpus} }} ]\n"
     )
     (model_dir / "1" / "model.py").write_text(
         _MODEL_PY.format(behaviour=Behaviour(behaviour).value)
@@ -92,14 +98,18 @@ COMMON_MODEL = "simple1"
 
 
 def write_repositories(
-    root: Path, servers: int, datatype: str = "int32", instance_kind: str = "cpu"
+    root: Path,
+    servers: int,
+    datatype: str = "int32",
+    instance_kind: str = "cpu",
+    gpu_device: int = 0,
 ) -> tuple[Path, list[Path]]:
     """The common repository and one unique repository per instance, under `root`."""
     common = root / "common"
-    write_model(common, COMMON_MODEL, datatype, instance_kind)
+    write_model(common, COMMON_MODEL, datatype, instance_kind, gpu_device=gpu_device)
     unique = []
     for i in range(servers):
         repo = root / f"instance{i}"
-        write_model(repo, own_model_name(i), datatype, instance_kind)
+        write_model(repo, own_model_name(i), datatype, instance_kind, gpu_device=gpu_device)
         unique.append(repo)
     return common, unique

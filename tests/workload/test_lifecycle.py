@@ -218,8 +218,41 @@ def test_pinned_and_gpu_memory_are_refused_without_cuda(runtime):
 @pytest.mark.parametrize("memory_type", [MemoryType.PINNED, MemoryType.GPU, MemoryType.SYSTEM])
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_gpu_lifecycle_with_memory_types(runtime, gpu, tmp_path, memory_type, kind):
-    common, unique = write_repositories(tmp_path / "models", 2, instance_kind=kind)
-    config = LifecycleConfig(0, common, unique[0], runtime.backends_dir, "simple3", memory_type)
+    """On the last GPU CUDA sees: models pinned there, buffers allocated and reported there."""
+    from soak.triton.memory import cuda
+
+    device = cuda().device_count - 1
+    common, unique = write_repositories(
+        tmp_path / "models", 2, instance_kind=kind, gpu_device=device
+    )
+    config = LifecycleConfig(
+        0, common, unique[0], runtime.backends_dir, "simple3", memory_type, gpu_device=device
+    )
     record = Lifecycle(config).run()
     assert record.failures == []
     assert record.inferences == 20
+
+
+def test_cuda_error_in_a_phase_is_recorded_under_that_phase(runtime, tmp_path):
+    """The GPU injection on a machine whose driver CUDA cannot use: a failure of server_new.
+
+    Before, the CUDA error escaped the lifecycle as a MemoryError and was recorded under the
+    made-up phase `lifecycle`; the server it had just made must still be deleted.
+    """
+    from soak.workload.inject import Injection
+    from tests.conftest import cuda_problem
+
+    if cuda_problem() is None:
+        pytest.skip("this machine has a GPU: the injected cudaMalloc succeeds")
+    workload = Workload(
+        WorkloadConfig(servers=1, injection=Injection(gpu_bytes_per_server=1024)),
+        tmp_path,
+        runtime.backends_dir,
+    )
+    record = workload.run_iteration(0)
+    assert record.hung is None
+    assert [f.phase for f in record.failures] == ["server_new"]
+    message = record.failures[0].message
+    assert message.startswith("cudaMalloc(1024) on device 0 failed: ")
+    assert "cuda error" in message and "MemoryError" not in message
+    assert record.model_loads == 0 and record.server_lifecycles == 0
