@@ -10,13 +10,14 @@ metadata promise, and equal to the expected output where the data file gives one
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from soak.errors import SoakError
-from soak.triton import MemoryType, Output, Server
+from soak.triton import MemoryType, Output, Server, ServerOptions, TritonError
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
 
@@ -381,3 +382,49 @@ def backend_problem(repositories: tuple[Path, ...], name: str, backends_dir: Pat
         f"{backends_dir} (it has: {', '.join(have) or 'nothing'}); point triton_home at a "
         "Triton install that has it, such as /opt/tritonserver in NVIDIA's containers"
     )
+
+
+def preflight(
+    user: UserModels, backends_dir: Path, log_file: Path | None = None, timeout_s: float = 60.0
+) -> dict[str, ModelPlan]:
+    """Before a run: every model's backend is installed, and one server loads every model and
+    plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
+    UserModelError instead of the same failure in every lifecycle."""
+    for settings in user.models:
+        problem = backend_problem(user.repositories, settings.name, backends_dir)
+        if problem:
+            raise UserModelError(problem)
+    options = ServerOptions(
+        user.repositories, backends_dir, server_id="soak-preflight", log_file=log_file
+    )
+    plans: dict[str, ModelPlan] = {}
+    with Server(options) as server:
+        loaded = []
+        try:
+            for settings in user.models:
+                try:
+                    server.load_model(settings.name)
+                except TritonError as exc:
+                    raise UserModelError(
+                        f"model {settings.name!r} does not load: {exc.message}"
+                    ) from None
+                loaded.append(settings.name)
+                try:
+                    plans[settings.name] = plan_on(server, settings)
+                except TritonError as exc:
+                    raise UserModelError(f"model {settings.name!r}: {exc.message}") from None
+        finally:
+            for name in loaded:
+                server.unload_model(name)
+            _wait_unloaded(server, loaded, timeout_s)
+    return plans
+
+
+def _wait_unloaded(server: Server, names: list[str], timeout_s: float) -> None:
+    """Stop would wait for unloading models in 1 s steps; watching the index is quicker."""
+    deadline = time.monotonic() + timeout_s
+    while names and time.monotonic() < deadline:
+        states = {m["name"]: m.get("state", "") for m in server.model_index()}
+        if not any(states.get(n) in ("READY", "UNLOADING", "LOADING") for n in names):
+            return
+        time.sleep(0.005)

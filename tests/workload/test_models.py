@@ -129,3 +129,47 @@ def test_a_missing_backend_is_named_with_the_backends_folder(runtime, tmp_path):
     with Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-nobackend")) as s:
         with pytest.raises(TritonError):
             s.load_model("onnx_model")
+
+
+def test_servers_scenario_loads_user_models_alongside_the_generated_ones(runtime, tmp_path):
+    from soak.profile import load as load_profile
+    from soak.runner.engine import workload_config
+    from soak.workload.iteration import Workload
+
+    config = workload_config(load_profile(str(EXAMPLES / "profile.toml")))
+    assert config.user_models.names == list(MODELS)
+    workload = Workload(config, tmp_path, runtime.backends_dir)
+    record = workload.run_iteration(0)
+    assert record.failures == []
+    assert record.server_lifecycles == 2
+    assert record.model_loads == 2 * (2 + 3)
+    assert record.inferences == 2 * (2 + 3) * 4
+    assert all("isolation" in life.phase_s for life in record.lifecycles)
+
+
+def test_a_wrong_output_in_a_lifecycle_is_a_failure(runtime, tmp_path):
+    from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+    from soak.workload.models import UserModels
+    from soak.workload.repos import write_repositories
+
+    doc = json.loads((EXAMPLES / "data" / "text_fp16.json").read_text())
+    doc["validation_data"][1]["UPPER"][2] = "HUNTS"
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps(doc))
+    common, (own,) = write_repositories(tmp_path / "models", 1)
+    user = UserModels((EXAMPLES / "models",), (ModelSettings("text_fp16", input_data=wrong),))
+    config = LifecycleConfig(0, common, own, runtime.backends_dir, user_models=user)
+    record = Lifecycle(config).run()
+    assert record.completed
+    assert [(f.phase, f.message.split(":")[0]) for f in record.failures] == [("infer", "text_fp16")]
+    assert "output UPPER: differs from the expected output at index [2]" in (
+        record.failures[0].message
+    )
+
+
+def test_preflight_names_a_variable_dimension_without_a_shape(runtime):
+    from soak.workload.models import UserModels, preflight
+
+    user = UserModels((EXAMPLES / "models",), (ModelSettings("scale_batched"),))
+    with pytest.raises(UserModelError, match="input 'X' has a variable dimension"):
+        preflight(user, runtime.backends_dir)
