@@ -135,3 +135,20 @@ def test_bytes_wire_format_is_length_prefixed():
 def test_an_array_triton_cannot_carry_is_refused_by_name(echo_server):
     with pytest.raises(TritonError, match="IN_FP32.*complex128"):
         echo_server.infer("echo_all", {"IN_FP32": np.zeros((2, 3), complex)}, ["OUT_FP32"])
+
+
+@pytest.mark.parametrize("memory", ["pinned", "gpu"])
+@pytest.mark.parametrize("datatype", ["BYTES", "FP16", "BF16", "BOOL", "INT64"])
+def test_datatypes_round_trip_in_pinned_and_gpu_memory(gpu, echo_server, datatype, memory):
+    from soak.triton import MemoryType
+
+    array = sample(datatype, np.random.default_rng(3))
+    out = echo_server.infer(
+        "echo_all",
+        {f"IN_{datatype}": array},
+        [f"OUT_{datatype}"],
+        memory_type=MemoryType(memory),
+        datatypes={f"IN_{datatype}": datatype},
+    )[f"OUT_{datatype}"]
+    assert out.memory_type is MemoryType(memory)
+    assert out.array.tolist() == array.tolist()

@@ -173,3 +173,21 @@ def test_preflight_names_a_variable_dimension_without_a_shape(runtime):
     user = UserModels((EXAMPLES / "models",), (ModelSettings("scale_batched"),))
     with pytest.raises(UserModelError, match="input 'X' has a variable dimension"):
         preflight(user, runtime.backends_dir)
+
+
+def test_sequence_batched_models_are_refused_by_name():
+    from soak.workload.models import build_plan
+
+    config = {"max_batch_size": 0, "sequence_batching": {"max_sequence_idle_microseconds": 1}}
+    with pytest.raises(UserModelError, match="'seq' uses sequence batching"):
+        build_plan({"inputs": [], "outputs": []}, config, ModelSettings("seq"))
+
+
+def test_preflight_refuses_a_missing_backend_before_any_server(runtime, tmp_path):
+    from soak.workload.models import UserModels, preflight
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.pbtxt").write_text('backend: "pytorch"\n')
+    user = UserModels((tmp_path,), (ModelSettings("m"),))
+    with pytest.raises(UserModelError, match="needs the 'pytorch' backend, which is not in"):
+        preflight(user, runtime.backends_dir)
