@@ -536,6 +536,8 @@ def _user_models(
                     f"{source}: {_dotted('model', name, 'input_data')}: {exc}"
                 ) from None
             settings["input_data"] = str(path)
+    for name in load:  # every loaded model has its settings, defaults where not given
+        model.setdefault(name, {k.name: k.default for k in MODEL_KEYS})
     return {"repositories": [str(r) for r in repos], "load": list(load)}, model
 
 

@@ -35,15 +35,15 @@ def user_models(profile: Profile) -> UserModels:
     """The profile's [models] and [model.<name>] tables as the workload's plain data."""
     settings = []
     for name in profile.models["load"]:
-        given = profile.model.get(name, {})
+        given = profile.model[name]
         settings.append(
             ModelSettings(
                 name,
-                batch_size=given.get("batch_size", 1),
-                shape={k: tuple(v) for k, v in given.get("shape", {}).items()},
-                input_data=Path(given["input_data"]) if given.get("input_data") else None,
-                rtol=given.get("rtol", 1e-5),
-                atol=given.get("atol", 1e-8),
+                batch_size=given["batch_size"],
+                shape={k: tuple(v) for k, v in given["shape"].items()},
+                input_data=Path(given["input_data"]) if given["input_data"] else None,
+                rtol=given["rtol"],
+                atol=given["atol"],
             )
         )
     return UserModels(tuple(Path(r) for r in profile.models["repositories"]), tuple(settings))

@@ -40,7 +40,8 @@ class UserModelError(SoakError):
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """The profile's `[model.<name>]` table, resolved (paths absolute)."""
+    """The profile's `[model.<name>]` table, resolved (paths absolute); the defaults here are
+    for callers without a profile (soak.profile.MODEL_KEYS holds the profile's)."""
 
     name: str
     batch_size: int = 1
