@@ -256,6 +256,44 @@ THRESHOLD_KEYS = (
     Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
     Key("enabled", bool, True, "Judge this metric at all."),
 )
+# The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
+# to feed one of them (soak.workload.models.ModelSettings).
+MODELS_KEYS = (
+    Key(
+        "repositories",
+        list,
+        [],
+        "Model repositories of your own (paths relative to the profile file), given to every "
+        "server alongside the generated models.",
+    ),
+    Key("load", list, [], "Models of those repositories to load and infer in every lifecycle."),
+)
+MODEL_KEYS = (
+    Key(
+        "batch_size",
+        int,
+        1,
+        "Batch size of each request (models with max_batch_size > 0).",
+        1,
+        1_000_000,
+    ),
+    Key(
+        "shape",
+        dict,
+        {},
+        "Sizes of an input's dimensions, batch dimension left out: { INPUT = [4, 16] }; "
+        "required for every -1 unless input_data gives the shape.",
+    ),
+    Key(
+        "input_data",
+        str,
+        "",
+        "perf_analyzer --input-data JSON file (relative to the profile file); empty: seeded "
+        "random data.",
+    ),
+    Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
+    Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
+)
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
 SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
 
@@ -290,6 +328,9 @@ class Profile:
     matrix: dict[str, tuple] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line flags applied
+    # [models] (repositories as absolute paths) and [model.<name>] (input_data absolute).
+    models: dict[str, Any] = field(default_factory=lambda: {"repositories": [], "load": []})
+    model: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
         run = self.__dict__.get("run", {})
@@ -444,6 +485,8 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     }
     thresholds = default_thresholds()
     matrix: dict[str, tuple] = {}
+    models: dict[str, Any] = {"repositories": [], "load": []}
+    model: dict[str, dict[str, Any]] = {}
     for key, value in data.items():
         if key in run_keys:
             run[key] = run_keys[key].check(source, value)
@@ -453,12 +496,26 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
             thresholds.update(_thresholds(source, value, thresholds))
         elif key == "matrix":
             matrix = _matrix(source, value)
+        elif key == "models":
+            models.update(_section(source, ("models",), value, MODELS_KEYS))
+        elif key == "model":
+            model = _model_tables(source, value)
         else:
             raise ProfileError(
                 f"{source}: unknown key {_dotted(key)}; allowed: "
-                + ", ".join([*run_keys, *(f"[{s}]" for s in SECTIONS), "[thresholds]", "[matrix]"])
+                + ", ".join(
+                    [
+                        *run_keys,
+                        *(f"[{s}]" for s in SECTIONS),
+                        "[thresholds]",
+                        "[matrix]",
+                        "[models]",
+                        "[model.<name>]",
+                    ]
+                )
             )
     _check_run(source, run)
+    models, model = _user_models(source, models, model)
     return Profile(
         name=name,
         source=source,
@@ -469,7 +526,85 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         inject=sections["inject"],
         thresholds=thresholds,
         matrix=matrix,
+        models=models,
+        model=model,
     )
+
+
+def _model_tables(source: str, value: Any) -> dict[str, dict[str, Any]]:
+    table = _table(source, ("model",), value)
+    out = {}
+    for name, settings in table.items():
+        values = {k.name: k.default for k in MODEL_KEYS}
+        values.update(_section(source, ("model", name), settings, MODEL_KEYS))
+        shape = {}
+        for tensor, dims in values["shape"].items():
+            if (
+                not isinstance(dims, list)
+                or not dims
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+            ):
+                raise ProfileError(
+                    f"{source}: {_dotted('model', name, 'shape', tensor)} must be a non-empty "
+                    f"list of positive integers, got {_show(dims)}"
+                )
+            shape[tensor] = list(dims)
+        values["shape"] = shape
+        out[name] = values
+    return out
+
+
+def _user_models(
+    source: str, models: dict[str, Any], model: dict[str, dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Resolve paths against the profile's folder and check that every name is there."""
+    base = Path(source).parent if not source.startswith("<") else Path.cwd()
+    repos = []
+    for i, entry in enumerate(models["repositories"]):
+        label = f"models.repositories[{i}]"
+        if not isinstance(entry, str) or not entry:
+            raise ProfileError(f"{source}: {label} must be a path, got {_show(entry)}")
+        path = (base / entry).resolve()
+        if not path.is_dir():
+            raise ProfileError(f"{source}: {label} = {entry!r}: {path} is not a directory")
+        repos.append(path)
+    load = models["load"]
+    for i, name in enumerate(load):
+        if not isinstance(name, str) or not name:
+            raise ProfileError(
+                f"{source}: models.load[{i}] must be a model name, got {_show(name)}"
+            )
+        if load.count(name) > 1:
+            raise ProfileError(f"{source}: models.load lists {name!r} more than once")
+        if not repos:
+            raise ProfileError(
+                f"{source}: models.load names {name!r} but models.repositories is empty"
+            )
+        if not any((r / name / "config.pbtxt").is_file() for r in repos):
+            raise ProfileError(
+                f"{source}: models.load: no model {name!r} (a folder with a config.pbtxt) in "
+                + ", ".join(str(r) for r in repos)
+            )
+    for name, settings in model.items():
+        if name not in load:
+            raise ProfileError(
+                f"{source}: {_dotted('model', name)} is not in models.load "
+                f"({', '.join(map(repr, load)) or 'empty'})"
+            )
+        if settings["input_data"]:
+            from soak.workload import perfdata  # numpy: only for profiles that need it
+
+            path = (base / settings["input_data"]).resolve()
+            try:
+                perfdata.load(path)
+            except ProfileError as exc:
+                raise ProfileError(
+                    f"{source}: {_dotted('model', name, 'input_data')}: {exc}"
+                ) from None
+            settings["input_data"] = str(path)
+    for name in load:  # every loaded model has its settings, defaults where not given
+        model.setdefault(name, {k.name: k.default for k in MODEL_KEYS})
+    return {"repositories": [str(r) for r in repos], "load": list(load)}, model
 
 
 def _table(source: str, path: tuple[str, ...], value: Any) -> dict:
@@ -572,6 +707,8 @@ def all_keys() -> list[tuple[str, Key]]:
     out = [(k.name, k) for k in RUN_KEYS]
     for section, keys in SECTIONS.items():
         out += [(f"{section}.{k.name}", k) for k in keys]
+    out += [(f"models.{k.name}", k) for k in MODELS_KEYS]
+    out += [(f"model.<name>.{k.name}", k) for k in MODEL_KEYS]
     out += [(f"thresholds.<metric>.{k.name}", k) for k in THRESHOLD_KEYS]
     return out
 

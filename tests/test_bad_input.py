@@ -81,6 +81,13 @@ def profile_case(id: str, text: str | bytes, *expect: str, no_gpu: bool = False)
     )
 
 
+def models_case(id: str, text: str, *expect: str, files: dict | None = None) -> Case:
+    """A profile case whose folder also holds a model repository `repo/m` (and more files)."""
+    case = profile_case(id, text, *expect)
+    model = {"repo": DIR, "repo/m": DIR, "repo/m/config.pbtxt": 'backend: "python"\n'}
+    return Case(case.id, case.argv, case.expect, {**case.files, **model, **(files or {})})
+
+
 def cli_case(id: str, argv: str | tuple[str, ...], *expect: str, **kw) -> Case:
     args = tuple(argv.split()) if isinstance(argv, str) else argv
     return Case(id, args, expect, **kw)
@@ -236,6 +243,68 @@ CASES = [
         "[matrix]\nservers = [1, 100]\n",
         "matrix.servers = 100",
         RANGE_SERVERS,
+    ),
+    # -- profiles: the user's own models ([models], [model.<name>]) --------------------------
+    models_case(
+        "models-unknown-key", '[models]\nrepos = ["repo"]\n', "models.repos", "repositories"
+    ),
+    models_case(
+        "models-repositories-not-a-list",
+        '[models]\nrepositories = "repo"\n',
+        "models.repositories must be a list",
+    ),
+    models_case(
+        "models-repository-missing",
+        '[models]\nrepositories = ["nowhere"]\n',
+        "models.repositories[0] = 'nowhere'",
+        "{tmp}/nowhere is not a directory",
+    ),
+    models_case(
+        "models-load-without-repositories",
+        '[models]\nload = ["m"]\n',
+        "models.load names 'm'",
+        "models.repositories is empty",
+    ),
+    models_case(
+        "models-load-unknown-model",
+        '[models]\nrepositories = ["repo"]\nload = ["ghost"]\n',
+        "models.load: no model 'ghost'",
+        "{tmp}/repo",
+    ),
+    models_case(
+        "model-not-in-load",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.other]\nbatch_size = 2\n',
+        "model.other is not in models.load",
+    ),
+    models_case(
+        "model-unknown-key",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.m]\nbatch = 2\n',
+        "unknown key model.m.batch",
+        "batch_size",
+    ),
+    models_case(
+        "model-batch-size-zero",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.m]\nbatch_size = 0\n',
+        "model.m.batch_size = 0",
+        "1 .. 1000000",
+    ),
+    models_case(
+        "model-shape-negative",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.m]\nshape = { X = [-1] }\n',
+        "model.m.shape.X must be a non-empty list of positive integers",
+    ),
+    models_case(
+        "model-input-data-missing",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.m]\ninput_data = "d.json"\n',
+        "model.m.input_data",
+        "{tmp}/d.json: cannot read",
+    ),
+    models_case(
+        "model-input-data-bad-b64",
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n[model.m]\ninput_data = "d.json"\n',
+        "model.m.input_data",
+        "data[0].X.b64 is not base64",
+        files={"d.json": '{"data": [{"X": {"b64": "%%"}}]}'},
     ),
     # -- profiles: GPU settings on this machine without a GPU ------------------------------
     profile_case(

@@ -55,7 +55,7 @@ def toml_value(value: object) -> str:
 
 def toml_for(qualified: str, value: object) -> str:
     """A profile setting one key, written as a TOML table where the key is in one."""
-    parts = qualified.replace("<metric>", "rss_bytes").split(".")
+    parts = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m").split(".")
     if len(parts) == 1:
         return f"{parts[0]} = {toml_value(value)}\n"
     return f"[{'.'.join(parts[:-1])}]\n{parts[-1]} = {toml_value(value)}\n"
@@ -260,12 +260,12 @@ def test_cpu_profile_passes_the_machine_check_without_gpu():
 
 
 def _wrong_type(key: Key) -> object:
-    return {str: 5, int: "x", float: "x", bool: 1}[key.kind]
+    return {str: 5, int: "x", float: "x", bool: 1, list: 5, dict: 5}[key.kind]
 
 
 @pytest.mark.parametrize("qualified, key", all_keys(), ids=[n for n, _ in all_keys()])
 def test_every_key_refuses_a_wrong_type_naming_file_key_and_type(qualified: str, key: Key):
-    label = qualified.replace("<metric>", "rss_bytes")
+    label = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m")
     message = error_of(toml_for(qualified, _wrong_type(key)))
     assert message.startswith(SOURCE + ": ")
     assert f"{label} must be " in message
@@ -278,7 +278,7 @@ BOUNDED = [(n, k) for n, k in all_keys() if k.low is not None or k.high is not N
 
 @pytest.mark.parametrize("qualified, key", BOUNDED, ids=[n for n, _ in BOUNDED])
 def test_every_bounded_key_refuses_out_of_range_naming_the_range(qualified: str, key: Key):
-    label = qualified.replace("<metric>", "rss_bytes")
+    label = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m")
     below = key.low - 1 if key.kind is int else key.low - 0.5
     cases = [below] + ([key.high + 1] if key.high is not None else [])
     for value in cases:

@@ -13,6 +13,7 @@ from soak.triton import MemoryType, Runtime, require_memory, setup
 from soak.workload.inject import Injection
 from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
 from soak.workload.lifecycle import PhaseObserver, PhaseTimeouts
+from soak.workload.models import ModelSettings, UserModels, preflight
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,26 @@ def workload_config(profile: Profile) -> WorkloadConfig:
         datatype=profile.run["datatype"],
         timeouts=PhaseTimeouts(**profile.timeouts),
         injection=Injection(**profile.inject),
+        user_models=user_models(profile),
     )
+
+
+def user_models(profile: Profile) -> UserModels:
+    """The profile's [models] and [model.<name>] tables as the workload's plain data."""
+    settings = []
+    for name in profile.models["load"]:
+        given = profile.model[name]
+        settings.append(
+            ModelSettings(
+                name,
+                batch_size=given["batch_size"],
+                shape={k: tuple(v) for k, v in given["shape"].items()},
+                input_data=Path(given["input_data"]) if given["input_data"] else None,
+                rtol=given["rtol"],
+                atol=given["atol"],
+            )
+        )
+    return UserModels(tuple(Path(r) for r in profile.models["repositories"]), tuple(settings))
 
 
 class Engine:
@@ -49,6 +69,8 @@ class Engine:
         if self.config.instance_kind == "gpu" or self.config.injection.gpu_bytes_per_server:
             require_memory(MemoryType.GPU, self.runtime, device)
         self.triton_log = self.workdir / "triton.log"
+        if self.config.user_models.models:  # one clear line now rather than N failures later
+            preflight(self.config.user_models, self.runtime.backends_dir, self.triton_log)
         self.workload = Workload(
             self.config, self.workdir, self.runtime.backends_dir, self.triton_log, observer
         )

@@ -74,6 +74,8 @@ def profile_from_message(data: dict) -> Profile:
         sampling=data["sampling"],
         inject=data["inject"],
         thresholds=default_thresholds(),
+        models=data.get("models", {"repositories": [], "load": []}),
+        model=data.get("model", {}),
     )
 
 
@@ -85,6 +87,8 @@ def profile_to_message(profile: Profile) -> dict:
         "timeouts": profile.timeouts,
         "sampling": profile.sampling,
         "inject": profile.inject,
+        "models": profile.models,
+        "model": profile.model,
     }
 
 

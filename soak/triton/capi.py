@@ -24,6 +24,24 @@ log = logging.getLogger(__name__)
 MODEL_CONTROL_EXPLICIT = 2
 MEMORY_CPU, MEMORY_CPU_PINNED, MEMORY_GPU = 0, 1, 2
 TYPE_INT32, TYPE_FP32 = 8, 11
+#: TRITONSERVER_DataType by Triton's datatype name (as model metadata writes it).
+DATATYPES = {
+    "BOOL": 1,
+    "UINT8": 2,
+    "UINT16": 3,
+    "UINT32": 4,
+    "UINT64": 5,
+    "INT8": 6,
+    "INT16": 7,
+    "INT32": 8,
+    "INT64": 9,
+    "FP16": 10,
+    "FP32": 11,
+    "FP64": 12,
+    "BYTES": 13,
+    "BF16": 14,
+}
+DATATYPE_NAMES = {code: name for name, code in DATATYPES.items()}
 RESPONSE_FINAL = 1
 RELEASE_ALL = 1
 INDEX_FLAG_READY = 1
@@ -161,6 +179,8 @@ _PROTOTYPES: dict[str, list] = {
     "TRITONSERVER_ServerLoadModel": [_P, c_char_p],
     "TRITONSERVER_ServerUnloadModel": [_P, c_char_p],
     "TRITONSERVER_ServerModelStatistics": [_P, c_char_p, c_int64, _PP],
+    "TRITONSERVER_ServerModelMetadata": [_P, c_char_p, c_int64, _PP],
+    "TRITONSERVER_ServerModelConfig": [_P, c_char_p, c_int64, c_uint32, _PP],
     "TRITONSERVER_ServerInferAsync": [_P, _P, _P],
     "TRITONSERVER_ResponseAllocatorNew": [_PP, _P, _P, _P],
     "TRITONSERVER_ResponseAllocatorDelete": [_P],

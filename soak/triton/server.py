@@ -21,14 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from soak.errors import SoakError
-from soak.triton import capi
+from soak.triton import capi, tensors
 from soak.triton import memory as mem
 from soak.triton.memory import MemoryType
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {np.dtype(np.int32): capi.TYPE_INT32, np.dtype(np.float32): capi.TYPE_FP32}
-_NP_OF = {v: k for k, v in _DTYPES.items()}
 
 
 class TritonError(SoakError):
@@ -96,23 +93,34 @@ class ServerOptions:
 
 @dataclass
 class Output:
+    """One output tensor copied out of a response; BYTES as an object array of bytes, BF16 as
+    its raw bits (uint16)."""
+
     array: np.ndarray
     memory_type: MemoryType
+    datatype: str = ""
 
 
 class _Inference:
-    """State of one in-flight request, reachable from callbacks by its integer id."""
+    """State of one in-flight request, reachable from callbacks by its integer id.
+
+    `responses` holds the outputs of every non-null response in arrival order: one for an
+    ordinary model, any number (zero included) for a decoupled one."""
 
     def __init__(self, ident: int, memory_type: MemoryType, device: int = 0) -> None:
         self.ident = ident
         self.memory_type = memory_type
         self.device = device  # the GPU of GPU buffers
-        self.outputs: dict[str, Output] = {}
+        self.responses: list[dict[str, Output]] = []
         self.error: TritonError | None = None
         self.completed = threading.Event()
         self.released = threading.Event()
         self.keep_response = False
         self.input_buffers: list[tuple[MemoryType, int]] = []
+
+    @property
+    def outputs(self) -> dict[str, Output]:
+        return self.responses[0] if self.responses else {}
 
 
 class _Callbacks:
@@ -194,6 +202,8 @@ class _Callbacks:
             return
         count = c_uint32()
         check(lib.TRITONSERVER_InferenceResponseOutputCount(response, byref(count)))
+        outputs: dict[str, Output] = {}
+        inf.responses.append(outputs)
         for index in range(count.value):
             name, dtype = c_char_p(), c_int()
             shape, dims = ctypes.POINTER(c_int64)(), c_uint64()
@@ -214,21 +224,31 @@ class _Callbacks:
                     byref(userp),
                 )
             )
-            np_type = _NP_OF.get(dtype.value)
-            if np_type is None:
-                raise TritonError(
-                    "soak", f"output {name.value!r} has unsupported datatype {dtype.value}"
-                )
+            output_name = name.value.decode()
+            datatype = capi.DATATYPE_NAMES.get(dtype.value, str(dtype.value))
             dims_list = [shape[i] for i in range(dims.value)]
-            out = np.empty(dims_list, dtype=np_type)
-            if out.nbytes != size.value:
-                raise TritonError(
-                    "soak", f"output {name.value!r}: {size.value} bytes for shape {dims_list}"
-                )
             actual = MemoryType.from_triton(mtype.value)
-            if size.value:
-                mem.copy_out(actual, out.ctypes.data, base.value, size.value)
-            inf.outputs[name.value.decode()] = Output(out, actual)
+            try:
+                out = _copy_output(actual, base.value, size.value, datatype, dims_list)
+            except tensors.DatatypeError as exc:
+                raise TritonError("soak", f"output {output_name!r}: {exc}") from None
+            outputs[output_name] = Output(out, actual, datatype)
+
+
+def _copy_output(
+    memory_type: MemoryType, base: int | None, size: int, datatype: str, dims: list[int]
+) -> np.ndarray:
+    """Copy one output buffer (any memory) into a numpy array of the datatype's carrier."""
+    raw = np.empty(size, dtype=np.uint8)
+    if size:
+        mem.copy_out(memory_type, raw.ctypes.data, base, size)
+    if datatype == "BYTES":
+        return tensors.deserialize_bytes(raw.tobytes(), dims)
+    out = np.empty(dims, dtype=tensors.numpy_dtype(datatype))
+    if out.nbytes != size:
+        raise tensors.DatatypeError(f"{size} bytes for a {datatype} tensor of shape {dims}")
+    out.reshape(-1).view(np.uint8)[:] = raw
+    return out
 
 
 _callbacks: _Callbacks | None = None
@@ -394,6 +414,26 @@ class Server:
         )
         return _message_json(message)  # type: ignore[return-value]
 
+    def model_metadata(self, name: str, version: int = -1) -> dict:
+        """The model's metadata (inputs and outputs with datatype and shape, -1 variable)."""
+        message = c_void_p()
+        check(
+            _lib().TRITONSERVER_ServerModelMetadata(
+                self.handle, name.encode(), version, byref(message)
+            )
+        )
+        return _message_json(message)  # type: ignore[return-value]
+
+    def model_config(self, name: str, version: int = -1) -> dict:
+        """The model's configuration as JSON (config format version 1)."""
+        message = c_void_p()
+        check(
+            _lib().TRITONSERVER_ServerModelConfig(
+                self.handle, name.encode(), version, 1, byref(message)
+            )
+        )
+        return _message_json(message)  # type: ignore[return-value]
+
     # -- inference --------------------------------------------------------------------------
     def infer(
         self,
@@ -404,12 +444,46 @@ class Server:
         timeout_s: float = 30.0,
         keep_response: bool = False,
         device: int = 0,
+        datatypes: dict[str, str] | None = None,
     ) -> dict[str, Output]:
         """Run one request and wait for its final response and its release.
 
         `keep_response` never deletes the response: an injected leak inside Triton's objects.
         `device` is the GPU that GPU input and output buffers live on.
+        `datatypes` names an input's Triton datatype where its numpy dtype cannot (BF16).
+        Returns the outputs of the first response (see `infer_responses` for decoupled models).
         """
+        return self._run(
+            model, inputs, outputs, memory_type, timeout_s, keep_response, datatypes, device
+        ).outputs
+
+    def infer_responses(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        datatypes: dict[str, str] | None = None,
+        device: int = 0,
+    ) -> list[dict[str, Output]]:
+        """Every response of one request until the FINAL flag (a decoupled model sends any
+        number; a final flag that comes without a response adds none)."""
+        return self._run(
+            model, inputs, outputs, memory_type, timeout_s, False, datatypes, device
+        ).responses
+
+    def _run(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType,
+        timeout_s: float,
+        keep_response: bool,
+        datatypes: dict[str, str] | None,
+        device: int = 0,
+    ) -> _Inference:
         lib = _lib()
         cb = _cb()
         inf = _Inference(next(cb.ids), memory_type, device)
@@ -420,22 +494,26 @@ class Server:
         started = False
         try:
             for name, array in inputs.items():
-                array = np.ascontiguousarray(array)
-                dtype = _DTYPES.get(array.dtype)
-                if dtype is None:
-                    raise TritonError("soak", f"input {name!r}: unsupported dtype {array.dtype}")
+                array = np.asarray(array)
+                try:
+                    datatype = (datatypes or {}).get(name) or tensors.datatype_of(array)
+                    wire = tensors.to_wire(array, datatype)
+                except tensors.DatatypeError as exc:
+                    raise TritonError("soak", f"input {name!r}: {exc}") from None
+                data = np.frombuffer(wire, dtype=np.uint8) if isinstance(wire, bytes) else wire
                 shape = (c_int64 * array.ndim)(*array.shape)
                 check(
                     lib.TRITONSERVER_InferenceRequestAddInput(
-                        request, name.encode(), dtype, shape, array.ndim
+                        request, name.encode(), capi.DATATYPES[datatype], shape, array.ndim
                     )
                 )
-                ptr = mem.allocate(memory_type, array.nbytes, device_id)
+                ptr = mem.allocate(memory_type, data.nbytes, device_id)
                 inf.input_buffers.append((memory_type, ptr))
-                mem.copy_in(memory_type, ptr, array.ctypes.data, array.nbytes)
+                if data.nbytes:
+                    mem.copy_in(memory_type, ptr, data.ctypes.data, data.nbytes)
                 check(
                     lib.TRITONSERVER_InferenceRequestAppendInputData(
-                        request, name.encode(), ptr, array.nbytes, memory_type.triton, device_id
+                        request, name.encode(), ptr, data.nbytes, memory_type.triton, device_id
                     )
                 )
             for name in outputs:
@@ -478,7 +556,7 @@ class Server:
         self._free_inputs(inf)
         if inf.error is not None:
             raise inf.error
-        return inf.outputs
+        return inf
 
     @staticmethod
     def _free_inputs(inf: _Inference) -> None:

@@ -24,6 +24,7 @@ from soak.workload.lifecycle import (
     PhaseObserver,
     PhaseTimeouts,
 )
+from soak.workload.models import UserModels
 from soak.workload.repos import own_model_name, write_repositories
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class WorkloadConfig:
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
     injection: inject.Injection = field(default_factory=inject.Injection)
+    user_models: UserModels = field(default_factory=UserModels)
 
 
 @dataclass
@@ -120,6 +122,7 @@ class Workload:
             log_file=self.log_file,
             injection=self.config.injection,
             seed=iteration * 1000 + instance,
+            user_models=self.config.user_models,
         )
 
     def run_iteration(self, index: int) -> IterationRecord:

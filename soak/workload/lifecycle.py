@@ -20,6 +20,14 @@ import numpy as np
 from soak.errors import SoakError
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
+from soak.workload.models import (
+    ModelSettings,
+    UserModelError,
+    UserModels,
+    backend_problem,
+    exercise,
+    plan_on,
+)
 from soak.workload.repos import COMMON_MODEL, own_model_name
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ class LifecycleConfig:
     log_file: Path | None = None
     injection: inject.Injection = field(default_factory=inject.Injection)
     seed: int = 0
+    user_models: UserModels = field(default_factory=UserModels)  # loaded alongside
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,7 @@ class Lifecycle:
         try:
             with self._phase("server_new"):
                 options = ServerOptions(
-                    repositories=(cfg.common_repo, cfg.own_repo),
+                    repositories=(cfg.common_repo, cfg.own_repo, *cfg.user_models.repositories),
                     backends_dir=cfg.backends_dir,
                     server_id=f"soak-{cfg.instance}",
                     log_file=cfg.log_file,
@@ -185,14 +194,20 @@ class Lifecycle:
             with self._phase("wait_ready"):
                 self._wait_ready(server)
                 self.record.triton_version = server.metadata().get("version")
+            models = [COMMON_MODEL, self.own_model, *cfg.user_models.names]
             with self._phase("load"):
-                loaded = self._load(server, [COMMON_MODEL, self.own_model])
-            if len(loaded) == 2:
+                loaded = self._load(server, models)
+            if len(loaded) == len(models):
+                checked = []
                 with self._phase("infer"):
-                    for model in loaded:
+                    for model in loaded[:2]:
                         self._infer(server, model)
+                    checked = loaded[:2]
+                    for settings in cfg.user_models.models:
+                        if self._infer_user(server, settings):
+                            checked.append(settings.name)
                 with self._phase("statistics"):
-                    self._check_statistics(server, loaded)
+                    self._check_statistics(server, checked)
             with self._phase("unload"):
                 self._unload(server, loaded)
                 loaded = []
@@ -276,7 +291,10 @@ class Lifecycle:
                 else:
                     self._fail("load", f"{model} loaded but is not ready")
             elif isinstance(error, TritonError):
-                self._fail("load", f"{model}: {error.message}")
+                missing = backend_problem(
+                    self.config.user_models.repositories, model, self.config.backends_dir
+                )
+                self._fail("load", missing or f"{model}: {error.message}")
             else:
                 raise error
         return loaded
@@ -311,6 +329,31 @@ class Lifecycle:
             if problems:
                 self._fail("infer", f"{model}: {'; '.join(problems)}")
                 return
+
+    def _infer_user(self, server: Server, settings: ModelSettings) -> bool:
+        """Plan a user model from this server's metadata and exercise it; True when clean."""
+        cfg = self.config
+        try:
+            plan = plan_on(server, settings)
+            done = exercise(
+                server,
+                plan,
+                cfg.inferences_per_model,
+                self.rng,
+                cfg.memory_type,
+                cfg.timeouts.infer,
+                cfg.gpu_device,
+            )
+        except InferenceTimeout as exc:
+            raise self._hang("infer", f"inference on {settings.name}") from exc
+        except (TritonError, UserModelError) as exc:
+            message = exc.message if isinstance(exc, TritonError) else str(exc)
+            self._fail("infer", f"{settings.name}: {message}")
+            return False
+        self.record.inferences += done.requests
+        for problem in done.problems:
+            self._fail("infer", problem)
+        return not done.problems
 
     def _validate(self, result: dict, a: np.ndarray, b: np.ndarray) -> list[str]:
         problems = []

@@ -1,0 +1,439 @@
+"""The user's own models: a plan per model (inputs, expected outputs, checks) and its exercise.
+
+A plan is built from what the server says about a loaded model (its metadata and config) and
+what the profile says (`[model.<name>]`: shapes, batch size, data file, tolerances). Inputs come
+from a perf_analyzer data file or, without one, from seeded random data valid for each
+datatype. Every response is checked: each output present with the datatype and shape the
+metadata promise, and equal to the expected output where the data file gives one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from soak.errors import SoakError
+from soak.triton import MemoryType, Output, Server, ServerOptions, TritonError
+from soak.triton.tensors import DatatypeError, numpy_dtype
+from soak.workload import perfdata
+
+# perf_analyzer's --string-length default is 128; short strings keep requests small.
+MAX_RANDOM_STRING = 16
+RANDOM_INT_BOUND = 100
+# Platforms that name no backend in their config, and the backend that serves them.
+_PLATFORM_BACKENDS = {
+    "tensorrt_plan": "tensorrt",
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+}
+
+
+class UserModelError(SoakError):
+    """A user model soak cannot drive as configured; the message names the model and what."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The profile's `[model.<name>]` table, resolved (paths absolute); the defaults here are
+    for callers without a profile (soak.profile.MODEL_KEYS holds the profile's)."""
+
+    name: str
+    batch_size: int = 1
+    shape: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_data: Path | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-8
+
+
+@dataclass(frozen=True)
+class UserModels:
+    """The profile's `[models]` section: repositories given to every server, models to load."""
+
+    repositories: tuple[Path, ...] = ()
+    models: tuple[ModelSettings, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # as the metadata promise it; -1 where any size may come
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request's inputs (datatypes named for BF16) and the outputs expected, if known."""
+
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    expected: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    inputs: tuple[TensorSpec, ...]  # the inputs sent, shapes resolved (batch dimension first)
+    outputs: tuple[TensorSpec, ...]
+    batch_size: int | None  # None: the model does not batch
+    decoupled: bool
+    cases: tuple[Request, ...]  # from the data file; empty: random data
+    rtol: float
+    atol: float
+
+    def request(self, index: int, rng: np.random.Generator) -> Request:
+        """The index-th request: the data file's entries in turn, else fresh random data."""
+        if self.cases:
+            return self.cases[index % len(self.cases)]
+        arrays = {t.name: random_tensor(t.datatype, t.shape, rng) for t in self.inputs}
+        return Request(arrays, {t.name: t.datatype for t in self.inputs}, {})
+
+    def check(self, outputs: dict[str, Output], expected: dict[str, np.ndarray]) -> list[str]:
+        """Problems with one response, each naming the model and the output."""
+        problems = []
+        for spec in self.outputs:
+            out = outputs.get(spec.name)
+            if out is None:
+                if not self.decoupled:
+                    problems.append(f"{self.name}: output {spec.name} missing from the response")
+                continue
+            problem = self._check_one(spec, out.datatype, out.array, expected.get(spec.name))
+            if problem:
+                problems.append(f"{self.name}: output {spec.name}: {problem}")
+        return problems
+
+    def _check_one(self, spec: TensorSpec, datatype: str, array, expected) -> str | None:
+        if datatype != spec.datatype:
+            return f"datatype {datatype}, the metadata promise {spec.datatype}"
+        promised = list(spec.shape)
+        if self.batch_size is not None and promised:
+            promised[0] = self.batch_size
+        if len(array.shape) != len(promised) or any(
+            p not in (-1, a) for p, a in zip(promised, array.shape, strict=True)
+        ):
+            return f"shape {list(array.shape)}, the metadata promise {promised}"
+        if expected is None:
+            return None
+        if array.shape != expected.shape:
+            return f"shape {list(array.shape)}, expected {list(expected.shape)}"
+        same = _equal(array, expected, datatype, self.rtol, self.atol)
+        if same.all():
+            return None
+        first = tuple(int(i) for i in np.argwhere(~same)[0])
+        return (
+            f"differs from the expected output at index {list(first)}: "
+            f"got {array[first]!r}, expected {expected[first]!r} "
+            f"({int((~same).sum())} of {same.size} values differ)"
+        )
+
+
+def _equal(actual, expected, datatype: str, rtol: float, atol: float) -> np.ndarray:
+    """Element-wise equality: exact for integers, BOOL and BYTES, within rtol/atol for floats."""
+    if datatype == "BF16":
+        actual, expected = _bf16_to_fp32(actual), _bf16_to_fp32(expected)
+    elif not datatype.startswith("FP"):
+        return np.asarray(actual == expected, dtype=bool).reshape(actual.shape)
+    return np.isclose(actual.astype(np.float64), expected.astype(np.float64), rtol, atol, True)
+
+
+def _bf16_to_fp32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def random_tensor(datatype: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Seeded data valid for the datatype: bounded integers, finite floats, short strings."""
+    if datatype == "BOOL":
+        return rng.integers(0, 2, shape).astype(bool)
+    if datatype == "BYTES":
+        lengths = rng.integers(0, MAX_RANDOM_STRING + 1, int(np.prod(shape)))
+        out = np.empty(len(lengths), dtype=object)
+        out[:] = [bytes(rng.integers(ord("a"), ord("z") + 1, n).astype(np.uint8)) for n in lengths]
+        return out.reshape(shape)
+    if datatype == "BF16":
+        return (rng.standard_normal(shape).astype(np.float32).view(np.uint32) >> 16).astype(
+            np.uint16
+        )
+    dtype = numpy_dtype(datatype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    low, high = max(info.min, -RANDOM_INT_BOUND), min(info.max, RANDOM_INT_BOUND)
+    return rng.integers(low, high + 1, shape).astype(dtype)
+
+
+# -- building a plan -------------------------------------------------------------------------
+
+
+def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPlan:
+    """The plan of one loaded model; UserModelError names the model and what is missing."""
+    name = settings.name
+    if "sequence_batching" in config:
+        raise UserModelError(
+            f"model {name!r} uses sequence batching (correlation ids with start/end flags), "
+            "which soak does not drive; take it out of models.load"
+        )
+    max_batch = int(config.get("max_batch_size", 0))
+    batching = max_batch > 0
+    if batching and settings.batch_size > max_batch:
+        raise UserModelError(
+            f"model.{name}.batch_size = {settings.batch_size} exceeds the model's "
+            f"max_batch_size {max_batch}"
+        )
+    optional = {i["name"] for i in config.get("input", []) if i.get("optional")}
+    known = {t["name"] for t in metadata.get("inputs", [])}
+    unknown = sorted(set(settings.shape) - known)
+    if unknown:
+        raise UserModelError(
+            f"model.{name}.shape names {unknown[0]!r}, which is no input of {name!r} "
+            f"(inputs: {', '.join(sorted(known))})"
+        )
+    data = perfdata.load(settings.input_data) if settings.input_data else None
+    given = set(settings.shape) | (set(data.data[0]) if data else set())
+    inputs = []
+    for tensor in metadata.get("inputs", []):
+        if tensor["name"] in optional and tensor["name"] not in given:
+            continue  # optional inputs are left out unless the profile or the data give them
+        inputs.append(_input_spec(name, tensor, settings, batching, data))
+    outputs = tuple(
+        TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in metadata.get("outputs", [])
+    )
+    decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+    plan = ModelPlan(
+        name,
+        tuple(inputs),
+        outputs,
+        settings.batch_size if batching else None,
+        decoupled,
+        (),
+        settings.rtol,
+        settings.atol,
+    )
+    if data is None:
+        return plan
+    if decoupled and data.validation:
+        raise UserModelError(
+            f"model {name!r} is decoupled: which of its responses validation_data in "
+            f"{data.path} describes is ambiguous; soak counts and shape-checks its responses"
+        )
+    try:
+        cases = tuple(_case(plan, data, i) for i in range(len(data.data)))
+    except DatatypeError as exc:
+        raise UserModelError(f"model {name!r}, {data.path}: {exc}") from None
+    return ModelPlan(**{**plan.__dict__, "cases": cases})
+
+
+def _input_spec(model, tensor, settings, batching, data) -> TensorSpec:
+    """An input with every dimension known: the profile's shape, else the data's, else fixed."""
+    name, datatype = tensor["name"], tensor["datatype"]
+    try:
+        numpy_dtype(datatype)
+    except DatatypeError as exc:
+        raise UserModelError(f"model {model!r}, input {name!r}: {exc}") from None
+    dims = list(tensor["shape"])[1:] if batching else list(tensor["shape"])
+    if name in settings.shape:
+        wanted = list(settings.shape[name])
+        if len(wanted) != len(dims) or any(
+            d not in (-1, w) for d, w in zip(dims, wanted, strict=True)
+        ):
+            raise UserModelError(
+                f"model.{model}.shape.{name} = {wanted} does not fit the input's shape {dims}"
+                + (" (without the batch dimension)" if batching else "")
+            )
+        dims = wanted
+    elif -1 in dims and data is not None and name in data.data[0]:
+        dims = [-1] * len(dims)  # each data entry brings its own shape
+    elif -1 in dims:
+        raise UserModelError(
+            f"model {model!r}, input {name!r} has a variable dimension (shape {dims}); give its "
+            f"size in the profile: [model.{model}] shape = {{ {name} = [...] }}"
+        )
+    full = ([settings.batch_size] if batching else []) + dims
+    return TensorSpec(name, datatype, tuple(full))
+
+
+def _case(plan: ModelPlan, data: perfdata.DataFile, index: int) -> Request:
+    entry = data.data[index]
+    specs = {t.name: t for t in plan.inputs}
+    missing = sorted(n for n in specs if n not in entry)
+    if missing:
+        raise DatatypeError(f"data[{index}] has no input {missing[0]!r}")
+    extra = sorted(n for n in entry if n not in specs)
+    if extra:
+        raise DatatypeError(f"data[{index}].{extra[0]} is no input of the model")
+    inputs = {n: _batched(plan, t, specs[n].datatype, specs[n].shape) for n, t in entry.items()}
+    expected = {}
+    if data.validation:
+        outs = {t.name: t for t in plan.outputs}
+        for n, t in data.validation[index].items():
+            if n not in outs:
+                raise DatatypeError(f"validation_data[{index}].{n} is no output of the model")
+            expected[n] = _batched(plan, t, outs[n].datatype, outs[n].shape)
+    return Request(inputs, {n: specs[n].datatype for n in inputs}, expected)
+
+
+def _batched(plan: ModelPlan, tensor: perfdata.TensorData, datatype: str, shape) -> np.ndarray:
+    """A batch-1 tensor of the data file, repeated to the batch size of a batching model."""
+    dims = tuple(shape[1:]) if plan.batch_size is not None else tuple(shape)
+    array = perfdata.to_array(tensor, datatype, None if -1 in dims else dims)
+    if plan.batch_size is None:
+        return array
+    return np.repeat(array[np.newaxis, ...], plan.batch_size, axis=0)
+
+
+# -- the server side ---------------------------------------------------------------------------
+
+
+def plan_on(server: Server, settings: ModelSettings) -> ModelPlan:
+    """Ask the server (model loaded) for metadata and config, then build the plan."""
+    return build_plan(
+        server.model_metadata(settings.name), server.model_config(settings.name), settings
+    )
+
+
+@dataclass
+class Exercise:
+    """What exercising one model did: requests sent, responses received, problems found."""
+
+    requests: int = 0
+    responses: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def exercise(
+    server: Server,
+    plan: ModelPlan,
+    count: int,
+    rng: np.random.Generator,
+    memory_type: MemoryType = MemoryType.SYSTEM,
+    timeout_s: float = 30.0,
+    device: int = 0,
+) -> Exercise:
+    """Send `count` requests to a loaded model and check every response; any scenario can call
+    it. Stops at the first request with problems (a broken model would repeat them `count`
+    times); a TritonError or InferenceTimeout from the server propagates to the caller."""
+    done = Exercise()
+    names = [t.name for t in plan.outputs]
+    for index in range(count):
+        request = plan.request(index, rng)
+        if plan.decoupled:
+            responses = server.infer_responses(
+                plan.name,
+                request.inputs,
+                names,
+                memory_type,
+                timeout_s,
+                request.datatypes,
+                device,
+            )
+        else:
+            responses = [
+                server.infer(
+                    plan.name,
+                    request.inputs,
+                    names,
+                    memory_type,
+                    timeout_s,
+                    device=device,
+                    datatypes=request.datatypes,
+                )
+            ]
+        done.requests += 1
+        done.responses += len(responses)
+        for outputs in responses:
+            done.problems += plan.check(outputs, request.expected)
+        if done.problems:
+            break
+    return done
+
+
+# -- before any server -------------------------------------------------------------------------
+
+
+def model_dir(repositories: tuple[Path, ...], name: str) -> Path | None:
+    return next((r / name for r in repositories if (r / name).is_dir()), None)
+
+
+def backend_of(config_file: Path) -> str | None:
+    """The backend a config.pbtxt names (or its platform implies); None when it says neither."""
+    try:
+        text = config_file.read_text()
+    except OSError:
+        return None
+    found = re.search(r'^\s*backend\s*:\s*"([^"]+)"', text, re.MULTILINE)
+    if found:
+        return found.group(1)
+    platform = re.search(r'^\s*platform\s*:\s*"([^"]+)"', text, re.MULTILINE)
+    return _PLATFORM_BACKENDS.get(platform.group(1)) if platform else None
+
+
+def backend_problem(repositories: tuple[Path, ...], name: str, backends_dir: Path) -> str | None:
+    """Why a model cannot load for want of its backend, in one line; None when it is there."""
+    where = model_dir(repositories, name)
+    backend = backend_of(where / "config.pbtxt") if where else None
+    if backend is None or (Path(backends_dir) / backend).is_dir():
+        return None
+    have = (
+        sorted(p.name for p in Path(backends_dir).iterdir() if p.is_dir())
+        if Path(backends_dir).is_dir()
+        else []
+    )
+    return (
+        f"model {name!r} needs the {backend!r} backend, which is not in the backends folder "
+        f"{backends_dir} (it has: {', '.join(have) or 'nothing'}); point triton_home at a "
+        "Triton install that has it, such as /opt/tritonserver in NVIDIA's containers"
+    )
+
+
+def preflight(
+    user: UserModels, backends_dir: Path, log_file: Path | None = None, timeout_s: float = 60.0
+) -> dict[str, ModelPlan]:
+    """Before a run: every model's backend is installed, and one server loads every model and
+    plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
+    UserModelError instead of the same failure in every lifecycle."""
+    for settings in user.models:
+        problem = backend_problem(user.repositories, settings.name, backends_dir)
+        if problem:
+            raise UserModelError(problem)
+    options = ServerOptions(
+        user.repositories, backends_dir, server_id="soak-preflight", log_file=log_file
+    )
+    plans: dict[str, ModelPlan] = {}
+    with Server(options) as server:
+        loaded = []
+        try:
+            for settings in user.models:
+                try:
+                    server.load_model(settings.name)
+                except TritonError as exc:
+                    raise UserModelError(
+                        f"model {settings.name!r} does not load: {exc.message}"
+                    ) from None
+                loaded.append(settings.name)
+                try:
+                    plans[settings.name] = plan_on(server, settings)
+                except TritonError as exc:
+                    raise UserModelError(f"model {settings.name!r}: {exc.message}") from None
+        finally:
+            for name in loaded:
+                server.unload_model(name)
+            _wait_unloaded(server, loaded, timeout_s)
+    return plans
+
+
+def _wait_unloaded(server: Server, names: list[str], timeout_s: float) -> None:
+    """Stop would wait for unloading models in 1 s steps; watching the index is quicker."""
+    deadline = time.monotonic() + timeout_s
+    while names and time.monotonic() < deadline:
+        states = {m["name"]: m.get("state", "") for m in server.model_index()}
+        if not any(states.get(n) in ("READY", "UNLOADING", "LOADING") for n in names):
+            return
+        time.sleep(0.005)
