@@ -11,10 +11,10 @@ import click
 
 from soak import __version__
 from soak import profile as profiles
-from soak.analyze import analyze_run, finding_row, latest_run_id, run_row, worst_exit
-from soak.errors import SoakError
+from soak.errors import ExitCode, SoakError
+from soak.judging import analyze_run, finding_row
+from soak.store import latest_run_id, run_row
 
-EXIT_PASSED, EXIT_LEAK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 DEFAULT_DB = "results/soak.db"
 
 
@@ -24,10 +24,10 @@ class SoakGroup(click.Group):
             return super().invoke(ctx)
         except SoakError as exc:
             click.echo(f"soak: error: {exc}", err=True)
-            ctx.exit(EXIT_FAILED)
+            ctx.exit(ExitCode.FAILED)
         except click.BadParameter as exc:  # a flag's value (--servers abc): one line too
             click.echo(f"soak: error: {' '.join(exc.format_message().split())}", err=True)
-            ctx.exit(EXIT_FAILED)
+            ctx.exit(ExitCode.FAILED)
 
 
 @click.group(cls=SoakGroup)
@@ -107,7 +107,7 @@ def analyze(run_id, db, junit, json_path, out) -> None:
 @report_options
 def report(run_id, db, junit, json_path, out) -> None:
     """Write reports of RUN_ID (default: the latest run) from stored data; changes nothing."""
-    from soak.analyze import analyze_run as judge_run
+    from soak.judging import analyze_run as judge_run
     from soak.store import open_readonly
 
     ro = open_readonly(db)
@@ -173,7 +173,7 @@ def run(
         if outcomes and outcomes[-1].status == "interrupted":
             break
     _write_reports(store.db, analyses, junit, json_path, out)
-    sys.exit(worst_exit([a.exit_code for a in analyses]))
+    sys.exit(ExitCode.worst(a.exit_code for a in analyses))
 
 
 def _register_triage() -> None:

@@ -30,11 +30,11 @@ import sqlite_utils
 
 from soak.analysis.trend import cut_warmup, mann_kendall, theil_sen
 from soak.analysis.verdict import Finding
-from soak.analyze import latest_run_id, load_series, rules_for, run_row
 from soak.errors import SoakError, StoreError
+from soak.judging import rules_for
 from soak.profile import COUNTER_METRICS, MATRIX_KEYS, MEMORY_METRICS
 from soak.report.console import human
-from soak.store import PHASES, open_readonly
+from soak.store import PHASES, latest_run_id, load_series, open_readonly, run_row
 
 #: A running run whose heartbeat is older than this many seconds may be abandoned ...
 STALE_MIN_S = 300.0

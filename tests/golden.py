@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soak.analyze import analyze_run, finding_row
+from soak.judging import analyze_run, finding_row
 from soak.store import Store
 
 GOLDEN = Path(__file__).parent / "data" / "golden"

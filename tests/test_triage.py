@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from soak import triage
-from soak.analyze import analyze_run, finding_row
 from soak.errors import SoakError, StoreError
+from soak.judging import analyze_run, finding_row
 from soak.store import Store
 
 KiB = 1024

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 from rich.table import Table
 
 from soak.analysis.verdict import Finding
+from soak.units import human
 
 _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
-
-
-def human(value: float | None, metric: str) -> str:
-    """Bytes as KiB/MiB, counters as plain numbers; NaN and None as a dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if metric.endswith("_bytes"):
-        size = abs(value)
-        for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if size >= scale:
-                return f"{value / scale:.2f} {unit}"
-        return f"{value:.0f} B"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
 def findings_table(findings: list[Finding], title: str = "") -> Table:

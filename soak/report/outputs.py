@@ -9,9 +9,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from soak.analyze import RunAnalysis, load_series, run_row
+from soak.judging import RunAnalysis
 from soak.report.junit import write_junit
 from soak.report.plots import write_report
+from soak.store import load_series, run_row
 
 
 def _label(run: dict) -> str:
