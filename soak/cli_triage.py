@@ -20,8 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from soak import triage
-from soak.report.console import findings_table, human
+from soak.profile import MATRIX_KEYS
+from soak.report.console import findings_table
 from soak.store import RUN_STATUSES
+from soak.units import cell_label, duration, human
 
 DEFAULT_DB = "results/soak.db"
 _STATUS_STYLE = {
@@ -174,10 +176,10 @@ def runs_command(
             str(r.id),
             triage.local_time(r.started_at),
             Text(r.profile),
-            Text(triage.cell_label(r.cell)),
+            Text(cell_label(r.cell, MATRIX_KEYS)),
             Text(r.status, style=_STATUS_STYLE.get(r.status, "")),
             Text(r.verdict or "-"),
-            triage.duration(r.duration_s),
+            duration(r.duration_s),
             f"{r.iterations_done if r.iterations_done is not None else '-'}/"
             f"{r.iterations_planned if r.iterations_planned is not None else '-'}",
             Text(r.worst.describe() if r.worst else "-"),
@@ -215,7 +217,7 @@ def _print_header(console: Console, detail: triage.RunDetail) -> None:
     elif run.get("reason"):
         status.append(f" ({run['reason']})")
     lines: list[tuple[str, Text | str]] = [
-        ("profile", Text(run["profile"] + (f" [{triage.cell_label(cell)}]" if cell else ""))),
+        ("profile", Text(run["profile"] + (f" [{cell_label(cell, MATRIX_KEYS)}]" if cell else ""))),
         ("status", status),
         ("verdict", Text(run.get("verdict") or "- (not analysed)")),
         (
@@ -240,7 +242,7 @@ def _print_header(console: Console, detail: triage.RunDetail) -> None:
         ("started", Text(triage.local_time(run.get("started_at")))),
         ("ended", Text(triage.local_time(run.get("ended_at")))),
         ("heartbeat", Text(triage.local_time(run.get("heartbeat_at")))),
-        ("duration", Text(triage.duration(triage.run_duration(run)))),
+        ("duration", Text(duration(triage.run_duration(run)))),
     ]
     console.print(Text(f"run {run['id']}", style="bold"))
     for key, value in lines:
@@ -445,7 +447,7 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
     for cell in result.cells:
         title = f"{result.base} -> {result.candidate}"
         if cell.cell:
-            title += f" [{triage.cell_label(cell.cell)}]"
+            title += f" [{cell_label(cell.cell, MATRIX_KEYS)}]"
         if not triage.is_run_spec(result.base):
             title += f": run {cell.base_run} -> run {cell.candidate_run}"
         shown = [m for m in cell.metrics if m.verdict != "no data"]
@@ -487,7 +489,7 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
         (result.candidate, result.candidate_only),
     ):
         for cell in cells:
-            console.print(f"only in {label}: {triage.cell_label(cell)} (not compared)")
+            console.print(f"only in {label}: {cell_label(cell, MATRIX_KEYS)} (not compared)")
     console.print(Text(triage.SIGNIFICANCE_RULE, style="dim"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 from pathlib import Path
@@ -311,7 +312,7 @@ def test_compare_missing_run(soak, ids):
 
 
 def test_browse_without_datasette_says_how_to_install(soak, monkeypatch):
-    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     one_line_error(soak("browse"), "pip install 'soak[browse]'")
 
 
