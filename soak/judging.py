@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -17,7 +18,7 @@ import sqlite_utils
 from soak import profile as profiles
 from soak.analysis.verdict import Finding, MetricRule, judge, overall
 from soak.errors import ExitCode, SoakError
-from soak.store import Store, load_series, run_row
+from soak.store import Store, latest_run_id, load_series, open_readonly, run_row
 from soak.units import plain
 
 EXIT_OF_VERDICT = {
@@ -96,6 +97,25 @@ def analyze_and_store(store: Store, run_id: int) -> RunAnalysis:
         exit_code=int(analysis.exit_code),
     )
     return analysis
+
+
+def reanalyze(path: str | Path, run_id: int | None = None) -> RunAnalysis:
+    """`soak analyze`: judge a stored run (default: the latest) again and store the result.
+
+    A missing or foreign file, or a run that is not there, is refused before anything is
+    written.
+    """
+    ro = open_readonly(path)
+    try:
+        rid = run_id if run_id is not None else latest_run_id(ro)
+        run_row(ro, rid)
+    finally:
+        ro.conn.close()
+    store = Store(path)
+    try:
+        return analyze_and_store(store, rid)
+    finally:
+        store.close()
 
 
 def finding_row(f: Finding) -> dict[str, Any]:

@@ -158,7 +158,7 @@ COMMANDS: dict[str, list[str]] = {
     "query_list.txt": ["query", "--list"],
     "analyze_2.txt": ["analyze", "2"],
     "analyze_6.txt": ["analyze", "6"],
-    "report_2.txt": ["report", "2", "--json", "report.json", "--junit", "report.xml"],
+    "report_2.txt": ["report", "2", "--json-file", "report.json", "--junit", "report.xml"],
 }
 #: Files a command writes (in the database's folder), appended to its pinned output.
 WRITTEN = {"report_2.txt": ["report.json", "report.xml"]}

@@ -8,6 +8,17 @@ from rich.table import Table
 from soak.analysis.verdict import Finding
 from soak.units import human
 
+STATUS_STYLE = {
+    "passed": "green",
+    "leaked": "bold red",
+    "failed": "red",
+    "crashed": "red",
+    "hung": "red",
+    "abandoned": "magenta",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "inconclusive": "yellow",
+}
 _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from soak import store as store_module
 from soak.analysis.verdict import Series
-from soak.bench_analysis import bench_run_analysis, write_synthetic_run
+from soak.bench.analysis import bench_run_analysis, write_synthetic_run
 from soak.judging import analyze_run, rules_for
 from soak.store import LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
 
