@@ -73,3 +73,16 @@ def test_a_stop_before_the_run_starts_nothing(tmp_path: Path) -> None:
     assert session.run(prof, store, stopper=stopper) == []
     store.close()
     assert stored(tmp_path / "r.db") == []
+
+
+def test_the_package_offers_the_run_without_importing_it_up_front() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, soak; assert 'soak.runner.session' not in sys.modules; "
+        "from soak.runner import session; "
+        "assert soak.run is session.run and soak.prepare is session.prepare; "
+        "assert soak.load_profile is __import__('soak.profile').profile.load"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
