@@ -126,15 +126,7 @@ def query_command(
     from soak.report.listing import canned_table, query_table
 
     if list_queries:
-        rows = [
-            {
-                "name": q.name,
-                "description": q.description,
-                "params": ", ".join(q.params) or None,
-                "needs": q.needs or None,
-            }
-            for q in triage.CANNED.values()
-        ]
+        rows = triage.canned_list()
         if fmt == "json":
             echo_json(rows)
         elif fmt == "csv":

@@ -66,12 +66,15 @@ class Stopper:
         self._supervisor: Supervisor | None = None
 
     def stop(self) -> None:
+        """Safe from a signal handler: sets a flag and tells the running supervisor."""
         self.requested = True
         if self._supervisor is not None:
             self._supervisor.request_stop()
 
     def _attach(self, supervisor: Supervisor | None) -> None:
         self._supervisor = supervisor
+        if supervisor is not None and self.requested:  # a stop that came while it was built
+            supervisor.request_stop()
 
 
 def run(

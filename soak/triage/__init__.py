@@ -13,7 +13,7 @@ these functions return. This package exports the public names of its modules.
 
 from soak.triage.abandoned import display_status, staleness_limit, supervisor_alive
 from soak.triage.browse import datasette_command
-from soak.triage.canned import CANNED, CannedQuery
+from soak.triage.canned import CANNED, CannedQuery, canned_list
 from soak.triage.compare import (
     SIGNIFICANCE_RULE,
     CellComparison,
@@ -71,6 +71,7 @@ __all__ = [
     "RunSummary",
     "SlopeSide",
     "WorstMetric",
+    "canned_list",
     "coerce_param",
     "compare",
     "compare_sides",

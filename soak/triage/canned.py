@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from soak.profile import COUNTER_METRICS, MATRIX_KEYS, MEMORY_METRICS
 from soak.store import PHASES
@@ -251,3 +252,16 @@ CANNED: dict[str, CannedQuery] = {
         ),
     )
 }
+
+
+def canned_list() -> list[dict[str, Any]]:
+    """The canned queries as rows (`soak query --list --json/--csv`)."""
+    return [
+        {
+            "name": q.name,
+            "description": q.description,
+            "params": ", ".join(q.params) or None,
+            "needs": q.needs or None,
+        }
+        for q in CANNED.values()
+    ]
