@@ -2,7 +2,7 @@
 
 The triage commands only read the database, so synthetic runs are enough: quiet series with
 known slopes, interval samples with known per-phase additions, events, and findings produced
-by the real analysis (``soak.analyze.analyze_run``).
+by the real analysis (``soak.judging.analyze_run``).
 """
 
 from __future__ import annotations
