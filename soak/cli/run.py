@@ -11,7 +11,6 @@ import click
 from soak import profile as profiles
 from soak.cli.common import db_option, echo_written, file_options
 from soak.errors import ExitCode
-from soak.units import cell_label
 
 
 @click.command()
@@ -26,7 +25,7 @@ def run(
     profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
-    from soak.report.console import print_summary
+    from soak.report.console import cell_heading, print_summary
     from soak.report.progress import make_progress
     from soak.runner import session
 
@@ -46,12 +45,7 @@ def run(
 
         def on_cell(cell: profiles.Profile) -> None:
             nonlocal progress
-            label = cell_label(cell.cell, empty="")
-            click.echo(
-                f"soak: {prof.name}{' [' + label + ']' if label else ''}: "
-                f"{cell.run['servers']} servers x {cell.run['iterations']} iterations, "
-                f"{cell.run['memory_type']} memory, {cell.run['instance_kind']} instances -> {db}"
-            )
+            click.echo(cell_heading(prof.name, cell.cell, cell.run, db))
             progress = cell_scope.enter_context(make_progress(cell.run["iterations"], no_progress))
 
         def on_done(outcome, analysis) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
 from soak.analysis.verdict import Finding
-from soak.units import human
+from soak.units import cell_label, human
 
 STATUS_STYLE = {
     "passed": "green",
@@ -66,3 +68,13 @@ def print_summary(
         if f.verdict == "leak":
             console.print(f"[bold red]LEAK[/] {f.reason}")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
+
+
+def cell_heading(name: str, cell: dict[str, Any], run: dict[str, Any], db: str) -> str:
+    """The line `soak run` prints before a cell (or a plain profile) starts."""
+    label = cell_label(cell, empty="")
+    return (
+        f"soak: {name}{' [' + label + ']' if label else ''}: "
+        f"{run['servers']} servers x {run['iterations']} iterations, "
+        f"{run['memory_type']} memory, {run['instance_kind']} instances -> {db}"
+    )
