@@ -1,6 +1,26 @@
-"""The one exception hierarchy of soak; the CLI maps it to exit codes in one place."""
+"""The one exception hierarchy of soak, and its exit codes; the CLI maps one to the other in
+one place (soak.cli.common)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """soak's exit statuses, for every command and for `soak run` over all its cells."""
+
+    PASSED = 0
+    LEAK = 1
+    FAILED = 2  # a failed run, or bad input (one `soak: error:` line)
+    INCONCLUSIVE = 3
+
+    @classmethod
+    def worst(cls, codes: Iterable[int]) -> ExitCode:
+        """The code of a set of runs: a failure outranks a leak, a leak an inconclusive
+        result, which outranks a pass; no runs at all is a failure."""
+        rank = {cls.FAILED: 3, cls.LEAK: 2, cls.INCONCLUSIVE: 1, cls.PASSED: 0}
+        return cls(max(codes, key=lambda c: rank.get(c, 3), default=cls.FAILED))
 
 
 class SoakError(Exception):

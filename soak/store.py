@@ -8,6 +8,7 @@ column names (`_bytes`, `_s`) so a query never has to guess.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -18,8 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
+from soak.analysis.verdict import Series
 from soak.errors import StoreError
 from soak.phases import PHASES
 
@@ -56,6 +59,12 @@ SAMPLE_COLUMNS: dict[str, type] = {
     "gpu_used_bytes": int,
 }
 BUSY_TIMEOUT_S = 30.0
+#: Iteration columns that count work units: the denominators of per-unit slopes.
+UNIT_COLUMNS = {
+    "server": "server_lifecycles",
+    "model_load": "model_loads",
+    "inference": "inferences",
+}
 
 
 def _schema(db: sqlite_utils.Database) -> None:
@@ -515,3 +524,99 @@ def event(
         "instance": instance,
         "phase": phase,
     }
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def latest_run_id(db: sqlite_utils.Database) -> int:
+    """The newest run's id; a clear error when the database holds none."""
+    row = db.execute("SELECT max(id) FROM runs").fetchone()
+    if row is None or row[0] is None:
+        raise StoreError("the database holds no runs yet")
+    return int(row[0])
+
+
+def run_row(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
+    """The runs row of ``run_id``; the error names the id and the ids that exist."""
+    rows = list(db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    if not rows:
+        last = db.execute("SELECT max(id) FROM runs").fetchone()[0]
+        raise StoreError(
+            f"no run {run_id} in this database"
+            + (f" (runs go up to {last})" if last is not None else " (it holds no runs)")
+        )
+    return rows[0]
+
+
+#: Rows fetched at a time: bounds the Python objects alive at once (a row is a tuple of ints).
+LOAD_CHUNK = 4096
+
+
+def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> dict[str, Series]:
+    """Every metric's quiet-point series of a run, in iteration order; NULL becomes NaN.
+
+    Fetching is the cost here (~100 ns per value, mostly Python objects), so the rows come
+    in chunks, each turned into a float array by numpy at once (None becomes NaN), and a
+    column that holds one value throughout (a counter that never moved, a GPU metric that
+    is NULL on a machine without one) is not fetched row by row: if it is constant over the
+    first chunk, one SQL pass checks the rest and, if it holds, it is filled in with numpy.
+    """
+    units = [f"i.{c}" for c in UNIT_COLUMNS.values()]
+    columns = ["s.iteration", *(f"s.{m}" for m in metrics), *units]
+    source = (
+        "FROM samples s "
+        "LEFT JOIN iterations i ON i.run_id = s.run_id AND i.iteration = s.iteration "
+        "WHERE s.run_id = ? AND s.kind = 'quiet'"
+    )
+    cursor = db.execute(f"SELECT {', '.join(columns)} {source} ORDER BY s.iteration", [run_id])
+    first = cursor.fetchmany(LOAD_CHUNK)
+    data = _float_rows(first, len(columns))
+    if len(first) == LOAD_CHUNK:  # there may be more
+        constant = {
+            k: first[0][k]
+            for k in range(1, len(columns))
+            if all(row[k] == first[0][k] for row in first)  # None == None holds too
+        }
+        if constant and _still_constant(db, source, run_id, columns, constant):
+            cursor.close()
+            varying = [k for k in range(len(columns)) if k not in constant]
+            cursor = db.execute(
+                f"SELECT {', '.join(columns[k] for k in varying)} {source} ORDER BY s.iteration",
+                [run_id],
+            )
+            fetched = _fetch_floats(cursor, len(varying))
+            data = np.empty((fetched.shape[0], len(columns)))
+            data[:, varying] = fetched
+            for k, value in constant.items():
+                data[:, k] = math.nan if value is None else value
+        else:
+            data = np.concatenate([data, _fetch_floats(cursor, len(columns))])
+    # One contiguous array per column: Series would otherwise copy each strided column.
+    by_column = np.ascontiguousarray(data.T)
+    iterations = by_column[0].astype(int)
+    unit_data = {name: by_column[1 + len(metrics) + k] for k, name in enumerate(UNIT_COLUMNS)}
+    return {m: Series(m, iterations, by_column[1 + k], unit_data) for k, m in enumerate(metrics)}
+
+
+def _float_rows(rows: list[tuple], width: int) -> np.ndarray:
+    """Rows of SQL values as a float array, NULL as NaN (numpy converts None to NaN)."""
+    return np.array(rows, dtype=float) if rows else np.empty((0, width))
+
+
+def _fetch_floats(cursor: Any, width: int) -> np.ndarray:
+    parts = [np.empty((0, width))]
+    while rows := cursor.fetchmany(LOAD_CHUNK):
+        parts.append(_float_rows(rows, width))
+    return np.concatenate(parts)
+
+
+def _still_constant(
+    db: sqlite_utils.Database, source: str, run_id: int, columns: list[str], constant: dict
+) -> bool:
+    """True when no row has another value than ``constant[k]`` in column k (NULL-safe)."""
+    differs = " OR ".join(f"{columns[k]} IS NOT ?" for k in constant)
+    row = db.execute(
+        f"SELECT EXISTS (SELECT 1 {source} AND ({differs}))", [run_id, *constant.values()]
+    ).fetchone()
+    return not row[0]

@@ -465,7 +465,7 @@ CASES = [
     cli_case("show-missing-run", "show 999 --db {db}", "no run 999", "runs go up to 2"),
     cli_case("show-not-a-run-id", "show abc --db {db}", "'abc' is not a run id"),
     cli_case("analyze-missing-run", "analyze 999 --db {db}", "no run 999", "runs go up to 2"),
-    cli_case("report-missing-run", "report 999 --db {db} --json {tmp}/x.json", "no run 999"),
+    cli_case("report-missing-run", "report 999 --db {db} --json-file {tmp}/x.json", "no run 999"),
     cli_case(
         "compare-different-profiles",
         "compare 1 2 --db {db}",

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
 from soak import triage
-from soak.cli import SoakGroup
-from soak.cli_triage import register
+from soak.cli import main
+from soak.cli.common import SoakGroup
+from soak.cli.triage import COMMANDS as TRIAGE_COMMANDS
 from tests.test_triage import N_ITER, TRITON_WARNING, build_db, dead_pid, fingerprint
 
 COMMANDS = {"runs", "show", "query", "compare", "browse"}
@@ -34,8 +35,7 @@ def ids(built) -> dict[str, int]:
 def soak(built):
     """Runs `soak ARGS --db <the test database>` and checks the file did not change at all."""
     path = built[0]
-    group = SoakGroup(name="soak")
-    register(group)
+    group = SoakGroup(name="soak", commands=TRIAGE_COMMANDS)
     runner = CliRunner(env={"COLUMNS": "250"})
     before = fingerprint(path)
 
@@ -53,10 +53,9 @@ def one_line_error(result: Result, text: str) -> None:
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
 
 
-def test_register_adds_the_commands_to_any_group():
-    group = click.Group()
-    register(group)
-    assert set(group.commands) == COMMANDS
+def test_the_triage_module_holds_the_triage_commands_of_soak():
+    assert {c.name for c in TRIAGE_COMMANDS} == COMMANDS
+    assert COMMANDS <= set(main.commands)
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -311,7 +310,7 @@ def test_compare_missing_run(soak, ids):
 
 
 def test_browse_without_datasette_says_how_to_install(soak, monkeypatch):
-    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     one_line_error(soak("browse"), "pip install 'soak[browse]'")
 
 

@@ -2,14 +2,14 @@
 
 The triage commands only read the database, so synthetic runs are enough: quiet series with
 known slopes, interval samples with known per-phase additions, events, and findings produced
-by the real analysis (``soak.analyze.analyze_run``).
+by the real analysis (``soak.judging.analyze_run``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-import math
 import os
 import socket
 import sqlite3
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from soak import triage
-from soak.analyze import analyze_run, finding_row
 from soak.errors import SoakError, StoreError
+from soak.judging import analyze_run, finding_row
 from soak.store import Store
 
 KiB = 1024
@@ -781,28 +781,6 @@ def test_compare_widens_intervals_for_autocorrelation(db, ids):
     assert rss.n == N_ITER - WARMUP  # the stored finding's warm-up cut
 
 
-def test_widened_slope_interval_grows_with_autocorrelation():
-    from soak.analysis.trend import theil_sen
-
-    rng = np.random.default_rng(11)
-    n, phi = 120, 0.9
-    noise = np.zeros(n)
-    for i in range(1, n):
-        noise[i] = phi * noise[i - 1] + rng.normal(0, 100 * KiB)
-    x = np.arange(n, dtype=float)
-    y = 300 * MiB + noise
-    slope, low, high, factor = triage.widened_slope(x, y)
-    plain = theil_sen(x, y)
-    assert factor > 1.5
-    assert slope == pytest.approx(plain.slope)
-    assert low < plain.low and high > plain.high
-    # Independent noise is not widened at all.
-    white = 300 * MiB + rng.normal(0, 100 * KiB, n)
-    w_slope, w_low, w_high, w_factor = triage.widened_slope(x, white)
-    assert w_factor == 1.0
-    assert (w_low, w_high) == (theil_sen(x, white).low, theil_sen(x, white).high)
-
-
 def test_compare_as_dict_is_json(db, ids):
     data = triage.compare(db, str(ids["flat"]), str(ids["leaky"])).as_dict()
     text = json.dumps(data, allow_nan=False)
@@ -813,13 +791,13 @@ def test_compare_as_dict_is_json(db, ids):
 
 
 def test_datasette_missing_says_how_to_install(monkeypatch, soak_db):
-    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SoakError, match=r"pip install 'soak\[browse\]'"):
         triage.datasette_command(soak_db[0])
 
 
 def test_datasette_command_binds_localhost_immutable(monkeypatch, soak_db):
-    monkeypatch.setattr(triage.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     cmd = triage.datasette_command(soak_db[0], 8123)
     assert cmd[1:4] == ["-m", "datasette", "serve"]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
@@ -835,11 +813,3 @@ def test_missing_and_foreign_files_are_one_line_errors(tmp_path):
     with pytest.raises(StoreError, match="not a soak results database") as foreign:
         triage.readonly(junk).__enter__()
     assert "\n" not in str(foreign.value)
-
-
-def test_formatting_helpers():
-    assert triage.duration(45) == "45s" and triage.duration(723) == "12m03s"
-    assert triage.duration(3 * 3600 + 240) == "3h04m" and triage.duration(None) == "-"
-    assert triage.cell_label({"servers": 4, "memory_type": "gpu"}) == "servers=4 memory_type=gpu"
-    assert triage.cell_label({}) == "-"
-    assert triage.finite(math.nan) is None and triage.finite("3") == 3.0

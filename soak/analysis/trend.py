@@ -186,7 +186,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -203,7 +202,6 @@ __all__ = [
     "WARMUP_K",
     "SlopeEstimate",
     "TrendTest",
-    "bench_analysis",
     "change_point",
     "cut_warmup",
     "mann_kendall",
@@ -771,24 +769,3 @@ def change_point(y: ArrayLike, min_size: int = 3) -> int | None:
     if where is None or direction <= 0:
         return None
     return int(valid[where])
-
-
-def bench_analysis(n: int, seed: int = 0) -> float:
-    """Seconds to run the whole trend analysis once on a synthetic n-point RSS-like series.
-
-    The series is 300 MB plus AR(1) noise (phi 0.7, sd 200 KiB), a warm-up ramp and a leak of
-    4 KiB per iteration starting halfway. Used by benchmarks, never asserted by tests.
-    """
-    rng = np.random.default_rng(seed)
-    innovations = rng.normal(0.0, 200 * 1024 * math.sqrt(1 - 0.7**2), n)
-    # AR(1) as a truncated moving average (0.7**200 is negligible): no Python loop.
-    noise = np.convolve(innovations, np.power(0.7, np.arange(min(n, 200))))[:n]
-    idx = np.arange(n, dtype=float)
-    y = 300e6 + noise - 8e6 * np.exp(-idx / 5.0) + 4096.0 * np.maximum(0.0, idx - n / 2)
-    begin = time.perf_counter()
-    cut = cut_warmup(y, min(10, n // 10))
-    part = y[cut:]
-    theil_sen(idx[cut:], part)
-    mann_kendall(part)
-    change_point(part)
-    return time.perf_counter() - begin

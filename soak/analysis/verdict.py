@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 
 from soak.analysis.trend import MK_MAX_POINTS, change_point, cut_warmup, mann_kendall, theil_sen
+from soak.units import by_kind
 
 __all__ = [
     "Finding",
@@ -165,15 +166,7 @@ class Finding:
 
 def _fmt(value: float | None, kind: MetricKind) -> str:
     """Bytes in binary units for memory, plain numbers for counters."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if kind == "counter":
-        return f"{value:.4g}"
-    magnitude = abs(value)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if magnitude >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value:.0f} B"
+    return by_kind(value, kind)
 
 
 def _end_points(n_used: int) -> int:

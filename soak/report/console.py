@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from soak.analysis.verdict import Finding
+from soak.units import cell_label, human
 
+STATUS_STYLE = {
+    "passed": "green",
+    "leaked": "bold red",
+    "failed": "red",
+    "crashed": "red",
+    "hung": "red",
+    "abandoned": "magenta",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "inconclusive": "yellow",
+}
 _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
-
-
-def human(value: float | None, metric: str) -> str:
-    """Bytes as KiB/MiB, counters as plain numbers; NaN and None as a dash."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if metric.endswith("_bytes"):
-        size = abs(value)
-        for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if size >= scale:
-                return f"{value / scale:.2f} {unit}"
-        return f"{value:.0f} B"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
 def findings_table(findings: list[Finding], title: str = "") -> Table:
@@ -69,3 +68,13 @@ def print_summary(
         if f.verdict == "leak":
             console.print(f"[bold red]LEAK[/] {f.reason}")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
+
+
+def cell_heading(name: str, cell: dict[str, Any], run: dict[str, Any], db: str) -> str:
+    """The line `soak run` prints before a cell (or a plain profile) starts."""
+    label = cell_label(cell, empty="")
+    return (
+        f"soak: {name}{' [' + label + ']' if label else ''}: "
+        f"{run['servers']} servers x {run['iterations']} iterations, "
+        f"{run['memory_type']} memory, {run['instance_kind']} instances -> {db}"
+    )

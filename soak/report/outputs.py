@@ -1,32 +1,24 @@
-"""Writes what `--junit`, `--json` and `--out` ask for, from stored runs and their analyses."""
+"""Writes what `--junit`, `--json-file` and `--out` ask for, from stored runs and their analyses."""
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
 import sqlite_utils
 
-from soak.analyze import RunAnalysis, load_series, run_row
+from soak.judging import RunAnalysis
 from soak.report.junit import write_junit
 from soak.report.plots import write_report
+from soak.store import load_series, run_row
+from soak.units import cell_label, plain
 
 
 def _label(run: dict) -> str:
+    """profile[k=v,k=v] for a matrix cell, the profile alone otherwise."""
     cell = json.loads(run["cell"]) if run.get("cell") else {}
-    return run["profile"] + (
-        "[" + ",".join(f"{k}={v}" for k, v in cell.items()) + "]" if cell else ""
-    )
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
+    return run["profile"] + (f"[{cell_label(cell, sep=',')}]" if cell else "")
 
 
 def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dict:
@@ -41,7 +33,7 @@ def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dic
                 "status": a.status,
                 "verdict": a.verdict,
                 "exit_code": a.exit_code,
-                "findings": [_clean(asdict(f)) for f in a.findings],
+                "findings": [plain(asdict(f)) for f in a.findings],
             }
         )
     return {"runs": runs}

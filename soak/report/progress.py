@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from soak.runner.supervisor import IterationView
+from soak.units import mib
 
 
 def _mib(value: int | None) -> str:
-    return "?" if value is None else f"{value / 2**20:.1f} MiB"
+    return "?" if value is None else mib(value)
 
 
 def _delta(value: int | None) -> str:

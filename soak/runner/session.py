@@ -1,6 +1,11 @@
-"""A `soak run` as a library call: validate, then one supervised run per matrix cell.
+"""A `soak run` as a library call: validate, then one supervised, judged run per matrix cell.
 
-Nothing here prints; progress goes through the callback the caller passes in.
+Nothing here prints; progress goes through the callbacks the caller passes in::
+
+    import soak.profile, soak.runner.session as session
+
+    prof = soak.profile.load("smoke")
+    analyses = session.run(prof, session.prepare(prof, "results/soak.db"))
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
 from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
 from soak.store import Store
@@ -55,26 +61,65 @@ def check_triton_home(profile: Profile) -> None:
     capi.locate(profile.run["triton_home"] or None)
 
 
-def run_cells(
+class Stopper:
+    """How a caller (the CLI's Ctrl-C handler) stops a :func:`run` from another frame.
+
+    The first :meth:`stop` lets the running cell finish its iteration and starts no further
+    cell; a second one asks the supervisor to stop at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._supervisor: Supervisor | None = None
+
+    def stop(self) -> None:
+        """Safe from a signal handler: sets a flag and tells the running supervisor."""
+        self.requested = True
+        if self._supervisor is not None:
+            self._supervisor.request_stop()
+
+    def _attach(self, supervisor: Supervisor | None) -> None:
+        self._supervisor = supervisor
+        if supervisor is not None and self.requested:  # a stop that came while it was built
+            supervisor.request_stop()
+
+
+def run(
     profile: Profile,
     store: Store,
-    on_start: Callable[[Profile], None] | None = None,
+    on_cell: Callable[[Profile], None] | None = None,
     on_iteration: Callable[[IterationView], None] | None = None,
-    supervisor_hook: Callable[[Supervisor], None] | None = None,
-) -> list[RunOutcome]:
-    """Run each cell of the profile (one for a plain profile); stop early on interruption."""
-    outcomes = []
+    on_done: Callable[[RunOutcome, RunAnalysis], None] | None = None,
+    stopper: Stopper | None = None,
+) -> list[RunAnalysis]:
+    """Run every cell of ``profile`` (one for a plain profile), judge each and store its
+    findings and status; the one library entry point of a soak run.
+
+    Stops after a cell that was interrupted (or when ``stopper`` was asked to stop between
+    cells). ``on_cell`` hears of each cell before it starts, ``on_iteration`` of each
+    iteration, ``on_done`` of each cell's outcome and analysis once they are stored. Validate
+    the profile with :func:`prepare` first (it also opens the store).
+    """
+    stopper = stopper or Stopper()
+    analyses = []
     for cell in profile.cells():
+        if stopper.requested:
+            break
         tags: dict[str, Any] = {}
         if cell.cell:
             tags = {"matrix": profile.name, "cell": cell.cell}
+        if on_cell:
+            on_cell(cell)
         supervisor = Supervisor(cell, store, on_iteration, tags)
-        if supervisor_hook:
-            supervisor_hook(supervisor)
-        if on_start:
-            on_start(cell)
-        outcome = supervisor.run()
-        outcomes.append(outcome)
+        stopper._attach(supervisor)
+        try:
+            outcome = supervisor.run()
+        finally:
+            stopper._attach(None)
+        analysis = analyze_and_store(store, outcome.run_id)
+        analyses.append(analysis)
+        if on_done:
+            on_done(outcome, analysis)
         if outcome.status == "interrupted":
             break
-    return outcomes
+    return analyses

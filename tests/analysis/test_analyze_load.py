@@ -1,4 +1,4 @@
-"""soak.analyze.load_series (chunked, constant columns filled in) returns what a plain load did."""
+"""soak.store.load_series (chunked, constant columns filled in) returns what a plain load did."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soak import analyze
+from soak import store as store_module
 from soak.analysis.verdict import Series
-from soak.analyze import LOAD_CHUNK, UNIT_COLUMNS, analyze_run, load_series, rules_for, run_row
-from soak.bench_analysis import bench_run_analysis, write_synthetic_run
-from soak.store import Store
+from soak.bench.analysis import bench_run_analysis, write_synthetic_run
+from soak.judging import analyze_run, rules_for
+from soak.store import LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
 
 
 def reference_load(db, run_id: int, metrics: list[str]) -> dict[str, Series]:
@@ -60,13 +60,13 @@ def metrics_of(store: Store, run_id: int) -> list[str]:
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Records what each check of the constant columns answered."""
     answers: list[bool] = []
-    real = analyze._still_constant
+    real = store_module._still_constant
 
     def recording(*args, **kwargs):
         answers.append(real(*args, **kwargs))
         return answers[-1]
 
-    monkeypatch.setattr(analyze, "_still_constant", recording)
+    monkeypatch.setattr(store_module, "_still_constant", recording)
     return answers
 
 

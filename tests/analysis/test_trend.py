@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from soak.analysis import trend
 from soak.analysis.trend import (
     EXACT_PAIRS_MAX_N,
-    bench_analysis,
     change_point,
     cut_warmup,
     mann_kendall,
@@ -345,14 +344,6 @@ def test_big_series_analysis_is_correct() -> None:
     assert test.s > 0 and test.p_value < 0.01 and test.variance_factor > 1
     found = change_point(y)
     assert found is not None and abs(found - 40_000) < 1_000
-
-
-def test_bench_analysis_reports_seconds() -> None:
-    # Timings are printed for information (-s), never asserted.
-    for n in (1_000, 10_000, 100_000):
-        seconds = bench_analysis(n)
-        assert math.isfinite(seconds) and seconds > 0
-        print(f"bench_analysis({n}) = {seconds:.3f} s")
 
 
 def test_module_imports_only_numpy_and_stdlib() -> None:

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from click.testing import CliRunner
 
-from soak.bench_analysis import write_synthetic_run
+from soak.bench.analysis import write_synthetic_run
 from soak.cli import main
 from soak.store import Store
 
@@ -30,7 +30,7 @@ def test_report_writes_plots_junit_and_json_without_touching_the_database(tmp_pa
             str(out),
             "--junit",
             str(junit),
-            "--json",
+            "--json-file",
             str(js),
         ],
     )

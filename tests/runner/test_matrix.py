@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from soak.analyze import worst_exit
+from soak.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_matrix_runs_each_cell_tagged_in_one_database(tmp_path):
     ]
     assert [(r[2], r[3]) for r in rows] == [(c["servers"], c["datatype"]) for c in cells]
     assert all(r[6] == 2 for r in rows)
-    assert proc.returncode == worst_exit([r[5] for r in rows]), proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.worst([r[5] for r in rows]), proc.stdout + proc.stderr
     assert proc.stdout.count("soak: grid [") == 4
 
 
@@ -55,4 +55,4 @@ def test_matrix_runs_each_cell_tagged_in_one_database(tmp_path):
     [([0, 0], 0), ([0, 3], 3), ([3, 1, 0], 1), ([1, 2, 3], 2), ([0, 2], 2), ([], 2)],
 )
 def test_worst_exit_ranks_failure_over_leak_over_inconclusive_over_pass(codes, worst):
-    assert worst_exit(codes) == worst
+    assert ExitCode.worst(codes) == worst

@@ -1,17 +1,13 @@
-"""`make bench`: soak's own speed and footprint, measured in one run on this machine.
+"""The measurements of `make bench`: lifecycle, sampler, store, analysis, footprint.
 
-Prints a table and writes results/bench.json. Numbers, never pass/fail: targets are
-compared by a human (and in the README's performance section), not asserted.
-The Triton lifecycle part runs in a child process so that the rest measures a supervisor
+Each returns plain numbers for results/bench.json. The Triton lifecycle part runs in a child
+process (``python -m soak.bench --lifecycle-only``) so that the rest measures a supervisor
 that never loaded Triton, as in a real run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
-RESULTS = Path("results")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -69,7 +63,7 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
     return out
 
 
-def _lifecycle_child(servers: list[int], iterations: int) -> dict[str, Any]:
+def lifecycle_child(servers: list[int], iterations: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
             [
@@ -159,7 +153,7 @@ def store(iterations: int = 500) -> dict[str, Any]:
 
 # -- analysis -------------------------------------------------------------------------------
 def analysis() -> dict[str, Any]:
-    from soak.bench_analysis import bench_run_analysis, rss_power_report
+    from soak.bench.analysis import bench_run_analysis, rss_power_report
 
     times = {str(n): bench_run_analysis(n) for n in (1_000, 10_000, 100_000)}
     report = rss_power_report()
@@ -181,14 +175,15 @@ def analysis() -> dict[str, Any]:
 # -- footprint: a real supervised run -------------------------------------------------------
 def footprint(iterations: int = 10) -> dict[str, Any]:
     from soak import profile as profiles
-    from soak.runner.session import run_cells
+    from soak.runner import session
     from soak.store import Store
 
     start_rss = _rss()
+    outcomes = []
     with tempfile.TemporaryDirectory() as tmp:
         st = Store(Path(tmp) / "fp.db")
         prof = profiles.load("smoke").with_overrides(iterations=iterations)
-        outcomes = run_cells(prof, st)
+        session.run(prof, st, on_done=lambda outcome, _analysis: outcomes.append(outcome))
         st.close()
     return {
         "iterations": iterations,
@@ -196,115 +191,3 @@ def footprint(iterations: int = 10) -> dict[str, Any]:
         "supervisor_rss_start_bytes": start_rss,
         "supervisor_rss_after_bytes": _rss(),
     }
-
-
-def human(value: float, metric: str) -> str:
-    from soak.report.console import human as fmt
-
-    return fmt(value, metric)
-
-
-def _mib(b: float) -> str:
-    return f"{b / 2**20:.1f} MiB"
-
-
-def print_table(r: dict[str, Any]) -> None:
-    rows: list[tuple[str, str]] = []
-    for n, lc in r["lifecycle"].items():
-        phases = ", ".join(
-            f"{p} {v * 1000:.0f}" for p, v in lc["phase_median_s"].items() if v >= 0.0005
-        )
-        rows.append(
-            (f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s")
-        )
-        rows.append((f"  phases N={n}, median ms", phases))
-    for key, s in r["sampler"].items():
-        if isinstance(s, dict):
-            rows.append(
-                (
-                    f"quiet-point sample, {key.replace('_', ' ')}",
-                    f"median {s['median_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms",
-                )
-            )
-    rows.append(
-        (
-            "supervisor RSS growth over 1,000 samples",
-            _mib(r["sampler"]["supervisor_rss_growth_over_1000_samples_bytes"]),
-        )
-    )
-    rows.append(("store: iterations written per second", f"{r['store']['iterations_per_s']:.0f}"))
-    for n, t in r["analysis"]["run_analysis_s"].items():
-        rows.append((f"analysis of a run of {int(n):,} samples", f"{t:.3f} s"))
-    p = r["analysis"]["power"]
-    rows.append(
-        (
-            "detection: iterations after warm-up for 64 KiB/server at N=4 (19/20)",
-            f"{p['iterations_needed_19_of_20']} (threshold "
-            f"{human(p['threshold_per_iteration_bytes'], 'x_bytes')}"
-            f"/iteration; noise: {p['noise']})",
-        )
-    )
-    for n, rate in p["false_alarm_rates"].items():
-        rows.append(
-            (
-                f"false alarms, {p['false_alarm_series']} clean series of {n} iterations",
-                f"{rate:.0%}",
-            )
-        )
-    f = r["footprint"]
-    rows.append(
-        (
-            "supervisor RSS at start / after a run",
-            f"{_mib(f['supervisor_rss_start_bytes'])} / {_mib(f['supervisor_rss_after_bytes'])} "
-            f"({f['iterations']} iterations, {f['status']})",
-        )
-    )
-    width = max(len(k) for k, _ in rows)
-    print(f"soak bench on {r['machine']['summary']}")
-    for k, v in rows:
-        print(f"  {k.ljust(width)}  {v}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="soak.bench", description=__doc__)
-    parser.add_argument("--servers", default="1,2,4,8")
-    parser.add_argument("--iterations", type=int, default=8)
-    parser.add_argument("--out", default=str(RESULTS / "bench.json"))
-    parser.add_argument("--lifecycle-only", metavar="JSON", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    servers = [int(s) for s in args.servers.split(",")]
-    if args.lifecycle_only:
-        Path(args.lifecycle_only).write_text(json.dumps(lifecycle(servers, args.iterations)))
-        os._exit(0)  # Triton's threads may hold the interpreter at exit
-    machine = {
-        "cpus": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    machine["summary"] = (
-        f"{machine['cpus']} CPUs, {_mib(machine['memory_bytes'])} RAM, Python {machine['python']}"
-    )
-    result: dict[str, Any] = {"machine": machine, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-    steps = [
-        ("footprint", footprint),
-        ("sampler", sampler),
-        ("store", store),
-        ("analysis", analysis),
-        ("lifecycle", lambda: _lifecycle_child(servers, args.iterations)),
-    ]
-    for name, fn in steps:
-        print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        result[name] = fn()
-        print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print_table(result)
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

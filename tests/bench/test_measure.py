@@ -1,8 +1,9 @@
-"""`make bench` parts that are cheap enough to run in the suite: they produce real numbers."""
+"""soak.bench: the `make bench` parts cheap enough for the suite; they produce real numbers."""
 
 from __future__ import annotations
 
-from soak import bench
+from soak.bench import measure as bench
+from soak.bench.cli import print_table
 
 
 def test_sampler_bench_measures_both_tree_sizes():
@@ -44,7 +45,7 @@ def test_table_prints_every_section(capsys):
             "status": "passed",
         },
     }
-    bench.print_table(result)
+    print_table(result)
     out = capsys.readouterr().out
     assert "iteration N=4 (median / p95)" in out and "1.50 s / 2.00 s" in out
     assert "64.00 KiB/iteration" in out and "0%" in out

@@ -1,4 +1,5 @@
-"""soak.bench_analysis: the power report reads a real run's noise when the file is there."""
+"""soak.bench.analysis: the power report reads a real run's noise when the file is there; the
+trend benchmark reports seconds."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from soak.analysis.power import ar1_noise
-from soak.bench_analysis import (
+from soak.bench.analysis import (
     LEAK_PER_SERVER,
     POWER_MAX_ITERATIONS,
     POWER_RULE,
     SERVERS,
     load_rss_noise,
     rss_power_report,
+    trend_seconds,
 )
 
 KiB = 1024.0
@@ -58,3 +60,11 @@ def test_report_reads_a_real_run_file(tmp_path: Path) -> None:
     assert set(report.false_alarm_rates) == {report.power.iterations, POWER_MAX_ITERATIONS}
     assert all(0 <= r < 0.1 for r in report.false_alarm_rates.values())
     assert math.isfinite(report.power.block) and report.power.block >= 1
+
+
+def test_trend_benchmark_reports_seconds() -> None:
+    # Timings are printed for information (-s), never asserted.
+    for n in (1_000, 10_000, 100_000):
+        seconds = trend_seconds(n)
+        assert math.isfinite(seconds) and seconds > 0
+        print(f"trend_seconds({n}) = {seconds:.3f} s")

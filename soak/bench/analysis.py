@@ -1,8 +1,9 @@
-"""Benchmarks of the analysis for ``make bench``: its speed on a stored run, and its power.
+"""Benchmarks of the analysis for ``make bench``: its speed on a stored run and on a bare
+series, and its power.
 
 :func:`bench_run_analysis` writes a temporary database with n synthetic quiet points through
 :class:`soak.store.Store` (its schema, its transaction), then times
-:func:`soak.analyze.analyze_run` exactly as ``soak analyze`` runs it; writing is not timed.
+:func:`soak.judging.analyze_run` exactly as ``soak analyze`` runs it; writing is not timed.
 :func:`rss_power_report` measures how many iterations the verdict needs to catch a native leak of
 64 KiB per server lifecycle at N=4, and how often it fails a clean run, on a real run's RSS noise
 (``soak/analysis/data/rss_noise_n4.json``) or, while that file is absent, on AR(1) noise.  This
@@ -27,8 +28,9 @@ from soak.analysis.power import (
     false_alarm_rate,
     noise_residuals,
 )
+from soak.analysis.trend import change_point, cut_warmup, mann_kendall, theil_sen
 from soak.analysis.verdict import MetricRule
-from soak.analyze import analyze_run
+from soak.judging import analyze_run
 from soak.store import SAMPLE_COLUMNS, Store, open_readonly
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "load_rss_noise",
     "rss_power_report",
     "synthetic_quiet_samples",
+    "trend_seconds",
     "write_synthetic_run",
 ]
 
@@ -187,7 +190,7 @@ def bench_run_analysis(n: int, seed: int = 0) -> float:
 # -- detection power ------------------------------------------------------------------------
 
 #: A real N=4 CPU run's quiet-point RSS: {"source": ..., "iterations": [...], "rss_bytes": [...]}.
-NOISE_PATH = Path(__file__).resolve().parent / "analysis" / "data" / "rss_noise_n4.json"
+NOISE_PATH = Path(__file__).resolve().parent.parent / "analysis" / "data" / "rss_noise_n4.json"
 #: Warm-up of the real run cut before its residuals are taken (extended by cut_warmup), unless
 #: the file gives its own "warmup".
 NOISE_WARMUP = 10
@@ -257,3 +260,24 @@ def rss_power_report(
     return RssPowerReport(
         source, real, int(noise.size), leak, POWER_RULE, POWER_WARMUP, power, rates, series
     )
+
+
+def trend_seconds(n: int, seed: int = 0) -> float:
+    """Seconds to run the whole trend analysis once on a synthetic n-point RSS-like series.
+
+    The series is 300 MB plus AR(1) noise (phi 0.7, sd 200 KiB), a warm-up ramp and a leak of
+    4 KiB per iteration starting halfway. Used by benchmarks, never asserted by tests.
+    """
+    rng = np.random.default_rng(seed)
+    innovations = rng.normal(0.0, 200 * 1024 * math.sqrt(1 - 0.7**2), n)
+    # AR(1) as a truncated moving average (0.7**200 is negligible): no Python loop.
+    noise = np.convolve(innovations, np.power(0.7, np.arange(min(n, 200))))[:n]
+    idx = np.arange(n, dtype=float)
+    y = 300e6 + noise - 8e6 * np.exp(-idx / 5.0) + 4096.0 * np.maximum(0.0, idx - n / 2)
+    begin = time.perf_counter()
+    cut = cut_warmup(y, min(10, n // 10))
+    part = y[cut:]
+    theil_sen(idx[cut:], part)
+    mann_kendall(part)
+    change_point(part)
+    return time.perf_counter() - begin

@@ -1,0 +1,44 @@
+"""`soak analyze` (re-judge a stored run) and `soak report` (write its reports)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from soak.cli.common import db_option, echo_written, file_options
+
+
+@click.command()
+@click.argument("run_id", required=False, type=int)
+@db_option("Results database.")
+@file_options
+def analyze(run_id, db, junit, json_path, out) -> None:
+    """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
+    from soak.judging import reanalyze
+    from soak.report.console import print_summary
+    from soak.store import open_readonly
+
+    analysis = reanalyze(db, run_id)
+    print_summary(analysis.findings, analysis.verdict, analysis.status, analysis.run_id)
+    echo_written(open_readonly(db), [analysis], junit, json_path, out)
+    sys.exit(analysis.exit_code)
+
+
+@click.command()
+@click.argument("run_id", required=False, type=int)
+@db_option("Results database (opened read-only).")
+@file_options
+def report(run_id, db, junit, json_path, out) -> None:
+    """Write reports of RUN_ID (default: the latest run) from stored data; changes nothing."""
+    from soak.judging import analyze_run
+    from soak.store import latest_run_id, open_readonly
+
+    ro = open_readonly(db)
+    rid = run_id if run_id is not None else latest_run_id(ro)
+    if not (junit or json_path or out):
+        raise click.UsageError("say what to write: --out DIR, --junit FILE and/or --json-file FILE")
+    echo_written(ro, [analyze_run(ro, rid)], junit, json_path, out)
+
+
+COMMANDS = (analyze, report)

@@ -1,0 +1,127 @@
+"""What every command shares: the main group, the one mapping of errors to exit codes, and
+the options with one meaning everywhere.
+
+Output options have one vocabulary: a flag that changes what is *printed* is ``--json`` or
+``--csv`` (triage commands); a flag that *writes a file* names the file's kind and takes its
+path: ``--json-file FILE``, ``--junit FILE``, ``--out DIR`` (run, analyze, report).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+
+from soak import __version__
+from soak.errors import ExitCode, SoakError
+from soak.units import plain
+
+DEFAULT_DB = "results/soak.db"
+
+
+class SoakGroup(click.Group):
+    """Maps every SoakError (and a bad flag value) to one `soak: error:` line and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SoakError as exc:
+            click.echo(f"soak: error: {exc}", err=True)
+            ctx.exit(ExitCode.FAILED)
+        except click.BadParameter as exc:  # a flag's value (--servers abc): one line too
+            click.echo(f"soak: error: {' '.join(exc.format_message().split())}", err=True)
+            ctx.exit(ExitCode.FAILED)
+
+
+@click.group(cls=SoakGroup)
+@click.version_option(__version__, prog_name="soak")
+@click.option("-v", "--verbose", is_flag=True, help="Log what soak does.")
+def main(verbose: bool) -> None:
+    """Resource-leak soak tester for NVIDIA Triton Inference Server."""
+    if not sys.stdout.isatty():
+        # Rich wraps tables to 80 columns off a terminal; CI logs deserve whole tables.
+        os.environ.setdefault("COLUMNS", "160")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def db_option(help: str = "Results database (opened read-only).", exists: bool = True):
+    """--db, with the default every command shares."""
+
+    def decorate(fn: Callable) -> Callable:
+        return click.option(
+            "--db",
+            type=click.Path(dir_okay=False) if exists else click.Path(),
+            default=DEFAULT_DB,
+            show_default=True,
+            help=help,
+        )(fn)
+
+    return decorate
+
+
+def format_options(csv_too: bool = True) -> Callable[[Callable], Callable]:
+    """--json (and --csv) print JSON (CSV) instead of a table, in every triage command."""
+
+    def decorate(fn: Callable) -> Callable:
+        if csv_too:
+            fn = click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")(fn)
+        return click.option("--json", "fmt", flag_value="json", help="Print JSON.")(fn)
+
+    return decorate
+
+
+def file_options(fn: Callable) -> Callable:
+    """--junit, --json-file and --out write files, the same in run, analyze and report."""
+    fn = click.option(
+        "--out",
+        type=click.Path(file_okay=False),
+        help="Write one PNG per metric and index.md into this folder.",
+    )(fn)
+    fn = click.option(
+        "--json-file",
+        "json_path",
+        type=click.Path(dir_okay=False),
+        help="Write the findings as JSON to this file.",
+    )(fn)
+    fn = click.option(
+        "--junit",
+        type=click.Path(dir_okay=False),
+        help="Write JUnit XML (a test case per metric) for CI.",
+    )(fn)
+    return fn
+
+
+def console() -> Console:
+    """The console tables are printed on (no highlighting of numbers in stored text)."""
+    return Console(highlight=False)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(plain(value), indent=2, default=str))
+
+
+def echo_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in plain(list(row))])
+
+
+def echo_written(
+    db: Any, analyses: list, junit: str | None, json_path: str | None, out: str | None
+):
+    """Write the files the file options asked for, and say which."""
+    from soak.report.outputs import write_outputs
+
+    for path in write_outputs(db, analyses, junit, json_path, out):
+        click.echo(f"wrote {path}")

@@ -1,0 +1,202 @@
+"""The triage commands (runs, show, query, compare, browse): parse, call soak.triage, print.
+
+Every command opens the database read-only and never changes it; tables are rendered by
+soak.report, --json and --csv print the same data as plain values.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from soak import triage
+from soak.cli.common import console, db_option, echo_csv, echo_json, format_options
+from soak.store import RUN_STATUSES
+
+_RUN_CSV_COLUMNS = (
+    "id",
+    "started",
+    "started_at",
+    "profile",
+    "matrix",
+    "cell",
+    "status",
+    "stored_status",
+    "verdict",
+    "duration_s",
+    "iterations_done",
+    "iterations_planned",
+    "worst_metric",
+    "worst",
+)
+
+
+@click.command("runs")
+@db_option()
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Show at most this many runs, newest first (0: all).",
+)
+@click.option("--profile", help="Only runs of this profile (or matrix).")
+@click.option(
+    "--status",
+    type=click.Choice([*RUN_STATUSES, "abandoned"]),
+    help="Only runs with this status as shown (abandoned included).",
+)
+@format_options()
+def runs_command(
+    db: str, limit: int, profile: str | None, status: str | None, fmt: str | None
+) -> None:
+    """List runs, newest first, with status, verdict and the metric that most needs a look.
+
+    A run stored as running whose heartbeat is stale and whose supervisor is gone is shown
+    as 'abandoned'.
+    """
+    from soak.report.listing import runs_table
+
+    with triage.readonly(db) as ro:
+        runs = triage.list_runs(ro, limit, profile, status)
+    rows = [r.as_dict() for r in runs]
+    if fmt == "json":
+        echo_json(rows)
+        return
+    if fmt == "csv":
+        columns = list(rows[0]) if rows else list(_RUN_CSV_COLUMNS)
+        echo_csv(columns, [list(r.values()) for r in rows])
+        return
+    if not runs:
+        click.echo("no runs match" if (profile or status) else "the database holds no runs yet")
+        return
+    console().print(runs_table(runs, db))
+
+
+@click.command("show")
+@click.argument("run", default="latest")
+@db_option()
+@format_options(csv_too=False)
+def show_command(run: str, db: str, fmt: str | None) -> None:
+    """Show RUN (an id, or 'latest'): header, findings, events by kind, phase timings."""
+    from soak.report.show import print_run_detail
+
+    with triage.readonly(db) as ro:
+        detail = triage.run_detail(ro, run)
+    if fmt == "json":
+        echo_json(detail.as_dict())
+        return
+    print_run_detail(console(), detail)
+
+
+@click.command("query")
+@click.argument("query", required=False)
+@db_option()
+@click.option("--list", "list_queries", is_flag=True, help="List the canned queries.")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A query parameter (:NAME in SQL), e.g. --param run=12; repeatable.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Table output only: rows printed (--csv and --json print all).",
+)
+@format_options()
+def query_command(
+    query: str | None,
+    db: str,
+    list_queries: bool,
+    params: tuple[str, ...],
+    max_rows: int,
+    fmt: str | None,
+) -> None:
+    """Run a read-only SQL QUERY, or a canned query by name (see --list).
+
+    Writes (INSERT, UPDATE, DELETE, DROP, CREATE, ATTACH, PRAGMA x = y, ...) are refused.
+    """
+    from soak.report.listing import canned_table, query_table
+
+    if list_queries:
+        rows = triage.canned_list()
+        if fmt == "json":
+            echo_json(rows)
+        elif fmt == "csv":
+            echo_csv(list(rows[0]), [list(r.values()) for r in rows])
+        else:
+            console().print(canned_table())
+        return
+    if not query:
+        raise click.UsageError("give an SQL query or a canned query name (soak query --list)")
+    values = triage.parse_params(params)
+    canned = triage.CANNED.get(query.strip())
+    with triage.readonly(db) as ro:
+        if canned:
+            result = triage.run_canned(ro, canned.name, values)
+        else:
+            result = triage.run_query(ro, query, values)
+    if fmt == "json":
+        echo_json(result.as_dicts())
+        return
+    if fmt == "csv":
+        echo_csv(result.columns, result.rows)
+        return
+    if not result.rows:
+        note = f"; this query needs {canned.needs}" if canned and canned.needs else ""
+        click.echo(f"no rows{note}")
+        return
+    console().print(query_table(result, canned, max_rows))
+    if len(result.rows) > max_rows:
+        click.echo(f"... {len(result.rows) - max_rows} more rows (use --csv or --json for all)")
+
+
+@click.command("compare")
+@click.argument("base")
+@click.argument("candidate")
+@db_option()
+@click.option("--force", is_flag=True, help="Compare runs of different profiles or cells.")
+@format_options(csv_too=False)
+def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | None) -> None:
+    """Compare CANDIDATE with BASE metric by metric: two run ids, or two matrices.
+
+    A matrix is NAME (each cell's latest run) or NAME@RUN (each cell's latest run up to run
+    RUN), so `soak compare nightly@120 nightly` compares before and after an upgrade. A metric
+    is 'worse' when the candidate's 95% slope interval (widened for autocorrelation) lies
+    wholly above the base's, 'better' when wholly below, else 'same'.
+    """
+    from soak.report.compare import print_comparison
+
+    with triage.readonly(db) as ro:
+        result = triage.compare(ro, base, candidate, force)
+    if fmt == "json":
+        echo_json(result.as_dict())
+        return
+    print_comparison(console(), result)
+
+
+@click.command("browse")
+@db_option()
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True)
+@click.option("--open", "open_browser", is_flag=True, help="Open a browser on the page.")
+def browse_command(db: str, port: int, open_browser: bool) -> None:
+    """Browse the database in Datasette on http://127.0.0.1:PORT (read-only, immutable)."""
+    with triage.readonly(db):
+        pass  # a clear error for a missing or foreign file, before Datasette starts
+    cmd = triage.datasette_command(db, port, open_browser)
+    click.echo(f"soak: serving {db} read-only on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    try:
+        code = subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+COMMANDS = (runs_command, show_command, query_command, compare_command, browse_command)

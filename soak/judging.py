@@ -1,0 +1,126 @@
+"""Judging a stored run: read its quiet-point series, judge every metric, build findings rows.
+
+Between the store and the analysis: the statistics live in `soak.analysis` and never see SQL;
+this module never sees Triton. Thresholds come from the profile text stored with the run, so
+`soak analyze` re-judges a run exactly as `soak run` did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from soak import profile as profiles
+from soak.analysis.verdict import Finding, MetricRule, judge, overall
+from soak.errors import ExitCode, SoakError
+from soak.store import Store, latest_run_id, load_series, open_readonly, run_row
+from soak.units import plain
+
+EXIT_OF_VERDICT = {
+    "pass": ExitCode.PASSED,
+    "leak": ExitCode.LEAK,
+    "inconclusive": ExitCode.INCONCLUSIVE,
+}
+VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
+#: How findings are listed everywhere: leaks first, then inconclusive, pass, no data.
+VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}
+
+
+def verdict_rank(verdict: str | None) -> int:
+    """A finding's place in listings (:data:`VERDICT_ORDER`; unknown verdicts last)."""
+    return VERDICT_ORDER.get(verdict or "", len(VERDICT_ORDER))
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    run_id: int
+    status: str  # the run's status after the analysis
+    verdict: str  # "pass" | "leak" | "inconclusive"
+    exit_code: ExitCode
+    findings: list[Finding]
+    warmup: int
+
+
+def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
+    """Rules and warm-up from the profile stored with the run."""
+    try:
+        prof = profiles.parse(run["profile_text"] or "", run["profile_source"] or "<stored>")
+        thresholds = prof.thresholds
+    except SoakError:
+        thresholds = profiles.default_thresholds()
+    config = json.loads(run["config"] or "{}")
+    warmup = int(config.get("run", {}).get("warmup", 1))
+    rules = [
+        MetricRule(t.metric, t.kind, t.slope_per_iteration, t.growth_budget, t.tolerance)
+        for t in thresholds.values()
+        if t.enabled
+    ]
+    return rules, warmup
+
+
+def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
+    """Judge every metric of a run; decides the status of a run that ran to its end."""
+    run = run_row(db, run_id)
+    rules, warmup = rules_for(run)
+    series = load_series(db, run_id, [r.metric for r in rules])
+    findings = [judge(series[r.metric], r, warmup) for r in rules]
+    findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
+    verdict = overall(findings)
+    status = run["status"]
+    if status in ("passed", "leaked", "inconclusive"):
+        status = VERDICT_STATUS[verdict]
+        code = EXIT_OF_VERDICT[verdict]
+    elif status == "interrupted":
+        # Cut short: a leak is still a leak, but a pass proves nothing.
+        code = ExitCode.LEAK if verdict == "leak" else ExitCode.INCONCLUSIVE
+    elif status == "running":  # still going, or abandoned by a killed supervisor
+        code = EXIT_OF_VERDICT[verdict]
+    else:
+        code = ExitCode.FAILED
+    return RunAnalysis(run_id, status, verdict, code, findings, warmup)
+
+
+def analyze_and_store(store: Store, run_id: int) -> RunAnalysis:
+    """Judge a run and store its findings, status, verdict and exit code (`soak analyze`,
+    and `soak run` after each cell)."""
+    analysis = analyze_run(store.db, run_id)
+    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
+    store.update_run(
+        run_id,
+        status=analysis.status,
+        verdict=analysis.verdict,
+        exit_code=int(analysis.exit_code),
+    )
+    return analysis
+
+
+def reanalyze(path: str | Path, run_id: int | None = None) -> RunAnalysis:
+    """`soak analyze`: judge a stored run (default: the latest) again and store the result.
+
+    A missing or foreign file, or a run that is not there, is refused before anything is
+    written.
+    """
+    ro = open_readonly(path)
+    try:
+        rid = run_id if run_id is not None else latest_run_id(ro)
+        run_row(ro, rid)
+    finally:
+        ro.conn.close()
+    store = Store(path)
+    try:
+        return analyze_and_store(store, rid)
+    finally:
+        store.close()
+
+
+def finding_row(f: Finding) -> dict[str, Any]:
+    """A finding as a findings row: NaN and infinities as NULL, per-unit slopes as JSON."""
+    row = plain(asdict(f))
+    row["slopes_per_unit"] = json.dumps(row["slopes_per_unit"])
+    row["analyzed_at"] = time.time()
+    return row

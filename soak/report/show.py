@@ -1,0 +1,134 @@
+"""`soak show` on the console: a run's header, findings, events by kind and phase timings."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from soak.profile import MATRIX_KEYS
+from soak.report.console import STATUS_STYLE, findings_table
+from soak.triage.lookup import local_time, parse_cell, run_duration
+from soak.triage.show import RunDetail, finding_from_row
+from soak.units import cell_label, duration
+
+
+def print_run_detail(console: Console, detail: RunDetail) -> None:
+    """Everything `soak show` prints about one run, in order."""
+    _print_header(console, detail)
+    _print_findings(console, detail)
+    _print_events(console, detail)
+    _print_phases(console, detail)
+
+
+def _print_header(console: Console, detail: RunDetail) -> None:
+    run = detail.run
+    cell = parse_cell(run.get("cell"))
+    status = Text(detail.status, style=STATUS_STYLE.get(detail.status, ""))
+    if detail.abandoned_reason:
+        status.append(f" ({detail.abandoned_reason})")
+    elif run.get("reason"):
+        status.append(f" ({run['reason']})")
+    lines: list[tuple[str, Text | str]] = [
+        ("profile", Text(run["profile"] + (f" [{cell_label(cell, MATRIX_KEYS)}]" if cell else ""))),
+        ("status", status),
+        ("verdict", Text(run.get("verdict") or "- (not analysed)")),
+        (
+            "host",
+            Text(
+                f"{run.get('host') or '-'} ({run.get('cpu_count') or '?'} CPUs"
+                + (f", {run['gpu_name']}" if run.get("gpu_name") else "")
+                + ")"
+            ),
+        ),
+        ("triton", Text(run.get("triton_version") or "-")),
+        (
+            "workload",
+            Text(
+                f"{run.get('servers')} servers, {run.get('memory_type')} memory, "
+                f"{run.get('instance_kind')} instances, "
+                f"{run.get('inferences_per_model')} inferences per model, "
+                f"{run.get('datatype')}"
+            ),
+        ),
+        ("iterations", Text(f"{run.get('iterations_done')}/{run.get('iterations_planned')}")),
+        ("started", Text(local_time(run.get("started_at")))),
+        ("ended", Text(local_time(run.get("ended_at")))),
+        ("heartbeat", Text(local_time(run.get("heartbeat_at")))),
+        ("duration", Text(duration(run_duration(run)))),
+    ]
+    console.print(Text(f"run {run['id']}", style="bold"))
+    for key, value in lines:
+        console.print(Text(f"  {key:<11}") + (value if isinstance(value, Text) else Text(value)))
+
+
+def _print_findings(console: Console, detail: RunDetail) -> None:
+    console.print()
+    if not detail.findings:
+        console.print(f"no findings (run `soak analyze {detail.run['id']}` to judge this run)")
+        return
+    findings = [finding_from_row(row) for row in detail.findings]
+    measured = [f for f in findings if f.verdict != "no_data"]
+    if measured:
+        console.print(findings_table(measured, title="findings"))
+    unmeasured = [f.metric for f in findings if f.verdict == "no_data"]
+    if unmeasured:
+        console.print(Text(f"no data (not measured here): {', '.join(unmeasured)}", style="dim"))
+    for f in findings:
+        if f.verdict == "leak":
+            line = Text("LEAK ", style="bold red")
+            line.append(f.reason)
+            if f.growth_started_at is not None:
+                line.append(f" Growth began at iteration {f.growth_started_at + 1}.")
+            console.print(line, soft_wrap=True)
+
+
+def _print_events(console: Console, detail: RunDetail) -> None:
+    console.print()
+    if not detail.events:
+        console.print("no events")
+        return
+    console.print(Text("events", style="bold"))
+    for group in detail.events:
+        more = f", {group.distinct} distinct" if group.distinct != group.count else ""
+        console.print(Text(f"  {group.kind}: {group.count}{more}", style="bold"))
+        for m in group.messages:
+            where = ", ".join(
+                part
+                for part in (
+                    f"iteration {m.iteration + 1}" if m.iteration is not None else "",
+                    f"instance {m.instance}" if m.instance is not None and m.instance >= 0 else "",
+                    f"phase {m.phase}" if m.phase else "",
+                )
+                if part
+            )
+            prefix = f"{m.count}x " if m.count > 1 else ""
+            if group.kind in ("stack_dump", "crash", "signal", "error") and "\n" in m.text:
+                console.print(Text(f"    {prefix}" + (f"[{where}]" if where else "")))
+                console.print(Text(m.text.rstrip("\n")), soft_wrap=True)
+            else:
+                console.print(
+                    Text(f"    {prefix}{m.text}" + (f" [{where}]" if where else "")),
+                    soft_wrap=True,
+                )
+        if group.distinct > len(group.messages):
+            console.print(
+                Text(
+                    f"    ... {group.distinct - len(group.messages)} more distinct message(s); "
+                    "see soak query",
+                    style="dim",
+                )
+            )
+
+
+def _print_phases(console: Console, detail: RunDetail) -> None:
+    console.print()
+    if not detail.phases:
+        console.print("no phase timings (no iteration completed)")
+        return
+    table = Table(title="phase timings (slowest instance)")
+    for col in ("phase", "iterations", "median", "max"):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for p in detail.phases:
+        table.add_row(p.phase, str(p.iterations), f"{p.median_s:.3f} s", f"{p.max_s:.3f} s")
+    console.print(table)

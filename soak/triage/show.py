@@ -1,0 +1,233 @@
+"""`soak show`: one run's header, findings, events grouped by kind, and phase timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from soak.analysis.verdict import Finding
+from soak.judging import verdict_rank
+from soak.store import PHASES, run_row
+from soak.triage.abandoned import display_status, median_walls
+from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
+from soak.units import finite
+
+#: Messages shown per event kind in ``soak show`` (stack dumps are always shown in full).
+EVENT_EXAMPLES = 3
+
+
+_EVENT_ORDER = (
+    "crash",
+    "signal",
+    "hang",
+    "stack_dump",
+    "error",
+    "failure",
+    "leftover_stub",
+    "leftover_shm",
+    "cleanup",
+    "triton_error",
+    "triton_warning",
+)
+
+
+_FULL_EVENT_KINDS = {"stack_dump", "crash", "signal", "hang", "error"}
+
+
+_TRITON_KINDS = {"triton_warning", "triton_error"}
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """A distinct message of one event kind, how often it came, and where it first did."""
+
+    text: str
+    count: int
+    iteration: int | None = None
+    instance: int | None = None
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """All events of one kind: the count and the first few distinct messages (all, in full,
+    for stack dumps, crashes and hangs: those are read line by line)."""
+
+    kind: str
+    count: int
+    messages: list[EventMessage]
+    distinct: int
+
+
+@dataclass(frozen=True)
+class PhaseTiming:
+    """The slowest instance's time in one phase, across the run's iterations (seconds)."""
+
+    phase: str
+    iterations: int
+    median_s: float
+    max_s: float
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """Everything ``soak show`` prints about one run."""
+
+    run: dict[str, Any]
+    status: str
+    abandoned_reason: str
+    findings: list[dict[str, Any]]
+    events: list[EventGroup]
+    phases: list[PhaseTiming]
+
+    def as_dict(self) -> dict[str, Any]:
+        header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
+        header["cell"] = parse_cell(self.run.get("cell")) or None
+        for key in ("started_at", "ended_at", "heartbeat_at"):
+            header[key.replace("_at", "")] = iso_time(self.run.get(key))
+        header["stored_status"] = self.run.get("status")
+        header["status"] = self.status
+        header["abandoned_reason"] = self.abandoned_reason or None
+        header["duration_s"] = run_duration(self.run)
+        findings = []
+        for row in self.findings:
+            row = dict(row)
+            row["slopes_per_unit"] = _units(row.get("slopes_per_unit"))
+            findings.append(row)
+        return {
+            "run": header,
+            "findings": findings,
+            "events": [
+                {
+                    "kind": g.kind,
+                    "count": g.count,
+                    "distinct": g.distinct,
+                    "messages": [m.__dict__ for m in g.messages],
+                }
+                for g in self.events
+            ],
+            "phases": [p.__dict__ for p in self.phases],
+        }
+
+
+def _units(text: Any) -> dict[str, float | None]:
+    """slopes_per_unit JSON (which may hold NaN, as Python writes it) as finite-or-None."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text) if isinstance(text, str) else dict(text)
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): finite(v) for k, v in value.items()}
+
+
+def finding_from_row(row: Mapping[str, Any]) -> Finding:
+    """A stored findings row as the :class:`Finding` the analysis produced (NULL -> NaN)."""
+    nan = math.nan
+
+    def num(key: str) -> float:
+        value = finite(row.get(key))
+        return nan if value is None else value
+
+    return Finding(
+        metric=row["metric"],
+        kind=row.get("kind") or "memory",
+        verdict=row.get("verdict") or "no_data",
+        slope=num("slope"),
+        slope_low=num("slope_low"),
+        slope_high=num("slope_high"),
+        slopes_per_unit={
+            k: (nan if v is None else v) for k, v in _units(row.get("slopes_per_unit")).items()
+        },
+        p_value=num("p_value"),
+        tau=num("tau"),
+        n_used=int(row.get("n_used") or 0),
+        warmup_cut=int(row.get("warmup_cut") or 0),
+        baseline=num("baseline"),
+        final=num("final"),
+        total_growth=num("total_growth"),
+        threshold=finite(row.get("threshold")),
+        growth_budget=finite(row.get("growth_budget")),
+        growth_started_at=row.get("growth_started_at"),
+        reason=row.get("reason") or "",
+    )
+
+
+def triton_message(message: str) -> str:
+    """A Triton log line without its glog prefix ('W1125 14:03:22.123 42 file.cc:7] '), so
+    the same warning from different times and threads counts as one."""
+    head, sep, rest = message.partition("] ")
+    return rest.strip() if sep and re.match(r"^[WEIF]\d{4} ", head) else message.strip()
+
+
+def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
+    rows = list(
+        db.query(
+            "SELECT kind, iteration, instance, phase, message FROM events WHERE run_id = ? "
+            "ORDER BY id",
+            [run_id],
+        )
+    )
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(row)
+    rank = {k: i for i, k in enumerate(_EVENT_ORDER)}
+    groups = []
+    for kind in sorted(by_kind, key=lambda k: (rank.get(k, len(rank)), k)):
+        events = by_kind[kind]
+        if kind in _FULL_EVENT_KINDS:
+            messages = [
+                EventMessage(e["message"] or "", 1, e["iteration"], e["instance"], e["phase"])
+                for e in events
+            ]
+            distinct = len(messages)
+        else:
+            first: dict[str, dict[str, Any]] = {}
+            counts: dict[str, int] = {}
+            for e in events:
+                text = e["message"] or ""
+                text = triton_message(text) if kind in _TRITON_KINDS else text.strip()
+                counts[text] = counts.get(text, 0) + 1
+                first.setdefault(text, e)
+            messages = [
+                EventMessage(
+                    t, counts[t], first[t]["iteration"], first[t]["instance"], first[t]["phase"]
+                )
+                for t in list(first)[:EVENT_EXAMPLES]
+            ]
+            distinct = len(first)
+        groups.append(EventGroup(kind, len(events), messages, distinct))
+    return groups
+
+
+def _phase_timings(db: sqlite_utils.Database, run_id: int) -> list[PhaseTiming]:
+    cols = ", ".join(f"{p}_max_s" for p in PHASES)
+    rows = db.execute(f"SELECT {cols} FROM iterations WHERE run_id = ?", [run_id]).fetchall()
+    out = []
+    for k, phase in enumerate(PHASES):
+        values = [r[k] for r in rows if finite(r[k]) is not None]
+        if values:
+            out.append(
+                PhaseTiming(phase, len(values), float(np.median(values)), float(max(values)))
+            )
+    return out
+
+
+def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = None) -> RunDetail:
+    """A run's header, findings (leaks first), events by kind, and phase timings."""
+    run_id = resolve_run(db, spec)
+    run = run_row(db, run_id)
+    walls = median_walls(db, [run_id])
+    status, reason = display_status(run, walls.get(run_id), now)
+    findings = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
+    findings.sort(key=lambda f: (verdict_rank(f["verdict"]), f["metric"]))
+    return RunDetail(
+        run, status, reason, findings, _event_groups(db, run_id), _phase_timings(db, run_id)
+    )
