@@ -18,14 +18,30 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from soak.errors import SoakError
-from soak.profile import Profile, default_thresholds
-from soak.runner.protocol import Channel, Continue, Done, Failed, Hello, Hung, Phase, Quiet, Start
+from soak.runner.protocol import (
+    STACKS_FILE,
+    Channel,
+    Continue,
+    Done,
+    Failed,
+    Hello,
+    Hung,
+    Phase,
+    ProfileMessage,
+    Quiet,
+    Start,
+)
+
+if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
+    from soak.triton import Runtime
+    from soak.workload.iteration import Workload, WorkloadConfig
+    from soak.workload.lifecycle import PhaseObserver
 
 log = logging.getLogger(__name__)
 
-STACKS_FILE = "stacks.txt"
 FAULT_ENV = "SOAK_FAULT"
 
 
@@ -45,7 +61,9 @@ def parse_fault(text: str) -> dict | None:
     }
 
 
-def trigger_fault(fault: dict, workdir: Path | None = None, profile: Profile | None = None) -> None:
+def trigger_fault(
+    fault: dict, workdir: Path | None = None, profile: ProfileMessage | None = None
+) -> None:
     from soak.workload.repos import COMMON_MODEL, Behaviour, write_model
 
     log.warning("injecting fault %s", fault)
@@ -64,28 +82,40 @@ def trigger_fault(fault: dict, workdir: Path | None = None, profile: Profile | N
     os.kill(os.getpid(), getattr(signal, action))
 
 
-def profile_from_message(data: dict) -> Profile:
-    return Profile(
-        name=data.get("name", "profile"),
-        source=data.get("source", "<supervisor>"),
-        text="",
-        run=data["run"],
-        timeouts=data["timeouts"],
-        sampling=data["sampling"],
-        inject=data["inject"],
-        thresholds=default_thresholds(),
+def workload_config(profile: ProfileMessage) -> WorkloadConfig:
+    from soak.triton import MemoryType
+    from soak.workload.inject import Injection
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.lifecycle import PhaseTimeouts
+
+    return WorkloadConfig(
+        servers=profile.run["servers"],
+        memory_type=MemoryType(profile.run["memory_type"]),
+        instance_kind=profile.run["instance_kind"],
+        inferences_per_model=profile.run["inferences_per_model"],
+        datatype=profile.run["datatype"],
+        timeouts=PhaseTimeouts(**profile.timeouts),
+        injection=Injection(**profile.inject),
     )
 
 
-def profile_to_message(profile: Profile) -> dict:
-    return {
-        "name": profile.name,
-        "source": profile.source,
-        "run": profile.run,
-        "timeouts": profile.timeouts,
-        "sampling": profile.sampling,
-        "inject": profile.inject,
-    }
+def prepare(
+    profile: ProfileMessage, workdir: Path, observer: PhaseObserver, stub: Path | None
+) -> tuple[Runtime, Workload]:
+    """Set up once (library, backend folder, repositories); then one call per iteration.
+
+    Raises SoakError when the machine cannot run the profile (nothing has run yet).
+    """
+    from soak.triton import MemoryType, require_memory, setup
+    from soak.workload.iteration import Workload
+
+    config = workload_config(profile)
+    runtime = setup(workdir, profile.run["triton_home"] or None, stub=stub)
+    require_memory(config.memory_type, runtime)
+    if config.instance_kind == "gpu" or config.injection.gpu_bytes_per_server:
+        require_memory(MemoryType.GPU, runtime)
+    workload = Workload(config, workdir, runtime.backends_dir, workdir / "triton.log", observer)
+    return runtime, workload
 
 
 def serve(channel: Channel) -> int:
@@ -96,7 +126,7 @@ def serve(channel: Channel) -> int:
     # The supervisor asks for stacks with SIGUSR1 when the watchdog fires.
     stacks = open(workdir / STACKS_FILE, "w")  # noqa: SIM115 - lives as long as the process
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
-    profile = profile_from_message(start.profile)
+    profile = start.profile
     send_lock = threading.Lock()
     current = {"iteration": 0}
 
@@ -111,15 +141,15 @@ def serve(channel: Channel) -> int:
         if fault and fault["phase"] == phase and fault["iteration"] == current["iteration"]:
             trigger_fault(fault, workdir, profile)
 
-    from soak.runner.engine import Engine
     from soak.sampling.heap import HeapSampler
 
     try:
-        engine = Engine(profile, workdir, observer, stub=Path(start.stub) if start.stub else None)
+        runtime, workload = prepare(
+            profile, workdir, observer, Path(start.stub) if start.stub else None
+        )
     except SoakError as exc:
         send(Failed(str(exc), setup=True))
         return 2
-    runtime = engine.runtime
     send(
         Hello(
             os.getpid(),
@@ -137,7 +167,7 @@ def serve(channel: Channel) -> int:
     done = 0
     for index in range(iterations):
         current["iteration"] = index
-        record = engine.iterate(index)
+        record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
             send(Hung(index, h.instance, h.phase, h.timeout_s))
