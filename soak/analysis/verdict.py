@@ -73,7 +73,8 @@ class MetricRule:
 
     ``slope_per_iteration`` is in metric units (bytes for memory) per iteration;
     ``growth_budget`` is the total growth allowed from post-warm-up baseline to end;
-    ``tolerance`` is how far above its baseline a counter may end.
+    ``tolerance`` is how far above its baseline a counter may end; ``enabled`` False: a
+    profile asked not to judge the metric (its callers skip it; :func:`judge` ignores it).
     """
 
     metric: str
@@ -81,6 +82,7 @@ class MetricRule:
     slope_per_iteration: float | None = None
     growth_budget: float | None = None
     tolerance: float = 0.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("memory", "counter"):

@@ -223,3 +223,14 @@ def test_gpu_lifecycle_with_memory_types(runtime, gpu, tmp_path, memory_type, ki
     record = Lifecycle(config).run()
     assert record.failures == []
     assert record.inferences == 20
+
+
+def test_phase_timeout_defaults_are_the_profiles():
+    from soak.profile import TIMEOUT_KEYS
+    from soak.workload.lifecycle import PhaseTimeouts
+
+    defaults = PhaseTimeouts()
+    assert {k.name: defaults.of(k.name) for k in TIMEOUT_KEYS} == {
+        k.name: k.default for k in TIMEOUT_KEYS
+    }
+    assert defaults.statistics == 30.0
