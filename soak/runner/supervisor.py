@@ -28,7 +28,7 @@ from soak.errors import SoakError, StoreError
 from soak.profile import Profile
 from soak.runner import protocol as proto
 from soak.sampling.gpu import GpuSampler
-from soak.sampling.process import ProcessTreeSampler
+from soak.sampling.process import ProcessTreeSampler, wait_ended
 from soak.store import Store, event, sample_row
 
 log = logging.getLogger(__name__)
@@ -508,7 +508,7 @@ class Supervisor:
                 p.kill()
             except psutil.Error:
                 pass
-        _wait_ended(victims, timeout_s=10)
+        wait_ended(victims, timeout_s=10)  # not reaped: Popen reads the worker's status
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -565,28 +565,6 @@ class _TritonLog:
                 kind = "triton_warning" if line[0] == "W" else "triton_error"
                 out.append(event(kind, line.strip(), iteration))
         return out
-
-
-def _wait_ended(procs: list[psutil.Process], timeout_s: float) -> None:
-    """Wait until every process has ended; a zombie has (it holds no memory, fd or mapping).
-
-    psutil.wait_procs waits for a zombie to be reaped, and a killed worker's stubs are
-    orphans that only init reaps: 1.4 s later on the CI VM, never under an init that does
-    not reap. That time would add to every hang's watchdog delay.
-    """
-    deadline = time.monotonic() + timeout_s
-    pending = list(procs)
-    while pending and time.monotonic() < deadline:
-        pending = [p for p in pending if _running(p)]
-        if pending:
-            time.sleep(0.02)
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return False
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
