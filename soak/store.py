@@ -430,8 +430,8 @@ def sample_row(
 ) -> dict[str, Any]:
     """A `samples` row from the samplers' plain dicts: ``process`` is
     `ProcessSample.as_dict` (named as the columns), ``heap`` `HeapSample.as_dict`, ``gpu``
-    `GpuSample.as_dict` (its devices become `gpu_samples` rows, keyed by `device`, the NVML
-    index); ``started`` is when the run began (`elapsed_s`)."""
+    `GpuSample.as_dict` (its devices, named as the `gpu_samples` columns, become rows there);
+    ``started`` is when the run began (`elapsed_s`)."""
     now = time.time()
     row = {
         "iteration": iteration,
@@ -446,10 +446,7 @@ def sample_row(
     if gpu is not None:
         row["gpu_process_bytes"] = gpu["process_bytes"]
         row["gpu_used_bytes"] = gpu["device_used_bytes"]
-        row["gpu_devices"] = [
-            {"device": d["index"], **{k: v for k, v in d.items() if k != "index"}}
-            for d in gpu["devices"]
-        ]
+        row["gpu_devices"] = list(gpu["devices"])
     return row
 
 

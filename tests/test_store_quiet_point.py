@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict
 
 from soak.runner.protocol import Quiet
-from soak.sampling.gpu import GpuDeviceSample, GpuSample
 from soak.store import Store, sample_row
 
 
@@ -25,9 +24,11 @@ def test_a_quiet_point_lands_in_every_table(tmp_path):
         triton_version="2.51.0",
         heap={"tracemalloc_current_bytes": 7, "gc_objects": 5, "growth": [["dict", 10, 3]]},
     )
-    gpu = GpuSample([GpuDeviceSample(0, "H200", 100, 1000, 10)], 10, 100)
+    device = {"device": 0, "name": "H200", "used_bytes": 100, "total_bytes": 1000}
+    gpu = {"devices": [{**device, "process_bytes": 10}], "process_bytes": 10}
+    gpu["device_used_bytes"] = 100
     process = {"rss_bytes": 1 << 20, "fds": 9}
-    row = sample_row("quiet", 2, None, time.time() - 5, process, quiet.heap, asdict(gpu))
+    row = sample_row("quiet", 2, None, time.time() - 5, process, quiet.heap, gpu)
     store.write_quiet_point(run_id, asdict(quiet), [row], [])
 
     (it,) = store.db["iterations"].rows
