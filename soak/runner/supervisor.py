@@ -289,9 +289,7 @@ class Supervisor:
     def _on_quiet(self, watch: _Watch, message: proto.Quiet) -> bool:
         watch.deadlines.clear()
         self._iteration_running.clear()
-        view = self._quiet_point(
-            watch.run_id, message, watch.sampler, watch.log_reader, watch.started, watch.outcome
-        )
+        view = self._quiet_point(watch, message)
         if watch.first_rss is None:
             watch.first_rss = view.rss_bytes
         view.rss_delta_bytes = (
@@ -357,13 +355,14 @@ class Supervisor:
         self._cleanup_leftovers(watch.run_id, watch.sampler)
 
     # -- quiet point ------------------------------------------------------------------------
-    def _quiet_point(
-        self, run_id, message: proto.Quiet, sampler, log_reader, started, outcome
-    ) -> IterationView:
-        sample = sampler.sample().as_dict()
-        gpu = self.gpu.sample(sampler.pid)
+    def _quiet_point(self, watch: _Watch, message: proto.Quiet) -> IterationView:
+        """Sample the quiet worker and store its iteration (one transaction); returns what a
+        progress display shows."""
+        run_id, outcome = watch.run_id, watch.outcome
+        sample = watch.sampler.sample().as_dict()
+        gpu = self.gpu.sample(watch.sampler.pid)
         row = sample_row(
-            "quiet", message.iteration, None, started, sample, message.heap, gpu.as_dict()
+            "quiet", message.iteration, None, watch.started, sample, message.heap, gpu.as_dict()
         )
         with self._interval_lock:
             interval_rows, self._interval_samples = self._interval_samples, []
@@ -371,7 +370,7 @@ class Supervisor:
             event("failure", f["message"], message.iteration, f["instance"], f["phase"])
             for f in message.failures
         ]
-        events += log_reader.events(message.iteration)
+        events += watch.log_reader.events(message.iteration)
         self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
         if message.triton_version and outcome.iterations_done == 0:
             self.store.update_run(run_id, triton_version=message.triton_version)

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from soak.errors import SoakError
 from soak.runner.protocol import (
@@ -37,7 +37,7 @@ from soak.runner.protocol import (
 
 if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
     from soak.triton import Runtime
-    from soak.workload.iteration import Workload, WorkloadConfig
+    from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
     from soak.workload.lifecycle import PhaseObserver
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,22 @@ def prepare(
     return runtime, workload
 
 
+def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
+    """What the supervisor stores of an iteration, reported at its quiet point."""
+    return Quiet(
+        iteration=record.index,
+        wall_s=record.wall_s,
+        server_lifecycles=record.server_lifecycles,
+        model_loads=record.model_loads,
+        inferences=record.inferences,
+        phase_sum_s=record.phase_sum_s(),
+        phase_max_s=record.phase_max_s(),
+        failures=[f.__dict__ for f in record.failures],
+        triton_version=record.triton_version,
+        heap=heap,
+    )
+
+
 def serve(channel: Channel) -> int:
     start = channel.receive()
     if not isinstance(start, Start):
@@ -173,21 +189,7 @@ def serve(channel: Channel) -> int:
             send(Hung(index, h.instance, h.phase, h.timeout_s))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
-        sample = heap.sample(index)
-        send(
-            Quiet(
-                iteration=index,
-                wall_s=record.wall_s,
-                server_lifecycles=record.server_lifecycles,
-                model_loads=record.model_loads,
-                inferences=record.inferences,
-                phase_sum_s=record.phase_sum_s(),
-                phase_max_s=record.phase_max_s(),
-                failures=[f.__dict__ for f in record.failures],
-                triton_version=record.triton_version,
-                heap=sample.as_dict(),
-            )
-        )
+        send(quiet_message(record, heap.sample(index).as_dict()))
         done = index + 1
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:
