@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
 from soak.phases import PHASES
 
@@ -298,20 +299,11 @@ MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model"
 SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
 
 
-@dataclass(frozen=True)
-class Threshold:
-    metric: str
-    kind: str  # "memory" | "counter"
-    slope_per_iteration: float | None
-    growth_budget: float | None
-    tolerance: float = 0.0
-    enabled: bool = True
-
-
-def default_thresholds() -> dict[str, Threshold]:
-    out = {m: Threshold(m, "memory", s, g) for m, (s, g) in MEMORY_METRICS.items()}
+def default_thresholds() -> dict[str, MetricRule]:
+    """The rule of every judged metric when a profile says nothing about it."""
+    out = {m: MetricRule(m, "memory", s, g) for m, (s, g) in MEMORY_METRICS.items()}
     for m in COUNTER_METRICS:
-        out[m] = Threshold(m, "counter", None, None, COUNTER_TOLERANCE.get(m, 0.0))
+        out[m] = MetricRule(m, "counter", None, None, COUNTER_TOLERANCE.get(m, 0.0))
     return out
 
 
@@ -324,19 +316,13 @@ class Profile:
     timeouts: dict[str, float]
     sampling: dict[str, Any]
     inject: dict[str, Any]
-    thresholds: dict[str, Threshold]
+    thresholds: dict[str, MetricRule]
     matrix: dict[str, tuple] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line flags applied
     # [models] (repositories as absolute paths) and [model.<name>] (input_data absolute).
     models: dict[str, Any] = field(default_factory=lambda: {"repositories": [], "load": []})
     model: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        run = self.__dict__.get("run", {})
-        if name in run:
-            return run[name]
-        raise AttributeError(name)
 
     @property
     def uses_gpu(self) -> bool:
@@ -631,7 +617,7 @@ def _section(
     return out
 
 
-def _thresholds(source: str, value: Any, base: dict[str, Threshold]) -> dict[str, Threshold]:
+def _thresholds(source: str, value: Any, base: dict[str, MetricRule]) -> dict[str, MetricRule]:
     table = _table(source, ("thresholds",), value)
     out = {}
     for metric, rule in table.items():

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -474,6 +474,32 @@ class Store:
 
         self._write(write)
 
+    def write_quiet_point(
+        self,
+        run_id: int,
+        quiet: Mapping[str, Any],
+        samples: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+    ) -> None:
+        """One quiet point, as `write_iteration`; ``quiet`` is the worker's report as a dict
+        (`soak.runner.protocol.Quiet`), whose fields are named as the iterations columns."""
+        iteration = quiet["iteration"]
+        row = {
+            "iteration": iteration,
+            "ended_at": time.time(),
+            **{k: quiet[k] for k in ("wall_s", "server_lifecycles", "model_loads", "inferences")},
+            "failures": len(quiet["failures"]),
+        }
+        for phase, value in quiet["phase_sum_s"].items():
+            row[f"{phase}_sum_s"] = value
+        for phase, value in quiet["phase_max_s"].items():
+            row[f"{phase}_max_s"] = value
+        heap_types = [
+            {"iteration": iteration, "type_name": name, "count": count, "increase": increase}
+            for name, count, increase in quiet["heap"].get("growth") or []
+        ]
+        self.write_iteration(run_id, row, samples, heap_types, events)
+
     def add_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
         """Samples outside an iteration's transaction: the interval samples of a last,
         unfinished iteration."""
@@ -507,6 +533,48 @@ def _hint(exc: Exception) -> str:
     if "readonly" in text:
         return " (the file or its folder is not writable)"
     return ""
+
+
+#: Columns of a quiet-point sample filled from the worker's heap sample
+#: (`soak.sampling.heap.HeapSample.as_dict`), by the heap sample's field.
+HEAP_COLUMNS = {
+    "tracemalloc_current_bytes": "tracemalloc_bytes",
+    "tracemalloc_peak_bytes": "tracemalloc_peak_bytes",
+    "gc_objects": "gc_objects",
+    "mallinfo_inuse_bytes": "mallinfo_inuse_bytes",
+    "mallinfo_free_bytes": "mallinfo_free_bytes",
+}
+
+
+def sample_row(
+    kind: str,
+    iteration: int | None,
+    phase: str | None,
+    started: float,
+    process: Mapping[str, Any],
+    heap: Mapping[str, Any] | None = None,
+    gpu: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `samples` row from the samplers' plain dicts: ``process`` is
+    `ProcessSample.as_dict` (named as the columns), ``heap`` `HeapSample.as_dict`, ``gpu``
+    `GpuSample.as_dict` (its devices, named as the `gpu_samples` columns, become rows there);
+    ``started`` is when the run began (`elapsed_s`)."""
+    now = time.time()
+    row = {
+        "iteration": iteration,
+        "kind": kind,
+        "phase": phase,
+        "t": now,
+        "elapsed_s": now - started,
+        **process,
+    }
+    if heap is not None:
+        row.update({column: heap.get(name) for name, column in HEAP_COLUMNS.items()})
+    if gpu is not None:
+        row["gpu_process_bytes"] = gpu["process_bytes"]
+        row["gpu_used_bytes"] = gpu["device_used_bytes"]
+        row["gpu_devices"] = list(gpu["devices"])
+    return row
 
 
 def event(

@@ -9,8 +9,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from soak.sampling.process import REGION_PREFIX, wait_ended
+from soak.triton.backends import STUB_EXECUTABLE
+
 SHM = Path("/dev/shm")
-REGION_PREFIX = "triton_python_backend_shm_region_"
 #: Every process this test session starts inherits this marker (workers, and through them the
 #: python-backend stubs), so the leftover checks count this session's stubs only: other test
 #: sessions or soak runs on the same machine must neither trip nor hide them.
@@ -22,8 +24,8 @@ def all_stubs() -> list[psutil.Process]:
     out = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if proc.info.get("name") == "triton_python_backend_stub" or (
-            cmd and os.path.basename(cmd[0]) == "triton_python_backend_stub"
+        if proc.info.get("name") == STUB_EXECUTABLE or (
+            cmd and os.path.basename(cmd[0]) == STUB_EXECUTABLE
         ):
             out.append(proc)
     return out
@@ -108,6 +110,6 @@ def kill_and_unlink(pids: set[int], regions: set[str]) -> None:
             procs.append(proc)
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=5)
+    wait_ended(procs, timeout_s=5)
     for name in regions:
         (SHM / name).unlink(missing_ok=True)

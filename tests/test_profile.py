@@ -73,7 +73,7 @@ def test_empty_profile_is_all_defaults():
     assert prof.inject == {k.name: k.default for k in INJECT_KEYS}
     assert prof.thresholds == default_thresholds()
     assert prof.matrix == {} and prof.cells() == [prof]
-    assert prof.servers == 2 and prof.iterations == 3 and prof.warmup == 1
+    assert prof.run["servers"] == 2 and prof.run["iterations"] == 3 and prof.run["warmup"] == 1
     assert not prof.uses_gpu
 
 

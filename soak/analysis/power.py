@@ -108,8 +108,13 @@ class PowerResult:
     rule: MetricRule
 
 
-def ar1_noise(n: int, phi: float = 0.6, sd: float = 150 * 1024.0, seed: int = 0) -> np.ndarray:
-    """n samples of stationary AR(1) noise with lag-1 correlation phi and standard deviation sd."""
+def ar1_noise(
+    n: int, phi: float = 0.6, sd: float = 150 * 1024.0, seed: int | np.random.Generator = 0
+) -> np.ndarray:
+    """n samples of stationary AR(1) noise with lag-1 correlation phi and standard deviation sd.
+
+    ``seed`` may be a Generator, which then goes on from where this left it (tests add more
+    structure to the same stream)."""
     if not -1 < phi < 1:
         raise ValueError(f"phi must be in (-1, 1), not {phi}")
     rng = np.random.default_rng(seed)

@@ -45,7 +45,14 @@ from typing import Literal
 
 import numpy as np
 
-from soak.analysis.trend import MK_MAX_POINTS, change_point, cut_warmup, mann_kendall, theil_sen
+from soak.analysis.trend import (
+    MK_MAX_POINTS,
+    SlopeEstimate,
+    change_point,
+    cut_warmup,
+    mann_kendall,
+    theil_sen,
+)
 from soak.units import by_kind
 
 __all__ = [
@@ -74,7 +81,8 @@ class MetricRule:
 
     ``slope_per_iteration`` is in metric units (bytes for memory) per iteration;
     ``growth_budget`` is the total growth allowed from post-warm-up baseline to end;
-    ``tolerance`` is how far above its baseline a counter may end.
+    ``tolerance`` is how far above its baseline a counter may end; ``enabled`` False: a
+    profile asked not to judge the metric (its callers skip it; :func:`judge` ignores it).
     """
 
     metric: str
@@ -82,6 +90,7 @@ class MetricRule:
     slope_per_iteration: float | None = None
     growth_budget: float | None = None
     tolerance: float = 0.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in ("memory", "counter"):
@@ -175,6 +184,26 @@ def _end_points(n_used: int) -> int:
     return max(1, min(k, n_used // 2))
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What both rules judge: the analysed samples and the statistics of their trend."""
+
+    iterations: np.ndarray  # every sample, in iteration order
+    values: np.ndarray
+    cut: int  # index of the first analysed sample
+    y: np.ndarray  # the analysed samples (after the warm-up, finite)
+    numbers: dict[str, object]  # the Finding's numbers
+    baseline: float
+    final: float
+    growth: float
+    slope: SlopeEstimate
+    rising: bool  # the corrected Mann-Kendall test finds a rising trend at alpha
+    context: str
+    slope_text: str
+    over_budget: bool
+    budget_text: str
+
+
 def judge(
     series: Series,
     rule: MetricRule,
@@ -187,47 +216,70 @@ def judge(
         raise ValueError(f"series {series.metric!r} judged with the rule for {rule.metric!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), not {alpha}")
-    min_points = max(int(min_points), 3)
-    kind = rule.kind
+    prepared = _prepare(series, rule, warmup, alpha, max(int(min_points), 3))
+    if isinstance(prepared, Finding):
+        return prepared
+    if rule.kind == "memory":
+        verdict, reason = _memory_rule(prepared, rule)
+    else:
+        verdict, reason = _counter_rule(prepared, rule)
+    started = None
+    if verdict == "leak":
+        # Search from the profile's warm-up, not the extended cut: a leak that runs from the
+        # start can look like an early level shift to the warm-up check.
+        start = min(max(int(warmup), 0), prepared.cut)
+        where = change_point(prepared.values[start:])
+        if where is not None:
+            started = int(prepared.iterations[start + where])
+    log.debug("%s: %s: %s", rule.metric, verdict, reason)
+    return _finding(rule, verdict, reason, growth_started_at=started, **prepared.numbers)
+
+
+def _finding(rule: MetricRule, verdict: Verdict, reason: str, **numbers: object) -> Finding:
+    """A Finding of ``rule``; numbers not given are NaN (or empty, 0, None)."""
+    nan = math.nan
+    fields: dict[str, object] = {
+        "slope": nan,
+        "slope_low": nan,
+        "slope_high": nan,
+        "slopes_per_unit": {},
+        "p_value": nan,
+        "tau": nan,
+        "n_used": 0,
+        "warmup_cut": 0,
+        "baseline": nan,
+        "final": nan,
+        "total_growth": nan,
+        "growth_started_at": None,
+    }
+    fields.update(numbers)
+    return Finding(
+        metric=rule.metric,
+        kind=rule.kind,
+        verdict=verdict,
+        threshold=rule.slope_per_iteration,
+        growth_budget=rule.growth_budget,
+        reason=reason,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _prepare(
+    series: Series, rule: MetricRule, warmup: int, alpha: float, min_points: int
+) -> _Prepared | Finding:
+    """Sort, cut the warm-up and estimate the trend; a Finding when there is too little data."""
     order = np.argsort(series.iterations, kind="stable")
     iterations = series.iterations[order]
     values = series.values[order]
     units = {name: counts[order] for name, counts in series.units.items()}
-    nan = math.nan
-
-    def finding(verdict: Verdict, reason: str, **numbers: object) -> Finding:
-        fields: dict[str, object] = {
-            "slope": nan,
-            "slope_low": nan,
-            "slope_high": nan,
-            "slopes_per_unit": {},
-            "p_value": nan,
-            "tau": nan,
-            "n_used": 0,
-            "warmup_cut": 0,
-            "baseline": nan,
-            "final": nan,
-            "total_growth": nan,
-            "growth_started_at": None,
-        }
-        fields.update(numbers)
-        return Finding(
-            metric=rule.metric,
-            kind=kind,
-            verdict=verdict,
-            threshold=rule.slope_per_iteration,
-            growth_budget=rule.growth_budget,
-            reason=reason,
-            **fields,  # type: ignore[arg-type]
-        )
-
     finite = np.isfinite(values)
     if not finite.any():
-        return finding(
-            "no_data", f"{rule.metric}: no samples ({values.size} iterations, all missing)."
+        return _finding(
+            rule,
+            "no_data",
+            f"{rule.metric}: no samples ({values.size} iterations, all missing).",
         )
-
-    if kind == "memory":
+    if rule.kind == "memory":
         cut = cut_warmup(values, warmup, min_points)
     else:
         cut = min(max(int(warmup), 0), values.size)
@@ -236,9 +288,9 @@ def judge(
     n_used = int(keep.sum())
     x = iterations[keep].astype(float)
     y = values[keep]
-
     if n_used < min_points:
-        return finding(
+        return _finding(
+            rule,
             "inconclusive",
             f"{rule.metric}: only {n_used} samples after the warm-up (index {cut}); "
             f"at least {min_points} are needed to judge.",
@@ -262,105 +314,102 @@ def judge(
     )
     per_unit = {}
     for name, counts in units.items():
-        mean = float(np.nanmean(counts[keep])) if np.isfinite(counts[keep]).any() else nan
-        per_unit[name] = slope.slope / mean if mean > 0 else nan
-    rising = trend.s > 0 and trend.p_value < alpha
+        mean = float(np.nanmean(counts[keep])) if np.isfinite(counts[keep]).any() else math.nan
+        per_unit[name] = slope.slope / mean if mean > 0 else math.nan
     level = f"{100 * (1 - alpha):.0f}%"
-    numbers = {
-        "slope": slope.slope,
-        "slope_low": slope.low,
-        "slope_high": slope.high,
-        "slopes_per_unit": per_unit,
-        "p_value": trend.p_value,
-        "tau": trend.tau,
-        "n_used": n_used,
-        "warmup_cut": cut,
-        "baseline": baseline,
-        "final": final,
-        "total_growth": growth,
-    }
-    f = lambda v: _fmt(v, kind)  # noqa: E731
-    context = f"{n_used} samples from index {cut}"
-    slope_text = (
-        f"{f(slope.slope)}/iteration ({level} CI {f(slope.low)} to {f(slope.high)}, "
-        f"Mann-Kendall p={trend.p_value:.2g})"
-    )
+    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
     budget = rule.growth_budget
     over_budget = budget is not None and growth > budget
-    budget_text = (
-        f"grew {f(growth)} from baseline {f(baseline)} to {f(final)}, "
-        f"{'over' if over_budget else 'within'} the {f(budget)} budget"
+    return _Prepared(
+        iterations=iterations,
+        values=values,
+        cut=cut,
+        y=y,
+        numbers={
+            "slope": slope.slope,
+            "slope_low": slope.low,
+            "slope_high": slope.high,
+            "slopes_per_unit": per_unit,
+            "p_value": trend.p_value,
+            "tau": trend.tau,
+            "n_used": n_used,
+            "warmup_cut": cut,
+            "baseline": baseline,
+            "final": final,
+            "total_growth": growth,
+        },
+        baseline=baseline,
+        final=final,
+        growth=growth,
+        slope=slope,
+        rising=trend.s > 0 and trend.p_value < alpha,
+        context=f"{n_used} samples from index {cut}",
+        slope_text=(
+            f"{f(slope.slope)}/iteration ({level} CI {f(slope.low)} to {f(slope.high)}, "
+            f"Mann-Kendall p={trend.p_value:.2g})"
+        ),
+        over_budget=over_budget,
+        budget_text=(
+            f"grew {f(growth)} from baseline {f(baseline)} to {f(final)}, "
+            f"{'over' if over_budget else 'within'} the {f(budget)} budget"
+        ),
     )
 
-    verdict: Verdict
-    if kind == "memory":
-        threshold = rule.slope_per_iteration
-        too_fast = threshold is not None and slope.low > threshold and rising
-        maybe_fast = threshold is not None and slope.slope > threshold and not too_fast
-        reasons = []
-        if too_fast:
-            reasons.append(f"grows {slope_text}, above the {f(threshold)}/iteration threshold")
-        if over_budget:
-            reasons.append(budget_text)
-        if reasons:
-            verdict = "leak"
-            reason = f"{rule.metric} " + "; ".join(reasons) + f" ({context})."
-        elif maybe_fast:
-            verdict = "inconclusive"
-            reason = (
-                f"{rule.metric} grows about {slope_text}, above the {f(threshold)}/iteration "
-                f"threshold, but the evidence is not conclusive ({context}); run more iterations."
-            )
-        else:
-            verdict = "pass"
-            parts = []
-            if threshold is not None:
-                parts.append(f"slope {slope_text} is within the {f(threshold)}/iteration threshold")
-            if budget is not None:
-                parts.append(budget_text)
-            reason = f"{rule.metric} " + "; ".join(parts) + f" ({context})."
-    else:
-        limit = baseline + rule.tolerance
-        tail = y[-max(1, math.ceil(n_used / 3)) :]
-        came_back = bool(np.any(tail <= limit))
-        stuck_high = final > limit and not came_back
-        reasons = []
-        if stuck_high:
-            reasons.append(
-                f"ended at {f(final)}, {f(growth)} above its baseline {f(baseline)} "
-                f"(tolerance {f(rule.tolerance)}), and none of the last {tail.size} samples "
-                f"came back to {f(limit)}"
-            )
-        if over_budget:
-            reasons.append(budget_text)
-        if reasons:
-            verdict = "leak"
-            reason = f"{rule.metric} " + "; ".join(reasons) + f" ({context})."
-        else:
-            verdict = "pass"
-            if final <= limit:
-                what = (
-                    f"ended at {f(final)}, within {f(rule.tolerance)} of its baseline {f(baseline)}"
-                )
-            else:
-                what = (
-                    f"ended at {f(final)} but came back to within {f(rule.tolerance)} of its "
-                    f"baseline {f(baseline)} in the last {tail.size} samples"
-                )
-            if budget is not None:
-                what += f"; {budget_text}"
-            reason = f"{rule.metric} {what} ({context})."
 
-    started = None
-    if verdict == "leak":
-        # Search from the profile's warm-up, not the extended cut: a leak that runs from the
-        # start can look like an early level shift to the warm-up check.
-        start = min(max(int(warmup), 0), cut)
-        where = change_point(values[start:])
-        if where is not None:
-            started = int(iterations[start + where])
-    log.debug("%s: %s: %s", rule.metric, verdict, reason)
-    return finding(verdict, reason, growth_started_at=started, **numbers)
+def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
+    """Leak: growing faster than the threshold with confidence, or over the growth budget."""
+    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    threshold = rule.slope_per_iteration
+    too_fast = threshold is not None and p.slope.low > threshold and p.rising
+    maybe_fast = threshold is not None and p.slope.slope > threshold and not too_fast
+    reasons = []
+    if too_fast:
+        reasons.append(f"grows {p.slope_text}, above the {f(threshold)}/iteration threshold")
+    if p.over_budget:
+        reasons.append(p.budget_text)
+    if reasons:
+        return "leak", f"{rule.metric} " + "; ".join(reasons) + f" ({p.context})."
+    if maybe_fast:
+        return "inconclusive", (
+            f"{rule.metric} grows about {p.slope_text}, above the {f(threshold)}/iteration "
+            f"threshold, but the evidence is not conclusive ({p.context}); run more iterations."
+        )
+    parts = []
+    if threshold is not None:
+        parts.append(f"slope {p.slope_text} is within the {f(threshold)}/iteration threshold")
+    if rule.growth_budget is not None:
+        parts.append(p.budget_text)
+    return "pass", f"{rule.metric} " + "; ".join(parts) + f" ({p.context})."
+
+
+def _counter_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
+    """Leak: ending above baseline + tolerance without coming back late, or over budget."""
+    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    limit = p.baseline + rule.tolerance
+    tail = p.y[-max(1, math.ceil(p.y.size / 3)) :]
+    came_back = bool(np.any(tail <= limit))
+    stuck_high = p.final > limit and not came_back
+    reasons = []
+    if stuck_high:
+        reasons.append(
+            f"ended at {f(p.final)}, {f(p.growth)} above its baseline {f(p.baseline)} "
+            f"(tolerance {f(rule.tolerance)}), and none of the last {tail.size} samples "
+            f"came back to {f(limit)}"
+        )
+    if p.over_budget:
+        reasons.append(p.budget_text)
+    if reasons:
+        return "leak", f"{rule.metric} " + "; ".join(reasons) + f" ({p.context})."
+    if p.final <= limit:
+        what = f"ended at {f(p.final)}, within {f(rule.tolerance)} of its baseline {f(p.baseline)}"
+    else:
+        what = (
+            f"ended at {f(p.final)} but came back to within {f(rule.tolerance)} of its "
+            f"baseline {f(p.baseline)} in the last {tail.size} samples"
+        )
+    if rule.growth_budget is not None:
+        what += f"; {p.budget_text}"
+    return "pass", f"{rule.metric} {what} ({p.context})."
 
 
 def overall(findings: Iterable[Finding]) -> str:

@@ -8,7 +8,43 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from soak.profile import Profile
+
+STACKS_FILE = "stacks.txt"
+"""File in the run's folder where the worker dumps its threads' stacks on SIGUSR1."""
+
+
+@dataclass(frozen=True)
+class ProfileMessage:
+    """What the worker needs of a profile: its already validated sections, no thresholds.
+
+    It is also what a run row stores as its `config`, so a stored run says what it ran.
+    """
+
+    name: str
+    source: str
+    run: dict[str, Any]
+    timeouts: dict[str, float]
+    sampling: dict[str, Any]
+    inject: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)  # [models]: repositories, load
+    model: dict[str, Any] = field(default_factory=dict)  # [model.<name>] settings
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileMessage:
+        return cls(
+            profile.name,
+            profile.source,
+            profile.run,
+            profile.timeouts,
+            profile.sampling,
+            profile.inject,
+            profile.models,
+            profile.model,
+        )
 
 
 @dataclass(frozen=True)
@@ -18,14 +54,23 @@ class Message:
     def encode(self) -> bytes:
         return (json.dumps({"kind": self.kind, **asdict(self)}) + "\n").encode()
 
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> Message:
+        """The message from its decoded JSON fields; nested records override this."""
+        return cls(**data)
+
 
 # -- supervisor -> worker -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Start(Message):
     kind: ClassVar[str] = "start"
-    profile: dict[str, Any]  # run, timeouts, sampling, inject sections, already validated
+    profile: ProfileMessage
     workdir: str
     stub: str | None = None  # a replacement stub (tests break the environment on purpose)
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> Start:
+        return cls(**{**data, "profile": ProfileMessage(**data["profile"])})
 
 
 @dataclass(frozen=True)
@@ -115,7 +160,7 @@ def decode(line: bytes) -> Message:
     try:
         data = json.loads(line)
         cls = MESSAGES[data.pop("kind")]
-        return cls(**data)
+        return cls.from_fields(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"bad message {line[:200]!r}: {exc}") from exc
 

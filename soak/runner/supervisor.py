@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,9 @@ from soak import __version__
 from soak.errors import SoakError, StoreError
 from soak.profile import Profile
 from soak.runner import protocol as proto
-from soak.runner.worker import STACKS_FILE, profile_to_message
 from soak.sampling.gpu import GpuSampler
-from soak.sampling.process import ProcessTreeSampler
-from soak.store import Store, event
+from soak.sampling.process import ProcessTreeSampler, wait_ended
+from soak.store import Store, event, sample_row
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,25 @@ class RunOutcome:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class _Watch:
+    """What the supervisor tracks while one worker runs; the handlers share it."""
+
+    run_id: int
+    workdir: Path
+    proc: subprocess.Popen
+    channel: proto.Channel
+    sampler: ProcessTreeSampler
+    log_reader: _TritonLog
+    outcome: RunOutcome
+    started: float
+    hello_deadline: float
+    got_hello: bool = False
+    first_rss: int | None = None
+    deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
+    """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
+
+
 class Supervisor:
     def __init__(
         self,
@@ -87,6 +105,15 @@ class Supervisor:
         self._current_phase: str | None = None
         self._current_iteration: int | None = None
         self._iteration_running = threading.Event()
+        # One handler per message kind; each returns True when the run has ended.
+        self._handlers: dict[type[proto.Message], Callable[[_Watch, Any], bool]] = {
+            proto.Hello: self._on_hello,
+            proto.Phase: self._on_phase,
+            proto.Quiet: self._on_quiet,
+            proto.Hung: self._on_hung,
+            proto.Failed: self._on_failed,
+            proto.Done: self._on_done,
+        }
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -114,7 +141,7 @@ class Supervisor:
                 "soak_version": __version__,
                 "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
                 "gpu_driver": gpu_info.get("driver_version"),
-                "config": profile_to_message(prof),
+                "config": asdict(proto.ProfileMessage.of(prof)),
                 **self.run_tags,
             }
         )
@@ -165,7 +192,7 @@ class Supervisor:
         channel = proto.Channel(from_worker_r, to_worker_w)
         channel.send(
             proto.Start(
-                profile_to_message(self.profile),
+                proto.ProfileMessage.of(self.profile),
                 str(workdir),
                 str(self.stub) if self.stub else None,
             )
@@ -175,192 +202,177 @@ class Supervisor:
     def _supervise(self, run_id: int, workdir: Path) -> RunOutcome:
         proc, channel = self._start_worker(workdir)
         self.store.update_run(run_id, worker_pid=proc.pid)
-        sampler = ProcessTreeSampler(proc.pid)
-        self.sampler = sampler
-        outcome = RunOutcome(run_id, "running", "", 0, 0)
-        deadlines: dict[int, tuple[float, str, int]] = {}  # instance -> (deadline, phase, iter)
-        log_reader = _TritonLog(workdir / "triton.log")
-        first_rss: int | None = None
-        started = time.time()
+        self.sampler = ProcessTreeSampler(proc.pid)
+        watch = _Watch(
+            run_id=run_id,
+            workdir=workdir,
+            proc=proc,
+            channel=channel,
+            sampler=self.sampler,
+            log_reader=_TritonLog(workdir / "triton.log"),
+            outcome=RunOutcome(run_id, "running", "", 0, 0),
+            started=time.time(),
+            hello_deadline=time.monotonic() + STARTUP_TIMEOUT_S,
+        )
         interval = self.profile.sampling["sample_interval_ms"] / 1000.0
         stopper = threading.Event()
         # Always watch the tree during iterations: a stub that starts and ends between two
         # quiet points must still be known, or its leftovers could not be attributed.
         sampling_thread = threading.Thread(
-            target=self._interval_loop, args=(sampler, interval, stopper, started), daemon=True
+            target=self._interval_loop,
+            args=(watch.sampler, interval, stopper, watch.started),
+            daemon=True,
         )
         sampling_thread.start()
-        hello_deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        got_hello = False
         try:
-            while True:
-                if self.kill_requested:
-                    self._kill_tree(proc)
-                    outcome.status, outcome.reason = (
-                        "interrupted",
-                        "stopped at once (second Ctrl-C)",
-                    )
-                    break
-                message = channel.pending()
-                if message is None:
-                    timeout = 0.25
-                    ready, _, _ = select.select([channel], [], [], timeout)
-                    if ready:
-                        if not channel.feed():
-                            outcome.status, outcome.reason = self._worker_ended(
-                                proc, workdir, outcome
-                            )
-                            break
-                        continue
-                    now = time.monotonic()
-                    expired = [
-                        (d, p, it, inst) for inst, (d, p, it) in deadlines.items() if d < now
-                    ]
-                    if expired:
-                        _, phase, it, inst = expired[0]
-                        self._hang(proc, workdir, outcome, it, inst, phase)
-                        break
-                    if not got_hello and now > hello_deadline:
-                        self._hang(proc, workdir, outcome, None, None, "startup")
-                        break
-                    if proc.poll() is not None and not select.select([channel], [], [], 0)[0]:
-                        outcome.status, outcome.reason = self._worker_ended(proc, workdir, outcome)
-                        break
-                    continue
-                if isinstance(message, proto.Hello):
-                    got_hello = True
-                    self.store.update_run(run_id, triton_library=message.triton_library)
-                    self._current_iteration = 0
-                    self._iteration_running.set()
-                elif isinstance(message, proto.Phase):
-                    deadlines[message.instance] = (
-                        time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S,
-                        message.phase,
-                        message.iteration,
-                    )
-                    self._current_phase = message.phase
-                    self._current_iteration = message.iteration
-                elif isinstance(message, proto.Quiet):
-                    deadlines.clear()
-                    self._iteration_running.clear()
-                    view = self._quiet_point(run_id, message, sampler, log_reader, started, outcome)
-                    if first_rss is None:
-                        first_rss = view.rss_bytes
-                    view.rss_delta_bytes = (
-                        view.rss_bytes - first_rss
-                        if view.rss_bytes is not None and first_rss is not None
-                        else None
-                    )
-                    if self.on_iteration:
-                        self.on_iteration(view)
-                    stop = self.stop_requested
-                    self._current_iteration = message.iteration + 1
-                    self._iteration_running.set()
-                    channel.send(proto.Continue(stop=stop))
-                    if stop:
-                        outcome.status = "interrupted"
-                        outcome.reason = (
-                            f"stopped by Ctrl-C after iteration {message.iteration + 1}"
-                        )
-                elif isinstance(message, proto.Hung):
-                    self._hang(
-                        proc, workdir, outcome, message.iteration, message.instance, message.phase
-                    )
-                    break
-                elif isinstance(message, proto.Failed):
-                    self._record(
-                        run_id,
-                        [
-                            event(
-                                "error",
-                                message.error
-                                + ("\n" + message.traceback if message.traceback else ""),
-                            )
-                        ],
-                    )
-                    proc.wait(timeout=30)
-                    outcome.status = "failed" if message.setup else "crashed"
-                    outcome.reason = message.error
-                    outcome.events.append({"setup": message.setup})
-                    break
-                elif isinstance(message, proto.Done):
-                    proc.wait(timeout=60)
-                    if outcome.status != "interrupted":
-                        outcome.status = "failed" if outcome.failures else "passed"
-                        outcome.reason = (
-                            f"{outcome.failures} check(s) failed"
-                            if outcome.failures
-                            else "all checks passed"
-                        )
-                    break
+            while not self._step(watch):
+                pass
         finally:
             stopper.set()
-            if sampling_thread is not None:
-                sampling_thread.join(timeout=5)
-            self._kill_tree(proc)
-            channel.close()
-            # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
-            self._record(run_id, log_reader.events(None), tolerant=True)
-            with self._interval_lock:
-                unsaved, self._interval_samples = self._interval_samples, []
-            if unsaved:  # taken during the iteration that crashed or hung: what led up to it
-                try:
-                    self.store.add_samples(run_id, unsaved)
-                except SoakError as exc:
-                    log.warning("interval samples of the last iteration not stored: %s", exc)
-            self._cleanup_leftovers(run_id, sampler)
-        return outcome
+            sampling_thread.join(timeout=5)
+            self._teardown(watch)
+        return watch.outcome
+
+    def _step(self, watch: _Watch) -> bool:
+        """Handle one message, or wait a little for one; True when the run has ended."""
+        if self.kill_requested:
+            self._kill_tree(watch.proc)
+            watch.outcome.status = "interrupted"
+            watch.outcome.reason = "stopped at once (second Ctrl-C)"
+            return True
+        message = watch.channel.pending()
+        if message is None:
+            return self._wait(watch)
+        handler = self._handlers.get(type(message))
+        return handler(watch, message) if handler is not None else False
+
+    def _wait(self, watch: _Watch) -> bool:
+        """Wait up to 0.25 s for input; meanwhile check deadlines and that the worker lives."""
+        proc, channel, outcome = watch.proc, watch.channel, watch.outcome
+        ready, _, _ = select.select([channel], [], [], 0.25)
+        if ready:
+            if not channel.feed():
+                outcome.status, outcome.reason = self._worker_ended(proc, watch.workdir, outcome)
+                return True
+            return False
+        now = time.monotonic()
+        expired = [(d, p, it, inst) for inst, (d, p, it) in watch.deadlines.items() if d < now]
+        if expired:
+            _, phase, it, inst = expired[0]
+            self._hang(proc, watch.workdir, outcome, it, inst, phase)
+            return True
+        if not watch.got_hello and now > watch.hello_deadline:
+            self._hang(proc, watch.workdir, outcome, None, None, "startup")
+            return True
+        if proc.poll() is not None and not select.select([channel], [], [], 0)[0]:
+            outcome.status, outcome.reason = self._worker_ended(proc, watch.workdir, outcome)
+            return True
+        return False
+
+    def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
+        watch.got_hello = True
+        self.store.update_run(watch.run_id, triton_library=message.triton_library)
+        self._current_iteration = 0
+        self._iteration_running.set()
+        return False
+
+    def _on_phase(self, watch: _Watch, message: proto.Phase) -> bool:
+        watch.deadlines[message.instance] = (
+            time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S,
+            message.phase,
+            message.iteration,
+        )
+        self._current_phase = message.phase
+        self._current_iteration = message.iteration
+        return False
+
+    def _on_quiet(self, watch: _Watch, message: proto.Quiet) -> bool:
+        watch.deadlines.clear()
+        self._iteration_running.clear()
+        view = self._quiet_point(watch, message)
+        if watch.first_rss is None:
+            watch.first_rss = view.rss_bytes
+        view.rss_delta_bytes = (
+            view.rss_bytes - watch.first_rss
+            if view.rss_bytes is not None and watch.first_rss is not None
+            else None
+        )
+        if self.on_iteration:
+            self.on_iteration(view)
+        stop = self.stop_requested
+        self._current_iteration = message.iteration + 1
+        self._iteration_running.set()
+        watch.channel.send(proto.Continue(stop=stop))
+        if stop:
+            watch.outcome.status = "interrupted"
+            watch.outcome.reason = f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+        return False
+
+    def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:
+        self._hang(
+            watch.proc,
+            watch.workdir,
+            watch.outcome,
+            message.iteration,
+            message.instance,
+            message.phase,
+        )
+        return True
+
+    def _on_failed(self, watch: _Watch, message: proto.Failed) -> bool:
+        detail = "\n" + message.traceback if message.traceback else ""
+        self._record(watch.run_id, [event("error", message.error + detail)])
+        watch.proc.wait(timeout=30)
+        outcome = watch.outcome
+        outcome.status = "failed" if message.setup else "crashed"
+        outcome.reason = message.error
+        outcome.events.append({"setup": message.setup})
+        return True
+
+    def _on_done(self, watch: _Watch, message: proto.Done) -> bool:
+        watch.proc.wait(timeout=60)
+        outcome = watch.outcome
+        if outcome.status != "interrupted":
+            outcome.status = "failed" if outcome.failures else "passed"
+            outcome.reason = (
+                f"{outcome.failures} check(s) failed" if outcome.failures else "all checks passed"
+            )
+        return True
+
+    def _teardown(self, watch: _Watch) -> None:
+        """Whatever ended the run: end the worker's tree, store what is left, remove leftovers."""
+        self._kill_tree(watch.proc)
+        watch.channel.close()
+        # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
+        self._record(watch.run_id, watch.log_reader.events(None), tolerant=True)
+        with self._interval_lock:
+            unsaved, self._interval_samples = self._interval_samples, []
+        if unsaved:  # taken during the iteration that crashed or hung: what led up to it
+            try:
+                self.store.add_samples(watch.run_id, unsaved)
+            except SoakError as exc:
+                log.warning("interval samples of the last iteration not stored: %s", exc)
+        self._cleanup_leftovers(watch.run_id, watch.sampler)
 
     # -- quiet point ------------------------------------------------------------------------
-    def _quiet_point(
-        self, run_id, message: proto.Quiet, sampler, log_reader, started, outcome
-    ) -> IterationView:
-        sample = sampler.sample().as_dict()
-        gpu = self.gpu.sample(sampler.pid)
-        heap = dict(message.heap)
-        growth = heap.pop("growth", []) or []
-        row = {
-            "iteration": message.iteration,
-            "kind": "quiet",
-            "phase": None,
-            "t": time.time(),
-            "elapsed_s": time.time() - started,
-            **{k: v for k, v in sample.items()},
-            "tracemalloc_bytes": heap.get("tracemalloc_current_bytes"),
-            "tracemalloc_peak_bytes": heap.get("tracemalloc_peak_bytes"),
-            "gc_objects": heap.get("gc_objects"),
-            "mallinfo_inuse_bytes": heap.get("mallinfo_inuse_bytes"),
-            "mallinfo_free_bytes": heap.get("mallinfo_free_bytes"),
-            "gpu_process_bytes": gpu.process_bytes,
-            "gpu_used_bytes": gpu.device_used_bytes,
-            "gpu_devices": [d.__dict__ for d in gpu.devices],
-        }
+    def _quiet_point(self, watch: _Watch, message: proto.Quiet) -> IterationView:
+        """Sample the quiet worker and store its iteration (one transaction); returns what a
+        progress display shows."""
+        run_id, outcome = watch.run_id, watch.outcome
+        sample = watch.sampler.sample().as_dict()
+        gpu = self.gpu.sample(watch.sampler.pid)
+        row = sample_row(
+            "quiet", message.iteration, None, watch.started, sample, message.heap, gpu.as_dict()
+        )
         with self._interval_lock:
             interval_rows, self._interval_samples = self._interval_samples, []
         events = [
             event("failure", f["message"], message.iteration, f["instance"], f["phase"])
             for f in message.failures
         ]
-        events += log_reader.events(message.iteration)
+        events += watch.log_reader.events(message.iteration)
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
-        iteration_row = {
-            "iteration": message.iteration,
-            "ended_at": time.time(),
-            "wall_s": message.wall_s,
-            "server_lifecycles": message.server_lifecycles,
-            "model_loads": message.model_loads,
-            "inferences": message.inferences,
-            "failures": len(message.failures),
-        }
-        for phase, value in message.phase_sum_s.items():
-            iteration_row[f"{phase}_sum_s"] = value
-        for phase, value in message.phase_max_s.items():
-            iteration_row[f"{phase}_max_s"] = value
-        heap_rows = [
-            {"iteration": message.iteration, "type_name": g[0], "count": g[1], "increase": g[2]}
-            for g in growth
-        ]
-        self.store.write_iteration(run_id, iteration_row, [*interval_rows, row], heap_rows, events)
+        self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
         if message.triton_version and outcome.iterations_done == 0:
             self.store.update_run(run_id, triton_version=message.triton_version)
         outcome.iterations_done = message.iteration + 1
@@ -392,14 +404,9 @@ class Supervisor:
                 sample = sampler.sample().as_dict()
             except (psutil.Error, SoakError):
                 continue
-            row = {
-                "iteration": self._current_iteration,
-                "kind": "interval",
-                "phase": self._current_phase,
-                "t": time.time(),
-                "elapsed_s": time.time() - started,
-                **sample,
-            }
+            row = sample_row(
+                "interval", self._current_iteration, self._current_phase, started, sample
+            )
             with self._interval_lock:
                 self._interval_samples.append(row)
 
@@ -469,7 +476,7 @@ class Supervisor:
 
     @staticmethod
     def _dump_stacks(proc: subprocess.Popen, workdir: Path) -> str:
-        path = workdir / STACKS_FILE
+        path = workdir / proto.STACKS_FILE
         try:
             before = path.stat().st_size if path.exists() else 0
             os.kill(proc.pid, signal.SIGUSR1)
@@ -501,7 +508,7 @@ class Supervisor:
                 p.kill()
             except psutil.Error:
                 pass
-        _wait_ended(victims, timeout_s=10)
+        wait_ended(victims, timeout_s=10)  # not reaped: Popen reads the worker's status
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -558,28 +565,6 @@ class _TritonLog:
                 kind = "triton_warning" if line[0] == "W" else "triton_error"
                 out.append(event(kind, line.strip(), iteration))
         return out
-
-
-def _wait_ended(procs: list[psutil.Process], timeout_s: float) -> None:
-    """Wait until every process has ended; a zombie has (it holds no memory, fd or mapping).
-
-    psutil.wait_procs waits for a zombie to be reaped, and a killed worker's stubs are
-    orphans that only init reaps: 1.4 s later on the CI VM, never under an init that does
-    not reap. That time would add to every hang's watchdog delay.
-    """
-    deadline = time.monotonic() + timeout_s
-    pending = list(procs)
-    while pending and time.monotonic() < deadline:
-        pending = [p for p in pending if _running(p)]
-        if pending:
-            time.sleep(0.02)
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return False
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -18,14 +18,31 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from soak.errors import SoakError
-from soak.profile import Profile, default_thresholds
-from soak.runner.protocol import Channel, Continue, Done, Failed, Hello, Hung, Phase, Quiet, Start
+from soak.runner.protocol import (
+    STACKS_FILE,
+    Channel,
+    Continue,
+    Done,
+    Failed,
+    Hello,
+    Hung,
+    Phase,
+    ProfileMessage,
+    Quiet,
+    Start,
+)
+
+if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
+    from soak.triton import Runtime
+    from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
+    from soak.workload.lifecycle import PhaseObserver
+    from soak.workload.models import UserModels
 
 log = logging.getLogger(__name__)
 
-STACKS_FILE = "stacks.txt"
 FAULT_ENV = "SOAK_FAULT"
 
 
@@ -45,7 +62,9 @@ def parse_fault(text: str) -> dict | None:
     }
 
 
-def trigger_fault(fault: dict, workdir: Path | None = None, profile: Profile | None = None) -> None:
+def trigger_fault(
+    fault: dict, workdir: Path | None = None, profile: ProfileMessage | None = None
+) -> None:
     from soak.workload.repos import COMMON_MODEL, Behaviour, write_model
 
     log.warning("injecting fault %s", fault)
@@ -64,32 +83,84 @@ def trigger_fault(fault: dict, workdir: Path | None = None, profile: Profile | N
     os.kill(os.getpid(), getattr(signal, action))
 
 
-def profile_from_message(data: dict) -> Profile:
-    return Profile(
-        name=data.get("name", "profile"),
-        source=data.get("source", "<supervisor>"),
-        text="",
-        run=data["run"],
-        timeouts=data["timeouts"],
-        sampling=data["sampling"],
-        inject=data["inject"],
-        thresholds=default_thresholds(),
-        models=data.get("models", {"repositories": [], "load": []}),
-        model=data.get("model", {}),
+def workload_config(profile: ProfileMessage) -> WorkloadConfig:
+    from soak.triton import MemoryType
+    from soak.workload.inject import Injection
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.lifecycle import PhaseTimeouts
+
+    return WorkloadConfig(
+        servers=profile.run["servers"],
+        memory_type=MemoryType(profile.run["memory_type"]),
+        instance_kind=profile.run["instance_kind"],
+        gpu_device=profile.run.get("gpu_device", 0),
+        inferences_per_model=profile.run["inferences_per_model"],
+        datatype=profile.run["datatype"],
+        timeouts=PhaseTimeouts(**profile.timeouts),
+        injection=Injection(**profile.inject),
+        user_models=user_models(profile),
     )
 
 
-def profile_to_message(profile: Profile) -> dict:
-    return {
-        "name": profile.name,
-        "source": profile.source,
-        "run": profile.run,
-        "timeouts": profile.timeouts,
-        "sampling": profile.sampling,
-        "inject": profile.inject,
-        "models": profile.models,
-        "model": profile.model,
-    }
+def user_models(profile: ProfileMessage) -> UserModels:
+    """The profile's [models] and [model.<name>] tables as the workload's plain data."""
+    from soak.workload.models import ModelSettings, UserModels
+
+    models = profile.models or {"repositories": [], "load": []}
+    settings = []
+    for name in models["load"]:
+        given = profile.model[name]
+        settings.append(
+            ModelSettings(
+                name,
+                batch_size=given["batch_size"],
+                shape={k: tuple(v) for k, v in given["shape"].items()},
+                input_data=Path(given["input_data"]) if given["input_data"] else None,
+                rtol=given["rtol"],
+                atol=given["atol"],
+            )
+        )
+    return UserModels(tuple(Path(r) for r in models["repositories"]), tuple(settings))
+
+
+def prepare(
+    profile: ProfileMessage, workdir: Path, observer: PhaseObserver, stub: Path | None
+) -> tuple[Runtime, Workload]:
+    """Set up once (library, backend folder, repositories); then one call per iteration.
+
+    Raises SoakError when the machine cannot run the profile (nothing has run yet).
+    """
+    from soak.triton import MemoryType, require_memory, setup
+    from soak.workload.iteration import Workload
+    from soak.workload.models import preflight
+
+    config = workload_config(profile)
+    runtime = setup(workdir, profile.run["triton_home"] or None, stub=stub)
+    device = config.gpu_device
+    require_memory(config.memory_type, runtime, device)
+    if config.instance_kind == "gpu" or config.injection.gpu_bytes_per_server:
+        require_memory(MemoryType.GPU, runtime, device)
+    triton_log = workdir / "triton.log"
+    if config.user_models.models:  # one clear line now rather than N failures later
+        preflight(config.user_models, runtime.backends_dir, triton_log)
+    workload = Workload(config, workdir, runtime.backends_dir, triton_log, observer)
+    return runtime, workload
+
+
+def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
+    """What the supervisor stores of an iteration, reported at its quiet point."""
+    return Quiet(
+        iteration=record.index,
+        wall_s=record.wall_s,
+        server_lifecycles=record.server_lifecycles,
+        model_loads=record.model_loads,
+        inferences=record.inferences,
+        phase_sum_s=record.phase_sum_s(),
+        phase_max_s=record.phase_max_s(),
+        failures=[f.__dict__ for f in record.failures],
+        triton_version=record.triton_version,
+        heap=heap,
+    )
 
 
 def serve(channel: Channel) -> int:
@@ -100,7 +171,7 @@ def serve(channel: Channel) -> int:
     # The supervisor asks for stacks with SIGUSR1 when the watchdog fires.
     stacks = open(workdir / STACKS_FILE, "w")  # noqa: SIM115 - lives as long as the process
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
-    profile = profile_from_message(start.profile)
+    profile = start.profile
     send_lock = threading.Lock()
     current = {"iteration": 0}
 
@@ -115,15 +186,15 @@ def serve(channel: Channel) -> int:
         if fault and fault["phase"] == phase and fault["iteration"] == current["iteration"]:
             trigger_fault(fault, workdir, profile)
 
-    from soak.runner.engine import Engine
     from soak.sampling.heap import HeapSampler
 
     try:
-        engine = Engine(profile, workdir, observer, stub=Path(start.stub) if start.stub else None)
+        runtime, workload = prepare(
+            profile, workdir, observer, Path(start.stub) if start.stub else None
+        )
     except SoakError as exc:
         send(Failed(str(exc), setup=True))
         return 2
-    runtime = engine.runtime
     send(
         Hello(
             os.getpid(),
@@ -141,27 +212,13 @@ def serve(channel: Channel) -> int:
     done = 0
     for index in range(iterations):
         current["iteration"] = index
-        record = engine.iterate(index)
+        record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
             send(Hung(index, h.instance, h.phase, h.timeout_s))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
-        sample = heap.sample(index)
-        send(
-            Quiet(
-                iteration=index,
-                wall_s=record.wall_s,
-                server_lifecycles=record.server_lifecycles,
-                model_loads=record.model_loads,
-                inferences=record.inferences,
-                phase_sum_s=record.phase_sum_s(),
-                phase_max_s=record.phase_max_s(),
-                failures=[f.__dict__ for f in record.failures],
-                triton_version=record.triton_version,
-                heap=sample.as_dict(),
-            )
-        )
+        send(quiet_message(record, heap.sample(index).as_dict()))
         done = index + 1
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:

@@ -1,12 +1,10 @@
 """Sample the Python and C heaps from inside the worker: tracemalloc, gc object counts, objgraph's
-type growth and glibc's mallinfo2. Stdlib, objgraph and ctypes only: it must not import Triton or
+type growth and glibc's mallinfo2. Stdlib, objgraph and soak.libc only: it must not import Triton or
 psutil, and it frees nothing except what malloc_trim hands back to the system.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import gc
 import logging
@@ -16,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import objgraph
+
+from soak import libc
 
 log = logging.getLogger(__name__)
 
@@ -46,77 +46,23 @@ class HeapSample:
         return row
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2``: ten size_t fields, in this order."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-class _Glibc:
-    """The two glibc malloc functions we call, or None for each that the C library lacks."""
-
-    def __init__(self) -> None:
-        self.mallinfo2: Any = None
-        self.malloc_trim: Any = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        except OSError:
-            return
-        mallinfo2 = getattr(libc, "mallinfo2", None)  # glibc >= 2.33
-        if mallinfo2 is not None:
-            mallinfo2.restype = _MallInfo2
-            mallinfo2.argtypes = []
-            self.mallinfo2 = mallinfo2
-        malloc_trim = getattr(libc, "malloc_trim", None)
-        if malloc_trim is not None:
-            malloc_trim.restype = ctypes.c_int
-            malloc_trim.argtypes = [ctypes.c_size_t]
-            self.malloc_trim = malloc_trim
-
-
-_glibc: _Glibc | None = None
-
-
-def _libc() -> _Glibc:
-    global _glibc
-    if _glibc is None:
-        _glibc = _Glibc()
-    return _glibc
-
-
 def mallinfo_bytes() -> tuple[int | None, int | None]:
     """(in use, free) bytes of the C heap from ``mallinfo2()``, or (None, None) without it.
 
     In use is ``uordblks + hblkhd``: allocated chunks in the arenas plus mmapped chunks (large
     allocations bypass the arenas). Free is ``fordblks``: held by malloc but not in use.
     """
-    mallinfo2 = _libc().mallinfo2
-    if mallinfo2 is None:
+    if libc.mallinfo2 is None:
         return None, None
-    info = mallinfo2()
+    info = libc.mallinfo2()
     return info.uordblks + info.hblkhd, info.fordblks
 
 
 def malloc_trim() -> bool:
     """Return free C-heap memory to the system; False where glibc's malloc_trim is missing."""
-    trim = _libc().malloc_trim
-    if trim is None:
+    if libc.malloc_trim is None:
         return False
-    trim(0)
+    libc.malloc_trim(0)
     return True
 
 

@@ -19,11 +19,9 @@ from pathlib import Path
 import psutil
 
 from soak.errors import SoakError
+from soak.triton.backends import STUB_EXECUTABLE
 
 log = logging.getLogger(__name__)
-
-STUB_EXECUTABLE = "triton_python_backend_stub"
-"""File name of the python backend's stub executable: one process per model instance."""
 
 REGION_PREFIX = "triton_python_backend_shm_region_"
 """Default ``shm-region-prefix-name`` of the python backend; a region is this plus a uuid."""
@@ -566,30 +564,36 @@ class ProcessTreeSampler:
             except psutil.NoSuchProcess:
                 continue
             signalled.append(proc)
-        alive = _wait_until_ended(signalled, timeout_s)
+        alive = wait_ended(signalled, timeout_s, reap=True)
         for proc in alive:
             try:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-        still = _wait_until_ended(alive, timeout_s)
+        still = wait_ended(alive, timeout_s, reap=True)
         for proc in still:
             log.warning("stub %d survived SIGKILL for %.1f s", proc.pid, timeout_s)
         return [p.pid for p in signalled if p not in still]
 
 
-def _wait_until_ended(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Those of ``procs`` still running after up to ``timeout_s``.
+def wait_ended(
+    procs: Sequence[psutil.Process], timeout_s: float, reap: bool = False
+) -> list[psutil.Process]:
+    """Those of ``procs`` still running after up to ``timeout_s``; the one way soak waits for
+    processes to end.
 
-    A reparented stub is not our child: we cannot reap it, and init may take a second or more
-    to. A zombie has ended, so it counts as gone instead of waiting for the reaper.
+    A zombie has ended (it holds no memory, fd or mapping): psutil.wait_procs would wait for it
+    to be reaped, and a killed worker's stubs are orphans that only init reaps, 1.4 s later on
+    the CI VM and never under an init that does not reap. A pid that now names another process
+    has ended too. ``reap``: also reap those that are our own children, so that they do not
+    stay zombies (not for a subprocess.Popen child, whose exit status Popen must read).
     """
     deadline = time.monotonic() + timeout_s
     alive = list(procs)
     while alive:
-        if any(not _is_zombie(p) for p in alive):
+        if reap:
             _reap_own(alive)
-        alive = [p for p in alive if not _is_zombie(p)]
+        alive = [p for p in alive if _running(p)]
         if not alive or time.monotonic() >= deadline:
             break
         time.sleep(0.01)
@@ -605,12 +609,11 @@ def _reap_own(procs: list[psutil.Process]) -> None:
             pass
 
 
-def _is_zombie(proc: psutil.Process) -> bool:
-    """A zombie has ended; only its parent (maybe not us, maybe not reaping) can remove it."""
+def _running(proc: psutil.Process) -> bool:
     try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess included
+        return False
 
 
 def measure_sample_cost(sampler: ProcessTreeSampler, n: int) -> list[float]:

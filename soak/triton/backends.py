@@ -19,7 +19,8 @@ from soak.triton.capi import TritonInstall
 
 log = logging.getLogger(__name__)
 
-STUB_NAME = "triton_python_backend_stub"
+STUB_EXECUTABLE = "triton_python_backend_stub"
+"""File name of the python backend's stub executable: one process per model instance."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def python_version() -> str:
 def find_stub(install: TritonInstall) -> Path:
     version = python_version()
     if install.stubs_dir is not None:
-        stub = install.stubs_dir / version / STUB_NAME
+        stub = install.stubs_dir / version / STUB_EXECUTABLE
         if not stub.is_file():
             have = sorted(p.name for p in install.stubs_dir.iterdir() if p.is_dir())
             raise EnvironmentProblem(
@@ -44,7 +45,7 @@ def find_stub(install: TritonInstall) -> Path:
                 f"(it has {', '.join(have) or 'none'}); run soak with one of those Pythons"
             )
         return stub
-    stub = install.backends_dir / "python" / STUB_NAME
+    stub = install.backends_dir / "python" / STUB_EXECUTABLE
     if not stub.is_file():
         raise EnvironmentProblem(f"no python backend stub at {stub}")
     return stub
@@ -100,7 +101,7 @@ def assemble(install: TritonInstall, dest: Path, stub: Path | None = None) -> Ba
         link = target / src.name
         if not link.exists():
             link.symlink_to(src)
-    stub_target = target / STUB_NAME
+    stub_target = target / STUB_EXECUTABLE
     if not stub_target.exists():
         shutil.copy2(stub or real_stub, stub_target)
         stub_target.chmod(0o755)

@@ -16,6 +16,7 @@ from ctypes import c_int, c_size_t, c_void_p
 from enum import Enum
 from pathlib import Path
 
+from soak import libc
 from soak.errors import EnvironmentProblem, SoakError
 from soak.triton import capi
 from soak.triton.capi import MEMORY_CPU, MEMORY_CPU_PINNED, MEMORY_GPU
@@ -37,13 +38,6 @@ class MemoryType(str, Enum):
     @classmethod
     def from_triton(cls, code: int) -> MemoryType:
         return {MEMORY_CPU: cls.SYSTEM, MEMORY_CPU_PINNED: cls.PINNED, MEMORY_GPU: cls.GPU}[code]
-
-
-_libc = ctypes.CDLL(None)
-_libc.malloc.argtypes = [c_size_t]
-_libc.malloc.restype = c_void_p
-_libc.free.argtypes = [c_void_p]
-_libc.free.restype = None
 
 
 class CudaError(SoakError):
@@ -212,7 +206,7 @@ def allocate(memory_type: MemoryType, size: int, device: int = 0) -> int:
     """
     size = max(size, 1)
     if memory_type is MemoryType.SYSTEM:
-        ptr = _libc.malloc(size)
+        ptr = libc.malloc(size)
         if not ptr:
             raise MemoryError(f"malloc({size}) failed")
         return ptr
@@ -226,7 +220,7 @@ def release(memory_type: MemoryType, ptr: int) -> None:
     if not ptr:
         return
     if memory_type is MemoryType.SYSTEM:
-        _libc.free(c_void_p(ptr))
+        libc.free(c_void_p(ptr))
     elif memory_type is MemoryType.PINNED:
         cuda().free_host(ptr)
     else:

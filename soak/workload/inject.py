@@ -14,10 +14,6 @@ from dataclasses import dataclass
 from soak.triton import MemoryType
 from soak.triton import memory as triton_memory
 
-_libc = ctypes.CDLL(None)
-_libc.malloc.argtypes = [ctypes.c_size_t]
-_libc.malloc.restype = ctypes.c_void_p
-
 _native: list[int] = []
 _python: list[bytearray] = []
 _fds: list[int] = []
@@ -38,18 +34,12 @@ class Injection:
     skip_server_delete: bool = False
     gpu_bytes_per_server: int = 0
 
-    @property
-    def any(self) -> bool:
-        return self != Injection()
-
 
 def leak_native(size: int) -> None:
     """malloc and touch every page, so the bytes are resident (RSS), not just reserved."""
     if size <= 0:
         return
-    ptr = _libc.malloc(size)
-    if not ptr:
-        raise MemoryError(f"malloc({size}) failed")
+    ptr = triton_memory.allocate(MemoryType.SYSTEM, size)  # libc malloc
     ctypes.memset(ptr, 0xA5, size)
     with _lock:
         _native.append(ptr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.phases import PHASES
@@ -160,7 +160,3 @@ class Workload:
         inject.per_iteration(self.config.injection)
         done = [r if r is not None else LifecycleRecord(i) for i, r in enumerate(records)]
         return IterationRecord(index, time.perf_counter() - start, done, hung[0] if hung else None)
-
-
-def with_servers(config: WorkloadConfig, servers: int) -> WorkloadConfig:
-    return replace(config, servers=servers)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from soak.analysis.power import ar1_noise
 
 KiB = 1024.0
 
@@ -12,11 +12,7 @@ KiB = 1024.0
 def rss_noise(seed: int, n: int, phi: float = 0.7, sd: float = 200 * KiB) -> np.ndarray:
     """AR(1) noise of stationary sd, plus transient +/-64-256 KiB steps that come back."""
     rng = np.random.default_rng(seed)
-    innovations = rng.normal(0.0, sd * math.sqrt(1 - phi**2), n)
-    noise = np.zeros(n)
-    noise[:1] = rng.normal(0.0, sd)
-    for i in range(1, n):
-        noise[i] = phi * noise[i - 1] + innovations[i]
+    noise = ar1_noise(n, phi, sd, rng)
     for i in np.flatnonzero(rng.random(n) < 0.05):
         noise[i : i + int(rng.integers(1, 8))] += rng.choice([-1, 1]) * rng.uniform(64, 256) * KiB
     return noise

@@ -33,7 +33,7 @@ import pytest
 
 from soak import triage
 from soak.profile import default_thresholds
-from soak.sampling.process import descendant_pids
+from soak.sampling.process import descendant_pids, wait_ended
 from soak.store import open_readonly
 from tests.conftest import REGION_PREFIX, SHM, all_stubs, shm_regions, stub_processes
 from tests.e2e import query, wait_for_iterations
@@ -371,22 +371,17 @@ def _kill_orphans(worker_pid: int, started_after: float, track: Tracker) -> None
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(victims, timeout=10)
+    wait_ended(victims, timeout_s=10)
     for name in regions | track.regions | track.new_regions():
         (SHM / name).unlink(missing_ok=True)
 
 
 def ended_within(pid: int, timeout_s: float) -> bool:
     """Ended: gone, or a zombie waiting for init to reap it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
+    try:
+        return not wait_ended([psutil.Process(pid)], timeout_s)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path, track):
@@ -628,7 +623,7 @@ def test_wrong_kind_of_libtritonserver_fails_the_run_clearly(tmp_path, track, li
     python.mkdir(parents=True)
     for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
         (python / name).symlink_to(wheel.backends_dir / "python" / name)
-    (python / backends.STUB_NAME).symlink_to(backends.find_stub(wheel))
+    (python / backends.STUB_EXECUTABLE).symlink_to(backends.find_stub(wheel))
     lib = home / "lib" / "libtritonserver.so"
     if library == "empty":
         lib.write_bytes(b"")

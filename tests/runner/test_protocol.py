@@ -12,7 +12,11 @@ from soak.runner import protocol as proto
 @pytest.mark.parametrize(
     "message",
     [
-        proto.Start({"run": {"servers": 2}}, "/tmp/x", None),
+        proto.Start(
+            proto.ProfileMessage("p", "<test>", {"servers": 2}, {"load": 60.0}, {}, {}),
+            "/tmp/x",
+            None,
+        ),
         proto.Continue(stop=True),
         proto.Hello(1, "/lib.so", "wheel", "1.34", "3.11.7"),
         proto.Phase(3, 1, "load", 60.0),
@@ -46,7 +50,15 @@ def test_two_messages_in_one_read_are_both_delivered():
         channel.close()
 
 
-@pytest.mark.parametrize("line", [b"not json", b'{"kind": "nope"}', b'{"kind": "done"}'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b'{"kind": "nope"}',
+        b'{"kind": "done"}',
+        b'{"kind": "start", "profile": [1], "workdir": "/tmp/x"}',
+    ],
+)
 def test_garbage_is_a_protocol_error(line):
     with pytest.raises(proto.ProtocolError):
         proto.decode(line)

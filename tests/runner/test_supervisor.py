@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from soak.triton.backends import STUB_EXECUTABLE
 from tests.conftest import shm_regions, stub_processes
 from tests.e2e import query, wait_for_iterations
 
@@ -102,9 +103,7 @@ def stubs_of(pid: int, at_least: int = 2, timeout: float = 30) -> list[psutil.Pr
         stubs = []
         for c in psutil.Process(pid).children(recursive=True):
             try:
-                if c.name() == "triton_python_backend_stub" and any(
-                    "shm_region" in arg for arg in c.cmdline()
-                ):
+                if c.name() == STUB_EXECUTABLE and any("shm_region" in arg for arg in c.cmdline()):
                     stubs.append(c)
             except psutil.NoSuchProcess:
                 pass

@@ -21,7 +21,6 @@ import pytest
 from soak.sampling import process as process_module
 from soak.sampling.process import (
     REGION_PREFIX,
-    STUB_EXECUTABLE,
     Leftovers,
     ProcessSample,
     ProcessTreeSampler,
@@ -30,7 +29,9 @@ from soak.sampling.process import (
     find_stub_processes,
     measure_sample_cost,
     region_names_in,
+    wait_ended,
 )
+from soak.triton.backends import STUB_EXECUTABLE
 
 log = logging.getLogger(__name__)
 
@@ -538,3 +539,22 @@ def test_stub_script_runs_as_a_named_process(stub_exe: Path) -> None:
     finally:
         popen.kill()
         popen.wait()
+
+
+def test_wait_ended_counts_a_zombie_as_ended_and_reaps_only_when_asked():
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = psutil.Process(quick.pid)
+    assert wait_ended([proc], timeout_s=30) == []
+    assert proc.status() == psutil.STATUS_ZOMBIE  # not reaped: Popen still reads its status
+    assert quick.wait(timeout=5) == 0
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        victim = psutil.Process(sleeper.pid)
+        assert wait_ended([victim], timeout_s=0.2) == [victim]
+        victim.kill()
+        assert wait_ended([victim], timeout_s=30, reap=True) == []
+        with pytest.raises(psutil.NoSuchProcess):
+            psutil.Process(sleeper.pid).status()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -37,6 +37,17 @@ def make_config(runtime, tmp_path: Path, behaviour=Behaviour.CORRECT, **kw) -> L
     )
 
 
+def test_phase_timeout_defaults_are_the_profiles():
+    from soak.profile import TIMEOUT_KEYS
+    from soak.workload.lifecycle import PhaseTimeouts
+
+    defaults = PhaseTimeouts()
+    assert {k.name: defaults.of(k.name) for k in TIMEOUT_KEYS} == {
+        k.name: k.default for k in TIMEOUT_KEYS
+    }
+    assert defaults.statistics == 30.0
+
+
 def test_two_concurrent_servers_complete_full_lifecycles(runtime, tmp_path):
     workload = Workload(
         WorkloadConfig(servers=2, inferences_per_model=5), tmp_path, runtime.backends_dir

@@ -133,10 +133,12 @@ def test_a_missing_backend_is_named_with_the_backends_folder(runtime, tmp_path):
 
 def test_servers_scenario_loads_user_models_alongside_the_generated_ones(runtime, tmp_path):
     from soak.profile import load as load_profile
-    from soak.runner.engine import workload_config
+    from soak.runner.protocol import ProfileMessage
+    from soak.runner.worker import workload_config
     from soak.workload.iteration import Workload
 
-    config = workload_config(load_profile(str(EXAMPLES / "profile.toml")))
+    profile = ProfileMessage.of(load_profile(str(EXAMPLES / "profile.toml")))
+    config = workload_config(profile)
     assert config.user_models.names == list(MODELS)
     workload = Workload(config, tmp_path, runtime.backends_dir)
     record = workload.run_iteration(0)
