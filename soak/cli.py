@@ -130,9 +130,23 @@ def report(run_id, db, junit, json_path, out) -> None:
     help="Results database (SQLite).",
 )
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
+@click.option(
+    "--attribute",
+    is_flag=True,
+    help="Trace allocation sites (memray) after the warm-up: which sites grow (about 2x slower).",
+)
 @report_options
 def run(
-    profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
+    profile: str,
+    servers,
+    iterations,
+    memory_type,
+    db,
+    no_progress,
+    attribute,
+    junit,
+    json_path,
+    out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.progress import make_progress
@@ -141,6 +155,8 @@ def run(
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
     )
+    if attribute:
+        prof = prof.with_attribution()
     store = session.prepare(prof, db)
     supervisors = []
 

@@ -212,6 +212,32 @@ INJECT_KEYS = (
     ),
 )
 
+ATTRIBUTION_KEYS = (
+    Key(
+        "enabled",
+        bool,
+        False,
+        "Trace native and Python allocation sites (memray) from the end of the warm-up "
+        "(also: soak run --attribute); about 2x slower.",
+    ),
+    Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
+    Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),
+    Key(
+        "slope_per_iteration",
+        float,
+        1024.0,
+        "A site grows when its live bytes rise faster than this per iteration (95% lower bound).",
+        0.0,
+    ),
+    Key(
+        "allocations_per_iteration",
+        float,
+        1.0,
+        "... and its live allocations by at least this many per iteration.",
+        0.0,
+    ),
+)
+
 # Metrics the verdict judges, with default rules: memory metrics by slope and growth budget,
 # counters by whether they return to their post-warm-up baseline.
 MEMORY_METRICS = {
@@ -247,7 +273,12 @@ THRESHOLD_KEYS = (
     Key("enabled", bool, True, "Judge this metric at all."),
 )
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
-SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
+SECTIONS = {
+    "timeouts": TIMEOUT_KEYS,
+    "sampling": SAMPLING_KEYS,
+    "inject": INJECT_KEYS,
+    "attribution": ATTRIBUTION_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -280,6 +311,9 @@ class Profile:
     matrix: dict[str, tuple] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line flags applied
+    attribution: dict[str, Any] = field(
+        default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
+    )
 
     def __getattr__(self, name: str) -> Any:
         run = self.__dict__.get("run", {})
@@ -314,6 +348,14 @@ class Profile:
         _check_run(f"{self.source} with {flags}" if flags else self.source, run)
         matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
         return replace(self, run=run, matrix=matrix, overrides=given)
+
+    def with_attribution(self) -> Profile:
+        """`--attribute`: allocation sites traced whatever the profile says."""
+        return replace(
+            self,
+            attribution={**self.attribution, "enabled": True},
+            overrides={**self.overrides, "attribute": True},
+        )
 
     def cells(self) -> list[Profile]:
         """One profile per matrix cell (itself when it has no matrix)."""
@@ -403,6 +445,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         inject=sections["inject"],
         thresholds=thresholds,
         matrix=matrix,
+        attribution=sections["attribution"],
     )
 
 

@@ -191,6 +191,31 @@ def _schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
     )
+    # -- allocation sites (attribution, soak.sampling.sites) --------------------------------
+    # One row per kept site of a run; site_samples: live bytes and allocations of each site at
+    # each quiet point after the warm-up. site_id 0 is the sum over every tracked allocation.
+    db["sites"].create(
+        {
+            "run_id": int,
+            "site_id": int,
+            "stack_key": str,
+            "stack_text": str,
+            "frames": str,
+            "summary": str,
+            "python_frame": str,
+            "thread": str,
+        },
+        pk=("run_id", "site_id"),
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
+    db["site_samples"].create(
+        {"run_id": int, "iteration": int, "site_id": int, "live_bytes": int, "live_count": int},
+        pk=("run_id", "site_id", "iteration"),
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
+    # -- end of allocation sites ------------------------------------------------------------
     for table, cols in (
         ("samples", ["run_id", "kind", "iteration"]),
         ("events", ["run_id", "kind"]),
@@ -360,6 +385,21 @@ class Store:
             self._write(
                 lambda: self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
             )
+
+    def write_sites(
+        self, run_id: int, sites: list[dict[str, Any]], samples: list[dict[str, Any]]
+    ) -> None:
+        """A run's allocation sites and their per-quiet-point series, in one transaction."""
+
+        def write() -> None:
+            for table in ("sites", "site_samples"):
+                self.db[table].delete_where("run_id = ?", [run_id])
+            self.db["sites"].insert_all(
+                [{"run_id": run_id, **s, "frames": json.dumps(s["frames"])} for s in sites]
+            )
+            self.db["site_samples"].insert_all([{"run_id": run_id, **s} for s in samples])
+
+        self._write(write)
 
     def write_findings(self, run_id: int, findings: list[dict[str, Any]]) -> None:
         def write() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from soak.errors import ProfileError
 from soak.profile import Profile, check_machine
 from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
 from soak.store import Store
@@ -34,7 +35,22 @@ def prepare(profile: Profile, db: str | Path) -> Store:
     if profile.uses_gpu:
         check_machine(profile, gpu_problem())
     check_triton_home(profile)
+    check_attribution(profile)
     return Store(db)
+
+
+def check_attribution(profile: Profile) -> None:
+    """Attribution needs memray, which runs on Linux and macOS only: refused before any run."""
+    from soak.sampling.sites import unavailable
+
+    if not profile.attribution.get("enabled") or (problem := unavailable()) is None:
+        return
+    where = (
+        "--attribute"
+        if profile.overrides.get("attribute")
+        else (f"{profile.source}: attribution.enabled = true")
+    )
+    raise ProfileError(f"{where}: {problem}")
 
 
 def check_triton_home(profile: Profile) -> None:

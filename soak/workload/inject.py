@@ -7,6 +7,7 @@ resource that is never given back, held in module-level lists for the process's 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import os
 import threading
 from dataclasses import dataclass
@@ -14,9 +15,13 @@ from dataclasses import dataclass
 from soak.triton import MemoryType
 from soak.triton import memory as triton_memory
 
-_libc = ctypes.CDLL(None)
-_libc.malloc.argtypes = [ctypes.c_size_t]
-_libc.malloc.restype = ctypes.c_void_p
+# libstdc++'s `operator new` calls malloc through libstdc++'s own import table, which memray
+# hooks: the leak is seen by memray (its Python caller is leak_native) and, like Triton's own
+# C++ allocations, not by tracemalloc. `ctypes.CDLL(None).malloc` would call malloc through a
+# bare function pointer that memray never sees; PyMem_RawMalloc would show in tracemalloc.
+_operator_new = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")._Znwm
+_operator_new.argtypes = [ctypes.c_size_t]
+_operator_new.restype = ctypes.c_void_p
 
 _native: list[int] = []
 _python: list[bytearray] = []
@@ -44,12 +49,12 @@ class Injection:
 
 
 def leak_native(size: int) -> None:
-    """malloc and touch every page, so the bytes are resident (RSS), not just reserved."""
+    """operator new (malloc underneath), every page touched: resident (RSS), not just reserved."""
     if size <= 0:
         return
-    ptr = _libc.malloc(size)
+    ptr = _operator_new(size)
     if not ptr:
-        raise MemoryError(f"malloc({size}) failed")
+        raise MemoryError(f"operator new({size}) failed")
     ctypes.memset(ptr, 0xA5, size)
     with _lock:
         _native.append(ptr)
