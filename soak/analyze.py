@@ -11,13 +11,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import sqlite_utils
 
 from soak import profile as profiles
+from soak.analysis.sites import SiteFinding, SiteRule, SiteSeries, judge_sites, site_notes
 from soak.analysis.verdict import Finding, MetricRule, Series, judge, overall
 from soak.errors import SoakError, StoreError
 
@@ -43,6 +44,10 @@ class RunAnalysis:
     exit_code: int
     findings: list[Finding]
     warmup: int
+    # Allocation sites (attribution): they say where metric growth comes from; they never
+    # change the verdict.
+    sites: list[SiteFinding] = field(default_factory=list)
+    site_notes: list[str] = field(default_factory=list)
 
 
 def worst_exit(codes: list[int]) -> int:
@@ -177,7 +182,70 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
         code = EXIT_OF_VERDICT[verdict]
     else:
         code = 2
-    return RunAnalysis(run_id, status, verdict, code, findings, warmup)
+    sites, notes = analyze_sites(db, run, findings)
+    return RunAnalysis(run_id, status, verdict, code, findings, warmup, sites, notes)
+
+
+# -- allocation sites (attribution) ---------------------------------------------------------
+def site_rule_for(run: dict[str, Any]) -> SiteRule:
+    """The [attribution] thresholds stored with the run (defaults when absent)."""
+    config = json.loads(run["config"] or "{}").get("attribution") or {}
+    default = SiteRule()
+    return SiteRule(
+        float(config.get("slope_per_iteration", default.slope_per_iteration)),
+        float(config.get("allocations_per_iteration", default.allocations_per_iteration)),
+    )
+
+
+def load_site_series(db: sqlite_utils.Database, run_id: int) -> dict[int, SiteSeries]:
+    """Every stored site series of a run, site 0 (the sum of all) included; {} without."""
+    if not (db["sites"].exists() and db["site_samples"].exists()):
+        return {}
+    info = {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT site_id, summary, thread, python_frame FROM sites WHERE run_id = ?", [run_id]
+        )
+    }
+    rows = db.execute(
+        "SELECT site_id, iteration, live_bytes, live_count FROM site_samples WHERE run_id = ? "
+        "ORDER BY site_id, iteration",
+        [run_id],
+    ).fetchall()
+    if not rows:
+        return {}
+    data = np.array(rows, dtype=float)
+    out = {}
+    for site in np.unique(data[:, 0]).astype(int):
+        part = data[data[:, 0] == site]
+        summary, thread, python_frame = info.get(site, ("all traced allocations", "all", None))
+        out[int(site)] = SiteSeries(
+            int(site), summary, thread, part[:, 1].astype(int), part[:, 2], part[:, 3], python_frame
+        )
+    return out
+
+
+def analyze_sites(
+    db: sqlite_utils.Database, run: dict[str, Any], findings: list[Finding]
+) -> tuple[list[SiteFinding], list[str]]:
+    series = load_site_series(db, run["id"])
+    if not series:
+        return [], []
+    rule = site_rule_for(run)
+    total = series.pop(0, None)
+    judged = judge_sites(list(series.values()), rule)
+    total_finding = judge_sites([total], rule)[0].bytes if total is not None else None
+    return judged, site_notes(findings, total_finding, judged)
+
+
+def site_finding_row(f: SiteFinding) -> dict[str, Any]:
+    """A site finding as a row of `findings`: metric `site:<id>`, kind `site`."""
+    row = finding_row(f.bytes)
+    row.update(metric=f.metric, kind="site", verdict=f.verdict, reason=f.reason)
+    return row
+
+
+# -- end of allocation sites ----------------------------------------------------------------
 
 
 def finding_row(f: Finding) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import click
 
 from soak import __version__
 from soak import profile as profiles
-from soak.analyze import analyze_run, finding_row, latest_run_id, run_row, worst_exit
+from soak.analyze import (
+    analyze_run,
+    finding_row,
+    latest_run_id,
+    run_row,
+    site_finding_row,
+    worst_exit,
+)
 from soak.errors import SoakError
 
 EXIT_PASSED, EXIT_LEAK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -66,11 +73,21 @@ def _analyze_and_store(store, run_id: int):
     from soak.report.console import print_summary
 
     analysis = analyze_run(store.db, run_id)
-    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
+    store.write_findings(
+        run_id,
+        [finding_row(f) for f in analysis.findings] + [site_finding_row(f) for f in analysis.sites],
+    )
     store.update_run(
         run_id, status=analysis.status, verdict=analysis.verdict, exit_code=analysis.exit_code
     )
-    print_summary(analysis.findings, analysis.verdict, analysis.status, run_id)
+    print_summary(
+        analysis.findings,
+        analysis.verdict,
+        analysis.status,
+        run_id,
+        sites=analysis.sites,
+        site_notes=analysis.site_notes,
+    )
     return analysis
 
 

@@ -203,6 +203,8 @@ def _schema(db: sqlite_utils.Database) -> None:
             "frames": str,
             "summary": str,
             "python_frame": str,
+            "soak_call": str,
+            "phase": str,
             "thread": str,
         },
         pk=("run_id", "site_id"),

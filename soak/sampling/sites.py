@@ -19,8 +19,10 @@ import tables of loaded libraries), and the python-backend stubs (separate proce
 
 from __future__ import annotations
 
+import linecache
 import logging
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,21 +145,22 @@ class Frame:
 
 @dataclass(frozen=True)
 class Site:
-    """An allocation site: the trimmed stack it is keyed on, innermost frame first."""
+    """An allocation site: the trimmed stack it is keyed on, innermost frame first.
+
+    `phase` is the lifecycle phase that was running when a Python caller reached it (None on
+    Triton's own threads, where no Python frame exists).
+    """
 
     site_id: int
     key: str
     frames: tuple[Frame, ...]
+    soak_frame: Frame | None = None
+    phase: str | None = None
 
     @property
     def python_frame(self) -> Frame | None:
-        """The innermost Python frame: which soak call reached this allocation."""
-        return next((f for f in self.frames if f.python), None)
-
-    @property
-    def soak_frame(self) -> Frame | None:
-        """The innermost frame in soak's own code (the workload call), if any."""
-        return next((f for f in self.frames if f.python and "/soak/" in f.file), None)
+        """The innermost Python frame: which Python call reached this allocation."""
+        return next((f for f in self.frames if f.python), self.soak_frame)
 
     @property
     def thread(self) -> str:
@@ -169,10 +172,11 @@ class Site:
         return "\n".join(f.text() for f in self.frames)
 
     def summary(self) -> str:
-        """One line: the innermost frame, and the Python call that reached it, if any."""
+        """One line: the innermost frame, the soak call that reached it and in which phase."""
         top = self.frames[0].text() if self.frames else "(empty stack)"
         py = self.soak_frame or self.python_frame
-        return f"{top} <- {py.text()}" if py and py is not self.frames[0] else top
+        text = f"{top} <- {py.text()}" if py and py != self.frames[0] else top
+        return f"{text} in phase {self.phase}" if self.phase else text
 
 
 @dataclass
@@ -201,6 +205,8 @@ class SiteCapture:
                 "frames": [f.__dict__ for f in s.frames],
                 "summary": s.summary(),
                 "python_frame": s.python_frame.text() if s.python_frame else None,
+                "soak_call": s.soak_frame.text() if s.soak_frame else None,
+                "phase": s.phase,
                 "thread": s.thread,
             }
             for s in self.sites
@@ -245,6 +251,31 @@ def _library(function: str, file: str) -> str:
     return "?"
 
 
+def _short(file: str) -> str:
+    """soak's files relative to the package's parent (soak/workload/inject.py); others as is."""
+    at = file.rfind("/soak/")
+    return file[at + 1 :] if at >= 0 and file.endswith(".py") else file
+
+
+_PHASE_LINE = re.compile(r'_phase\("([a-z_]+)"\)')
+
+
+def _phase_of(stack: list[Frame]) -> str | None:
+    """The lifecycle phase the allocation was made in: the `with self._phase("...")` block of
+    `Lifecycle.run` that encloses the line it was running (read from the source)."""
+    frame = next(
+        (f for f in stack if f.function == "run" and f.file.endswith("workload/lifecycle.py")),
+        None,
+    )
+    if frame is None:
+        return None
+    for line in range(frame.line, max(0, frame.line - 40), -1):
+        found = _PHASE_LINE.search(linecache.getline(frame.file, line))
+        if found:
+            return found.group(1)
+    return None
+
+
 def _trimmed(stack: list[tuple[str, str, int]]) -> list[Frame]:
     frames = [
         Frame(fn or "<unknown>", file or "<unknown>", int(line or 0), "")
@@ -257,6 +288,17 @@ def _trimmed(stack: list[tuple[str, str, int]]) -> list[Frame]:
     ):
         start += 1
     return [Frame(f.function, f.file, f.line, _library(f.function, f.file)) for f in frames[start:]]
+
+
+def _site_frames(stack: list[tuple[str, str, int]]) -> tuple[list[Frame], Frame | None, str | None]:
+    """(trimmed frames, innermost soak frame, phase) of one hybrid stack."""
+    frames = _trimmed(stack)
+    phase = _phase_of(frames)
+    soak = next((f for f in frames if f.python and "/soak/" in f.file), None)
+    short = [Frame(f.function, _short(f.file), f.line, f.library) for f in frames]
+    if soak is not None:
+        soak = Frame(soak.function, _short(soak.file), soak.line, soak.library)
+    return short, soak, phase
 
 
 def _quiet_snapshots(
@@ -312,18 +354,18 @@ def read_sites(
             sizes = np.fromiter((iv.n_bytes for iv in ivs), np.int64, len(ivs))
             records.append((record, j0[live], j1[live], counts[live], sizes[live]))
     by_key: dict[str, int] = {}
-    frames_of: list[tuple[Frame, ...]] = []
+    frames_of: list[tuple[tuple[Frame, ...], Frame | None, str | None]] = []
     diff_bytes = np.zeros((len(records), n + 1))
     diff_count = np.zeros((len(records), n + 1))
     site_of = np.empty(len(records), dtype=np.int64)
     for r, (record, j0, j1, counts, sizes) in enumerate(records):
-        frames = _trimmed(record.hybrid_stack_trace(max_stacks=SHOWN_FRAMES + 16))
+        frames, soak, phase = _site_frames(record.hybrid_stack_trace())
         key = " <- ".join(
-            f"{f.function}@{f.library if not f.python else f.file}" for f in frames[:depth]
+            f"{f.function}@{f.file if f.python else f.library}" for f in frames[:depth]
         )
         if key not in by_key:
             by_key[key] = len(frames_of)
-            frames_of.append(tuple(frames[:SHOWN_FRAMES]))
+            frames_of.append((tuple(frames[:SHOWN_FRAMES]), soak, phase))
         site_of[r] = by_key[key]
         np.add.at(diff_bytes[r], j0, sizes)
         np.add.at(diff_bytes[r], j1, -sizes)
@@ -338,7 +380,7 @@ def read_sites(
     np.add.at(site_count, site_of, per_record_count)
     order = _rank(site_bytes)[:top]
     keys = list(by_key)
-    sites = [Site(k + 1, keys[i], frames_of[i]) for k, i in enumerate(order)]
+    sites = [Site(k + 1, keys[i], *frames_of[i]) for k, i in enumerate(order)]
     return SiteCapture(
         iterations=iterations,
         sites=sites,
