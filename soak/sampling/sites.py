@@ -163,6 +163,13 @@ class Site:
         return next((f for f in self.frames if f.python), self.soak_frame)
 
     @property
+    def api_call(self) -> str | None:
+        """The outermost TRITONSERVER_* function on the stack: the C API call that made (or
+        reached) the allocation, the name a leak report against Triton starts from."""
+        names = [f.function for f in self.frames if f.function.startswith("TRITONSERVER_")]
+        return names[-1] if names else None
+
+    @property
     def thread(self) -> str:
         """'python' when reached from Python code (the workload), else 'native' (Triton's
         own threads, or a native frame deeper than the captured stack)."""
@@ -175,7 +182,11 @@ class Site:
         """One line: the innermost frame, the soak call that reached it and in which phase."""
         top = self.frames[0].text() if self.frames else "(empty stack)"
         py = self.soak_frame or self.python_frame
-        text = f"{top} <- {py.text()}" if py and py != self.frames[0] else top
+        text = top
+        if self.api_call and not self.frames[0].function.startswith(self.api_call):
+            text += f" <- {self.api_call}"
+        if py and py != self.frames[0]:
+            text += f" <- {py.text()}"
         return f"{text} in phase {self.phase}" if self.phase else text
 
 
