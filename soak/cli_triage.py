@@ -254,8 +254,9 @@ def _print_findings(console: Console, detail: triage.RunDetail) -> None:
         return
     findings = [triage.finding_from_row(row) for row in detail.findings]
     measured = [f for f in findings if f.verdict != "no_data"]
+    sites = [triage.site_finding_from_row(row) for row in detail.sites]
     if measured:
-        console.print(findings_table(measured, title="findings"))
+        console.print(findings_table(measured, title="findings", sites=sites))
     unmeasured = [f.metric for f in findings if f.verdict == "no_data"]
     if unmeasured:
         console.print(Text(f"no data (not measured here): {', '.join(unmeasured)}", style="dim"))
@@ -266,6 +267,12 @@ def _print_findings(console: Console, detail: triage.RunDetail) -> None:
             if f.growth_started_at is not None:
                 line.append(f" Growth began at iteration {f.growth_started_at + 1}.")
             console.print(line, soft_wrap=True)
+    for site in sites:  # allocation sites (attribution): where the growth is held
+        if site.verdict == "leak":
+            line = Text(f"GROWING SITE {site.site_id} ", style="bold red") + Text(site.reason)
+            console.print(line, soft_wrap=True)
+    if sites and not any(s.verdict == "leak" for s in sites):
+        console.print(f"allocation sites: none grows ({len(sites)} traced site(s) judged)")
 
 
 def _print_events(console: Console, detail: triage.RunDetail) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 import sqlite_utils
 
+from soak.analysis.sites import SiteFinding
 from soak.analysis.trend import cut_warmup, mann_kendall, theil_sen
 from soak.analysis.verdict import Finding
 from soak.analyze import latest_run_id, load_series, rules_for, run_row
@@ -393,7 +394,8 @@ def list_runs(
     if runs:
         marks = ", ".join("?" for _ in runs)
         for row in db.query(
-            f"SELECT * FROM findings WHERE run_id IN ({marks})", [r["id"] for r in runs]
+            f"SELECT * FROM findings WHERE run_id IN ({marks}) AND kind IS NOT 'site'",
+            [r["id"] for r in runs],
         ):
             findings.setdefault(row["run_id"], []).append(row)
     here = socket.gethostname()
@@ -469,6 +471,7 @@ class RunDetail:
     findings: list[dict[str, Any]]
     events: list[EventGroup]
     phases: list[PhaseTiming]
+    sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
 
     def as_dict(self) -> dict[str, Any]:
         header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
@@ -497,6 +500,7 @@ class RunDetail:
                 for g in self.events
             ],
             "phases": [p.__dict__ for p in self.phases],
+            "sites": self.sites,
         }
 
 
@@ -609,11 +613,70 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
     run = run_row(db, run_id)
     walls = _median_walls(db, [run_id])
     status, reason = display_status(run, walls.get(run_id), now)
-    findings = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
+    rows = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
+    findings = [f for f in rows if f.get("kind") != "site"]
     findings.sort(key=lambda f: (_VERDICT_ORDER.get(f["verdict"], 4), f["metric"]))
     return RunDetail(
-        run, status, reason, findings, _event_groups(db, run_id), _phase_timings(db, run_id)
+        run,
+        status,
+        reason,
+        findings,
+        _event_groups(db, run_id),
+        _phase_timings(db, run_id),
+        _site_rows(db, run_id, rows),
     )
+
+
+# -- allocation sites (attribution) ---------------------------------------------------------
+def _site_rows(
+    db: sqlite_utils.Database, run_id: int, findings: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The run's site findings, each with its site's stack summary, growing ones first."""
+    if not db["sites"].exists():
+        return []
+    sites = {
+        f"site:{r['site_id']}": r
+        for r in db.query(
+            "SELECT site_id, summary, thread, phase, soak_call, python_frame FROM sites "
+            "WHERE run_id = ?",
+            [run_id],
+        )
+    }
+    out = [{**sites.get(f["metric"], {}), **f} for f in findings if f.get("kind") == "site"]
+    out.sort(key=lambda f: (_VERDICT_ORDER.get(f["verdict"], 4), -(finite(f["slope"]) or 0)))
+    return out
+
+
+def site_finding_from_row(row: Mapping[str, Any]) -> SiteFinding:
+    """A stored site finding (joined with its site) as the analysis's :class:`SiteFinding`."""
+    return SiteFinding(
+        site_id=int(row.get("site_id") or str(row["metric"]).removeprefix("site:")),
+        summary=row.get("summary") or row["metric"],
+        thread=row.get("thread") or "?",
+        python_frame=row.get("python_frame"),
+        verdict=row.get("verdict") or "no_data",
+        bytes=finding_from_row(row),
+        count_slope=math.nan,
+        reason=row.get("reason") or "",
+    )
+
+
+_SITES_SQL = """
+SELECT s.run_id AS run, s.site_id AS site, f.verdict,
+       f.slope AS live_bytes_per_iteration, f.slope_low, f.total_growth AS growth_bytes,
+       (SELECT ss.live_bytes FROM site_samples ss WHERE ss.run_id = s.run_id
+          AND ss.site_id = s.site_id ORDER BY ss.iteration DESC LIMIT 1) AS live_bytes_at_end,
+       (SELECT ss.live_count FROM site_samples ss WHERE ss.run_id = s.run_id
+          AND ss.site_id = s.site_id ORDER BY ss.iteration DESC LIMIT 1) AS live_count_at_end,
+       s.thread, s.phase, s.soak_call, s.summary
+FROM sites s
+LEFT JOIN findings f ON f.run_id = s.run_id AND f.metric = 'site:' || s.site_id
+WHERE (:run IS NULL OR s.run_id = :run) AND (:verdict IS NULL OR f.verdict = :verdict)
+ORDER BY s.run_id, f.verdict = 'leak' DESC, f.slope DESC
+"""
+
+
+# -- end of allocation sites ----------------------------------------------------------------
 
 
 # -- soak query -----------------------------------------------------------------------------
@@ -954,7 +1017,7 @@ SELECT r.matrix, f.metric, r.id AS run,
        {_unit_slope("model_load")} AS per_model_load,
        {_unit_slope("inference")} AS per_inference
 FROM findings f JOIN runs r ON r.id = f.run_id
-WHERE r.matrix IS NOT NULL AND f.slope IS NOT NULL
+WHERE r.matrix IS NOT NULL AND f.slope IS NOT NULL AND f.kind IS NOT 'site'
   AND (:matrix IS NULL OR r.matrix = :matrix)
   AND (:metric IS NULL OR f.metric = :metric)
   AND r.id = (SELECT MAX(r2.id) FROM runs r2
@@ -1050,6 +1113,14 @@ CANNED: dict[str, CannedQuery] = {
             "Validation failures by run, phase and instance, with the first message.",
             _FAILURES_SQL,
             {"run": _RUN},
+        ),
+        CannedQuery(
+            "sites",
+            "Allocation sites of attributed runs: live bytes per iteration (Theil-Sen), "
+            "growth, what is live at the end, thread (python or native), phase and soak call.",
+            _SITES_SQL,
+            {"run": _RUN, "verdict": "only sites judged so (leak, pass, inconclusive)"},
+            needs="a run with attribution (soak run --attribute, or [attribution] enabled)",
         ),
         CannedQuery(
             "triton-warnings",

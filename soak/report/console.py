@@ -18,7 +18,7 @@ def human(value: float | None, metric: str) -> str:
     """Bytes as KiB/MiB, counters as plain numbers; NaN and None as a dash."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    if metric.endswith("_bytes"):
+    if metric.endswith("_bytes") or metric.startswith("site:"):  # a site's series is bytes
         size = abs(value)
         for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
             if size >= scale:
@@ -110,6 +110,6 @@ def print_summary(
             console.print(f"[bold red]GROWING SITE {site.site_id}[/] {escape(site.reason)}")
     for note in site_notes or []:
         console.print(f"[yellow]NOTE[/] {escape(note)}")
-    if sites is not None and site_notes is not None and not any(s.verdict == "leak" for s in sites):
+    if sites and not any(s.verdict == "leak" for s in sites):
         console.print(f"allocation sites: none grows ({len(sites)} traced site(s) judged)")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")

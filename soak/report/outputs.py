@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import sqlite_utils
 
-from soak.analyze import RunAnalysis, load_series, run_row
+from soak.analysis.sites import SiteFinding
+from soak.analysis.verdict import Finding
+from soak.analyze import RunAnalysis, load_series, load_site_series, run_row
 from soak.report.junit import write_junit
-from soak.report.plots import write_report
+from soak.report.plots import write_report, write_sites_report
 
 
 def _label(run: dict) -> str:
@@ -29,6 +31,28 @@ def _clean(value):
     return value
 
 
+def _site_json(site: SiteFinding) -> dict:
+    """A site finding for JSON: kind `site`, its stack summary and the numbers of its bytes."""
+    numbers = {k: _clean(v) for k, v in asdict(site.bytes).items() if k not in ("metric", "kind")}
+    return {
+        **numbers,
+        "metric": site.metric,
+        "kind": "site",
+        "site_id": site.site_id,
+        "summary": site.summary,
+        "thread": site.thread,
+        "python_frame": site.python_frame,
+        "verdict": site.verdict,
+        "count_slope": site.count_slope,
+        "reason": site.reason,
+    }
+
+
+def _site_cases(a: RunAnalysis) -> list[Finding]:
+    """Site findings as JUnit cases (`site:<id>`): a growing site is a failing case."""
+    return [replace(s.bytes, verdict=s.verdict, reason=s.reason, kind="site") for s in a.sites]
+
+
 def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dict:
     runs = []
     for a in analyses:
@@ -42,6 +66,8 @@ def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dic
                 "verdict": a.verdict,
                 "exit_code": a.exit_code,
                 "findings": [_clean(asdict(f)) for f in a.findings],
+                "sites": [_clean(_site_json(s)) for s in a.sites],
+                "site_notes": a.site_notes,
             }
         )
     return {"runs": runs}
@@ -58,7 +84,10 @@ def write_outputs(
     if junit:
         write_junit(
             junit,
-            [(a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings) for a in analyses],
+            [
+                (a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings + _site_cases(a))
+                for a in analyses
+            ],
         )
         written.append(Path(junit))
     if json_path:
@@ -71,4 +100,7 @@ def write_outputs(
             target = Path(out) if len(analyses) == 1 else Path(out) / f"run{a.run_id}"
             title = f"profile {_label(run)}, status {a.status}, verdict {a.verdict}"
             written.append(write_report(a.run_id, title, series, a.findings, target))
+            if a.sites:
+                sites = load_site_series(db, a.run_id)
+                written.append(write_sites_report(sites, a.sites, a.site_notes, target))
     return written
