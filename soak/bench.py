@@ -198,6 +198,13 @@ def footprint(iterations: int = 10) -> dict[str, Any]:
     }
 
 
+def _attribution() -> dict[str, Any]:
+    """memray's cost side by side (soak.bench_attribution)."""
+    from soak.bench_attribution import attribution
+
+    return attribution()
+
+
 def human(value: float, metric: str) -> str:
     from soak.report.console import human as fmt
 
@@ -259,6 +266,10 @@ def print_table(r: dict[str, Any]) -> None:
             f"({f['iterations']} iterations, {f['status']})",
         )
     )
+    if "attribution" in r:
+        from soak.bench_attribution import table_rows
+
+        rows += table_rows(r["attribution"])
     width = max(len(k) for k, _ in rows)
     print(f"soak bench on {r['machine']['summary']}")
     for k, v in rows:
@@ -292,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         ("store", store),
         ("analysis", analysis),
         ("lifecycle", lambda: _lifecycle_child(servers, args.iterations)),
+        ("attribution", _attribution),
     ]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
