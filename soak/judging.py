@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from soak import profile as profiles
+from soak.analysis.sites import SiteFinding, SiteRule, judge_sites, site_notes
 from soak.analysis.verdict import Finding, MetricRule, judge, overall
 from soak.errors import ExitCode, SoakError
-from soak.store import Store, latest_run_id, load_series, open_readonly, run_row
+from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
 from soak.units import plain
 
 EXIT_OF_VERDICT = {
@@ -44,6 +45,10 @@ class RunAnalysis:
     exit_code: ExitCode
     findings: list[Finding]
     warmup: int
+    # Allocation sites (attribution): they say where metric growth comes from; they never
+    # change the verdict.
+    sites: list[SiteFinding] = field(default_factory=list)
+    site_notes: list[str] = field(default_factory=list)
 
 
 def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
@@ -82,14 +87,18 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
         code = EXIT_OF_VERDICT[verdict]
     else:
         code = ExitCode.FAILED
-    return RunAnalysis(run_id, status, verdict, code, findings, warmup)
+    sites, notes = analyze_sites(db, run, findings)
+    return RunAnalysis(run_id, status, verdict, code, findings, warmup, sites, notes)
 
 
 def analyze_and_store(store: Store, run_id: int) -> RunAnalysis:
     """Judge a run and store its findings, status, verdict and exit code (`soak analyze`,
     and `soak run` after each cell)."""
     analysis = analyze_run(store.db, run_id)
-    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
+    store.write_findings(
+        run_id,
+        [finding_row(f) for f in analysis.findings] + [site_finding_row(f) for f in analysis.sites],
+    )
     store.update_run(
         run_id,
         status=analysis.status,
@@ -123,4 +132,36 @@ def finding_row(f: Finding) -> dict[str, Any]:
     row = plain(asdict(f))
     row["slopes_per_unit"] = json.dumps(row["slopes_per_unit"])
     row["analyzed_at"] = time.time()
+    return row
+
+
+# -- allocation sites (attribution) ---------------------------------------------------------
+def site_rule_for(run: dict[str, Any]) -> SiteRule:
+    """The [attribution] thresholds stored with the run (defaults when absent)."""
+    config = json.loads(run["config"] or "{}").get("attribution") or {}
+    default = SiteRule()
+    return SiteRule(
+        float(config.get("slope_per_iteration", default.slope_per_iteration)),
+        float(config.get("allocations_per_iteration", default.allocations_per_iteration)),
+    )
+
+
+def analyze_sites(
+    db: sqlite_utils.Database, run: dict[str, Any], findings: list[Finding]
+) -> tuple[list[SiteFinding], list[str]]:
+    """Judge the run's stored allocation sites; ([], []) for a run without attribution."""
+    series = load_site_series(db, run["id"])
+    if not series:
+        return [], []
+    rule = site_rule_for(run)
+    total = series.pop(0, None)
+    judged = judge_sites(list(series.values()), rule)
+    total_finding = judge_sites([total], rule)[0].bytes if total is not None else None
+    return judged, site_notes(findings, total_finding, judged)
+
+
+def site_finding_row(f: SiteFinding) -> dict[str, Any]:
+    """A site finding as a row of `findings`: metric `site:<id>`, kind `site`."""
+    row = finding_row(f.bytes)
+    row.update(metric=f.metric, kind="site", verdict=f.verdict, reason=f.reason)
     return row

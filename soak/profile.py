@@ -223,6 +223,32 @@ INJECT_KEYS = (
     ),
 )
 
+ATTRIBUTION_KEYS = (
+    Key(
+        "enabled",
+        bool,
+        False,
+        "Trace native and Python allocation sites (memray) from the end of the warm-up "
+        "(also: soak run --attribute); about 2x slower.",
+    ),
+    Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
+    Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),
+    Key(
+        "slope_per_iteration",
+        float,
+        1024.0,
+        "A site grows when its live bytes rise faster than this per iteration (95% lower bound).",
+        0.0,
+    ),
+    Key(
+        "allocations_per_iteration",
+        float,
+        1.0,
+        "... and its live allocations by at least this many per iteration.",
+        0.0,
+    ),
+)
+
 # Metrics the verdict judges, with default rules: memory metrics by slope and growth budget,
 # counters by whether they return to their post-warm-up baseline.
 MEMORY_METRICS = {
@@ -296,7 +322,12 @@ MODEL_KEYS = (
     Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
 )
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
-SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
+SECTIONS = {
+    "timeouts": TIMEOUT_KEYS,
+    "sampling": SAMPLING_KEYS,
+    "inject": INJECT_KEYS,
+    "attribution": ATTRIBUTION_KEYS,
+}
 
 
 def default_thresholds() -> dict[str, MetricRule]:
@@ -323,6 +354,10 @@ class Profile:
     # [models] (repositories as absolute paths) and [model.<name>] (input_data absolute).
     models: dict[str, Any] = field(default_factory=lambda: {"repositories": [], "load": []})
     model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [attribution]: allocation sites traced with memray (soak.sampling.sites).
+    attribution: dict[str, Any] = field(
+        default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
+    )
 
     @property
     def uses_gpu(self) -> bool:
@@ -351,6 +386,14 @@ class Profile:
         _check_run(f"{self.source} with {flags}" if flags else self.source, run)
         matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
         return replace(self, run=run, matrix=matrix, overrides=given)
+
+    def with_attribution(self) -> Profile:
+        """`--attribute`: allocation sites traced whatever the profile says."""
+        return replace(
+            self,
+            attribution={**self.attribution, "enabled": True},
+            overrides={**self.overrides, "attribute": True},
+        )
 
     def cells(self) -> list[Profile]:
         """One profile per matrix cell (itself when it has no matrix)."""
@@ -514,6 +557,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         matrix=matrix,
         models=models,
         model=model,
+        attribution=sections["attribution"],
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from soak.analysis.sites import SiteSeries
 from soak.analysis.verdict import Series
 from soak.errors import StoreError
 from soak.phases import PHASES
@@ -201,6 +202,33 @@ def _schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
     )
+    # -- allocation sites (attribution, soak.sampling.sites) --------------------------------
+    # One row per kept site of a run; site_samples: live bytes and allocations of each site at
+    # each quiet point after the warm-up. site_id 0 is the sum over every tracked allocation.
+    db["sites"].create(
+        {
+            "run_id": int,
+            "site_id": int,
+            "stack_key": str,
+            "stack_text": str,
+            "frames": str,
+            "summary": str,
+            "python_frame": str,
+            "soak_call": str,
+            "phase": str,
+            "thread": str,
+        },
+        pk=("run_id", "site_id"),
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
+    db["site_samples"].create(
+        {"run_id": int, "iteration": int, "site_id": int, "live_bytes": int, "live_count": int},
+        pk=("run_id", "site_id", "iteration"),
+        foreign_keys=[("run_id", "runs", "id")],
+        if_not_exists=True,
+    )
+    # -- end of allocation sites ------------------------------------------------------------
     for table, cols in (
         ("samples", ["run_id", "kind", "iteration"]),
         ("events", ["run_id", "kind"]),
@@ -514,6 +542,21 @@ class Store:
                 lambda: self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
             )
 
+    def write_sites(
+        self, run_id: int, sites: list[dict[str, Any]], samples: list[dict[str, Any]]
+    ) -> None:
+        """A run's allocation sites and their per-quiet-point series, in one transaction."""
+
+        def write() -> None:
+            for table in ("sites", "site_samples"):
+                self.db[table].delete_where("run_id = ?", [run_id])
+            self.db["sites"].insert_all(
+                [{"run_id": run_id, **s, "frames": json.dumps(s["frames"])} for s in sites]
+            )
+            self.db["site_samples"].insert_all([{"run_id": run_id, **s} for s in samples])
+
+        self._write(write)
+
     def write_findings(self, run_id: int, findings: list[dict[str, Any]]) -> None:
         def write() -> None:
             self.db["findings"].delete_where("run_id = ?", [run_id])
@@ -665,6 +708,35 @@ def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> d
     iterations = by_column[0].astype(int)
     unit_data = {name: by_column[1 + len(metrics) + k] for k, name in enumerate(UNIT_COLUMNS)}
     return {m: Series(m, iterations, by_column[1 + k], unit_data) for k, m in enumerate(metrics)}
+
+
+def load_site_series(db: sqlite_utils.Database, run_id: int) -> dict[int, SiteSeries]:
+    """Every stored allocation-site series of a run (attribution), site 0 (the sum of all)
+    included; {} for a run without, or a database from before attribution."""
+    if not (db["sites"].exists() and db["site_samples"].exists()):
+        return {}
+    info = {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT site_id, summary, thread, python_frame FROM sites WHERE run_id = ?", [run_id]
+        )
+    }
+    rows = db.execute(
+        "SELECT site_id, iteration, live_bytes, live_count FROM site_samples WHERE run_id = ? "
+        "ORDER BY site_id, iteration",
+        [run_id],
+    ).fetchall()
+    if not rows:
+        return {}
+    data = np.array(rows, dtype=float)
+    out = {}
+    for site in np.unique(data[:, 0]).astype(int):
+        part = data[data[:, 0] == site]
+        summary, thread, python_frame = info.get(site, ("all traced allocations", "all", None))
+        out[int(site)] = SiteSeries(
+            int(site), summary, thread, part[:, 1].astype(int), part[:, 2], part[:, 3], python_frame
+        )
+    return out
 
 
 def _float_rows(rows: list[tuple], width: int) -> np.ndarray:

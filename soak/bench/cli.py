@@ -17,7 +17,7 @@ from typing import Any
 import click
 import psutil
 
-from soak.bench import measure
+from soak.bench import attribution, measure
 from soak.units import human, mib
 
 RESULTS = Path("results")
@@ -74,6 +74,8 @@ def print_table(r: dict[str, Any]) -> None:
             f"({f['iterations']} iterations, {f['status']})",
         )
     )
+    if "attribution" in r:
+        rows += attribution.table_rows(r["attribution"])
     width = max(len(k) for k, _ in rows)
     print(f"soak bench on {r['machine']['summary']}")
     for k, v in rows:
@@ -106,6 +108,7 @@ def main(servers: str, iterations: int, out: str, lifecycle_only: str | None) ->
         ("store", measure.store),
         ("analysis", measure.analysis),
         ("lifecycle", lambda: measure.lifecycle_child(counts, iterations)),
+        ("attribution", attribution.attribution),
     ]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

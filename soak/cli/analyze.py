@@ -20,7 +20,14 @@ def analyze(run_id, db, junit, json_path, out) -> None:
     from soak.store import open_readonly
 
     analysis = reanalyze(db, run_id)
-    print_summary(analysis.findings, analysis.verdict, analysis.status, analysis.run_id)
+    print_summary(
+        analysis.findings,
+        analysis.verdict,
+        analysis.status,
+        analysis.run_id,
+        sites=analysis.sites,
+        site_notes=analysis.site_notes,
+    )
     echo_written(open_readonly(db), [analysis], junit, json_path, out)
     sys.exit(analysis.exit_code)
 

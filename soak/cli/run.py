@@ -20,9 +20,23 @@ from soak.errors import ExitCode
 @click.option("--memory-type", type=str, help="Override memory_type: system, pinned or gpu.")
 @db_option("Results database (SQLite).", exists=False)
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
+@click.option(
+    "--attribute",
+    is_flag=True,
+    help="Trace allocation sites (memray) after the warm-up: which sites grow (about 2x slower).",
+)
 @file_options
 def run(
-    profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
+    profile: str,
+    servers,
+    iterations,
+    memory_type,
+    db,
+    no_progress,
+    attribute,
+    junit,
+    json_path,
+    out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.console import cell_heading, print_summary
@@ -32,6 +46,8 @@ def run(
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
     )
+    if attribute:
+        prof = prof.with_attribution()
     store = session.prepare(prof, db)
     stopper = session.Stopper()
 
@@ -52,7 +68,14 @@ def run(
             cell_scope.close()  # the progress bar ends before the summary
             ended = "finished" if outcome.status == "passed" else outcome.status
             click.echo(f"run {outcome.run_id}: {ended}: {outcome.reason}")
-            print_summary(analysis.findings, analysis.verdict, analysis.status, analysis.run_id)
+            print_summary(
+                analysis.findings,
+                analysis.verdict,
+                analysis.status,
+                analysis.run_id,
+                sites=analysis.sites,
+                site_notes=analysis.site_notes,
+            )
 
         analyses = session.run(
             prof,

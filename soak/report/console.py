@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
 from soak.units import cell_label, human
 
@@ -24,7 +26,22 @@ STATUS_STYLE = {
 _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
 
 
-def findings_table(findings: list[Finding], title: str = "") -> Table:
+#: Site rows shown under a metric in the console table; `soak show` and the reports have all.
+SITES_SHOWN = 10
+
+
+def _site_anchor(findings: list[Finding]) -> str | None:
+    """The metric site rows go under: the first growing memory metric live allocations can
+    explain, else rss_bytes."""
+    for f in findings:
+        if f.metric in EXPLAINED_METRICS and f.verdict in ("leak", "inconclusive"):
+            return f.metric
+    return "rss_bytes"
+
+
+def findings_table(
+    findings: list[Finding], title: str = "", sites: list[SiteFinding] | None = None
+) -> Table:
     table = Table(title=title or None, show_lines=False)
     for col in (
         "metric",
@@ -50,6 +67,20 @@ def findings_table(findings: list[Finding], title: str = "") -> Table:
             "-" if f.growth_started_at is None else f"iteration {f.growth_started_at + 1}",
             human(f.slopes_per_unit.get("server"), f.metric),
         )
+        if sites and f.metric == _site_anchor(findings):
+            for site in [s for s in sites if s.verdict != "pass"][:SITES_SHOWN]:
+                b = site.bytes
+                table.add_row(
+                    escape(f"  site {site.site_id}: {site.summary} [{site.thread}]"),
+                    f"[{_STYLE.get(site.verdict, '')}]{site.verdict}[/]",
+                    human(b.slope, "live_bytes"),
+                    f"[{human(b.slope_low, 'live_bytes')}, {human(b.slope_high, 'live_bytes')}]",
+                    human(b.total_growth, "live_bytes"),
+                    human(b.threshold, "live_bytes"),
+                    "-",
+                    "-",
+                    human(b.slopes_per_unit.get("server"), "live_bytes"),
+                )
     return table
 
 
@@ -60,13 +91,26 @@ def wide_console() -> Console:
 
 
 def print_summary(
-    findings: list[Finding], verdict: str, status: str, run_id: int, console: Console | None = None
+    findings: list[Finding],
+    verdict: str,
+    status: str,
+    run_id: int,
+    console: Console | None = None,
+    sites: list[SiteFinding] | None = None,
+    site_notes: list[str] | None = None,
 ) -> None:
     console = console or wide_console()
-    console.print(findings_table(findings, title=f"run {run_id}: findings"))
+    console.print(findings_table(findings, title=f"run {run_id}: findings", sites=sites))
     for f in findings:
         if f.verdict == "leak":
             console.print(f"[bold red]LEAK[/] {f.reason}")
+    for site in sites or []:
+        if site.verdict == "leak":
+            console.print(f"[bold red]GROWING SITE {site.site_id}[/] {escape(site.reason)}")
+    for note in site_notes or []:
+        console.print(f"[yellow]NOTE[/] {escape(note)}")
+    if sites and not any(s.verdict == "leak" for s in sites):
+        console.print(f"allocation sites: none grows ({len(sites)} traced site(s) judged)")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import sqlite_utils
 
+from soak.analysis.sites import SiteFinding
+from soak.analysis.verdict import Finding
 from soak.judging import RunAnalysis
 from soak.report.junit import write_junit
-from soak.report.plots import write_report
-from soak.store import load_series, run_row
+from soak.report.plots import write_report, write_sites_report
+from soak.store import load_series, load_site_series, run_row
 from soak.units import cell_label, plain
 
 
@@ -19,6 +21,38 @@ def _label(run: dict) -> str:
     """profile[k=v,k=v] for a matrix cell, the profile alone otherwise."""
     cell = json.loads(run["cell"]) if run.get("cell") else {}
     return run["profile"] + (f"[{cell_label(cell, sep=',')}]" if cell else "")
+
+
+def _site_json(site: SiteFinding) -> dict:
+    """A site finding for JSON: kind `site`, its stack summary and the numbers of its bytes."""
+    numbers = {k: v for k, v in asdict(site.bytes).items() if k not in ("metric", "kind")}
+    return plain(
+        {
+            **numbers,
+            "metric": site.metric,
+            "kind": "site",
+            "site_id": site.site_id,
+            "summary": site.summary,
+            "thread": site.thread,
+            "python_frame": site.python_frame,
+            "verdict": site.verdict,
+            "count_slope": site.count_slope,
+            "reason": site.reason,
+        }
+    )
+
+
+def _sites_json(a: RunAnalysis) -> dict:
+    """The run's sites and site notes; nothing at all for a run without attribution, so its
+    JSON stays as it was."""
+    if not a.sites and not a.site_notes:
+        return {}
+    return {"sites": [_site_json(s) for s in a.sites], "site_notes": a.site_notes}
+
+
+def _site_cases(a: RunAnalysis) -> list[Finding]:
+    """Site findings as JUnit cases (`site:<id>`): a growing site is a failing case."""
+    return [replace(s.bytes, verdict=s.verdict, reason=s.reason, kind="site") for s in a.sites]
 
 
 def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dict:
@@ -34,6 +68,7 @@ def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dic
                 "verdict": a.verdict,
                 "exit_code": a.exit_code,
                 "findings": [plain(asdict(f)) for f in a.findings],
+                **_sites_json(a),
             }
         )
     return {"runs": runs}
@@ -50,7 +85,10 @@ def write_outputs(
     if junit:
         write_junit(
             junit,
-            [(a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings) for a in analyses],
+            [
+                (a.run_id, _label(run_row(db, a.run_id)), a.status, a.findings + _site_cases(a))
+                for a in analyses
+            ],
         )
         written.append(Path(junit))
     if json_path:
@@ -63,4 +101,7 @@ def write_outputs(
             target = Path(out) if len(analyses) == 1 else Path(out) / f"run{a.run_id}"
             title = f"profile {_label(run)}, status {a.status}, verdict {a.verdict}"
             written.append(write_report(a.run_id, title, series, a.findings, target))
+            if a.sites:
+                sites = load_site_series(db, a.run_id)
+                written.append(write_sites_report(sites, a.sites, a.site_notes, target))
     return written

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from soak.analysis.sites import SiteFinding, SiteSeries  # noqa: E402
 from soak.analysis.verdict import Finding, Series  # noqa: E402
 from soak.report.console import human  # noqa: E402
 
@@ -79,5 +80,50 @@ def write_report(
         f"- **{f.metric}** ({f.verdict}): {f.reason}" for f in findings
     ]
     page = out / "index.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page
+
+
+# -- allocation sites (attribution) ---------------------------------------------------------
+SITES_PLOTTED = 8
+
+
+def write_sites_report(
+    series: dict[int, SiteSeries], findings: list[SiteFinding], notes: list[str], out: Path
+) -> Path:
+    """sites.png (live bytes of the top sites per quiet point) and sites.md (every judged site,
+    growing first, with the notes on what no site can explain)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=100)
+    for f in findings[:SITES_PLOTTED]:
+        s = series.get(f.site_id)
+        if s is None:
+            continue
+        label = f"{f.site_id}: {f.summary[:70]} ({human(f.bytes.slope, 'live_bytes')}/it)"
+        ax.plot(s.iterations, s.live_bytes / 1024, ".-", lw=0.8, ms=3, label=label)
+    ax.set_xlabel("iteration (quiet points after the warm-up)")
+    ax.set_ylabel("live bytes (KiB)")
+    ax.set_title("allocation sites: bytes still live at each quiet point")
+    ax.legend(loc="best", fontsize=6)
+    fig.tight_layout()
+    png = out / "sites.png"
+    fig.savefig(png)
+    plt.close(fig)
+    lines = [
+        "# allocation sites",
+        "",
+        f"![live bytes of the top sites]({png.name})",
+        "",
+        *[f"> {note}" for note in notes],
+        "",
+        "| site | verdict | live bytes/iteration | allocations/iteration | thread | where |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in findings:
+        lines.append(
+            f"| {f.site_id} | {f.verdict} | {human(f.bytes.slope, 'live_bytes')} | "
+            f"{f.count_slope:.3g} | {f.thread} | `{f.summary}` |"
+        )
+    page = out / "sites.md"
     page.write_text("\n".join(lines) + "\n")
     return page

@@ -6,10 +6,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from soak.analysis.sites import SiteFinding
 from soak.profile import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE, findings_table
 from soak.triage.lookup import local_time, parse_cell, run_duration
-from soak.triage.show import RunDetail, finding_from_row
+from soak.triage.show import RunDetail, finding_from_row, site_finding_from_row
 from soak.units import cell_label, duration
 
 
@@ -69,8 +70,9 @@ def _print_findings(console: Console, detail: RunDetail) -> None:
         return
     findings = [finding_from_row(row) for row in detail.findings]
     measured = [f for f in findings if f.verdict != "no_data"]
+    sites = [site_finding_from_row(row) for row in detail.sites]
     if measured:
-        console.print(findings_table(measured, title="findings"))
+        console.print(findings_table(measured, title="findings", sites=sites))
     unmeasured = [f.metric for f in findings if f.verdict == "no_data"]
     if unmeasured:
         console.print(Text(f"no data (not measured here): {', '.join(unmeasured)}", style="dim"))
@@ -81,6 +83,19 @@ def _print_findings(console: Console, detail: RunDetail) -> None:
             if f.growth_started_at is not None:
                 line.append(f" Growth began at iteration {f.growth_started_at + 1}.")
             console.print(line, soft_wrap=True)
+    _print_sites(console, sites, detail.site_notes)
+
+
+def _print_sites(console: Console, sites: list[SiteFinding], notes: list[str]) -> None:
+    """Allocation sites (attribution): where the growth is held, and what no site explains."""
+    for site in sites:
+        if site.verdict == "leak":
+            line = Text(f"GROWING SITE {site.site_id} ", style="bold red") + Text(site.reason)
+            console.print(line, soft_wrap=True)
+    for note in notes:
+        console.print(Text("NOTE ", style="yellow") + Text(note), soft_wrap=True)
+    if sites and not any(s.verdict == "leak" for s in sites):
+        console.print(f"allocation sites: none grows ({len(sites)} traced site(s) judged)")
 
 
 def _print_events(console: Console, detail: RunDetail) -> None:

@@ -32,6 +32,8 @@ class ProfileMessage:
     inject: dict[str, Any]
     models: dict[str, Any] = field(default_factory=dict)  # [models]: repositories, load
     model: dict[str, Any] = field(default_factory=dict)  # [model.<name>] settings
+    # [attribution]: allocation sites traced with memray (soak.sampling.sites)
+    attribution: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, profile: Profile) -> ProfileMessage:
@@ -44,6 +46,7 @@ class ProfileMessage:
             profile.inject,
             profile.models,
             profile.model,
+            profile.attribution,
         )
 
 

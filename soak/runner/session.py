@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
 from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
@@ -47,7 +48,22 @@ def prepare(profile: Profile, db: str | Path) -> Store:
     check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
     if profile.uses_gpu:
         check_machine(profile, gpu_problem(profile))
+    check_attribution(profile)
     return Store(db)
+
+
+def check_attribution(profile: Profile) -> None:
+    """Attribution needs memray, which runs on Linux and macOS only: refused before any run."""
+    from soak.sampling.sites import unavailable
+
+    if not profile.attribution.get("enabled") or (problem := unavailable()) is None:
+        return
+    where = (
+        "--attribute"
+        if profile.overrides.get("attribute")
+        else f"{profile.source}: attribution.enabled = true"
+    )
+    raise ProfileError(f"{where}: {problem}")
 
 
 def check_triton_home(profile: Profile) -> None:

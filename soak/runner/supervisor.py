@@ -114,6 +114,7 @@ class Supervisor:
             proto.Failed: self._on_failed,
             proto.Done: self._on_done,
         }
+        self._quiet_windows: dict[int, tuple[float, float]] = {}  # attribution
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -287,6 +288,7 @@ class Supervisor:
         return False
 
     def _on_quiet(self, watch: _Watch, message: proto.Quiet) -> bool:
+        quiet_began = time.time()
         watch.deadlines.clear()
         self._iteration_running.clear()
         view = self._quiet_point(watch, message)
@@ -301,6 +303,7 @@ class Supervisor:
             self.on_iteration(view)
         stop = self.stop_requested
         self._current_iteration = message.iteration + 1
+        self._hold_quiet(message.iteration, quiet_began)
         self._iteration_running.set()
         watch.channel.send(proto.Continue(stop=stop))
         if stop:
@@ -353,6 +356,42 @@ class Supervisor:
             except SoakError as exc:
                 log.warning("interval samples of the last iteration not stored: %s", exc)
         self._cleanup_leftovers(watch.run_id, watch.sampler)
+        self._store_sites(watch.run_id, watch.workdir)
+
+    # -- attribution (soak.sampling.sites) --------------------------------------------------
+    def _hold_quiet(self, iteration: int, began: float) -> None:
+        """With attribution on, keep the quiet point open long enough for memray to write a
+        memory record inside it, and remember when it was quiet."""
+        if not self.profile.attribution.get("enabled"):
+            return
+        from soak.sampling.sites import MIN_QUIET_S
+
+        time.sleep(max(0.0, began + MIN_QUIET_S - time.time()))
+        self._quiet_windows[iteration] = (began, time.time())
+
+    def _store_sites(self, run_id: int, workdir: Path) -> None:
+        """Read the worker's memray capture into the sites tables; a failure is an event."""
+        from soak.sampling import sites
+
+        capture = workdir / sites.CAPTURE_FILE
+        if not self.profile.attribution.get("enabled") or not capture.exists():
+            return
+        cfg = self.profile.attribution
+        try:
+            started = time.monotonic()
+            result = sites.read_sites(
+                capture, self._quiet_windows, cfg["stack_depth"], cfg["top_sites"]
+            )
+            site_rows, sample_rows = result.rows()
+            self.store.write_sites(run_id, site_rows, sample_rows)
+            message = (
+                f"{len(result.sites)} allocation site(s) over {len(result.iterations)} quiet "
+                f"point(s) from {result.capture_bytes} bytes of memray capture, read in "
+                f"{time.monotonic() - started:.1f} s"
+            )
+        except Exception as exc:  # noqa: BLE001 - a torn capture (crash, hang) costs the sites only
+            message = f"allocation sites not read: {type(exc).__name__}: {exc}"
+        self._record(run_id, [event("attribution", message)], tolerant=True)
 
     # -- quiet point ------------------------------------------------------------------------
     def _quiet_point(self, watch: _Watch, message: proto.Quiet) -> IterationView:

@@ -210,8 +210,15 @@ def serve(channel: Channel) -> int:
         heap.start()
     iterations = profile.run["iterations"]
     done = 0
+    # Attribution: memray traces from the end of the warm-up to the end (soak.sampling.sites).
+    tracker = None
+    attribute_from = profile.run["warmup"] if profile.attribution.get("enabled") else None
     for index in range(iterations):
         current["iteration"] = index
+        if index == attribute_from:
+            from soak.sampling import sites
+
+            tracker = sites.start_tracker(workdir / sites.CAPTURE_FILE)
         record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
@@ -223,6 +230,8 @@ def serve(channel: Channel) -> int:
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:
             break
+    if tracker is not None:
+        sites.stop_tracker(tracker)
     send(Done(done))
     return 0
 

@@ -52,6 +52,7 @@ from soak.triage.show import (
     RunDetail,
     finding_from_row,
     run_detail,
+    site_finding_from_row,
     triton_message,
 )
 
@@ -93,6 +94,7 @@ __all__ = [
     "run_duration",
     "run_query",
     "run_slopes",
+    "site_finding_from_row",
     "split_statements",
     "staleness_limit",
     "supervisor_alive",

@@ -141,7 +141,7 @@ SELECT r.matrix, f.metric, r.id AS run,
        {_unit_slope("model_load")} AS per_model_load,
        {_unit_slope("inference")} AS per_inference
 FROM findings f JOIN runs r ON r.id = f.run_id
-WHERE r.matrix IS NOT NULL AND f.slope IS NOT NULL
+WHERE r.matrix IS NOT NULL AND f.slope IS NOT NULL AND f.kind IS NOT 'site'
   AND (:matrix IS NULL OR r.matrix = :matrix)
   AND (:metric IS NULL OR f.metric = :metric)
   AND r.id = (SELECT MAX(r2.id) FROM runs r2
@@ -198,6 +198,21 @@ ORDER BY kind = 'triton_warning', count DESC, message
 """
 
 
+# Allocation sites (attribution): each kept site with its finding and what is live at the end.
+_SITES_SQL = """
+SELECT s.run_id AS run, s.site_id AS site, f.verdict,
+       f.slope AS live_bytes_per_iteration, f.slope_low, f.total_growth AS growth_bytes,
+       (SELECT ss.live_bytes FROM site_samples ss WHERE ss.run_id = s.run_id
+          AND ss.site_id = s.site_id ORDER BY ss.iteration DESC LIMIT 1) AS live_bytes_at_end,
+       (SELECT ss.live_count FROM site_samples ss WHERE ss.run_id = s.run_id
+          AND ss.site_id = s.site_id ORDER BY ss.iteration DESC LIMIT 1) AS live_count_at_end,
+       s.thread, s.phase, s.soak_call, s.summary
+FROM sites s
+LEFT JOIN findings f ON f.run_id = s.run_id AND f.metric = 'site:' || s.site_id
+WHERE (:run IS NULL OR s.run_id = :run) AND (:verdict IS NULL OR f.verdict = :verdict)
+ORDER BY s.run_id, f.verdict = 'leak' DESC, f.slope DESC
+"""
+
 _RUN = "only this run (an id or 'latest'; default: all runs)"
 
 
@@ -243,6 +258,14 @@ CANNED: dict[str, CannedQuery] = {
             "Validation failures by run, phase and instance, with the first message.",
             _FAILURES_SQL,
             {"run": _RUN},
+        ),
+        CannedQuery(
+            "sites",
+            "Allocation sites of attributed runs: live bytes per iteration (Theil-Sen), "
+            "growth, what is live at the end, thread (python or native), phase and soak call.",
+            _SITES_SQL,
+            {"run": _RUN, "verdict": "only sites judged so (leak, pass, inconclusive)"},
+            needs="a run with attribution (soak run --attribute, or [attribution] enabled)",
         ),
         CannedQuery(
             "triton-warnings",

@@ -152,7 +152,9 @@ def list_runs(
     if runs:
         marks = ", ".join("?" for _ in runs)
         for row in db.query(
-            f"SELECT * FROM findings WHERE run_id IN ({marks})", [r["id"] for r in runs]
+            # allocation sites (attribution) explain a metric; they are never a run's worst
+            f"SELECT * FROM findings WHERE run_id IN ({marks}) AND kind IS NOT 'site'",
+            [r["id"] for r in runs],
         ):
             findings.setdefault(row["run_id"], []).append(row)
     here = socket.gethostname()

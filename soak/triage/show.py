@@ -6,15 +6,16 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import sqlite_utils
 
+from soak.analysis.sites import SiteFinding, judge_sites, site_notes
 from soak.analysis.verdict import Finding
-from soak.judging import verdict_rank
-from soak.store import PHASES, run_row
+from soak.judging import site_rule_for, verdict_rank
+from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
 from soak.units import finite
@@ -86,6 +87,8 @@ class RunDetail:
     findings: list[dict[str, Any]]
     events: list[EventGroup]
     phases: list[PhaseTiming]
+    sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
+    site_notes: list[str] = field(default_factory=list)  # what no site can explain
 
     def as_dict(self) -> dict[str, Any]:
         header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
@@ -114,6 +117,8 @@ class RunDetail:
                 for g in self.events
             ],
             "phases": [p.__dict__ for p in self.phases],
+            # only for a run with attribution, so that the JSON of any other run is unchanged
+            **({"sites": self.sites, "site_notes": self.site_notes} if self.sites else {}),
         }
 
 
@@ -226,8 +231,67 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
     run = run_row(db, run_id)
     walls = median_walls(db, [run_id])
     status, reason = display_status(run, walls.get(run_id), now)
-    findings = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
+    rows = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
+    findings = [f for f in rows if f.get("kind") != "site"]
     findings.sort(key=lambda f: (verdict_rank(f["verdict"]), f["metric"]))
+    sites = _site_rows(db, run_id, rows)
     return RunDetail(
-        run, status, reason, findings, _event_groups(db, run_id), _phase_timings(db, run_id)
+        run,
+        status,
+        reason,
+        findings,
+        _event_groups(db, run_id),
+        _phase_timings(db, run_id),
+        sites,
+        _site_notes(db, run, findings, sites) if sites else [],
+    )
+
+
+# -- allocation sites (attribution) ---------------------------------------------------------
+def _site_rows(
+    db: sqlite_utils.Database, run_id: int, findings: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The run's site findings, each with its site's stack summary, growing ones first."""
+    if not db["sites"].exists():
+        return []
+    sites = {
+        f"site:{r['site_id']}": r
+        for r in db.query(
+            "SELECT site_id, summary, thread, phase, soak_call, python_frame FROM sites "
+            "WHERE run_id = ?",
+            [run_id],
+        )
+    }
+    out = [{**sites.get(f["metric"], {}), **f} for f in findings if f.get("kind") == "site"]
+    out.sort(key=lambda f: (verdict_rank(f["verdict"]), -(finite(f["slope"]) or 0)))
+    return out
+
+
+def _site_notes(
+    db: sqlite_utils.Database,
+    run: dict[str, Any],
+    findings: list[dict[str, Any]],
+    sites: list[dict[str, Any]],
+) -> list[str]:
+    """What no site can explain (stubs that grow, growth no live allocation holds), as
+    `soak analyze` said it: from the stored findings and the stored sum of every traced
+    allocation (site 0)."""
+    total = load_site_series(db, run["id"]).get(0)
+    held = judge_sites([total], site_rule_for(run))[0].bytes if total is not None else None
+    return site_notes(
+        [finding_from_row(f) for f in findings], held, [site_finding_from_row(s) for s in sites]
+    )
+
+
+def site_finding_from_row(row: Mapping[str, Any]) -> SiteFinding:
+    """A stored site finding (joined with its site) as the analysis's :class:`SiteFinding`."""
+    return SiteFinding(
+        site_id=int(row.get("site_id") or str(row["metric"]).removeprefix("site:")),
+        summary=row.get("summary") or row["metric"],
+        thread=row.get("thread") or "?",
+        python_frame=row.get("python_frame"),
+        verdict=row.get("verdict") or "no_data",
+        bytes=finding_from_row(row),
+        count_slope=math.nan,
+        reason=row.get("reason") or "",
     )

@@ -11,6 +11,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from soak import libc
 from soak.triton import MemoryType
 from soak.triton import memory as triton_memory
 
@@ -36,10 +37,13 @@ class Injection:
 
 
 def leak_native(size: int) -> None:
-    """malloc and touch every page, so the bytes are resident (RSS), not just reserved."""
+    """operator new (malloc underneath), every page touched: resident (RSS), not just reserved."""
     if size <= 0:
         return
-    ptr = triton_memory.allocate(MemoryType.SYSTEM, size)  # libc malloc
+    # operator new, not libc.malloc: memray sees it (soak.libc.operator_new says why)
+    ptr = libc.operator_new()(size)
+    if not ptr:
+        raise MemoryError(f"operator new({size}) failed")
     ctypes.memset(ptr, 0xA5, size)
     with _lock:
         _native.append(ptr)

@@ -1,0 +1,222 @@
+"""Allocation sites (memray) on real Triton runs: the site that grows is the one that leaks.
+
+The end-to-end cases run `soak run --attribute` (supervisor, worker, real in-process servers)
+and read the `sites` / `findings` tables; the Triton-owned leak runs the tracker in this test
+process around a test-only helper that never deletes a message Triton returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from soak.sampling import sites
+from tests.e2e import query
+
+ROOT = Path(__file__).resolve().parents[2]
+KiB = 1 << 10
+RUN_TIMEOUT_S = 400
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def test_allocator_and_memray_frames_are_trimmed_from_the_key():
+    stack = [
+        ("<unknown>", "<unknown>", 0),
+        ("operator new(unsigned long)", "<unknown>", 0),
+        ("_PyObject_Malloc", "Objects/obmalloc.c", 2003),
+        ("TRITONSERVER_ServerMetadata", "<unknown>", 0),
+        ("ffi_call", "<unknown>", 0),
+        ("metadata", "/x/soak/triton/server.py", 362),
+    ]
+    frames, soak, phase = sites._site_frames(stack)
+    assert [f.function for f in frames] == ["TRITONSERVER_ServerMetadata", "ffi_call", "metadata"]
+    assert frames[0].library == "libtritonserver"
+    assert frames[1].library == "libffi"
+    assert soak is not None and soak.file == "soak/triton/server.py"
+    assert phase is None  # no Lifecycle.run frame
+
+
+def test_phase_is_read_from_the_lifecycle_source():
+    from soak.workload import lifecycle
+
+    source = Path(lifecycle.__file__).read_text().splitlines()
+    line = next(i for i, text in enumerate(source, 1) if 'self._phase("infer")' in text) + 2
+    frames = [sites.Frame("run", lifecycle.__file__, line, "python")]
+    assert sites._phase_of(frames) == "infer"
+
+
+def test_a_quiet_window_takes_the_first_memory_record_inside_it():
+    times_ms = np.array([1000, 1010, 1020, 1030, 1040, 1050])
+    windows = {3: (1.005, 1.032), 4: (1.041, 1.0495), 7: (2.0, 2.1)}
+    iterations, index = sites._quiet_snapshots(times_ms, windows)
+    # iteration 4's window holds no record; iteration 7's lies after the capture
+    assert iterations == [3]
+    assert index.tolist() == [1]
+
+
+def test_attribute_is_refused_where_memray_cannot_run(monkeypatch, tmp_path):
+    from soak.cli import main
+
+    monkeypatch.setattr(sites, "unavailable", lambda: "memray runs on Linux and macOS only")
+    db = tmp_path / "soak.db"
+    result = CliRunner().invoke(main, ["run", "smoke", "--attribute", "--db", str(db)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "soak: error: --attribute: memray runs on Linux and macOS only"
+    ]
+    assert not db.exists()
+
+
+# -- a leak inside Triton's own API, in this process ----------------------------------------------
+def leak_server_metadata(server, times: int) -> None:
+    """Test-only: TRITONSERVER_ServerMetadata returns a message the caller owns; never delete
+    it (soak's Server.metadata does)."""
+    from soak.triton.server import _lib, check
+
+    for _ in range(times):
+        message = ctypes.c_void_p()
+        check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
+
+
+def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_function(
+    runtime, tmp_path
+):
+    from soak.triton.server import Server, ServerOptions
+    from soak.workload.repos import write_repositories
+
+    common, _ = write_repositories(tmp_path / "models", 0)
+    capture = tmp_path / sites.CAPTURE_FILE
+    windows = {}
+    with Server(ServerOptions((common,), runtime.backends_dir)) as server:
+        tracker = sites.start_tracker(capture)
+        try:
+            for iteration in range(12):
+                leak_server_metadata(server, 8)
+                server.metadata()  # the same call, deleted: must not grow
+                began = time.time()
+                time.sleep(sites.MIN_QUIET_S)
+                windows[iteration] = (began, time.time())
+        finally:
+            sites.stop_tracker(tracker)
+    result = sites.read_sites(capture, windows, depth=8, top=20)
+    assert result.iterations == list(range(12))
+    from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
+
+    judged = judge_sites(
+        [
+            SiteSeries(s.site_id, s.summary(), s.thread, result.iterations, b, c)
+            for s, b, c in zip(result.sites, result.live_bytes, result.live_count, strict=True)
+        ],
+        SiteRule(),
+    )
+    growing = [f for f in judged if f.verdict == "leak"]
+    assert growing, [f.reason for f in judged[:5]]
+    by_id = {s.site_id: s for s in result.sites}
+    top = by_id[growing[0].site_id]
+    assert top.api_call == "TRITONSERVER_ServerMetadata", top.stack_text()
+    assert "<- TRITONSERVER_ServerMetadata <- leak_server_metadata" in top.summary()
+    # eight undeleted messages per iteration, one allocation or more each
+    assert growing[0].count_slope >= 8
+    assert top.thread == "python" and top.python_frame.function == "leak_server_metadata"
+
+
+# -- end to end: soak run --attribute -------------------------------------------------------------
+def run_attributed(tmp_path: Path, name: str, body: str) -> tuple[Path, int, str]:
+    profile = tmp_path / f"{name}.toml"
+    profile.write_text(
+        f"""
+description = "attribution proof: {name}"
+{body}
+[sampling]
+objgraph_every = 0
+"""
+    )
+    db = tmp_path / "soak.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak.cli", "run", str(profile), "--attribute"]
+        + ["--db", str(db), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    output = proc.stdout + proc.stderr
+    assert db.exists(), output
+    ((run_id,),) = query(db, "SELECT max(id) FROM runs")
+    events = query(
+        db, "SELECT message FROM events WHERE run_id = ? AND kind = 'attribution'", run_id
+    )
+    assert events and "allocation site(s)" in events[0][0], (events, output[-3000:])
+    return db, run_id, output
+
+
+def site_findings(db: Path, run_id: int) -> list[dict]:
+    rows = query(
+        db,
+        "SELECT f.metric, f.verdict, f.slope, f.reason, s.soak_call, s.python_frame, s.thread, "
+        "s.stack_text FROM findings f JOIN sites s ON s.run_id = f.run_id "
+        "AND f.metric = 'site:' || s.site_id WHERE f.run_id = ? AND f.kind = 'site' "
+        "ORDER BY f.slope DESC",
+        run_id,
+    )
+    keys = ("metric", "verdict", "slope", "reason", "soak_call", "python_frame", "thread", "stack")
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+@pytest.mark.e2e
+def test_native_injection_is_the_one_growing_site_at_its_injected_rate(tmp_path):
+    servers, per_server = 2, 64 * KiB
+    db, run_id, output = run_attributed(
+        tmp_path,
+        "native",
+        f"servers = {servers}\niterations = 12\nwarmup = 2\ninferences_per_model = 5\n"
+        f"[inject]\nnative_bytes_per_server = {per_server}\n",
+    )
+    found = site_findings(db, run_id)
+    growing = [f for f in found if f["verdict"] == "leak"]
+    assert len(growing) == 1, json.dumps(growing, indent=1)
+    top = growing[0]
+    assert top["soak_call"].startswith("leak_native (soak/workload/inject.py"), top
+    assert top["slope"] == pytest.approx(servers * per_server, rel=0.05)
+    assert "GROWING SITE" in output and "leak_native" in output
+
+
+@pytest.mark.e2e
+def test_python_injection_shows_the_injectors_python_frame(tmp_path):
+    db, run_id, _ = run_attributed(
+        tmp_path,
+        "python",
+        "servers = 1\niterations = 10\nwarmup = 2\ninferences_per_model = 5\n"
+        "[inject]\npython_bytes_per_iteration = 65536\n",
+    )
+    growing = [f for f in site_findings(db, run_id) if f["verdict"] == "leak"]
+    assert growing
+    top = growing[0]
+    assert top["thread"] == "python"
+    assert top["soak_call"].startswith("leak_python (soak/workload/inject.py"), top
+    assert "leak_python" in top["stack"]
+    assert top["slope"] == pytest.approx(64 * KiB, rel=0.05)
+
+
+@pytest.mark.e2e
+def test_forty_clean_iterations_grow_no_site(tmp_path):
+    """The cpu workload with one server instead of four (to save time), nothing injected."""
+    db, run_id, output = run_attributed(
+        tmp_path, "clean", "servers = 1\niterations = 42\nwarmup = 2\n"
+    )
+    found = site_findings(db, run_id)
+    assert found, output[-2000:]
+    growing = [f for f in found if f["verdict"] == "leak"]
+    assert growing == [], json.dumps(growing, indent=1)
+    ((points,),) = query(
+        db, "SELECT count(*) FROM site_samples WHERE run_id = ? AND site_id = 0", run_id
+    )
+    assert points == 40
