@@ -84,8 +84,14 @@ def site_analysis(iterations: int = 250, sites: int = 50, seed: int = 0) -> dict
         growth = np.where(np.arange(sites) < 3, 4096, 0)
         for it in range(iterations):
             live = level + growth * it + rng.normal(0, 500, sites).astype(int)
+            count = 9 + (growth > 0) * it  # a growing site keeps one allocation more each time
             samples += [
-                {"iteration": it, "site_id": s + 1, "live_bytes": int(live[s]), "live_count": 9}
+                {
+                    "iteration": it,
+                    "site_id": s + 1,
+                    "live_bytes": int(live[s]),
+                    "live_count": int(count[s]),
+                }
                 for s in range(sites)
             ]
             samples.append(
