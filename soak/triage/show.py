@@ -99,11 +99,12 @@ class RunDetail:
         header["status"] = self.status
         header["abandoned_reason"] = self.abandoned_reason or None
         header["duration_s"] = run_duration(self.run)
-        findings = []
-        for row in self.findings:
-            row = dict(row)
-            row["slopes_per_unit"] = _units(row.get("slopes_per_unit"))
-            findings.append(row)
+        findings, sites = [], []
+        for rows, out in ((self.findings, findings), (self.sites, sites)):
+            for row in rows:
+                row = dict(row)
+                row["slopes_per_unit"] = _units(row.get("slopes_per_unit"))
+                out.append(row)
         return {
             "run": header,
             "findings": findings,
@@ -118,7 +119,7 @@ class RunDetail:
             ],
             "phases": [p.__dict__ for p in self.phases],
             # only for a run with attribution, so that the JSON of any other run is unchanged
-            **({"sites": self.sites, "site_notes": self.site_notes} if self.sites else {}),
+            **({"sites": sites, "site_notes": self.site_notes} if sites else {}),
         }
 
 
