@@ -91,7 +91,9 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
             "started_at": started,
             "heartbeat_at": started,
             "host": socket.gethostname(),
-            "supervisor_pid": dead_pid(),
+            # A fresh running run's supervisor is alive (pid 1 predates every run); the
+            # others' is gone, which on this host makes a running one abandoned at once.
+            "supervisor_pid": 1 if (spec.heartbeat_ago_s or 1e9) < 300 else dead_pid(),
             "triton_version": "2.51.0",
             "matrix": spec.matrix,
             "cell": spec.cell,
@@ -452,10 +454,17 @@ def test_display_status_rules():
     }
     stale = {**base, "heartbeat_at": now - 3600}
     assert triage.display_status(stale, 2.0, now, here)[0] == "abandoned"
-    # Long iterations stretch the limit: 600 s is less than 10 x 100 s.
-    assert triage.display_status({**base, "heartbeat_at": now - 600}, 100.0, now, here) == (
-        "running",
-        "",
+    # On this host a provably dead supervisor is abandoned at once, with a fresh heartbeat.
+    status, why = triage.display_status({**base, "heartbeat_at": now - 1}, 2.0, now, here)
+    assert status == "abandoned" and f"pid {base['supervisor_pid']} is not alive" in why
+    # Another host's run: long iterations stretch the limit (600 s < 10 x 100 s).
+    elsewhere = {**base, "host": "elsewhere", "heartbeat_at": now - 600}
+    assert triage.display_status(elsewhere, 100.0, now, here) == ("running", "")
+    # No pid stored: nothing is provable, so the heartbeat rule holds here too.
+    unknown = {**base, "supervisor_pid": None, "heartbeat_at": now - 10}
+    assert triage.display_status(unknown, 2.0, now, here) == ("running", "")
+    assert triage.display_status({**unknown, "heartbeat_at": now - 3600}, 2.0, now, here)[0] == (
+        "abandoned"
     )
     # A live supervisor (this very process, started before the run) keeps it running.
     live = {**stale, "supervisor_pid": os.getpid(), "started_at": time.time()}
