@@ -539,6 +539,24 @@ CASES = [
     cli_case("analyze-not-a-run-id", "analyze abc --db {db}", "'abc' is not a valid integer"),
     cli_case("show-extra-argument", "show 1 2 --db {db}", "unexpected extra argument", "2"),
     cli_case("compare-missing-argument", "compare 1 --db {db}", "Missing argument"),
+    # -- soak query: a runaway query ends at its time limit, one line ---------------------------
+    cli_case(
+        "query-runaway-timeout",
+        (
+            "query",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c",
+            "--db",
+            "{db}",
+            "--timeout",
+            "0.5",
+        ),
+        "query stopped after 0.5 s",
+    ),
+    cli_case(
+        "query-timeout-negative",
+        ("query", "SELECT 1", "--db", "{db}", "--timeout", "-1"),
+        "'--timeout'",
+    ),
 ]
 
 

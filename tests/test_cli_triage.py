@@ -186,6 +186,19 @@ def test_query_table_csv_json(soak, ids):
     ]
 
 
+def test_query_json_streams_the_same_text_as_a_whole_list(soak):
+    sql = "SELECT id, profile FROM runs ORDER BY id LIMIT 3"
+    streamed = soak("query", sql, "--json").output
+    assert streamed == json.dumps(json.loads(streamed), indent=2) + "\n"
+    assert soak("query", "SELECT 1 WHERE 0", "--json").output == "[]\n"
+
+
+def test_query_timeout_is_one_line(soak):
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    one_line_error(soak("query", runaway, "--timeout", "0.2"), "query stopped after 0.2 s")
+    one_line_error(soak("query", runaway, "--csv", "--timeout", "0.2"), "query stopped after")
+
+
 def test_query_table_shows_bytes_in_units_and_caps_rows(soak):
     out = soak("query", "phase-memory").output
     assert "50.00 MiB" in out and "80.00 MiB" in out

@@ -163,6 +163,17 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(plain(value), indent=2, default=str))
 
 
+def echo_json_records(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A JSON array of one object per row, written as the rows come (bounded memory); the
+    same text as :func:`echo_json` of the whole list."""
+    out, first = sys.stdout, True
+    for row in rows:
+        item = json.dumps(plain(dict(zip(columns, row, strict=True))), indent=2, default=str)
+        out.write(("[\n" if first else ",\n") + "\n".join("  " + ln for ln in item.split("\n")))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
 def echo_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
