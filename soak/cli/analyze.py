@@ -22,7 +22,13 @@ def analyze(run_id, db, junit, json_path, out) -> None:
 
     check_output_paths(junit, json_path, out)  # before the analysis is stored
     analysis = reanalyze(db, run_id)
-    print_summary(analysis.findings, analysis.verdict, analysis.status, analysis.run_id)
+    print_summary(
+        analysis.findings,
+        analysis.verdict,
+        analysis.status,
+        analysis.run_id,
+        note=analysis.note,
+    )
     echo_written(open_readonly(db), [analysis], junit, json_path, out)
     sys.exit(analysis.exit_code)
 

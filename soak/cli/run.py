@@ -39,8 +39,8 @@ def run(
     stopper = session.Stopper()
 
     def on_stop_signal(signum, frame) -> None:
-        stopper.stop()
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        stopper.stop(name)
         try:
             click.echo(f"\nsoak: {name}: stopping after this iteration (again: at once)", err=True)
         except OSError:  # a hung-up terminal: the stop matters, not the message
@@ -65,7 +65,11 @@ def run(
             ended = "finished" if outcome.status == "passed" else outcome.status
             say(f"run {outcome.run_id}: {ended}: {outcome.reason}")
             survive_closed_output(print_summary)(
-                analysis.findings, analysis.verdict, analysis.status, analysis.run_id
+                analysis.findings,
+                analysis.verdict,
+                analysis.status,
+                analysis.run_id,
+                note=analysis.note,
             )
 
         analyses = session.run(

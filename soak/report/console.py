@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from soak.analysis.verdict import Finding
 from soak.units import cell_label, human
@@ -60,7 +61,12 @@ def wide_console() -> Console:
 
 
 def print_summary(
-    findings: list[Finding], verdict: str, status: str, run_id: int, console: Console | None = None
+    findings: list[Finding],
+    verdict: str,
+    status: str,
+    run_id: int,
+    console: Console | None = None,
+    note: str = "",
 ) -> None:
     console = console or wide_console()
     console.print(findings_table(findings, title=f"run {run_id}: findings"))
@@ -68,6 +74,8 @@ def print_summary(
         if f.verdict == "leak":
             console.print(f"[bold red]LEAK[/] {f.reason}")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
+    if note:
+        console.print(Text(f"run {run_id}: {note}"), soft_wrap=True)  # one line, for grep
 
 
 def cell_heading(name: str, cell: dict[str, Any], run: dict[str, Any], db: str) -> str:

@@ -70,18 +70,22 @@ class Stopper:
 
     def __init__(self) -> None:
         self.requested = False
+        self.by = "Ctrl-C"
         self._supervisor: Supervisor | None = None
 
-    def stop(self) -> None:
-        """Safe from a signal handler: sets a flag and tells the running supervisor."""
+    def stop(self, by: str = "Ctrl-C") -> None:
+        """Safe from a signal handler: sets a flag and tells the running supervisor; ``by``
+        (Ctrl-C, SIGTERM, ...) is named in the run's stored reason."""
+        if not self.requested:
+            self.by = by
         self.requested = True
         if self._supervisor is not None:
-            self._supervisor.request_stop()
+            self._supervisor.request_stop(by)
 
     def _attach(self, supervisor: Supervisor | None) -> None:
         self._supervisor = supervisor
         if supervisor is not None and self.requested:  # a stop that came while it was built
-            supervisor.request_stop()
+            supervisor.request_stop(self.by)
 
 
 def run(

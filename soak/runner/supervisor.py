@@ -99,6 +99,7 @@ class Supervisor:
         self.stub = stub or (Path(os.environ["SOAK_STUB"]) if os.environ.get("SOAK_STUB") else None)
         self.stop_requested = False
         self.kill_requested = False
+        self.stopped_by = "Ctrl-C"  # or the signal's name: said in the run's reason
         self.gpu = GpuSampler()
         self._interval_samples: list[dict[str, Any]] = []
         self._interval_lock = threading.Lock()
@@ -116,10 +117,13 @@ class Supervisor:
         }
 
     # -- signals ----------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """First Ctrl-C: stop after the current iteration. Second: stop at once."""
+    def request_stop(self, by: str = "Ctrl-C") -> None:
+        """First Ctrl-C (or SIGTERM, SIGHUP): stop after the current iteration. Second: at
+        once."""
         if self.stop_requested:
             self.kill_requested = True
+        else:
+            self.stopped_by = by
         self.stop_requested = True
 
     # -- the run ----------------------------------------------------------------------------
@@ -238,7 +242,7 @@ class Supervisor:
         if self.kill_requested:
             self._kill_tree(watch.proc)
             watch.outcome.status = "interrupted"
-            watch.outcome.reason = "stopped at once (second Ctrl-C)"
+            watch.outcome.reason = f"stopped at once (second {self.stopped_by})"
             return True
         message = watch.channel.pending()
         if message is None:
@@ -305,7 +309,9 @@ class Supervisor:
         watch.channel.send(proto.Continue(stop=stop))
         if stop:
             watch.outcome.status = "interrupted"
-            watch.outcome.reason = f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+            watch.outcome.reason = (
+                f"stopped by {self.stopped_by} after iteration {message.iteration + 1}"
+            )
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:

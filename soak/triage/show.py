@@ -13,7 +13,7 @@ import numpy as np
 import sqlite_utils
 
 from soak.analysis.verdict import Finding
-from soak.judging import verdict_rank
+from soak.judging import purpose_of, rules_for, verdict_note, verdict_rank
 from soak.store import PHASES, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
@@ -86,6 +86,7 @@ class RunDetail:
     findings: list[dict[str, Any]]
     events: list[EventGroup]
     phases: list[PhaseTiming]
+    verdict_note: str = ""  # why the verdict is inconclusive (soak.judging.verdict_note)
 
     def as_dict(self) -> dict[str, Any]:
         header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
@@ -95,6 +96,7 @@ class RunDetail:
         header["stored_status"] = self.run.get("status")
         header["status"] = self.status
         header["abandoned_reason"] = self.abandoned_reason or None
+        header["verdict_note"] = self.verdict_note or None
         header["duration_s"] = run_duration(self.run)
         findings = []
         for row in self.findings:
@@ -228,6 +230,19 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
     status, reason = display_status(run, walls.get(run_id), now)
     findings = list(db.query("SELECT * FROM findings WHERE run_id = ?", [run_id]))
     findings.sort(key=lambda f: (verdict_rank(f["verdict"]), f["metric"]))
+    note = verdict_note(
+        [finding_from_row(f) for f in findings],
+        run.get("verdict") or "",
+        purpose_of(run) if run.get("status") == "passed" else "leaks",
+        int(run.get("iterations_done") or 0),
+        rules_for(run)[1],
+    )
     return RunDetail(
-        run, status, reason, findings, _event_groups(db, run_id), _phase_timings(db, run_id)
+        run,
+        status,
+        reason,
+        findings,
+        _event_groups(db, run_id),
+        _phase_timings(db, run_id),
+        note,
     )

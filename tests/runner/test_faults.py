@@ -609,6 +609,8 @@ def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path, track, sig):
     assert proc.returncode in (1, 3), output(result)  # interrupted: never 0, never a crash
     assert "Traceback" not in stdout + stderr
     assert f"soak: {sig}: stopping after this iteration" in stderr, output(result)
+    ((reason,),) = query(db, "SELECT reason FROM runs")
+    assert reason.startswith(f"stopped by {sig} after iteration "), reason
     ((status, ended, done),) = query(db, "SELECT status, ended_at, iterations_done FROM runs")
     assert status == "interrupted" and ended is not None and 1 <= done < 60
     assert assert_committed_iterations_complete(db) == done
