@@ -641,8 +641,9 @@ def test_second_sigterm_stops_at_once(tmp_path, track):
             proc.wait()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode in (1, 3), output(result)
-    ((status, done),) = query(db, "SELECT status, iterations_done FROM runs")
+    ((status, done, reason),) = query(db, "SELECT status, iterations_done, reason FROM runs")
     assert status == "interrupted" and done < 60, output(result)
+    assert reason == "stopped at once (second SIGTERM)", reason
     assert assert_committed_iterations_complete(db) == done
     track.check()
 
