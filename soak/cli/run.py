@@ -77,6 +77,7 @@ def run(
             store,
             on_cell=on_cell,
             on_iteration=survive_closed_output(lambda view: progress.update(view)),
+            on_phase=survive_closed_output(lambda view: progress.phase(view)),
             on_done=on_done,
             stopper=stopper,
         )

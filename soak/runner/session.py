@@ -17,7 +17,7 @@ from typing import Any
 
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
-from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
+from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
 from soak.store import Store
 
 log = logging.getLogger(__name__)
@@ -95,13 +95,16 @@ def run(
     on_iteration: Callable[[IterationView], None] | None = None,
     on_done: Callable[[RunOutcome, RunAnalysis], None] | None = None,
     stopper: Stopper | None = None,
+    on_phase: Callable[[PhaseView], None] | None = None,
 ) -> list[RunAnalysis]:
     """Run every cell of ``profile`` (one for a plain profile), judge each and store its
     findings and status; the one library entry point of a soak run.
 
     Stops after a cell that was interrupted (or when ``stopper`` was asked to stop between
     cells). ``on_cell`` hears of each cell before it starts, ``on_iteration`` of each
-    iteration, ``on_done`` of each cell's outcome and analysis once they are stored. Validate
+    iteration, ``on_phase`` of each phase a server enters (keep it light: the supervisor
+    calls it between messages), ``on_done`` of each cell's outcome and analysis once they
+    are stored. Validate
     the profile with :func:`prepare` first (it also opens the store).
     """
     stopper = stopper or Stopper()
@@ -114,7 +117,7 @@ def run(
             tags = {"matrix": profile.name, "cell": cell.cell}
         if on_cell:
             on_cell(cell)
-        supervisor = Supervisor(cell, store, on_iteration, tags)
+        supervisor = Supervisor(cell, store, on_iteration, tags, on_phase=on_phase)
         stopper._attach(supervisor)
         try:
             outcome = supervisor.run()

@@ -25,6 +25,7 @@ import psutil
 
 from soak import __version__
 from soak.errors import SoakError, StoreError
+from soak.phases import PHASES
 from soak.profile import Profile
 from soak.runner import protocol as proto
 from soak.sampling.gpu import GpuSampler
@@ -52,6 +53,23 @@ class IterationView:
     failures_total: int
     phase_max_s: dict[str, float]
     failures: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PhaseView:
+    """Where an iteration stands, for a progress display between quiet points: the phase an
+    instance just entered and the phase every server of this iteration is in."""
+
+    iteration: int
+    iterations: int
+    servers: int
+    phase: str
+    phases: dict[int, str]  # instance -> the phase it is in
+
+    @property
+    def servers_done(self) -> int:
+        """Servers at the last phase of their lifecycle (delete, which takes milliseconds)."""
+        return sum(1 for p in self.phases.values() if p == PHASES[-1])
 
 
 @dataclass
@@ -91,10 +109,12 @@ class Supervisor:
         on_iteration: Callable[[IterationView], None] | None = None,
         run_tags: dict[str, Any] | None = None,
         stub: Path | None = None,
+        on_phase: Callable[[PhaseView], None] | None = None,
     ) -> None:
         self.profile = profile
         self.store = store
         self.on_iteration = on_iteration
+        self.on_phase = on_phase
         self.run_tags = run_tags or {}
         self.stub = stub or (Path(os.environ["SOAK_STUB"]) if os.environ.get("SOAK_STUB") else None)
         self.stop_requested = False
@@ -288,6 +308,17 @@ class Supervisor:
         )
         self._current_phase = message.phase
         self._current_iteration = message.iteration
+        if self.on_phase:
+            phases = {i: p for i, (_, p, it) in watch.deadlines.items() if it == message.iteration}
+            self.on_phase(
+                PhaseView(
+                    message.iteration,
+                    self.profile.run["iterations"],
+                    self.profile.run["servers"],
+                    message.phase,
+                    phases,
+                )
+            )
         return False
 
     def _on_quiet(self, watch: _Watch, message: proto.Quiet) -> bool:
