@@ -358,3 +358,21 @@ def test_database_without_runs(soak, tmp_path):
     Store(empty).close()
     assert soak("runs", db=empty).output.strip() == "the database holds no runs yet"
     one_line_error(soak("show", db=empty), "the database holds no runs yet")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(built):
+    """`soak query ... --csv | head -1`: no traceback, no 'Broken pipe', exit 0."""
+    import subprocess
+    import sys
+
+    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) "
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soak.cli", "query", rows + "SELECT x FROM c", "--csv"]
+        + ["--db", str(built[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline() == b"x\n"
+    proc.stdout.close()  # as head does once it has its lines
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and stderr == b"", stderr
