@@ -37,3 +37,8 @@ class StoreError(SoakError):
 
 class EnvironmentProblem(SoakError):
     """The machine lacks something a run needs (library, stub, GPU); says what to install."""
+
+
+class OutputError(SoakError):
+    """A file or folder asked for on the command line (--junit, --json-file, --out) cannot be
+    written; never a verdict."""

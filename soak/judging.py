@@ -30,6 +30,8 @@ EXIT_OF_VERDICT = {
 VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
 #: How findings are listed everywhere: leaks first, then inconclusive, pass, no data.
 VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}
+#: Samples after the warm-up a metric needs before it is judged at all.
+MIN_POINTS = 5
 
 
 def verdict_rank(verdict: str | None) -> int:
@@ -49,6 +51,37 @@ class RunAnalysis:
     # change the verdict.
     sites: list[SiteFinding] = field(default_factory=list)
     site_notes: list[str] = field(default_factory=list)
+    note: str = ""  # why an inconclusive verdict (see verdict_note); '' otherwise
+
+
+def purpose_of(run: dict[str, Any]) -> str:
+    """The run's profile `purpose` as stored in its config ('leaks' for runs made before the
+    key existed)."""
+    config = json.loads(run.get("config") or "{}")
+    return str(config.get("run", {}).get("purpose") or "leaks")
+
+
+def verdict_note(
+    findings: list[Finding], verdict: str, purpose: str, iterations: int, warmup: int
+) -> str:
+    """One line saying why a verdict is inconclusive ('' for any other verdict), so that a
+    newcomer's short run does not read as a failure; for a machinery check, that it passed."""
+    if verdict != "inconclusive":
+        return ""
+    open_ = [f for f in findings if f.verdict in ("inconclusive", "no_data")]
+    if open_ and all(f.n_used < MIN_POINTS for f in open_):
+        why = (
+            f"{iterations} iterations: a verdict needs at least {MIN_POINTS} after the "
+            f"warm-up ({warmup}); run the cpu profile for one"
+        )
+    else:
+        first = next((f for f in open_ if f.verdict == "inconclusive"), open_[0] if open_ else None)
+        why = f"{len(open_)} of {len(findings)} metrics undecided" + (
+            f"; first: {first.reason}" if first else ""
+        )
+    if purpose == "machinery":
+        return f"machinery check: {why}"
+    return f"inconclusive: {why}"
 
 
 def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
@@ -73,13 +106,17 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
-    findings = [judge(series[r.metric], r, warmup) for r in rules]
+    findings = [judge(series[r.metric], r, warmup, min_points=MIN_POINTS) for r in rules]
     findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
     verdict = overall(findings)
     status = run["status"]
+    purpose = purpose_of(run)
     if status in ("passed", "leaked", "inconclusive"):
         status = VERDICT_STATUS[verdict]
         code = EXIT_OF_VERDICT[verdict]
+        if purpose == "machinery" and verdict == "inconclusive":
+            # Every check passed in a run that was never meant to judge leaks: a success.
+            status, code = "passed", ExitCode.PASSED
     elif status == "interrupted":
         # Cut short: a leak is still a leak, but a pass proves nothing.
         code = ExitCode.LEAK if verdict == "leak" else ExitCode.INCONCLUSIVE
@@ -88,7 +125,9 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     else:
         code = ExitCode.FAILED
     sites, notes = analyze_sites(db, run, findings)
-    return RunAnalysis(run_id, status, verdict, code, findings, warmup, sites, notes)
+    done = int(run.get("iterations_done") or 0)
+    note = verdict_note(findings, verdict, purpose if status == "passed" else "leaks", done, warmup)
+    return RunAnalysis(run_id, status, verdict, code, findings, warmup, sites, notes, note)
 
 
 def analyze_and_store(store: Store, run_id: int) -> RunAnalysis:

@@ -117,6 +117,15 @@ def _dotted(*parts: str) -> str:
 
 RUN_KEYS = (
     Key("description", str, "", "One line saying what the profile is for."),
+    Key(
+        "purpose",
+        str,
+        "leaks",
+        "`leaks`: judge leaks (too few iterations: inconclusive, exit 3). `machinery`: a "
+        "short check that the machinery works; a run that completes with every check "
+        "passing and no leak found passes (exit 0) without a leak verdict.",
+        choices=("leaks", "machinery"),
+    ),
     Key("servers", int, 2, "Concurrent Triton servers per iteration (N).", 1, 64),
     Key("iterations", int, 3, "Iterations to run (each: N full server lifecycles).", 1, 1_000_000),
     Key("warmup", int, 1, "Iterations ignored by the analysis at the start.", 0, 100_000),

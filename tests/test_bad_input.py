@@ -497,6 +497,66 @@ CASES = [
         files={"junk.db": "not sqlite\n" * 20},
     ),
     cli_case("runs-db-missing", "runs --db {tmp}/none.db", "{tmp}/none.db", "no results database"),
+    # -- output paths: refused before the first iteration (or analysis), nothing stored -------
+    cli_case(
+        "run-junit-folder-missing",
+        (*RUN_SMOKE, "--junit", "{tmp}/nodir/j.xml"),
+        "--junit {tmp}/nodir/j.xml",
+        "folder {tmp}/nodir does not exist",
+    ),
+    cli_case(
+        "run-json-file-is-a-folder",
+        (*RUN_SMOKE, "--json-file", "{tmp}/d"),
+        "'--json-file'",
+        "{tmp}/d' is a directory",
+        files={"d": DIR},
+    ),
+    cli_case(
+        "run-out-is-a-file",
+        (*RUN_SMOKE, "--out", "{tmp}/f"),
+        "'--out'",
+        "{tmp}/f' is a file",
+        files={"f": "x\n"},
+    ),
+    cli_case(
+        "analyze-junit-folder-missing",
+        "analyze 1 --db {db} --junit {tmp}/nodir/j.xml",
+        "--junit {tmp}/nodir/j.xml",
+        "does not exist",
+    ),
+    cli_case(
+        "report-out-below-a-file",
+        "report 1 --db {db} --out {tmp}/f/plots",
+        "--out {tmp}/f/plots",
+        "{tmp}/f is a file",
+        files={"f": "x\n"},
+    ),
+    # -- run ids: negative or malformed, one line (never click's usage text) -------------------
+    cli_case("show-negative-run-id", "show -1 --db {db}", "-1 is not a run id"),
+    cli_case("analyze-negative-run-id", "analyze -1 --db {db}", "-1 is not a run id"),
+    cli_case("report-negative-run-id", "report -2 --db {db} --out {tmp}/o", "-2 is not a run id"),
+    cli_case("compare-negative-run-id", "compare 1 -1 --db {db}", "-1 is not a run id"),
+    cli_case("analyze-not-a-run-id", "analyze abc --db {db}", "'abc' is not a valid integer"),
+    cli_case("show-extra-argument", "show 1 2 --db {db}", "unexpected extra argument", "2"),
+    cli_case("compare-missing-argument", "compare 1 --db {db}", "Missing argument"),
+    # -- soak query: a runaway query ends at its time limit, one line ---------------------------
+    cli_case(
+        "query-runaway-timeout",
+        (
+            "query",
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c",
+            "--db",
+            "{db}",
+            "--timeout",
+            "0.5",
+        ),
+        "query stopped after 0.5 s",
+    ),
+    cli_case(
+        "query-timeout-negative",
+        ("query", "SELECT 1", "--db", "{db}", "--timeout", "-1"),
+        "'--timeout'",
+    ),
 ]
 
 

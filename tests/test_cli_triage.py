@@ -186,6 +186,19 @@ def test_query_table_csv_json(soak, ids):
     ]
 
 
+def test_query_json_streams_the_same_text_as_a_whole_list(soak):
+    sql = "SELECT id, profile FROM runs ORDER BY id LIMIT 3"
+    streamed = soak("query", sql, "--json").output
+    assert streamed == json.dumps(json.loads(streamed), indent=2) + "\n"
+    assert soak("query", "SELECT 1 WHERE 0", "--json").output == "[]\n"
+
+
+def test_query_timeout_is_one_line(soak):
+    runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    one_line_error(soak("query", runaway, "--timeout", "0.2"), "query stopped after 0.2 s")
+    one_line_error(soak("query", runaway, "--csv", "--timeout", "0.2"), "query stopped after")
+
+
 def test_query_table_shows_bytes_in_units_and_caps_rows(soak):
     out = soak("query", "phase-memory").output
     assert "50.00 MiB" in out and "80.00 MiB" in out
@@ -345,3 +358,21 @@ def test_database_without_runs(soak, tmp_path):
     Store(empty).close()
     assert soak("runs", db=empty).output.strip() == "the database holds no runs yet"
     one_line_error(soak("show", db=empty), "the database holds no runs yet")
+
+
+def test_a_reader_that_stops_early_is_not_an_error(built):
+    """`soak query ... --csv | head -1`: no traceback, no 'Broken pipe', exit 0."""
+    import subprocess
+    import sys
+
+    rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) "
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "soak.cli", "query", rows + "SELECT x FROM c", "--csv"]
+        + ["--db", str(built[0])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline() == b"x\n"
+    proc.stdout.close()  # as head does once it has its lines
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and stderr == b"", stderr

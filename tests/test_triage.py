@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,9 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
             "started_at": started,
             "heartbeat_at": started,
             "host": socket.gethostname(),
-            "supervisor_pid": dead_pid(),
+            # A fresh running run's supervisor is alive (pid 1 predates every run); the
+            # others' is gone, which on this host makes a running one abandoned at once.
+            "supervisor_pid": 1 if (spec.heartbeat_ago_s or 1e9) < 300 else dead_pid(),
             "triton_version": "2.51.0",
             "matrix": spec.matrix,
             "cell": spec.cell,
@@ -452,10 +455,17 @@ def test_display_status_rules():
     }
     stale = {**base, "heartbeat_at": now - 3600}
     assert triage.display_status(stale, 2.0, now, here)[0] == "abandoned"
-    # Long iterations stretch the limit: 600 s is less than 10 x 100 s.
-    assert triage.display_status({**base, "heartbeat_at": now - 600}, 100.0, now, here) == (
-        "running",
-        "",
+    # On this host a provably dead supervisor is abandoned at once, with a fresh heartbeat.
+    status, why = triage.display_status({**base, "heartbeat_at": now - 1}, 2.0, now, here)
+    assert status == "abandoned" and f"pid {base['supervisor_pid']} is not alive" in why
+    # Another host's run: long iterations stretch the limit (600 s < 10 x 100 s).
+    elsewhere = {**base, "host": "elsewhere", "heartbeat_at": now - 600}
+    assert triage.display_status(elsewhere, 100.0, now, here) == ("running", "")
+    # No pid stored: nothing is provable, so the heartbeat rule holds here too.
+    unknown = {**base, "supervisor_pid": None, "heartbeat_at": now - 10}
+    assert triage.display_status(unknown, 2.0, now, here) == ("running", "")
+    assert triage.display_status({**unknown, "heartbeat_at": now - 3600}, 2.0, now, here)[0] == (
+        "abandoned"
     )
     # A live supervisor (this very process, started before the run) keeps it running.
     live = {**stale, "supervisor_pid": os.getpid(), "started_at": time.time()}
@@ -536,6 +546,60 @@ def test_run_query_reads(db, ids):
     assert "profile" in [r[1] for r in pragma.rows]
     cte = triage.run_query(db, "-- a comment\nWITH x AS (SELECT 1 AS a) SELECT a FROM x;")
     assert cte.rows == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "sql, column",
+    [
+        ("SELECT * FROM pragma_table_info('runs')", "profile"),
+        ("SELECT * FROM pragma_table_xinfo('runs')", "profile"),
+        ("SELECT * FROM pragma_index_list('samples')", None),
+        ("SELECT \"table\" FROM pragma_foreign_key_list('samples')", None),
+        (
+            "SELECT i.name FROM pragma_index_list('samples') AS l, pragma_index_info(l.name) AS i",
+            "run_id",
+        ),
+    ],
+)
+def test_schema_pragmas_read_as_tables(db, sql, column):
+    """The first use of a pragma's table-valued function looks like an UPDATE of
+    sqlite_master to the authorizer: a read all the same."""
+    rows = triage.run_query(db, sql).rows
+    assert column is None or column in [value for row in rows for value in row]
+
+
+RUNAWAY = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+
+
+def test_a_runaway_query_stops_at_its_timeout(db):
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"^query stopped after 0.3 s \(--timeout"):
+        triage.run_query(db, RUNAWAY, timeout_s=0.3)
+    assert time.monotonic() - started < 30  # it ended (the bound is loose: a shared machine)
+    assert triage.run_query(db, "SELECT 1", timeout_s=0.3).rows == [(1,)]  # usable after
+
+
+def test_a_cancelled_query_is_interrupted(db):
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)  # as the CLI's Ctrl-C handler does
+    timer.start()
+    try:
+        with pytest.raises(StoreError, match="^query interrupted$"):
+            triage.run_query(db, RUNAWAY, cancel=cancel)
+    finally:
+        timer.cancel()
+
+
+def test_rows_are_streamed_and_limited(db):
+    count = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 10) SELECT x FROM c"
+    )
+    cut = triage.run_query(db, count, limit=3)
+    assert (cut.rows, cut.more) == ([(1,), (2,), (3,)], True)
+    assert triage.run_query(db, count, limit=10).more is False
+    with triage.stream_query(db, count) as stream:
+        assert stream.columns == ["x"] and next(stream.rows) == (1,)
+        assert sum(1 for _ in stream.rows) == 9
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,10 @@ def analyze(run_id, db, junit, json_path, out) -> None:
     """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
     from soak.judging import reanalyze
     from soak.report.console import print_summary
+    from soak.report.outputs import check_output_paths
     from soak.store import open_readonly
 
+    check_output_paths(junit, json_path, out)  # before the analysis is stored
     analysis = reanalyze(db, run_id)
     print_summary(
         analysis.findings,
@@ -27,6 +29,7 @@ def analyze(run_id, db, junit, json_path, out) -> None:
         analysis.run_id,
         sites=analysis.sites,
         site_notes=analysis.site_notes,
+        note=analysis.note,
     )
     echo_written(open_readonly(db), [analysis], junit, json_path, out)
     sys.exit(analysis.exit_code)
@@ -39,12 +42,14 @@ def analyze(run_id, db, junit, json_path, out) -> None:
 def report(run_id, db, junit, json_path, out) -> None:
     """Write reports of RUN_ID (default: the latest run) from stored data; changes nothing."""
     from soak.judging import analyze_run
+    from soak.report.outputs import check_output_paths
     from soak.store import latest_run_id, open_readonly
 
-    ro = open_readonly(db)
-    rid = run_id if run_id is not None else latest_run_id(ro)
     if not (junit or json_path or out):
         raise click.UsageError("say what to write: --out DIR, --junit FILE and/or --json-file FILE")
+    check_output_paths(junit, json_path, out)
+    ro = open_readonly(db)
+    rid = run_id if run_id is not None else latest_run_id(ro)
     echo_written(ro, [analyze_run(ro, rid)], junit, json_path, out)
 
 

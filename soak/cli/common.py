@@ -9,6 +9,8 @@ path: ``--json-file FILE``, ``--junit FILE``, ``--out DIR`` (run, analyze, repor
 from __future__ import annotations
 
 import csv
+import errno
+import functools
 import json
 import logging
 import os
@@ -38,6 +40,21 @@ class SoakGroup(click.Group):
         except click.BadParameter as exc:  # a flag's value (--servers abc): one line too
             click.echo(f"soak: error: {' '.join(exc.format_message().split())}", err=True)
             ctx.exit(ExitCode.FAILED)
+        except click.NoSuchOption as exc:
+            if exc.option_name.lstrip("-").isdigit():  # `soak show -1`: a negative "run id"
+                message = f"{exc.option_name} is not a run id (run ids are positive numbers)"
+            else:
+                message = " ".join(exc.format_message().split())
+            click.echo(f"soak: error: {message}", err=True)
+            ctx.exit(ExitCode.FAILED)
+        except click.UsageError as exc:  # a missing argument, an extra one: one line, no usage
+            click.echo(f"soak: error: {' '.join(exc.format_message().split())}", err=True)
+            ctx.exit(ExitCode.FAILED)
+        except OSError as exc:
+            if not closed_output(exc):
+                raise
+            detach_output(exc)  # `soak runs | head`: the reader had enough; not an error
+            ctx.exit(ExitCode.PASSED)
 
 
 @click.group(cls=SoakGroup)
@@ -52,6 +69,42 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def closed_output(exc: BaseException) -> bool:
+    """Whether an error means our reader went away: a pipe closed early (`| head`), or a
+    terminal that hung up (EIO after an SSH session ends)."""
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EIO)
+
+
+def detach_output(exc: BaseException) -> None:
+    """Point stdout (and, for a lost terminal, stderr) at /dev/null, so that nothing written
+    later, nor the interpreter's last flush, fails again: Python's advice for EPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    streams = (sys.stdout, sys.stderr) if not isinstance(exc, BrokenPipeError) else (sys.stdout,)
+    for stream in streams:
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a stream without a descriptor (tests): nothing to do
+            pass
+    os.close(devnull)
+
+
+def survive_closed_output(fn: Callable) -> Callable:
+    """``fn`` (a printing callback) with a closed stdout or terminal detached and ignored:
+    output trouble must never change what a run records."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            if not closed_output(exc):
+                raise
+            detach_output(exc)
+            return None
+
+    return call
 
 
 def db_option(help: str = "Results database (opened read-only).", exists: bool = True):
@@ -110,6 +163,17 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(plain(value), indent=2, default=str))
 
 
+def echo_json_records(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A JSON array of one object per row, written as the rows come (bounded memory); the
+    same text as :func:`echo_json` of the whole list."""
+    out, first = sys.stdout, True
+    for row in rows:
+        item = json.dumps(plain(dict(zip(columns, row, strict=True))), indent=2, default=str)
+        out.write(("[\n" if first else ",\n") + "\n".join("  " + ln for ln in item.split("\n")))
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
 def echo_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
@@ -124,4 +188,4 @@ def echo_written(
     from soak.report.outputs import write_outputs
 
     for path in write_outputs(db, analyses, junit, json_path, out):
-        click.echo(f"wrote {path}")
+        survive_closed_output(click.echo)(f"wrote {path}")

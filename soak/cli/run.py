@@ -1,4 +1,5 @@
-"""`soak run`: parses, wires Ctrl-C, calls :func:`soak.runner.session.run`, prints, exits."""
+"""`soak run`: parses, wires Ctrl-C (and SIGTERM, SIGHUP), calls
+:func:`soak.runner.session.run`, prints, exits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import ExitStack
 import click
 
 from soak import profile as profiles
-from soak.cli.common import db_option, echo_written, file_options
+from soak.cli.common import db_option, echo_written, file_options, survive_closed_output
 from soak.errors import ExitCode
 
 
@@ -40,6 +41,7 @@ def run(
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.console import cell_heading, print_summary
+    from soak.report.outputs import check_output_paths
     from soak.report.progress import make_progress
     from soak.runner import session
 
@@ -48,40 +50,52 @@ def run(
     )
     if attribute:
         prof = prof.with_attribution()
+    check_output_paths(junit, json_path, out)
     store = session.prepare(prof, db)
     stopper = session.Stopper()
 
-    def on_sigint(signum, frame) -> None:
-        stopper.stop()
-        click.echo("\nsoak: stopping after this iteration (Ctrl-C again to stop at once)", err=True)
+    def on_stop_signal(signum, frame) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        stopper.stop(name)
+        try:
+            click.echo(f"\nsoak: {name}: stopping after this iteration (again: at once)", err=True)
+        except OSError:  # a hung-up terminal: the stop matters, not the message
+            pass
 
-    signal.signal(signal.SIGINT, on_sigint)
+    # A CI job's timeout sends SIGTERM, a closed SSH session SIGHUP: both end the run as
+    # Ctrl-C does (interrupted, analysed, outputs written).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_stop_signal)
     with ExitStack() as cell_scope:
         progress = None
 
+        say = survive_closed_output(click.echo)
+
         def on_cell(cell: profiles.Profile) -> None:
             nonlocal progress
-            click.echo(cell_heading(prof.name, cell.cell, cell.run, db))
+            say(cell_heading(prof.name, cell.cell, cell.run, db))
             progress = cell_scope.enter_context(make_progress(cell.run["iterations"], no_progress))
 
         def on_done(outcome, analysis) -> None:
             cell_scope.close()  # the progress bar ends before the summary
             ended = "finished" if outcome.status == "passed" else outcome.status
-            click.echo(f"run {outcome.run_id}: {ended}: {outcome.reason}")
-            print_summary(
+            say(f"run {outcome.run_id}: {ended}: {outcome.reason}")
+            survive_closed_output(print_summary)(
                 analysis.findings,
                 analysis.verdict,
                 analysis.status,
                 analysis.run_id,
                 sites=analysis.sites,
                 site_notes=analysis.site_notes,
+                note=analysis.note,
             )
 
         analyses = session.run(
             prof,
             store,
             on_cell=on_cell,
-            on_iteration=lambda view: progress.update(view),
+            on_iteration=survive_closed_output(lambda view: progress.update(view)),
+            on_phase=survive_closed_output(lambda view: progress.phase(view)),
             on_done=on_done,
             stopper=stopper,
         )

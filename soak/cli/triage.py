@@ -6,13 +6,22 @@ soak.report, --json and --csv print the same data as plain values.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
 
 import click
 
 from soak import triage
-from soak.cli.common import console, db_option, echo_csv, echo_json, format_options
+from soak.cli.common import (
+    console,
+    db_option,
+    echo_csv,
+    echo_json,
+    echo_json_records,
+    format_options,
+)
 from soak.store import RUN_STATUSES
 
 _RUN_CSV_COLUMNS = (
@@ -110,6 +119,15 @@ def show_command(run: str, db: str, fmt: str | None) -> None:
     show_default=True,
     help="Table output only: rows printed (--csv and --json print all).",
 )
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=triage.DEFAULT_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop the query (and its printing) after this long; 0: no limit.",
+)
 @format_options()
 def query_command(
     query: str | None,
@@ -117,11 +135,13 @@ def query_command(
     list_queries: bool,
     params: tuple[str, ...],
     max_rows: int,
+    timeout_s: float,
     fmt: str | None,
 ) -> None:
     """Run a read-only SQL QUERY, or a canned query by name (see --list).
 
     Writes (INSERT, UPDATE, DELETE, DROP, CREATE, ATTACH, PRAGMA x = y, ...) are refused.
+    Rows are streamed; Ctrl-C or --timeout ends a query that runs away.
     """
     from soak.report.listing import canned_table, query_table
 
@@ -138,24 +158,28 @@ def query_command(
         raise click.UsageError("give an SQL query or a canned query name (soak query --list)")
     values = triage.parse_params(params)
     canned = triage.CANNED.get(query.strip())
-    with triage.readonly(db) as ro:
-        if canned:
-            result = triage.run_canned(ro, canned.name, values)
-        else:
-            result = triage.run_query(ro, query, values)
-    if fmt == "json":
-        echo_json(result.as_dicts())
-        return
-    if fmt == "csv":
-        echo_csv(result.columns, result.rows)
-        return
+    cancel = threading.Event()  # Ctrl-C: SQLite checks it between steps (see stream_query)
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+    try:
+        with triage.readonly(db) as ro:
+            sql, values = (
+                triage.canned_statement(ro, canned.name, values) if canned else (query, values)
+            )
+            if fmt in ("json", "csv"):
+                with triage.stream_query(ro, sql, values, timeout_s, cancel) as stream:
+                    echo = echo_json_records if fmt == "json" else echo_csv
+                    echo(stream.columns, stream.rows)
+                return
+            result = triage.run_query(ro, sql, values, timeout_s, max_rows, cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if not result.rows:
         note = f"; this query needs {canned.needs}" if canned and canned.needs else ""
         click.echo(f"no rows{note}")
         return
     console().print(query_table(result, canned, max_rows))
-    if len(result.rows) > max_rows:
-        click.echo(f"... {len(result.rows) - max_rows} more rows (use --csv or --json for all)")
+    if result.more:
+        click.echo("... more rows (use --csv or --json for all)")
 
 
 @click.command("compare")

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
@@ -98,6 +99,7 @@ def print_summary(
     console: Console | None = None,
     sites: list[SiteFinding] | None = None,
     site_notes: list[str] | None = None,
+    note: str = "",
 ) -> None:
     console = console or wide_console()
     console.print(findings_table(findings, title=f"run {run_id}: findings", sites=sites))
@@ -107,11 +109,13 @@ def print_summary(
     for site in sites or []:
         if site.verdict == "leak":
             console.print(f"[bold red]GROWING SITE {site.site_id}[/] {escape(site.reason)}")
-    for note in site_notes or []:
-        console.print(f"[yellow]NOTE[/] {escape(note)}")
+    for site_note in site_notes or []:
+        console.print(f"[yellow]NOTE[/] {escape(site_note)}")
     if sites and not any(s.verdict == "leak" for s in sites):
         console.print(f"allocation sites: none grows ({len(sites)} traced site(s) judged)")
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
+    if note:
+        console.print(Text(f"run {run_id}: {note}"), soft_wrap=True)  # one line, for grep
 
 
 def cell_heading(name: str, cell: dict[str, Any], run: dict[str, Any], db: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import sqlite_utils
 
 from soak.analysis.sites import SiteFinding
 from soak.analysis.verdict import Finding
+from soak.errors import OutputError
 from soak.judging import RunAnalysis
 from soak.report.junit import write_junit
 from soak.report.plots import write_report, write_sites_report
@@ -74,12 +76,63 @@ def findings_json(db: sqlite_utils.Database, analyses: list[RunAnalysis]) -> dic
     return {"runs": runs}
 
 
+def _writable_folder(flag: str, path: Path, folder: Path) -> None:
+    if not folder.is_dir():
+        raise OutputError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: folder {folder} is not writable")
+
+
+def check_output_paths(
+    junit: str | None = None, json_path: str | None = None, out: str | None = None
+) -> None:
+    """Refuse output paths that cannot be written, before a run starts or anything is stored,
+    so that a typo in a CI job's --junit costs seconds rather than a whole soak run."""
+    for flag, value in (("--junit", junit), ("--json-file", json_path)):
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise OutputError(f"{flag} {path}: is a folder, not a file")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise OutputError(f"{flag} {path}: the file is not writable")
+        _writable_folder(flag, path, path.absolute().parent)
+    if out:
+        path = Path(out)
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"--out {path}: is a file, not a folder")
+        # write_report makes missing folders: the nearest existing one must take them.
+        existing = path.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"--out {path}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"--out {path}: folder {existing} is not writable")
+
+
 def write_outputs(
     db: sqlite_utils.Database,
     analyses: list[RunAnalysis],
     junit: str | None = None,
     json_path: str | None = None,
     out: str | None = None,
+) -> list[Path]:
+    """Write the files asked for; a file system error is an :class:`OutputError` naming the
+    path (the runs' verdicts are stored already and stay)."""
+    try:
+        return _write_outputs(db, analyses, junit, json_path, out)
+    except OSError as exc:
+        where = exc.filename or junit or json_path or out
+        raise OutputError(f"could not write {where}: {exc.strerror or exc}") from exc
+
+
+def _write_outputs(
+    db: sqlite_utils.Database,
+    analyses: list[RunAnalysis],
+    junit: str | None,
+    json_path: str | None,
+    out: str | None,
 ) -> list[Path]:
     written: list[Path] = []
     if junit:

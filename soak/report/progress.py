@@ -9,7 +9,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from soak.runner.supervisor import IterationView
+from soak.runner.supervisor import IterationView, PhaseView
 from soak.units import mib
 
 
@@ -33,6 +33,9 @@ class PlainProgress:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+    def phase(self, view: PhaseView) -> None:
+        """Plain output stays one line per iteration."""
 
     def update(self, view: IterationView) -> None:
         elapsed = time.monotonic() - self.started
@@ -61,9 +64,10 @@ class BarProgress:
             TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[phase]}"),
             console=self.console,
         )
-        self.task = self.progress.add_task("soak", total=total, rate="", stats="")
+        self.task = self.progress.add_task("soak", total=total, rate="", stats="", phase="")
         self.started = time.monotonic()
 
     def __enter__(self) -> BarProgress:
@@ -72,6 +76,15 @@ class BarProgress:
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+
+    def phase(self, view: PhaseView) -> None:
+        """Within an iteration: the phase just entered and the servers done, so that the
+        first iteration (seconds before any quiet point) shows that work goes on."""
+        self.progress.update(
+            self.task,
+            phase=f"| iteration {view.iteration + 1}: {view.phase}, "
+            f"{view.servers_done}/{view.servers} servers done",
+        )
 
     def update(self, view: IterationView) -> None:
         elapsed = time.monotonic() - self.started

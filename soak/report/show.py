@@ -33,7 +33,13 @@ def _print_header(console: Console, detail: RunDetail) -> None:
     lines: list[tuple[str, Text | str]] = [
         ("profile", Text(run["profile"] + (f" [{cell_label(cell, MATRIX_KEYS)}]" if cell else ""))),
         ("status", status),
-        ("verdict", Text(run.get("verdict") or "- (not analysed)")),
+        (
+            "verdict",
+            Text(
+                (run.get("verdict") or "- (not analysed)")
+                + (f" ({detail.verdict_note})" if detail.verdict_note else "")
+            ),
+        ),
         (
             "host",
             Text(

@@ -18,7 +18,7 @@ from typing import Any
 from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
-from soak.runner.supervisor import IterationView, RunOutcome, Supervisor
+from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
 from soak.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,18 +86,22 @@ class Stopper:
 
     def __init__(self) -> None:
         self.requested = False
+        self.by = "Ctrl-C"
         self._supervisor: Supervisor | None = None
 
-    def stop(self) -> None:
-        """Safe from a signal handler: sets a flag and tells the running supervisor."""
+    def stop(self, by: str = "Ctrl-C") -> None:
+        """Safe from a signal handler: sets a flag and tells the running supervisor; ``by``
+        (Ctrl-C, SIGTERM, ...) is named in the run's stored reason."""
+        if not self.requested:
+            self.by = by
         self.requested = True
         if self._supervisor is not None:
-            self._supervisor.request_stop()
+            self._supervisor.request_stop(by)
 
     def _attach(self, supervisor: Supervisor | None) -> None:
         self._supervisor = supervisor
         if supervisor is not None and self.requested:  # a stop that came while it was built
-            supervisor.request_stop()
+            supervisor.request_stop(self.by)
 
 
 def run(
@@ -107,13 +111,16 @@ def run(
     on_iteration: Callable[[IterationView], None] | None = None,
     on_done: Callable[[RunOutcome, RunAnalysis], None] | None = None,
     stopper: Stopper | None = None,
+    on_phase: Callable[[PhaseView], None] | None = None,
 ) -> list[RunAnalysis]:
     """Run every cell of ``profile`` (one for a plain profile), judge each and store its
     findings and status; the one library entry point of a soak run.
 
     Stops after a cell that was interrupted (or when ``stopper`` was asked to stop between
     cells). ``on_cell`` hears of each cell before it starts, ``on_iteration`` of each
-    iteration, ``on_done`` of each cell's outcome and analysis once they are stored. Validate
+    iteration, ``on_phase`` of each phase a server enters (keep it light: the supervisor
+    calls it between messages), ``on_done`` of each cell's outcome and analysis once they
+    are stored. Validate
     the profile with :func:`prepare` first (it also opens the store).
     """
     stopper = stopper or Stopper()
@@ -126,7 +133,7 @@ def run(
             tags = {"matrix": profile.name, "cell": cell.cell}
         if on_cell:
             on_cell(cell)
-        supervisor = Supervisor(cell, store, on_iteration, tags)
+        supervisor = Supervisor(cell, store, on_iteration, tags, on_phase=on_phase)
         stopper._attach(supervisor)
         try:
             outcome = supervisor.run()

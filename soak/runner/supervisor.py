@@ -25,6 +25,7 @@ import psutil
 
 from soak import __version__
 from soak.errors import SoakError, StoreError
+from soak.phases import PHASES
 from soak.profile import Profile
 from soak.runner import protocol as proto
 from soak.sampling.gpu import GpuSampler
@@ -52,6 +53,23 @@ class IterationView:
     failures_total: int
     phase_max_s: dict[str, float]
     failures: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class PhaseView:
+    """Where an iteration stands, for a progress display between quiet points: the phase an
+    instance just entered and the phase every server of this iteration is in."""
+
+    iteration: int
+    iterations: int
+    servers: int
+    phase: str
+    phases: dict[int, str]  # instance -> the phase it is in
+
+    @property
+    def servers_done(self) -> int:
+        """Servers at the last phase of their lifecycle (delete, which takes milliseconds)."""
+        return sum(1 for p in self.phases.values() if p == PHASES[-1])
 
 
 @dataclass
@@ -91,14 +109,17 @@ class Supervisor:
         on_iteration: Callable[[IterationView], None] | None = None,
         run_tags: dict[str, Any] | None = None,
         stub: Path | None = None,
+        on_phase: Callable[[PhaseView], None] | None = None,
     ) -> None:
         self.profile = profile
         self.store = store
         self.on_iteration = on_iteration
+        self.on_phase = on_phase
         self.run_tags = run_tags or {}
         self.stub = stub or (Path(os.environ["SOAK_STUB"]) if os.environ.get("SOAK_STUB") else None)
         self.stop_requested = False
         self.kill_requested = False
+        self.stopped_by = "Ctrl-C"  # or the signal's name: said in the run's reason
         self.gpu = GpuSampler()
         self._interval_samples: list[dict[str, Any]] = []
         self._interval_lock = threading.Lock()
@@ -117,10 +138,13 @@ class Supervisor:
         self._quiet_windows: dict[int, tuple[float, float]] = {}  # attribution
 
     # -- signals ----------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """First Ctrl-C: stop after the current iteration. Second: stop at once."""
+    def request_stop(self, by: str = "Ctrl-C") -> None:
+        """First Ctrl-C (or SIGTERM, SIGHUP): stop after the current iteration. Second: at
+        once."""
         if self.stop_requested:
             self.kill_requested = True
+        else:
+            self.stopped_by = by
         self.stop_requested = True
 
     # -- the run ----------------------------------------------------------------------------
@@ -239,7 +263,7 @@ class Supervisor:
         if self.kill_requested:
             self._kill_tree(watch.proc)
             watch.outcome.status = "interrupted"
-            watch.outcome.reason = "stopped at once (second Ctrl-C)"
+            watch.outcome.reason = f"stopped at once (second {self.stopped_by})"
             return True
         message = watch.channel.pending()
         if message is None:
@@ -285,6 +309,17 @@ class Supervisor:
         )
         self._current_phase = message.phase
         self._current_iteration = message.iteration
+        if self.on_phase:
+            phases = {i: p for i, (_, p, it) in watch.deadlines.items() if it == message.iteration}
+            self.on_phase(
+                PhaseView(
+                    message.iteration,
+                    self.profile.run["iterations"],
+                    self.profile.run["servers"],
+                    message.phase,
+                    phases,
+                )
+            )
         return False
 
     def _on_quiet(self, watch: _Watch, message: proto.Quiet) -> bool:
@@ -308,7 +343,9 @@ class Supervisor:
         watch.channel.send(proto.Continue(stop=stop))
         if stop:
             watch.outcome.status = "interrupted"
-            watch.outcome.reason = f"stopped by Ctrl-C after iteration {message.iteration + 1}"
+            watch.outcome.reason = (
+                f"stopped by {self.stopped_by} after iteration {message.iteration + 1}"
+            )
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:

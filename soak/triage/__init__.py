@@ -36,13 +36,17 @@ from soak.triage.lookup import (
     run_duration,
 )
 from soak.triage.query import (
+    DEFAULT_TIMEOUT_S,
     QueryRefused,
     QueryResult,
+    QueryStream,
+    canned_statement,
     coerce_param,
     parse_params,
     run_canned,
     run_query,
     split_statements,
+    stream_query,
 )
 from soak.triage.runs import RunSummary, WorstMetric, list_runs, worst_metric
 from soak.triage.show import (
@@ -68,6 +72,10 @@ __all__ = [
     "PhaseTiming",
     "QueryRefused",
     "QueryResult",
+    "QueryStream",
+    "DEFAULT_TIMEOUT_S",
+    "canned_statement",
+    "stream_query",
     "RunDetail",
     "RunSummary",
     "SlopeSide",

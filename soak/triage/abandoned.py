@@ -63,10 +63,11 @@ def display_status(
 ) -> tuple[str, str]:
     """The status to show, and why a run is called 'abandoned' ('' otherwise).
 
-    A run is abandoned when its stored status is 'running', its heartbeat is older than
-    :func:`staleness_limit`, and its supervisor is not alive. The pid can only be checked on
-    the host that ran it; for a run of another host the stale heartbeat alone decides. This
-    is display only: the database is never changed.
+    A run stored as 'running' is abandoned at once when it ran on this host and its supervisor
+    pid is provably gone (or reused by a younger process): no heartbeat age is needed, since
+    a live supervisor is the only writer of that row. For a run of another host the pid cannot
+    be checked, so a heartbeat older than :func:`staleness_limit` alone decides. This is
+    display only: the database is never changed.
     """
     status = str(run.get("status") or "")
     if status != "running":
@@ -74,18 +75,24 @@ def display_status(
     now = time.time() if now is None else now
     beat = finite(run.get("heartbeat_at")) or finite(run.get("started_at")) or now
     age = now - beat
-    limit = staleness_limit(median_wall_s)
-    if age <= limit:
-        return status, ""
     host = run.get("host")
     here = this_host if this_host is not None else socket.gethostname()
     pid = run.get("supervisor_pid")
-    if host == here:
+    if host == here and pid:
         if supervisor_alive(pid, finite(run.get("started_at"))):
             return status, ""
-        where = f"supervisor pid {pid} is not alive on {host}"
-    else:
-        where = f"it ran on {host or 'an unknown host'}, so its supervisor cannot be checked here"
+        return "abandoned", (
+            f"stored as running, but the last heartbeat was {duration(age)} ago and "
+            f"supervisor pid {pid} is not alive on {host}"
+        )
+    limit = staleness_limit(median_wall_s)
+    if age <= limit:
+        return status, ""
+    where = (
+        f"supervisor pid {pid} is unknown"
+        if host == here
+        else f"it ran on {host or 'an unknown host'}, so its supervisor cannot be checked here"
+    )
     return "abandoned", (
         f"stored as running, but the last heartbeat was {duration(age)} ago "
         f"(limit {duration(limit)}) and {where}"

@@ -1,12 +1,16 @@
 """`soak query`: one read-only SQL statement (writes refused before SQLite sees them), or a
-canned query by name."""
+canned query by name; rows are streamed, and a query can be stopped (timeout, Ctrl-C)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +25,19 @@ class QueryRefused(StoreError):
     """A query that would change the database (or a connection setting); never run."""
 
 
+#: Seconds a `soak query` may take unless told otherwise (0: no limit).
+DEFAULT_TIMEOUT_S = 60.0
+
+
+#: SQLite virtual-machine steps between two checks of the deadline and of a cancel request.
+_CHECK_EVERY_OPS = 10_000
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
     rows: list[tuple]
+    more: bool = False  # rows were cut at the limit asked for
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
@@ -194,14 +207,47 @@ def _describe_action(action: int, arg1: str | None, arg2: str | None) -> str:
     return f"{what} {arg1}" if arg1 else what
 
 
-def run_query(
-    db: sqlite_utils.Database, sql: str, params: Mapping[str, Any] | None = None
-) -> QueryResult:
-    """One read-only statement; writes are refused before they run.
+def _warm_pragma_tables(conn: sqlite3.Connection, sql: str) -> None:
+    """Let `SELECT * FROM pragma_table_info('runs')` pass the authorizer.
+
+    The first use of a pragma's table-valued function on a connection declares its
+    eponymous virtual table, which SQLite reports to the authorizer as an UPDATE of
+    sqlite_master; a query that names one is refused although it only reads. Declaring the
+    read-only pragmas it names first, without the authorizer, leaves only the reads.
+    """
+    for name in set(re.findall(r"pragma_(\w+)", sql, re.I)):
+        if name.lower() in _READ_PRAGMAS:
+            try:
+                conn.execute(f"SELECT * FROM pragma_{name.lower()} LIMIT 0").fetchall()
+            except sqlite3.Error:
+                pass  # this SQLite lacks it: the query itself will say so
+
+
+@dataclass
+class QueryStream:
+    """A running query's columns and its rows, fetched one at a time as they are read."""
+
+    columns: list[str]
+    rows: Iterator[tuple]
+
+
+@contextmanager
+def stream_query(
+    db: sqlite_utils.Database,
+    sql: str,
+    params: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[QueryStream]:
+    """One read-only statement, its rows streamed while the context is open; writes are
+    refused before they run.
 
     Two guards besides the read-only connection: the statement's first keyword (INSERT,
     DELETE, PRAGMA x = y, ...) and an SQLite authorizer that allows only reading actions,
     so a write hidden in a CTE or a view is refused at prepare time, before it executes.
+    A progress handler ends the statement once ``timeout_s`` (None or 0: no limit) has
+    passed or ``cancel`` is set (a Ctrl-C handler's doing): a runaway recursive CTE runs
+    inside SQLite, where no Python signal handler can stop it.
     """
     statements = split_statements(sql)
     for statement in statements:
@@ -227,19 +273,62 @@ def run_query(
         denied.append(_describe_action(action, arg1, arg2))
         return sqlite3.SQLITE_DENY
 
-    conn = db.conn
-    conn.set_authorizer(authorize)
-    try:
-        cursor = conn.execute(statements[0], dict(params or {}))
-        columns = [d[0] for d in cursor.description or ()]
-        rows = [tuple(r) for r in cursor.fetchall()]
-    except (sqlite3.Error, sqlite3.Warning) as exc:
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    stopped: list[str] = []
+
+    def keep_going() -> int:
+        if cancel is not None and cancel.is_set():
+            stopped.append("query interrupted")
+        elif deadline is not None and time.monotonic() > deadline:
+            stopped.append(f"query stopped after {timeout_s:g} s (--timeout; 0: no limit)")
+        return 1 if stopped else 0
+
+    def fail(exc: BaseException) -> StoreError:
         if denied:
-            raise QueryRefused(f"query refused: {denied[0]}: writes are not allowed") from exc
-        raise StoreError(f"query failed: {exc}") from exc
+            return QueryRefused(f"query refused: {denied[0]}: writes are not allowed")
+        if stopped:
+            return StoreError(stopped[0])
+        return StoreError(f"query failed: {exc}")
+
+    conn = db.conn
+    _warm_pragma_tables(conn, statements[0])
+    conn.set_authorizer(authorize)
+    conn.set_progress_handler(keep_going, _CHECK_EVERY_OPS)
+    try:
+        try:
+            cursor = conn.execute(statements[0], dict(params or {}))
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            raise fail(exc) from exc
+
+        def rows() -> Iterator[tuple]:
+            try:
+                for row in cursor:
+                    if keep_going():  # a query that streams fast never reaches the handler
+                        raise StoreError(stopped[0])
+                    yield tuple(row)
+            except (sqlite3.Error, sqlite3.Warning) as exc:
+                raise fail(exc) from exc
+
+        yield QueryStream([d[0] for d in cursor.description or ()], rows())
     finally:
+        conn.set_progress_handler(None, 0)
         conn.set_authorizer(None)
-    return QueryResult(columns, rows)
+
+
+def run_query(
+    db: sqlite_utils.Database,
+    sql: str,
+    params: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    limit: int | None = None,
+    cancel: threading.Event | None = None,
+) -> QueryResult:
+    """One read-only statement's rows, at most ``limit`` of them (None: all); see
+    :func:`stream_query` for the guards and the time limit."""
+    with stream_query(db, sql, params, timeout_s, cancel) as stream:
+        rows = list(itertools.islice(stream.rows, limit))
+        more = limit is not None and next(stream.rows, None) is not None
+    return QueryResult(stream.columns, rows, more)
 
 
 def coerce_param(value: str) -> Any:
@@ -264,10 +353,11 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def run_canned(
+def canned_statement(
     db: sqlite_utils.Database, name: str, params: Mapping[str, Any] | None = None
-) -> QueryResult:
-    """A canned query by name; a run it names must exist (and 'latest' means the newest)."""
+) -> tuple[str, dict[str, Any]]:
+    """A canned query's SQL and its parameter values; a run it names must exist (and
+    'latest' means the newest)."""
     query = CANNED.get(name)
     if query is None:
         raise StoreError(f"no canned query {name!r}; known: {', '.join(CANNED)}")
@@ -283,4 +373,16 @@ def run_canned(
         values["run"] = resolve_run(db, values["run"])
     if values.get("matrix") is not None and values["matrix"] not in matrix_names(db):
         raise no_matrix_error(db, values["matrix"])
-    return run_query(db, query.sql, values)
+    return query.sql, values
+
+
+def run_canned(
+    db: sqlite_utils.Database,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    limit: int | None = None,
+) -> QueryResult:
+    """A canned query by name (see :func:`canned_statement`), run as :func:`run_query`."""
+    sql, values = canned_statement(db, name, params)
+    return run_query(db, sql, values, timeout_s, limit)

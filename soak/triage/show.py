@@ -14,7 +14,7 @@ import sqlite_utils
 
 from soak.analysis.sites import SiteFinding, judge_sites, site_notes
 from soak.analysis.verdict import Finding
-from soak.judging import site_rule_for, verdict_rank
+from soak.judging import purpose_of, rules_for, site_rule_for, verdict_note, verdict_rank
 from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
@@ -89,6 +89,7 @@ class RunDetail:
     phases: list[PhaseTiming]
     sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
     site_notes: list[str] = field(default_factory=list)  # what no site can explain
+    verdict_note: str = ""  # why the verdict is inconclusive (soak.judging.verdict_note)
 
     def as_dict(self) -> dict[str, Any]:
         header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
@@ -98,6 +99,7 @@ class RunDetail:
         header["stored_status"] = self.run.get("status")
         header["status"] = self.status
         header["abandoned_reason"] = self.abandoned_reason or None
+        header["verdict_note"] = self.verdict_note or None
         header["duration_s"] = run_duration(self.run)
         findings, sites = [], []
         for rows, out in ((self.findings, findings), (self.sites, sites)):
@@ -236,6 +238,13 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
     findings = [f for f in rows if f.get("kind") != "site"]
     findings.sort(key=lambda f: (verdict_rank(f["verdict"]), f["metric"]))
     sites = _site_rows(db, run_id, rows)
+    note = verdict_note(
+        [finding_from_row(f) for f in findings],
+        run.get("verdict") or "",
+        purpose_of(run) if run.get("status") == "passed" else "leaks",
+        int(run.get("iterations_done") or 0),
+        rules_for(run)[1],
+    )
     return RunDetail(
         run,
         status,
@@ -245,6 +254,7 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
         _phase_timings(db, run_id),
         sites,
         _site_notes(db, run, findings, sites) if sites else [],
+        note,
     )
 
 

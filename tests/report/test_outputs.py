@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import pytest
 from click.testing import CliRunner
 
 from soak.bench.analysis import write_synthetic_run
@@ -60,3 +61,25 @@ def test_report_without_outputs_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(main, ["report", str(run_id), "--db", str(db)])
     assert result.exit_code == 2
     assert "--out" in result.output
+
+
+def test_output_paths_are_checked_before_anything_is_written(tmp_path):
+    from soak.errors import OutputError
+    from soak.report.outputs import check_output_paths
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    check_output_paths(str(tmp_path / "j.xml"), str(tmp_path / "f"), str(tmp_path / "new/deep"))
+    refused = {
+        ("--junit", "nodir/j.xml"): "folder",
+        ("--json-file", "d"): "is a folder, not a file",
+        ("--json-file", "f/x.json"): "does not exist",
+        ("--out", "f"): "is a file, not a folder",
+        ("--out", "f/plots"): "is a file, not a folder",
+    }
+    for (flag, rel), why in refused.items():
+        kwargs = {"--junit": "junit", "--json-file": "json_path", "--out": "out"}
+        with pytest.raises(OutputError) as caught:
+            check_output_paths(**{kwargs[flag]: str(tmp_path / rel)})
+        assert f"{flag} {tmp_path / rel}" in str(caught.value) and why in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]  # nothing made

@@ -8,7 +8,7 @@ import re
 from rich.console import Console
 
 from soak.report.progress import BarProgress, PlainProgress
-from soak.runner.supervisor import IterationView
+from soak.runner.supervisor import IterationView, PhaseView
 
 
 def view(i: int, failures: list | None = None) -> IterationView:
@@ -47,3 +47,26 @@ def test_bar_progress_shows_iteration_rss_and_failures():
     assert "iteration 5/10" in text
     assert "rss 100.0 MiB (+1.00 MiB)" in text and "failures 1" in text
     assert "instance 0 load: boom" in text
+
+
+def phase_view(phases: dict[int, str]) -> PhaseView:
+    return PhaseView(0, 10, 2, list(phases.values())[-1], phases)
+
+
+def test_bar_progress_shows_the_phase_and_servers_done_within_an_iteration():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    with BarProgress(10, console) as bar:
+        bar.phase(phase_view({0: "delete", 1: "load"}))
+        bar.progress.refresh()
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+    assert "iteration 1: load, 1/2 servers done" in text
+
+
+def test_plain_progress_stays_one_line_per_iteration():
+    out = io.StringIO()
+    progress = PlainProgress(out)
+    progress.phase(phase_view({0: "load"}))
+    assert out.getvalue() == ""
+    progress.update(view(0))
+    assert len(out.getvalue().splitlines()) == 1

@@ -416,12 +416,27 @@ def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path
         # The orphaned worker notices its supervisor is gone and ends by itself.
         assert ended_within(worker, 10), "the orphaned worker outlived its supervisor by 10 s"
 
-        # A fresh heartbeat: `soak runs` still calls it running (the limit is 5 minutes) ...
+        # Its supervisor is provably gone on this host: `soak runs` calls it abandoned at
+        # once, with a fresh heartbeat.
         shown = soak_cli("runs", "--db", str(db), "--json")
         assert shown.returncode == 0, output(shown)
-        assert [r["status"] for r in json.loads(shown.stdout)] == ["running"]
-        # ... and abandoned once the heartbeat is older than the limit (the library's clock).
-        ro = open_readonly(db)
+        assert [r["status"] for r in json.loads(shown.stdout)] == ["abandoned"]
+        assert [r["stored_status"] for r in json.loads(shown.stdout)] == ["running"]
+        shown = soak_cli("show", "1", "--db", str(db), "--json")
+        assert shown.returncode == 0, output(shown)
+        header = json.loads(shown.stdout)["run"]
+        assert header["status"] == "abandoned"
+        assert f"supervisor pid {supervisor} is not alive" in header["abandoned_reason"]
+        # A run of another host cannot have its pid checked: the heartbeat's age decides (the
+        # library's clock).
+        copy = tmp_path / "elsewhere.db"
+        src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(copy)
+        src.backup(dst)
+        src.close()
+        dst.execute("UPDATE runs SET host = 'elsewhere'")
+        dst.commit()
+        dst.close()
+        ro = open_readonly(copy)
         try:
             limit = triage.staleness_limit(None)
             before = triage.list_runs(ro, now=beat + limit - 1)
@@ -430,19 +445,7 @@ def test_killed_supervisor_leaves_an_abandoned_run_that_triage_can_read(tmp_path
             ro.conn.close()
         assert [r.status for r in before] == ["running"]
         assert [r.status for r in after] == ["abandoned"]
-        assert f"supervisor pid {supervisor} is not alive" in after[0].abandoned_reason
-        # The command line says so too, on a copy whose heartbeat is set back past the limit.
-        copy = tmp_path / "stale.db"
-        src, dst = sqlite3.connect(f"file:{db}?mode=ro", uri=True), sqlite3.connect(copy)
-        src.backup(dst)
-        src.close()
-        dst.execute("UPDATE runs SET heartbeat_at = ?", (beat - limit - 60,))
-        dst.commit()
-        dst.close()
-        shown = soak_cli("runs", "--db", str(copy), "--json")
-        assert shown.returncode == 0, output(shown)
-        assert [r["status"] for r in json.loads(shown.stdout)] == ["abandoned"]
-        assert [r["stored_status"] for r in json.loads(shown.stdout)] == ["running"]
+        assert "ran on elsewhere" in after[0].abandoned_reason
 
         # `soak analyze` judges what was stored and leaves the stored status alone.
         analysed = soak_cli("analyze", "1", "--db", str(db))
@@ -574,6 +577,133 @@ def test_file_size_limit_mid_run_stops_cleanly_with_the_reason(tmp_path, track):
     assert ended is not None
     done = assert_committed_iterations_complete(db)
     assert 1 <= done < 40  # mid-run: after the first iteration, long before the last
+    track.check()
+
+
+# -- the supervisor is told to stop, or loses its reader ----------------------------------
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path, track, sig):
+    """A CI job's timeout (SIGTERM) or a closed SSH session (SIGHUP): the run ends after its
+    iteration as `interrupted`, analysed, with its JUnit written and the README's exit code."""
+    db, junit = tmp_path / "r.db", tmp_path / "j.xml"
+    proc = start_soak(
+        track,
+        write_profile(tmp_path, iterations=60),
+        db,
+        "--junit",
+        str(junit),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_iterations(db, 1, proc)
+        proc.send_signal(getattr(signal, sig))
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert proc.returncode in (1, 3), output(result)  # interrupted: never 0, never a crash
+    assert "Traceback" not in stdout + stderr
+    assert f"soak: {sig}: stopping after this iteration" in stderr, output(result)
+    ((reason,),) = query(db, "SELECT reason FROM runs")
+    assert reason.startswith(f"stopped by {sig} after iteration "), reason
+    ((status, ended, done),) = query(db, "SELECT status, ended_at, iterations_done FROM runs")
+    assert status == "interrupted" and ended is not None and 1 <= done < 60
+    assert assert_committed_iterations_complete(db) == done
+    assert query(db, "SELECT count(*) FROM findings")[0][0] > 0  # analysed
+    assert "<testsuite" in junit.read_text()
+    track.check()
+
+
+def test_second_sigterm_stops_at_once(tmp_path, track):
+    """The second signal, as a second Ctrl-C: the iteration under way is not awaited."""
+    db = tmp_path / "r.db"
+    proc = start_soak(
+        track,
+        write_profile(tmp_path, iterations=60, inferences=4000),
+        db,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_iterations(db, 1, proc)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert proc.returncode in (1, 3), output(result)
+    ((status, done, reason),) = query(db, "SELECT status, iterations_done, reason FROM runs")
+    assert status == "interrupted" and done < 60, output(result)
+    assert reason == "stopped at once (second SIGTERM)", reason
+    assert assert_committed_iterations_complete(db) == done
+    track.check()
+
+
+def test_a_run_piped_to_head_is_stored_and_analysed_as_it_would_be(tmp_path, track):
+    """`soak run ... | head -3`: the reader goes away after the first lines; the run still
+    completes, is analysed and stored, and soak ends quietly with its verdict's exit code."""
+    db = tmp_path / "r.db"
+    read, write = os.pipe()
+    proc = start_soak(
+        track, write_profile(tmp_path, iterations=4), db, stdout=write, stderr=subprocess.PIPE
+    )
+    os.close(write)
+    with os.fdopen(read) as reader:
+        first = reader.readline()  # the heading; then the reader is gone, as head's would be
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first.startswith("soak: "), first
+    assert "Traceback" not in stderr and "Broken pipe" not in stderr, stderr
+    assert proc.returncode in (0, 1, 3), stderr
+    ((status, done, reason),) = query(db, "SELECT status, iterations_done, reason FROM runs")
+    # Judged as any completed run is (4 iterations: too few for a verdict).
+    assert (status, done, reason) == ("inconclusive", 4, "all checks passed")
+    assert query(db, "SELECT count(*) FROM findings")[0][0] > 0
+    track.check()
+
+
+def test_an_output_error_at_the_end_is_not_a_verdict(tmp_path, track):
+    """The --json-file's folder vanishes during the run: one line, exit 2 (not 1, 'leak'),
+    and the stored run and its verdict stay."""
+    db, folder = tmp_path / "r.db", tmp_path / "out"
+    folder.mkdir()
+    proc = start_soak(
+        track,
+        write_profile(tmp_path, iterations=4),
+        db,
+        "--json-file",
+        str(folder / "f.json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_iterations(db, 1, proc)
+        folder.rmdir()
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert proc.returncode == 2, output(result)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("soak: error: could not write "), output(result)
+    assert str(folder / "f.json") in lines[0]
+    ((status, verdict),) = query(db, "SELECT status, verdict FROM runs")
+    assert status == "inconclusive" and verdict == "inconclusive"  # judged and stored
     track.check()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from soak import profile as profiles
 from soak.errors import ExitCode
+from soak.phases import PHASES
 from soak.profile import parse
 from soak.runner import session
 from soak.runner.session import gpu_problem
@@ -137,3 +138,32 @@ def test_a_wrong_triton_home_is_reported_as_such_not_as_a_missing_gpu(tmp_path):
     with pytest.raises(EnvironmentProblem, match=f"triton_home points at {missing}"):
         prepare(profile, tmp_path / "r.db")
     assert not (tmp_path / "r.db").exists()  # refused before any database is made
+
+
+@pytest.mark.e2e
+def test_on_phase_hears_every_phase_of_every_server_before_the_quiet_point(tmp_path: Path):
+    prof = profiles.parse(
+        "iterations = 2\nwarmup = 1\ninferences_per_model = 2\nservers = 2\n",
+        str(tmp_path / "p.toml"),
+        "p",
+    )
+    store = session.prepare(prof, tmp_path / "r.db")
+    heard: list[tuple] = []
+    session.run(
+        prof,
+        store,
+        on_iteration=lambda view: heard.append(("quiet", view.iteration)),
+        on_phase=lambda view: heard.append(
+            (view.iteration, view.phase, view.servers_done, view.servers, dict(view.phases))
+        ),
+    )
+    store.close()
+    first_quiet = heard.index(("quiet", 0))
+    first = heard[:first_quiet]
+    assert first, "nothing was heard before the first quiet point"
+    for instance in (0, 1):
+        entered = [h[1] for h in first if h[4].get(instance) == h[1]]
+        assert [p for p in PHASES if p in entered] == list(PHASES)  # every phase, in order
+    assert {h[3] for h in first} == {2}
+    assert first[-1][1] == "delete" and first[-1][2] == 2  # both servers done
+    assert heard[-1] == ("quiet", 1)
