@@ -130,9 +130,25 @@ def report(run_id, db, junit, json_path, out) -> None:
     help="Results database (SQLite).",
 )
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the cells as tasks on a Ray cluster: auto (the running cluster), local (start "
+    "one here) or an address. Needs pip install 'soak[ray]'.",
+)
 @report_options
 def run(
-    profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
+    profile: str,
+    servers,
+    iterations,
+    memory_type,
+    db,
+    no_progress,
+    ray_address,
+    junit,
+    json_path,
+    out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.progress import make_progress
@@ -141,7 +157,23 @@ def run(
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
     )
-    store = session.prepare(prof, db)
+    store = session.prepare(prof, db, ray_address)
+    if ray_address:  # --- Ray: the cells as tasks on a cluster (soak.runner.ray_cells) ---
+        matrix = session.ray_matrix(prof, store, ray_address, lambda p: click.echo(p.line()))
+
+        def on_sigint_ray(signum, frame) -> None:
+            matrix.cancel()
+            click.echo("\nsoak: cancelling the cells (Ctrl-C again to force)", err=True)
+
+        signal.signal(signal.SIGINT, on_sigint_ray)
+        click.echo(f"soak: {prof.name}: {len(prof.cells())} cell(s) on Ray ({ray_address}) -> {db}")
+        analyses = []
+        for outcome in matrix.run():
+            ended = "finished" if outcome.status == "passed" else outcome.status
+            click.echo(f"run {outcome.run_id}: {ended}: {outcome.reason}")
+            analyses.append(_analyze_and_store(store, outcome.run_id))
+        _write_reports(store.db, analyses, junit, json_path, out)
+        sys.exit(worst_exit([a.exit_code for a in analyses]))
     supervisors = []
 
     def on_sigint(signum, frame) -> None:

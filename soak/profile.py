@@ -246,8 +246,22 @@ THRESHOLD_KEYS = (
     Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
     Key("enabled", bool, True, "Judge this metric at all."),
 )
+RAY_KEYS = (
+    Key(
+        "resources",
+        dict,
+        {},
+        "With `soak run --ray`: custom Ray resources each cell asks for, to choose its nodes "
+        "(e.g. `{gpu_h100 = 1}`; numbers > 0).",
+    ),
+)
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
-SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
+SECTIONS = {
+    "timeouts": TIMEOUT_KEYS,
+    "sampling": SAMPLING_KEYS,
+    "inject": INJECT_KEYS,
+    "ray": RAY_KEYS,
+}
 
 
 @dataclass(frozen=True)
@@ -280,6 +294,7 @@ class Profile:
     matrix: dict[str, tuple] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)  # values of this matrix cell
     overrides: dict[str, Any] = field(default_factory=dict)  # command-line flags applied
+    ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
 
     def __getattr__(self, name: str) -> Any:
         run = self.__dict__.get("run", {})
@@ -393,6 +408,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
                 + ", ".join([*run_keys, *(f"[{s}]" for s in SECTIONS), "[thresholds]", "[matrix]"])
             )
     _check_run(source, run)
+    _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
         name=name,
         source=source,
@@ -403,6 +419,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         inject=sections["inject"],
         thresholds=thresholds,
         matrix=matrix,
+        ray=sections["ray"],
     )
 
 
@@ -476,6 +493,21 @@ def _check_run(source: str, run: dict[str, Any]) -> None:
             f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
+
+
+def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:
+    """Custom resources are names with positive amounts; CPU and GPU come from the cell."""
+    for name, amount in resources.items():
+        label = _dotted("ray", "resources", name)
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ProfileError(
+                f"{source}: {label} is set by soak from the cell (servers, GPU use); "
+                "name custom resources only"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > 0:
+            raise ProfileError(
+                f"{source}: {label} must be a number > 0, got {_show(amount)} ({_kind_of(amount)})"
+            )
 
 
 def check_machine(profile: Profile, gpu_problem: str | None) -> None:

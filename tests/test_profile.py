@@ -260,7 +260,7 @@ def test_cpu_profile_passes_the_machine_check_without_gpu():
 
 
 def _wrong_type(key: Key) -> object:
-    return {str: 5, int: "x", float: "x", bool: 1}[key.kind]
+    return {str: 5, int: "x", float: "x", bool: 1, dict: 5}[key.kind]
 
 
 @pytest.mark.parametrize("qualified, key", all_keys(), ids=[n for n, _ in all_keys()])

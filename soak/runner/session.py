@@ -29,9 +29,17 @@ def gpu_problem() -> str | None:
     return Cuda(install.library_dir).problem
 
 
-def prepare(profile: Profile, db: str | Path) -> Store:
-    """Everything that can be refused is refused here, before a run row exists."""
-    if profile.uses_gpu:
+def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) -> Store:
+    """Everything that can be refused is refused here, before a run row exists.
+
+    On Ray the GPUs are the nodes' (a cell that no node can take is refused by the Ray path);
+    Ray itself must be installed.
+    """
+    if ray_address:
+        from soak.runner.ray_cells import import_ray
+
+        import_ray()
+    elif profile.uses_gpu:
         check_machine(profile, gpu_problem())
     check_triton_home(profile)
     return Store(db)
@@ -71,3 +79,17 @@ def run_cells(
         if outcome.status == "interrupted":
             break
     return outcomes
+
+
+# -- Ray (soak run --ray): the same cells, placed on a cluster; see soak.runner.ray_cells -------
+def ray_matrix(
+    profile: Profile,
+    store: Store,
+    address: str,
+    on_progress: Callable[[Any], None] | None = None,
+) -> Any:
+    """The cells of ``profile`` as Ray tasks on the cluster at ``address`` (`auto`, `local` or
+    an address): call ``run()`` for the outcomes, ``cancel()`` on Ctrl-C."""
+    from soak.runner.ray_cells import RayMatrix
+
+    return RayMatrix(profile, store, address, on_progress)

@@ -54,13 +54,47 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def nvml_indices(ids: Iterable[str | int]) -> list[int]:
+    """NVML indices of the GPUs named by CUDA-style ids: indices (which follow NVML's order
+    when CUDA_DEVICE_ORDER=PCI_BUS_ID) or UUIDs (`GPU-...`), as Ray's `get_gpu_ids()` gives.
+    A UUID NVML does not know is left out."""
+    out, uuids = [], []
+    for gpu in ids:
+        text = str(gpu)
+        if text.isdigit():
+            out.append(int(text))
+        else:
+            uuids.append(text)
+    if uuids:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                count = pynvml.nvmlDeviceGetCount()
+                known = {
+                    _text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))): i
+                    for i in range(count)
+                }
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception as exc:  # noqa: BLE001 - pynvml missing, or its errors (vary by version)
+            log.warning("GPU ids %s not mapped to NVML devices: %s", uuids, exc)
+            known = {}
+        out += [known[u] for u in uuids if u in known]
+    return out
+
+
 class GpuSampler:
     """NVML, initialised on first use; ``available`` says whether it works on this machine.
 
     pynvml is imported lazily too, so a machine without nvidia-ml-py still runs CPU profiles.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, devices: Iterable[int] | None = None) -> None:
+        # NVML indices this run may use (a Ray cell's GPUs); None: every device.
+        self.devices = None if devices is None else list(devices)
+        self._indices: list[int] = []
         self._nvml: Any = None
         self._handles: list[Any] = []
         self._names: list[str] = []
@@ -90,7 +124,9 @@ class GpuSampler:
             return
         try:
             count = pynvml.nvmlDeviceGetCount()
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            wanted = range(count) if self.devices is None else self.devices
+            indices = [i for i in wanted if i < count]
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in indices]
             names = [_text(pynvml.nvmlDeviceGetName(h)) for h in handles]
         except pynvml.NVMLError as exc:
             pynvml.nvmlShutdown()
@@ -99,10 +135,13 @@ class GpuSampler:
             return
         if not handles:
             pynvml.nvmlShutdown()
-            self.unavailable_reason = "NVML reports no GPU"
+            self.unavailable_reason = (
+                "no GPU assigned to this run" if self.devices is not None else "NVML reports no GPU"
+            )
             log.info("GPU sampling off: %s", self.unavailable_reason)
             return
         self._nvml = pynvml
+        self._indices = indices
         self._handles = handles
         self._names = names
 
@@ -116,7 +155,7 @@ class GpuSampler:
         if not self.available:
             return GpuSample(sample_cost_s=time.perf_counter() - started)
         wanted = {pid, *descendant_pids(pid)} if pids is None else {pid, *pids}
-        devices = [self._sample_device(index, wanted) for index in range(len(self._handles))]
+        devices = [self._sample_device(pos, wanted) for pos in range(len(self._handles))]
         return GpuSample(
             devices=devices,
             process_bytes=_sum_known(d.process_bytes for d in devices),
@@ -124,9 +163,9 @@ class GpuSampler:
             sample_cost_s=time.perf_counter() - started,
         )
 
-    def _sample_device(self, index: int, pids: set[int]) -> GpuDeviceSample:
+    def _sample_device(self, pos: int, pids: set[int]) -> GpuDeviceSample:
         nvml = self._nvml
-        handle = self._handles[index]
+        handle, index = self._handles[pos], self._indices[pos]
         used = total = None
         try:
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
@@ -145,7 +184,7 @@ class GpuSampler:
             process_bytes = None if any(v is None for v in ours) else sum(int(v) for v in ours)
         return GpuDeviceSample(
             index=index,
-            name=self._names[index],
+            name=self._names[pos],
             used_bytes=used,
             total_bytes=total,
             process_bytes=process_bytes,
