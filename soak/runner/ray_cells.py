@@ -215,7 +215,11 @@ def _await_outcome(workdir: Path, pid: int, board: Any) -> dict[str, Any]:
             raise SoakError(f"the cell process ended without an outcome: {tail}")
         if time.monotonic() - last_ask > 1.0:
             last_ask = time.monotonic()
-            level = ray.get(board.stop_level.remote(), timeout=30)
+            try:
+                level = ray.get(board.stop_level.remote(), timeout=30)
+            except ray.exceptions.RayError as exc:  # the driver is gone or busy: go on
+                log.warning("stop requests unknown: %s", _short(exc))
+                level = sent
             while sent < level:  # 1: after this iteration (SIGINT); 2: at once (SIGTERM)
                 os.kill(pid, signal.SIGINT if sent == 0 else signal.SIGTERM)
                 sent += 1
@@ -260,6 +264,9 @@ def cell_main(workdir: Path, guard_pid: int) -> int:
     from soak.runner.supervisor import Supervisor
     from soak.sampling.gpu import GpuSampler
 
+    # A Ray worker blocks signals in its threads, and a blocked mask is inherited: unblock, or
+    # neither our stop requests nor the supervisor's SIGUSR1 (stack dumps) would arrive.
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     payload = pickle.loads((workdir / CELL_FILE).read_bytes())
     store = Store(workdir / DB_FILE)
     supervisor = Supervisor(payload["cell"], store, run_tags=payload["tags"])
@@ -391,7 +398,7 @@ class RayMatrix:
         here = ray.get_runtime_context().get_node_id()
         board = (
             ray.remote(num_cpus=0)(_Board)
-            .options(scheduling_strategy=_affinity(ray, here, soft=True))
+            .options(scheduling_strategy=_affinity(ray, here, soft=False))
             .remote()
         )
         task = ray.remote(max_retries=0)(run_cell_task)
@@ -440,7 +447,12 @@ class RayMatrix:
         ray.get(board.stop.remote(2 if force else 1))
 
     def _mark_running(self, ray: Any, board: Any) -> None:
-        for i, node in ray.get(board.started.remote()).items():
+        try:
+            started = ray.get(board.started.remote(), timeout=30)
+        except ray.exceptions.RayError as exc:  # progress loses the places, the cells go on
+            log.warning("where the cells run is unknown: %s", _short(exc))
+            return
+        for i, node in started.items():
             state = self.states[i]
             state.node = node
             if state.status == "pending":
