@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,6 @@ def run_cell_task(
     """The body of a cell's Ray task: run the cell in a cell process, return its rows."""
     ray = import_ray()
     node = NodeTag(socket.gethostname(), ray.get_runtime_context().get_node_id())
-    board.start.remote(index, node)
     from soak.sampling.gpu import nvml_indices
 
     gpus = nvml_indices(ray.get_gpu_ids()) if cell.uses_gpu else []
@@ -188,7 +188,8 @@ def run_cell_task(
             timeout=60,
         )
         pid = int(launched.stdout.strip())
-        outcome = _await_outcome(workdir, pid, board)
+        board.start.remote(index, node, pid)  # never wait on Ray here: see _await_outcome
+        outcome = _await_outcome(workdir, pid)
         ro = open_readonly(workdir / DB_FILE)
         try:
             rows = export_run(ro, outcome["run_id"])
@@ -201,30 +202,32 @@ def run_cell_task(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _await_outcome(workdir: Path, pid: int, board: Any) -> dict[str, Any]:
-    """Until the cell process writes its outcome; passes the driver's stop requests on."""
-    ray = import_ray()
+def _await_outcome(workdir: Path, pid: int) -> dict[str, Any]:
+    """Until the cell process writes its outcome. No Ray call may block here: a task blocked
+    in `ray.get` gives its CPUs back to the node, which then starts another cell beside it
+    (seen with Ray 2.60); the driver's stop requests come as signals from `signal_cell`."""
     path = workdir / OUTCOME_FILE
-    sent = 0
-    last_ask = 0.0
     while not path.exists():
         if not _alive(pid):
             if path.exists():
                 break
             tail = _tail(workdir / LOG_FILE)
             raise SoakError(f"the cell process ended without an outcome: {tail}")
-        if time.monotonic() - last_ask > 1.0:
-            last_ask = time.monotonic()
-            try:
-                level = ray.get(board.stop_level.remote(), timeout=30)
-            except ray.exceptions.RayError as exc:  # the driver is gone or busy: go on
-                log.warning("stop requests unknown: %s", _short(exc))
-                level = sent
-            while sent < level:  # 1: after this iteration (SIGINT); 2: at once (SIGTERM)
-                os.kill(pid, signal.SIGINT if sent == 0 else signal.SIGTERM)
-                sent += 1
         time.sleep(POLL_S)
     return json.loads(path.read_text())
+
+
+def signal_cell(pid: int, matrix_id: str, signum: int) -> bool:
+    """On the cell's node: SIGINT (stop after this iteration) or SIGTERM (at once) to a cell
+    process of this matrix; False when it is gone (or the pid is another process now)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.environ().get(MATRIX_ENV) != matrix_id:
+            return False
+        proc.send_signal(signum)
+    except psutil.Error:
+        return False
+    return True
 
 
 def _end_cell(pid: int) -> None:
@@ -328,37 +331,59 @@ def await_no_matrix_processes(matrix_id: str, timeout_s: float = CLEANUP_WAIT_S)
 
 # -- the driver -------------------------------------------------------------------------------
 class _Board:
-    """A tiny actor: where cells started, and how hard the driver asks them to stop."""
+    """A tiny actor on the driver's node: where each cell runs (node, cell process id)."""
 
     def __init__(self) -> None:
-        self.nodes: dict[int, NodeTag] = {}
-        self.level = 0
+        self.cells: dict[int, tuple[NodeTag, int]] = {}
 
-    def start(self, index: int, node: NodeTag) -> None:
-        self.nodes[index] = node
+    def start(self, index: int, node: NodeTag, pid: int) -> None:
+        self.cells[index] = (node, pid)
 
-    def started(self) -> dict[int, NodeTag]:
-        return dict(self.nodes)
-
-    def stop(self, level: int) -> None:
-        self.level = max(self.level, level)
-
-    def stop_level(self) -> int:
-        return self.level
+    def started(self) -> dict[int, tuple[NodeTag, int]]:
+        return dict(self.cells)
 
 
-def connect(ray: Any, address: str) -> bool:
-    """Join (or, for `local`, start) a cluster; True when this call started Ray here."""
+def connect(address: str) -> bool:
+    """Join (or, for `local`, start) a cluster; True when this call started Ray here. Ray shuts
+    down at exit (its own atexit hook), or when `RayMatrix.run` started it."""
+    ray = import_ray()
     if ray.is_initialized():
         return False
     try:
-        if address == "local":
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, logging_level=logging.WARNING)
+        with _stderr_to_log():
+            if address == "local":
+                ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            else:
+                ray.init(address=address, logging_level=logging.WARNING)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
         raise SoakError(f"--ray {address}: cannot join the Ray cluster: {exc}") from exc
     return True
+
+
+@contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """Ray's C++ core writes a line per failed connection attempt to fd 2 (20 lines for a
+    wrong address): into the log instead, so that a refusal stays one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace").strip()
+            if text:
+                log.info("Ray while joining: %s", text)
+
+
+def check_placeable(profile: Profile) -> None:
+    """Refuse, before any run row, a cell that no live node of the joined cluster can take."""
+    problem = unplaceable(profile.cells(), import_ray().nodes())
+    if problem:
+        raise SoakError(f"{profile.source}: {problem}")
 
 
 @dataclass
@@ -380,7 +405,7 @@ class RayMatrix:
 
     def run(self) -> list[RunOutcome]:
         ray = import_ray()
-        started_here = connect(ray, self.address)
+        started_here = connect(self.address)
         try:
             return self._run(ray)
         finally:
@@ -389,10 +414,8 @@ class RayMatrix:
 
     def _run(self, ray: Any) -> list[RunOutcome]:
         cells = self.profile.cells()
+        check_placeable(self.profile)
         nodes = ray.nodes()
-        problem = unplaceable(cells, nodes)
-        if problem:
-            raise SoakError(f"{self.profile.source}: {problem}")
         matrix_id = uuid.uuid4().hex
         self.states = [CellState(cell_label(c)) for c in cells]
         here = ray.get_runtime_context().get_node_id()
@@ -417,7 +440,7 @@ class RayMatrix:
             while pending:
                 if self.cancels > acted:
                     acted = self.cancels
-                    self._stop(ray, board, pending, force=acted > 1)
+                    self._stop(ray, board, pending, matrix_id, force=acted > 1)
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 self._mark_running(ray, board)
                 for ref in ready:
@@ -439,12 +462,26 @@ class RayMatrix:
             ray.kill(board)
         return [outcomes[i] for i in sorted(outcomes)]
 
-    def _stop(self, ray: Any, board: Any, pending: dict[Any, int], force: bool) -> None:
+    def _stop(
+        self, ray: Any, board: Any, pending: dict[Any, int], matrix_id: str, force: bool
+    ) -> None:
+        """Cancel the cells not started yet; ask the running ones to stop after their
+        iteration (a signal sent on their node), or force-cancel them."""
         started = ray.get(board.started.remote())
+        stoppers = []
         for ref, i in pending.items():
             if force or i not in started:
                 ray.cancel(ref, force=True)
-        ray.get(board.stop.remote(2 if force else 1))
+                continue
+            node, pid = started[i]
+            stopper = ray.remote(num_cpus=0, max_retries=0)(signal_cell).options(
+                scheduling_strategy=_affinity(ray, node.ray_node_id, soft=False)
+            )
+            stoppers.append(stopper.remote(pid, matrix_id, int(signal.SIGINT)))
+        try:
+            ray.get(stoppers, timeout=30)
+        except ray.exceptions.RayError as exc:  # a node died meanwhile: its cell fails anyway
+            log.warning("a stop request did not arrive: %s", _short(exc))
 
     def _mark_running(self, ray: Any, board: Any) -> None:
         try:
@@ -452,7 +489,7 @@ class RayMatrix:
         except ray.exceptions.RayError as exc:  # progress loses the places, the cells go on
             log.warning("where the cells run is unknown: %s", _short(exc))
             return
-        for i, node in started.items():
+        for i, (node, _) in started.items():
             state = self.states[i]
             state.node = node
             if state.status == "pending":

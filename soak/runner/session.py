@@ -32,13 +32,14 @@ def gpu_problem() -> str | None:
 def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) -> Store:
     """Everything that can be refused is refused here, before a run row exists.
 
-    On Ray the GPUs are the nodes' (a cell that no node can take is refused by the Ray path);
-    Ray itself must be installed.
+    On Ray (``ray_address``) the cluster is joined here, and the GPUs checked are the nodes':
+    a cell that no live node can take is refused.
     """
     if ray_address:
-        from soak.runner.ray_cells import import_ray
+        from soak.runner import ray_cells
 
-        import_ray()
+        ray_cells.connect(ray_address)
+        ray_cells.check_placeable(profile)
     elif profile.uses_gpu:
         check_machine(profile, gpu_problem())
     check_triton_home(profile)

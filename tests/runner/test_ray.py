@@ -199,6 +199,11 @@ def test_matrix_runs_on_both_nodes_into_one_database_as_a_local_run_would(cluste
             db, "SELECT count(*) FROM samples WHERE run_id = ? AND kind = 'quiet'", r["id"]
         ) == [(3,)]
         assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", r["id"])[0][0] > 0
+    for node in {r["ray_node_id"] for r in runs}:  # one CPU per node: one cell at a time
+        spans = sorted((r["started_at"], r["ended_at"]) for r in runs if r["ray_node_id"] == node)
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False)), (
+            spans
+        )
     assert "cells: 0 pending, 0 running, 4 done" in proc.stdout
     assert "running (" in proc.stdout  # where the running cells run was shown
 
@@ -264,6 +269,7 @@ def test_a_node_that_dies_fails_its_cell_and_the_others_finish(cluster, tmp_path
     statuses = sorted(o.status for o in result)
     assert statuses == ["failed", "passed"], [o.reason for o in result]
     (failed,) = [o for o in result if o.status == "failed"]
+    print(f"failed cell: {failed.reason}")
     assert "Ray cell on" in failed.reason and doomed_id[:8] in failed.reason
     (row,) = [r for r in _runs(tmp_path / "r.db") if r["status"] == "failed"]
     assert row["ray_node_id"] == doomed_id
