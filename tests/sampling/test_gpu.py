@@ -92,3 +92,58 @@ def test_real_gpu_values(gpu: GpuSampler) -> None:
         assert device.process_bytes is None or device.process_bytes >= 0
     assert sample.device_used_bytes is not None and sample.device_used_bytes >= 0
     assert sample.process_bytes is None or sample.process_bytes >= 0
+
+
+class _FakeNvml:
+    """NVML with two devices, for the device filter of Ray cells (no GPU on the CI VM)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.uuids = ["GPU-aaa", "GPU-bbb"]
+
+    def nvmlInit(self) -> None: ...
+
+    def nvmlShutdown(self) -> None: ...
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetName(self, h: int) -> str:
+        return f"GPU{h}"
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:
+        return self.uuids[h]
+
+    def nvmlDeviceGetMemoryInfo(self, h: int):
+        return type("Memory", (), {"used": 100 * (h + 1), "total": 1000})()
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list:
+        return []
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "580.0"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12080
+
+
+def test_a_cell_samples_only_the_gpus_it_was_given(monkeypatch) -> None:
+    from soak.sampling.gpu import nvml_indices
+
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    only_second = GpuSampler(devices=[1])
+    sample = only_second.sample(os.getpid())
+    assert [(d.index, d.name, d.used_bytes) for d in sample.devices] == [(1, "GPU1", 200)]
+    assert sample.device_used_bytes == 200
+    assert only_second.describe()["gpu_names"] == ["GPU1"]
+    none_given = GpuSampler(devices=[])
+    assert (
+        not none_given.available and none_given.unavailable_reason == "no GPU assigned to this run"
+    )
+    assert GpuSampler().sample(os.getpid()).device_used_bytes == 300  # no filter: every device
+    assert nvml_indices(["1", "GPU-aaa", "GPU-unknown"]) == [1, 0]
