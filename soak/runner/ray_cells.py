@@ -36,6 +36,7 @@ import psutil
 from soak.errors import SoakError
 from soak.profile import Profile
 from soak.runner.supervisor import RunOutcome
+from soak.sampling.gpu import nvml_indices
 from soak.store import Store, event, export_run, open_readonly
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,6 @@ def run_cell_task(
     """The body of a cell's Ray task: run the cell in a cell process, return its rows."""
     ray = import_ray()
     node = NodeTag(socket.gethostname(), ray.get_runtime_context().get_node_id())
-    from soak.sampling.gpu import nvml_indices
-
     gpus = nvml_indices(ray.get_gpu_ids()) if cell.uses_gpu else []
     workdir = Path(tempfile.mkdtemp(prefix=f"soak-ray-{matrix_id[:8]}-"))
     payload = {"cell": cell, "tags": {**tags, "ray_node_id": node.ray_node_id}, "gpus": gpus}
@@ -177,9 +176,9 @@ def run_cell_task(
     env = cell_environment(dict(os.environ), cell.uses_gpu, matrix_id)
     pid = None
     try:
+        cell_process = [sys.executable, "-m", __name__, str(workdir), str(os.getpid())]
         launched = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, str(workdir / LOG_FILE), sys.executable, "-m"]
-            + [__name__, str(workdir), str(os.getpid())],
+            [sys.executable, "-c", _LAUNCHER, str(workdir / LOG_FILE), *cell_process],
             env=env,
             cwd=workdir,
             capture_output=True,
@@ -241,10 +240,14 @@ def _end_cell(pid: int) -> None:
     deadline = time.monotonic() + CELL_END_WAIT_S
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # its own session: the group id is its pid
-    except (ProcessLookupError, PermissionError):
-        pass
+    if _alive(pid):
+        log.warning(
+            "cell process %d did not stop in %.0f s: killing its group", pid, CELL_END_WAIT_S
+        )
+        try:
+            os.killpg(pid, signal.SIGKILL)  # its own session: the group id is its pid
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _alive(pid: int) -> bool:

@@ -240,6 +240,26 @@ def test_a_cell_needing_a_resource_lands_on_the_node_that_has_it(cluster, tmp_pa
 
 
 @pytest.mark.ray
+def test_a_cell_no_node_can_take_is_refused_before_any_run(cluster, tmp_path):
+    path = tmp_path / "h100.toml"
+    path.write_text(SHORT.format(n=2) + "[ray]\nresources = {gpu_h100 = 1}\n")
+    db = tmp_path / "r.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak.cli", "run", str(path), "--db", str(db)]
+        + ["--ray", cluster.address],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"soak: error: {path}: cell [h100] needs gpu_h100=1, which no live node of the cluster has"
+    ]
+    assert not db.exists()
+
+
+@pytest.mark.ray
 @pytest.mark.e2e
 def test_a_node_that_dies_fails_its_cell_and_the_others_finish(cluster, tmp_path):
     doomed = cluster.add_node(num_cpus=1, resources={"slot": 1}, object_store_memory=80 * MiB)
