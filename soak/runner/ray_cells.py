@@ -460,7 +460,7 @@ class RayMatrix:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            if acted > 1 or pending:
+            if acted or pending:  # something was force-cancelled: wait for the nodes' cleanup
                 self._await_nodes_clean(ray, matrix_id)
             ray.kill(board)
         return [outcomes[i] for i in sorted(outcomes)]
@@ -507,7 +507,9 @@ class RayMatrix:
         except ray.exceptions.TaskCancelledError:
             if state.node is None:
                 return None
-            return self._failed(cell, state, "interrupted", "cancelled by Ctrl-C on the driver")
+            return self._failed(
+                cell, state, "interrupted", "force-cancelled (Ctrl-C twice); its samples are lost"
+            )
         except ray.exceptions.RayError as exc:
             return self._failed(cell, state, "failed", _short(exc))
         node: NodeTag = result["node"]
