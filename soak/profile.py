@@ -295,8 +295,22 @@ MODEL_KEYS = (
     Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
     Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
 )
+RAY_KEYS = (
+    Key(
+        "resources",
+        dict,
+        {},
+        "With `soak run --ray`: custom Ray resources each cell asks for, to choose its nodes "
+        "(e.g. `{gpu_h100 = 1}`; numbers > 0).",
+    ),
+)
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
-SECTIONS = {"timeouts": TIMEOUT_KEYS, "sampling": SAMPLING_KEYS, "inject": INJECT_KEYS}
+SECTIONS = {
+    "timeouts": TIMEOUT_KEYS,
+    "sampling": SAMPLING_KEYS,
+    "inject": INJECT_KEYS,
+    "ray": RAY_KEYS,
+}
 
 
 def default_thresholds() -> dict[str, MetricRule]:
@@ -323,6 +337,7 @@ class Profile:
     # [models] (repositories as absolute paths) and [model.<name>] (input_data absolute).
     models: dict[str, Any] = field(default_factory=lambda: {"repositories": [], "load": []})
     model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
 
     @property
     def uses_gpu(self) -> bool:
@@ -502,6 +517,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
             )
     _check_run(source, run)
     models, model = _user_models(source, models, model)
+    _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
         name=name,
         source=source,
@@ -514,6 +530,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         matrix=matrix,
         models=models,
         model=model,
+        ray=sections["ray"],
     )
 
 
@@ -663,6 +680,21 @@ def _check_run(source: str, run: dict[str, Any]) -> None:
             f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
+
+
+def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:
+    """Custom resources are names with positive amounts; CPU and GPU come from the cell."""
+    for name, amount in resources.items():
+        label = _dotted("ray", "resources", name)
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ProfileError(
+                f"{source}: {label} is set by soak from the cell (servers, GPU use); "
+                "name custom resources only"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > 0:
+            raise ProfileError(
+                f"{source}: {label} must be a number > 0, got {_show(amount)} ({_kind_of(amount)})"
+            )
 
 
 def check_machine(profile: Profile, gpu_problem: str | None) -> None:

@@ -20,9 +20,25 @@ from soak.errors import ExitCode
 @click.option("--memory-type", type=str, help="Override memory_type: system, pinned or gpu.")
 @db_option("Results database (SQLite).", exists=False)
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the cells as tasks on a Ray cluster: auto (the running cluster), local (start "
+    "one here) or an address. Needs pip install 'soak[ray]'.",
+)
 @file_options
 def run(
-    profile: str, servers, iterations, memory_type, db, no_progress, junit, json_path, out
+    profile: str,
+    servers,
+    iterations,
+    memory_type,
+    db,
+    no_progress,
+    ray_address,
+    junit,
+    json_path,
+    out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.console import cell_heading, print_summary
@@ -32,14 +48,20 @@ def run(
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
     )
-    store = session.prepare(prof, db)
+    store = session.prepare(prof, db, ray_address)
     stopper = session.Stopper()
+    then = "stopping after this iteration"
+    if ray_address:
+        then = "cancelling the cells, the running ones after their iteration"
 
     def on_sigint(signum, frame) -> None:
         stopper.stop()
-        click.echo("\nsoak: stopping after this iteration (Ctrl-C again to stop at once)", err=True)
+        click.echo(f"\nsoak: {then} (Ctrl-C again to stop at once)", err=True)
 
     signal.signal(signal.SIGINT, on_sigint)
+    if ray_address:
+        cells = len(prof.cells())
+        click.echo(f"soak: {prof.name}: {cells} cell(s) on Ray ({ray_address}) -> {db}")
     with ExitStack() as cell_scope:
         progress = None
 
@@ -61,6 +83,8 @@ def run(
             on_iteration=lambda view: progress.update(view),
             on_done=on_done,
             stopper=stopper,
+            ray_address=ray_address,
+            on_cells=lambda cells: click.echo(cells.line()),
         )
     echo_written(store.db, analyses, junit, json_path, out)
     sys.exit(ExitCode.worst(a.exit_code for a in analyses))
