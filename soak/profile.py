@@ -330,12 +330,22 @@ MODEL_KEYS = (
     Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
     Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
 )
+RAY_KEYS = (
+    Key(
+        "resources",
+        dict,
+        {},
+        "With `soak run --ray`: custom Ray resources each cell asks for, to choose its nodes "
+        "(e.g. `{gpu_h100 = 1}`; numbers > 0).",
+    ),
+)
 MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
 SECTIONS = {
     "timeouts": TIMEOUT_KEYS,
     "sampling": SAMPLING_KEYS,
     "inject": INJECT_KEYS,
     "attribution": ATTRIBUTION_KEYS,
+    "ray": RAY_KEYS,
 }
 
 
@@ -367,6 +377,7 @@ class Profile:
     attribution: dict[str, Any] = field(
         default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
     )
+    ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
 
     @property
     def uses_gpu(self) -> bool:
@@ -554,6 +565,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
             )
     _check_run(source, run)
     models, model = _user_models(source, models, model)
+    _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
         name=name,
         source=source,
@@ -567,6 +579,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         models=models,
         model=model,
         attribution=sections["attribution"],
+        ray=sections["ray"],
     )
 
 
@@ -716,6 +729,21 @@ def _check_run(source: str, run: dict[str, Any]) -> None:
             f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
+
+
+def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:
+    """Custom resources are names with positive amounts; CPU and GPU come from the cell."""
+    for name, amount in resources.items():
+        label = _dotted("ray", "resources", name)
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ProfileError(
+                f"{source}: {label} is set by soak from the cell (servers, GPU use); "
+                "name custom resources only"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount > 0:
+            raise ProfileError(
+                f"{source}: {label} must be a number > 0, got {_show(amount)} ({_kind_of(amount)})"
+            )
 
 
 def check_machine(profile: Profile, gpu_problem: str | None) -> None:

@@ -86,6 +86,7 @@ def _schema(db: sqlite_utils.Database) -> None:
             "exit_code": int,
             "reason": str,
             "host": str,
+            "ray_node_id": str,
             "cpu_count": int,
             "gpu_name": str,
             "gpu_driver": str,
@@ -229,6 +230,8 @@ def _schema(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     # -- end of allocation sites ------------------------------------------------------------
+    if "ray_node_id" not in db["runs"].columns_dict:  # databases made before Ray cells
+        db["runs"].add_column("ray_node_id", str)
     for table, cols in (
         ("samples", ["run_id", "kind", "iteration"]),
         ("events", ["run_id", "kind"]),
@@ -564,8 +567,51 @@ class Store:
 
         self._write(write)
 
+    # -- runs made elsewhere (Ray cells) -----------------------------------------------------
+    def import_run(self, rows: dict[str, list[dict[str, Any]]], tags: dict[str, Any]) -> int:
+        """A run exported by `export_run` from another database, under a new id, in one
+        transaction; ``tags`` (the node: host, ray_node_id, gpu_name) overwrite its run row.
+        Findings are not imported: the importer judges the run itself."""
+
+        def write() -> int:
+            run = {k: v for k, v in rows["runs"][0].items() if k != "id"}
+            run_id = self.db["runs"].insert({**run, **tags}).last_pk
+            self.db["iterations"].insert_all([{**r, "run_id": run_id} for r in rows["iterations"]])
+            sample_ids = {}
+            for sample in rows["samples"]:
+                new = {k: v for k, v in sample.items() if k != "id"}
+                sample_ids[sample["id"]] = (
+                    self.db["samples"].insert({**new, "run_id": run_id}).last_pk
+                )
+            self.db["gpu_samples"].insert_all(
+                [{**g, "sample_id": sample_ids[g["sample_id"]]} for g in rows["gpu_samples"]]
+            )
+            self.db["heap_types"].insert_all([{**h, "run_id": run_id} for h in rows["heap_types"]])
+            events = [{k: v for k, v in e.items() if k != "id"} for e in rows["events"]]
+            self.db["events"].insert_all([{**e, "run_id": run_id} for e in events])
+            return run_id
+
+        return self._write(write)
+
     def close(self) -> None:
         self.conn.close()
+
+
+def export_run(db: sqlite_utils.Database, run_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every stored row of one run, table by table, for `Store.import_run` elsewhere."""
+    by_run = "run_id = ?"
+    out: dict[str, list[dict[str, Any]]] = {
+        "runs": list(db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    }
+    for table in ("iterations", "samples", "heap_types", "events"):
+        out[table] = list(db.query(f"SELECT * FROM {table} WHERE {by_run}", [run_id]))
+    out["gpu_samples"] = list(
+        db.query(
+            "SELECT g.* FROM gpu_samples g JOIN samples s ON s.id = g.sample_id WHERE s.run_id = ?",
+            [run_id],
+        )
+    )
+    return out
 
 
 def _hint(exc: Exception) -> str:

@@ -26,6 +26,13 @@ from soak.errors import ExitCode
     is_flag=True,
     help="Trace allocation sites (memray) after the warm-up: which sites grow (about 2x slower).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the cells as tasks on a Ray cluster: auto (the running cluster), local (start "
+    "one here) or an address. Needs pip install 'soak[ray]'.",
+)
 @file_options
 def run(
     profile: str,
@@ -35,6 +42,7 @@ def run(
     db,
     no_progress,
     attribute,
+    ray_address,
     junit,
     json_path,
     out,
@@ -51,14 +59,17 @@ def run(
     if attribute:
         prof = prof.with_attribution()
     check_output_paths(junit, json_path, out)
-    store = session.prepare(prof, db)
+    store = session.prepare(prof, db, ray_address)
     stopper = session.Stopper()
+    then = "stopping after this iteration"
+    if ray_address:
+        then = "cancelling the cells, the running ones after their iteration"
 
     def on_stop_signal(signum, frame) -> None:
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         stopper.stop(name)
         try:
-            click.echo(f"\nsoak: {name}: stopping after this iteration (again: at once)", err=True)
+            click.echo(f"\nsoak: {name}: {then} (again: at once)", err=True)
         except OSError:  # a hung-up terminal: the stop matters, not the message
             pass
 
@@ -66,6 +77,9 @@ def run(
     # Ctrl-C does (interrupted, analysed, outputs written).
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_stop_signal)
+    if ray_address:
+        cells = len(prof.cells())
+        click.echo(f"soak: {prof.name}: {cells} cell(s) on Ray ({ray_address}) -> {db}")
     with ExitStack() as cell_scope:
         progress = None
 
@@ -98,6 +112,8 @@ def run(
             on_phase=survive_closed_output(lambda view: progress.phase(view)),
             on_done=on_done,
             stopper=stopper,
+            ray_address=ray_address,
+            on_cells=lambda cells: say(cells.line()),
         )
     echo_written(store.db, analyses, junit, json_path, out)
     sys.exit(ExitCode.worst(a.exit_code for a in analyses))

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
 from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
 from soak.store import Store
+
+if TYPE_CHECKING:  # Ray is optional: soak.runner.ray_cells is imported only for a run on it
+    from soak.runner.ray_cells import CellsProgress
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,20 @@ def gpu_problem(profile: Profile | None = None) -> str | None:
     return cuda.problem
 
 
-def prepare(profile: Profile, db: str | Path) -> Store:
-    """Everything that can be refused is refused here, before a run row exists."""
+def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) -> Store:
+    """Everything that can be refused is refused here, before a run row exists.
+
+    On Ray (``ray_address``) the cluster is joined here and every cell is checked against the
+    live nodes' resources (GPUs included) instead of this machine's GPU: a cell that no node
+    can take is refused.
+    """
     check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
-    if profile.uses_gpu:
+    if ray_address:
+        from soak.runner import ray_cells
+
+        ray_cells.connect(ray_address)
+        ray_cells.check_placeable(profile)
+    elif profile.uses_gpu:
         check_machine(profile, gpu_problem(profile))
     check_attribution(profile)
     return Store(db)
@@ -77,17 +90,24 @@ def check_triton_home(profile: Profile) -> None:
     capi.locate(profile.run["triton_home"] or None)
 
 
+class Stoppable(Protocol):
+    """What a :class:`Stopper` stops: a Supervisor, or the RayMatrix of a run on Ray."""
+
+    def request_stop(self, by: str = "Ctrl-C") -> None: ...
+
+
 class Stopper:
     """How a caller (the CLI's Ctrl-C handler) stops a :func:`run` from another frame.
 
     The first :meth:`stop` lets the running cell finish its iteration and starts no further
-    cell; a second one asks the supervisor to stop at once.
+    cell; a second one asks the supervisor to stop at once. On Ray the same two steps apply to
+    every cell of the matrix (pending cells are cancelled at the first).
     """
 
     def __init__(self) -> None:
         self.requested = False
         self.by = "Ctrl-C"
-        self._supervisor: Supervisor | None = None
+        self._supervisor: Stoppable | None = None
 
     def stop(self, by: str = "Ctrl-C") -> None:
         """Safe from a signal handler: sets a flag and tells the running supervisor; ``by``
@@ -98,7 +118,7 @@ class Stopper:
         if self._supervisor is not None:
             self._supervisor.request_stop(by)
 
-    def _attach(self, supervisor: Supervisor | None) -> None:
+    def _attach(self, supervisor: Stoppable | None) -> None:
         self._supervisor = supervisor
         if supervisor is not None and self.requested:  # a stop that came while it was built
             supervisor.request_stop(self.by)
@@ -112,6 +132,8 @@ def run(
     on_done: Callable[[RunOutcome, RunAnalysis], None] | None = None,
     stopper: Stopper | None = None,
     on_phase: Callable[[PhaseView], None] | None = None,
+    ray_address: str | None = None,
+    on_cells: Callable[[CellsProgress], None] | None = None,
 ) -> list[RunAnalysis]:
     """Run every cell of ``profile`` (one for a plain profile), judge each and store its
     findings and status; the one library entry point of a soak run.
@@ -120,10 +142,17 @@ def run(
     cells). ``on_cell`` hears of each cell before it starts, ``on_iteration`` of each
     iteration, ``on_phase`` of each phase a server enters (keep it light: the supervisor
     calls it between messages), ``on_done`` of each cell's outcome and analysis once they
-    are stored. Validate
-    the profile with :func:`prepare` first (it also opens the store).
+    are stored. Validate the profile with :func:`prepare` first (it also opens the store,
+    and joins the cluster).
+
+    With ``ray_address`` (`auto`, `local` or an address, as given to :func:`prepare`) the cells
+    run at once as tasks on a Ray cluster (:mod:`soak.runner.ray_cells`) and are judged as they
+    come home, in the order they end; ``on_cells`` then hears how many are pending, running
+    (and where) and done, instead of ``on_cell``, ``on_iteration`` and ``on_phase``.
     """
     stopper = stopper or Stopper()
+    if ray_address:
+        return _run_on_ray(profile, store, ray_address, on_done, stopper, on_cells)
     analyses = []
     for cell in profile.cells():
         if stopper.requested:
@@ -145,4 +174,32 @@ def run(
             on_done(outcome, analysis)
         if outcome.status == "interrupted":
             break
+    return analyses
+
+
+def _run_on_ray(
+    profile: Profile,
+    store: Store,
+    address: str,
+    on_done: Callable[[RunOutcome, RunAnalysis], None] | None,
+    stopper: Stopper,
+    on_cells: Callable[[CellsProgress], None] | None,
+) -> list[RunAnalysis]:
+    """The cells as Ray tasks; the driver imports each cell's rows and judges them here."""
+    from soak.runner.ray_cells import RayMatrix
+
+    analyses = []
+
+    def judge(outcome: RunOutcome) -> None:
+        analysis = analyze_and_store(store, outcome.run_id)
+        analyses.append(analysis)
+        if on_done:
+            on_done(outcome, analysis)
+
+    matrix = RayMatrix(profile, store, address, on_progress=on_cells, on_outcome=judge)
+    stopper._attach(matrix)
+    try:
+        matrix.run()
+    finally:
+        stopper._attach(None)
     return analyses
