@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 UNIT_COLUMNS = {
     "server": "server_lifecycles",
     "model_load": "model_loads",
+    "failed_load": "failed_loads",
     "inference": "inferences",
+    "error": "errors",
 }
 EXIT_OF_VERDICT = {"pass": 0, "leak": 1, "inconclusive": 3}
 VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
@@ -77,7 +79,9 @@ def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
     config = json.loads(run["config"] or "{}")
     warmup = int(config.get("run", {}).get("warmup", 1))
     rules = [
-        MetricRule(t.metric, t.kind, t.slope_per_iteration, t.growth_budget, t.tolerance)
+        MetricRule(
+            t.metric, t.kind, t.slope_per_iteration, t.growth_budget, t.tolerance, t.slope_per_unit
+        )
         for t in thresholds.values()
         if t.enabled
     ]
@@ -97,7 +101,9 @@ def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> d
     is NULL on a machine without one) is not fetched row by row: if it is constant over the
     first chunk, one SQL pass checks the rest and, if it holds, it is filled in with numpy.
     """
-    units = [f"i.{c}" for c in UNIT_COLUMNS.values()]
+    stored = {row[1] for row in db.execute("PRAGMA table_info(iterations)").fetchall()}
+    # A database written before a unit existed has no column for it: no count, NULL.
+    units = [f"i.{c}" if c in stored else "NULL" for c in UNIT_COLUMNS.values()]
     columns = ["s.iteration", *(f"s.{m}" for m in metrics), *units]
     source = (
         "FROM samples s "

@@ -137,6 +137,7 @@ def run(
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
     from soak.report.progress import make_progress
     from soak.runner import session
+    from soak.workload import scenarios
 
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
@@ -158,6 +159,7 @@ def run(
             f"{cell.run['servers']} servers x {cell.run['iterations']} iterations, "
             f"{cell.run['memory_type']} memory, {cell.run['instance_kind']} instances -> {db}"
         )
+        click.echo(f"  {scenarios.describe(cell.run)}")
         with make_progress(cell.run["iterations"], no_progress) as progress:
             outcomes = session.run_cells(
                 cell,

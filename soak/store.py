@@ -89,6 +89,9 @@ def _schema(db: sqlite_utils.Database) -> None:
             "instance_kind": str,
             "inferences_per_model": int,
             "datatype": str,
+            "scenario": str,
+            "behaviour": str,
+            "error_fraction": float,
             "supervisor_pid": int,
             "worker_pid": int,
             "config": str,
@@ -104,7 +107,9 @@ def _schema(db: sqlite_utils.Database) -> None:
         "wall_s": float,
         "server_lifecycles": int,
         "model_loads": int,
+        "failed_loads": int,
         "inferences": int,
+        "errors": int,
         "failures": int,
     }
     for p in PHASES:
@@ -116,6 +121,8 @@ def _schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
     )
+    _add_missing_columns(db, "runs", {"scenario": str, "behaviour": str, "error_fraction": float})
+    _add_missing_columns(db, "iterations", {"failed_loads": int, "errors": int})
     db["samples"].create(
         {
             "id": int,
@@ -201,6 +208,15 @@ def _schema(db: sqlite_utils.Database) -> None:
     ):
         db[table].create_index(cols, if_not_exists=True)
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+    """Columns added after a database was made: old rows read NULL there (unknown), which the
+    analysis treats as no count."""
+    have = db[table].columns_dict
+    for name, kind in columns.items():
+        if name not in have:
+            db[table].add_column(name, kind)
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:

@@ -73,7 +73,11 @@ class MetricRule:
 
     ``slope_per_iteration`` is in metric units (bytes for memory) per iteration;
     ``growth_budget`` is the total growth allowed from post-warm-up baseline to end;
-    ``tolerance`` is how far above its baseline a counter may end.
+    ``tolerance`` is how far above its baseline a counter may end;
+    ``slope_per_unit`` maps a unit of :attr:`Series.units` to the largest acceptable growth per
+    unit: where the series counts that unit, it replaces ``slope_per_iteration`` (times the
+    unit's mean count per analysed iteration; the smallest of several), so that a leak of a
+    few hundred bytes per request is judged as such whatever the burst size.
     """
 
     metric: str
@@ -81,6 +85,7 @@ class MetricRule:
     slope_per_iteration: float | None = None
     growth_budget: float | None = None
     tolerance: float = 0.0
+    slope_per_unit: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("memory", "counter"):
@@ -91,6 +96,7 @@ class MetricRule:
             self.kind == "memory"
             and self.slope_per_iteration is None
             and self.growth_budget is None
+            and not self.slope_per_unit
         ):
             raise ValueError(
                 f"{self.metric}: a memory rule needs slope_per_iteration or growth_budget"
@@ -202,6 +208,9 @@ def judge(
     units = {name: counts[order] for name, counts in series.units.items()}
     nan = math.nan
 
+    threshold = rule.slope_per_iteration
+    threshold_text = ""  # how a per-unit threshold became this one
+
     def finding(verdict: Verdict, reason: str, **numbers: object) -> Finding:
         fields: dict[str, object] = {
             "slope": nan,
@@ -222,7 +231,7 @@ def judge(
             metric=rule.metric,
             kind=kind,
             verdict=verdict,
-            threshold=rule.slope_per_iteration,
+            threshold=threshold,
             growth_budget=rule.growth_budget,
             reason=reason,
             **fields,  # type: ignore[arg-type]
@@ -268,9 +277,20 @@ def judge(
         y, autocorrelation="hamed_rao", max_points=MK_MAX_POINTS, trend_slope=per_position
     )
     per_unit = {}
+    means = {}
     for name, counts in units.items():
         mean = float(np.nanmean(counts[keep])) if np.isfinite(counts[keep]).any() else nan
+        means[name] = mean
         per_unit[name] = slope.slope / mean if mean > 0 else nan
+    scaled = [
+        (limit * means[name], name, limit)
+        for name, limit in rule.slope_per_unit.items()
+        if means.get(name, nan) > 0
+    ]
+    if scaled:
+        threshold, name, limit = min(scaled)
+        unit = name.replace("_", " ")
+        threshold_text = f" ({_fmt(limit, kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
     rising = trend.s > 0 and trend.p_value < alpha
     level = f"{100 * (1 - alpha):.0f}%"
     numbers = {
@@ -301,12 +321,13 @@ def judge(
 
     verdict: Verdict
     if kind == "memory":
-        threshold = rule.slope_per_iteration
         too_fast = threshold is not None and slope.low > threshold and rising
         maybe_fast = threshold is not None and slope.slope > threshold and not too_fast
         reasons = []
         if too_fast:
-            reasons.append(f"grows {slope_text}, above the {f(threshold)}/iteration threshold")
+            reasons.append(
+                f"grows {slope_text}, above the {f(threshold)}/iteration threshold{threshold_text}"
+            )
         if over_budget:
             reasons.append(budget_text)
         if reasons:
@@ -316,13 +337,17 @@ def judge(
             verdict = "inconclusive"
             reason = (
                 f"{rule.metric} grows about {slope_text}, above the {f(threshold)}/iteration "
-                f"threshold, but the evidence is not conclusive ({context}); run more iterations."
+                f"threshold{threshold_text}, but the evidence is not conclusive ({context}); "
+                "run more iterations."
             )
         else:
             verdict = "pass"
             parts = []
             if threshold is not None:
-                parts.append(f"slope {slope_text} is within the {f(threshold)}/iteration threshold")
+                parts.append(
+                    f"slope {slope_text} is within the {f(threshold)}/iteration "
+                    f"threshold{threshold_text}"
+                )
             if budget is not None:
                 parts.append(budget_text)
             reason = f"{rule.metric} " + "; ".join(parts) + f" ({context})."

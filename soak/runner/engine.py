@@ -11,8 +11,10 @@ from pathlib import Path
 from soak.profile import Profile
 from soak.triton import MemoryType, Runtime, require_memory, setup
 from soak.workload.inject import Injection
-from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
-from soak.workload.lifecycle import PhaseObserver, PhaseTimeouts
+from soak.workload.iteration import IterationRecord, WorkloadConfig
+from soak.workload.lifecycle import Failure, PhaseObserver, PhaseTimeouts
+from soak.workload.repos import Behaviour
+from soak.workload.scenarios import make_workload
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,11 @@ def workload_config(profile: Profile) -> WorkloadConfig:
         datatype=profile.run["datatype"],
         timeouts=PhaseTimeouts(**profile.timeouts),
         injection=Injection(**profile.inject),
+        scenario=profile.run["scenario"],
+        behaviour=Behaviour(profile.run["behaviour"]),
+        error_fraction=profile.run["error_fraction"],
+        error_message_chars=profile.run["error_message_chars"],
+        reload_new_version=profile.run["reload_new_version"],
     )
 
 
@@ -47,9 +54,13 @@ class Engine:
         if self.config.instance_kind == "gpu" or self.config.injection.gpu_bytes_per_server:
             require_memory(MemoryType.GPU, self.runtime)
         self.triton_log = self.workdir / "triton.log"
-        self.workload = Workload(
+        self.workload = make_workload(
             self.config, self.workdir, self.runtime.backends_dir, self.triton_log, observer
         )
 
     def iterate(self, index: int) -> IterationRecord:
         return self.workload.run_iteration(index)
+
+    def close(self) -> list[Failure]:
+        """Delete the servers that outlive iterations (reload, traffic), once."""
+        return self.workload.close()

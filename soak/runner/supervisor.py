@@ -110,6 +110,9 @@ class Supervisor:
                 "instance_kind": prof.run["instance_kind"],
                 "inferences_per_model": prof.run["inferences_per_model"],
                 "datatype": prof.run["datatype"],
+                "scenario": prof.run["scenario"],
+                "behaviour": prof.run["behaviour"],
+                "error_fraction": prof.run["error_fraction"],
                 "python_version": sys.version.split()[0],
                 "soak_version": __version__,
                 "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
@@ -284,6 +287,16 @@ class Supervisor:
                     outcome.events.append({"setup": message.setup})
                     break
                 elif isinstance(message, proto.Done):
+                    if message.failures:  # closing the long-lived servers
+                        last = max(outcome.iterations_done - 1, 0)
+                        self._record(
+                            run_id,
+                            [
+                                event("failure", f["message"], last, f["instance"], f["phase"])
+                                for f in message.failures
+                            ],
+                        )
+                        outcome.failures += len(message.failures)
                     proc.wait(timeout=60)
                     if outcome.status != "interrupted":
                         outcome.status = "failed" if outcome.failures else "passed"
@@ -348,7 +361,9 @@ class Supervisor:
             "wall_s": message.wall_s,
             "server_lifecycles": message.server_lifecycles,
             "model_loads": message.model_loads,
+            "failed_loads": message.failed_loads,
             "inferences": message.inferences,
+            "errors": message.errors,
             "failures": len(message.failures),
         }
         for phase, value in message.phase_sum_s.items():

@@ -151,6 +151,8 @@ def serve(channel: Channel) -> int:
                 server_lifecycles=record.server_lifecycles,
                 model_loads=record.model_loads,
                 inferences=record.inferences,
+                failed_loads=record.failed_loads,
+                errors=record.errors,
                 phase_sum_s=record.phase_sum_s(),
                 phase_max_s=record.phase_max_s(),
                 failures=[f.__dict__ for f in record.failures],
@@ -162,7 +164,8 @@ def serve(channel: Channel) -> int:
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:
             break
-    send(Done(done))
+    closing = engine.close()  # also after a stop: long-lived servers go exactly once
+    send(Done(done, [f.__dict__ for f in closing]))
     return 0
 
 

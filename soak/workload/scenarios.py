@@ -125,3 +125,17 @@ def make_workload(
     """The workload of `config.scenario`; call its close() once after the last iteration."""
     kinds = {"servers": Workload, "reload": Reload, "traffic": Traffic}
     return kinds[config.scenario](config, workdir, backends_dir, log_file, observer)
+
+
+def describe(run: dict) -> str:
+    """One line for the output: the scenario, what its warm-up covers, its units."""
+    info = SCENARIOS[run["scenario"]]
+    warmup = run["warmup"]
+    behaviour = run["behaviour"]
+    if behaviour in ("execute_raises", "error_response"):
+        behaviour += f" on {run['error_fraction']:g} of the requests"
+    units = ", ".join(u.replace("_", " ") for u in info.units)
+    return (
+        f"scenario {info.name}, models {behaviour}; warm-up: {warmup} iteration(s) not judged: "
+        f"{info.warmup} Slopes per iteration and per {units}."
+    )
