@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -69,14 +70,104 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
     return out
 
 
-def _lifecycle_child(servers: list[int], iterations: int) -> dict[str, Any]:
+# -- traffic (child process too) -------------------------------------------------------------
+TRAFFIC_PER_MODEL = 100
+
+
+class _PythonTime:
+    """Bench only: how long soak's own Python runs during inferences. Wraps the two waits of
+    `Server.infer` (the caller's time outside them is Python: the workload, the binding) and
+    the callbacks Triton calls (Python on Triton's threads). Exact for one caller thread."""
+
+    def __init__(self) -> None:
+        from soak.triton import server
+
+        self.wait_s = 0.0
+        self.callback_s = 0.0
+        timer = self
+
+        class TimedEvent(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                started = time.perf_counter()
+                try:
+                    return super().wait(timeout)
+                finally:
+                    timer.wait_s += time.perf_counter() - started
+
+        init = server._Inference.__init__
+
+        def timed_init(inf, *args, **kwargs) -> None:
+            init(inf, *args, **kwargs)
+            inf.completed, inf.released = TimedEvent(), TimedEvent()
+
+        server._Inference.__init__ = timed_init
+        for name in ("_alloc", "_release_buffer", "_request_released", "_response"):
+            original = getattr(server._Callbacks, name)
+
+            def timed(cb, *args, _original=original):
+                started = time.perf_counter()
+                try:
+                    return _original(cb, *args)
+                finally:
+                    timer.callback_s += time.perf_counter() - started
+
+            setattr(server._Callbacks, name, timed)
+
+    def reset(self) -> None:
+        self.wait_s = self.callback_s = 0.0
+
+
+def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
+    """Inferences per second of the traffic scenario, and at N=1 the share of an inference's
+    wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting)."""
+    from soak.triton import setup
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.scenarios import make_workload
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="soak-bench-traffic-") as tmp:
+        runtime = setup(Path(tmp))
+        timer = _PythonTime()
+        for n in servers:
+            work = Path(tmp) / f"n{n}"
+            work.mkdir()
+            config = WorkloadConfig(
+                servers=n, inferences_per_model=TRAFFIC_PER_MODEL, scenario="traffic"
+            )
+            workload = make_workload(config, work, runtime.backends_dir, work / "triton.log")
+            try:
+                failures = len(workload.run_iteration(0).failures)  # servers, loads, a burst
+                timer.reset()
+                wall, inferences = 0.0, 0
+                for i in range(1, bursts + 1):
+                    record = workload.run_iteration(i)
+                    failures += len(record.failures)
+                    wall += record.wall_s
+                    inferences += record.inferences
+            finally:
+                failures += len(workload.close())
+            result = {
+                "bursts": bursts,
+                "inferences": inferences,
+                "inferences_per_s": inferences / wall,
+                "failures": failures,
+            }
+            if n == 1:
+                python_s = wall - timer.wait_s + timer.callback_s
+                result["soak_python_share"] = python_s / wall
+                result["soak_python_us_per_inference"] = python_s / inferences * 1e6
+            out[str(n)] = result
+    return out
+
+
+def _lifecycle_child(servers: list[int], iterations: int, part: str = "lifecycle") -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "soak.bench",
-                "--lifecycle-only",
+                f"--{part}-only",
                 f.name,
                 "--servers",
                 ",".join(map(str, servers)),
@@ -218,6 +309,19 @@ def print_table(r: dict[str, Any]) -> None:
             (f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s")
         )
         rows.append((f"  phases N={n}, median ms", phases))
+    for n, t in r.get("traffic", {}).items():
+        share = ""
+        if "soak_python_share" in t:
+            share = (
+                f"; soak's Python {t['soak_python_share']:.0%} of the time "
+                f"({t['soak_python_us_per_inference']:.0f} us/inference)"
+            )
+        rows.append(
+            (
+                f"traffic N={n}, {TRAFFIC_PER_MODEL} requests per model per burst",
+                f"{t['inferences_per_s']:.0f} inferences/s{share}",
+            )
+        )
     for key, s in r["sampler"].items():
         if isinstance(s, dict):
             rows.append(
@@ -270,12 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="1,2,4,8")
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--out", default=str(RESULTS / "bench.json"))
+    parser.add_argument("--traffic-servers", default="1,4")
     parser.add_argument("--lifecycle-only", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--traffic-only", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     servers = [int(s) for s in args.servers.split(",")]
     if args.lifecycle_only:
         Path(args.lifecycle_only).write_text(json.dumps(lifecycle(servers, args.iterations)))
         os._exit(0)  # Triton's threads may hold the interpreter at exit
+    if args.traffic_only:
+        Path(args.traffic_only).write_text(json.dumps(traffic(servers, args.iterations)))
+        os._exit(0)
+    traffic_servers = [int(s) for s in args.traffic_servers.split(",")]
     machine = {
         "cpus": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
@@ -292,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         ("store", store),
         ("analysis", analysis),
         ("lifecycle", lambda: _lifecycle_child(servers, args.iterations)),
+        ("traffic", lambda: _lifecycle_child(traffic_servers, args.iterations, "traffic")),
     ]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
