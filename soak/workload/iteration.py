@@ -160,6 +160,18 @@ class Workload:
     ) -> IterationRecord:
         """`step(life)` for each lifecycle in its own thread, released together by a barrier;
         a Python error becomes a recorded failure, a hung call the record's `hung`."""
+        start = time.perf_counter()
+        hung = self.in_threads(lives, step)
+        inject.per_iteration(self.config.injection)
+        records = [life.record for life in lives]
+        return IterationRecord(index, time.perf_counter() - start, records, hung)
+
+    def in_threads(
+        self, lives: list[Lifecycle], step: Callable[[Lifecycle], object]
+    ) -> PhaseHung | None:
+        """Run `step` on every lifecycle at once; the first hang, if any."""
+        if not lives:
+            return None
         barrier = threading.Barrier(len(lives))
         hung: list[PhaseHung] = []
 
@@ -188,11 +200,7 @@ class Workload:
             t.join(max(0.0, limit - (time.perf_counter() - start)))
         if not hung and any(t.is_alive() for t in threads):
             hung.append(PhaseHung(-1, "iteration", limit))
-        inject.per_iteration(self.config.injection)
-        records = [life.record for life in lives]
-        return IterationRecord(
-            index, time.perf_counter() - start, records, hung[0] if hung else None
-        )
+        return hung[0] if hung else None
 
 
 def with_servers(config: WorkloadConfig, servers: int) -> WorkloadConfig:
