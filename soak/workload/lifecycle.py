@@ -85,7 +85,7 @@ class LifecycleRecord:
     failures: list[Failure] = field(default_factory=list)
     model_loads: int = 0
     failed_loads: int = 0  # loads that failed as the behaviour expects
-    inferences: int = 0  # requests answered as expected, successes and expected errors
+    inferences: int = 0  # requests that completed: responses and expected errors
     errors: int = 0  # requests that ended in the expected error
     completed: bool = False  # reached delete
     hung_phase: str | None = None
@@ -396,10 +396,13 @@ class Lifecycle:
                 raise self._hang("infer") from exc
             except TritonError as exc:
                 if must_fail and ERROR_TOKEN in exc.message:
+                    self.record.inferences += 1
+                    self.record.errors += 1
                     self._answered(model, error=True)
                     continue
                 self._fail("infer", f"{model}: {exc.message}")
                 return
+            self.record.inferences += 1  # completed; whether it was right is checked next
             if must_fail:
                 self._fail(
                     "infer",
@@ -414,8 +417,7 @@ class Lifecycle:
             self._answered(model, error=False)
 
     def _answered(self, model: str, error: bool) -> None:
-        self.record.inferences += 1
-        self.record.errors += error
+        """One more success or expected error of `model` since its load (for statistics)."""
         ok, errors = self.answered.get(model, (0, 0))
         self.answered[model] = (ok + (not error), errors + error)
 
