@@ -121,3 +121,33 @@ def test_ctrl_c_in_traffic_deletes_the_long_lived_servers(tmp_path):
     kinds = {k for (k,) in query(db, "SELECT DISTINCT kind FROM events")}
     assert not kinds & {"failure", "leftover_stub", "leftover_shm", "hang"}, kinds
     assert not stub_processes() - stubs
+
+
+def test_user_models_run_in_the_long_lived_scenarios(tmp_path):
+    """examples/profile.toml's models through `soak run` in traffic and reload: each burst
+    sends every model its requests, all counted, and the long-lived servers go at the end."""
+    examples = ROOT / "examples"
+    text = (examples / "profile.toml").read_text()
+    text = text.replace('repositories = ["models"]', f'repositories = ["{examples / "models"}"]')
+    text = text.replace('input_data = "data/', f'input_data = "{examples / "data"}/')
+    text = text.replace("servers = 2\niterations = 6\n", "servers = 1\niterations = 3\n")
+    text = text.replace("warmup = 2\n", "warmup = 1\n")
+    stubs = stub_processes()
+    proc = soak_run(tmp_path, text + '\n[matrix]\nscenario = ["traffic", "reload"]\n')
+    assert proc.returncode in (0, 3), proc.stdout + proc.stderr
+    runs = query(tmp_path / "r.db", "SELECT id, scenario, status FROM runs ORDER BY id")
+    assert [(s, st in ("passed", "inconclusive")) for _, s, st in runs] == [
+        ("traffic", True),
+        ("reload", True),
+    ]
+    per_burst = (2 + 3) * 4  # (generated + user models) x inferences_per_model, one server
+    assert counts(tmp_path / "r.db", runs[0][0]) == [
+        (0, 5, 0, per_burst, 0, 0),
+        (0, 0, 0, per_burst, 0, 0),
+        (0, 0, 0, per_burst, 0, 0),
+    ]
+    assert counts(tmp_path / "r.db", runs[1][0]) == [(0, 5, 0, per_burst, 0, 0)] * 3
+    deadline = time.monotonic() + 10
+    while stub_processes() - stubs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not stub_processes() - stubs
