@@ -93,11 +93,7 @@ def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
         thresholds = profiles.default_thresholds()
     config = json.loads(run["config"] or "{}")
     warmup = int(config.get("run", {}).get("warmup", 1))
-    rules = [
-        MetricRule(t.metric, t.kind, t.slope_per_iteration, t.growth_budget, t.tolerance)
-        for t in thresholds.values()
-        if t.enabled
-    ]
+    rules = [rule for rule in thresholds.values() if rule.enabled]
     return rules, warmup
 
 

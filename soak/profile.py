@@ -30,6 +30,10 @@ PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MEMORY_TYPES = ("system", "pinned", "gpu")
 INSTANCE_KINDS = ("cpu", "gpu")
 DATATYPES = ("int32", "fp32")
+SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
+BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
+#: What a slope can be stated per: the unit counts stored with each iteration.
+UNITS = ("server", "model_load", "failed_load", "inference", "error")
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,46 @@ RUN_KEYS = (
         100_000,
     ),
     Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
+    Key(
+        "scenario",
+        str,
+        "servers",
+        "servers: N servers created and deleted per iteration; reload: N long-lived servers "
+        "load, infer and unload per iteration; traffic: N long-lived servers with loaded "
+        "models, a burst of inferences per iteration.",
+        choices=SCENARIOS,
+    ),
+    Key(
+        "behaviour",
+        str,
+        "correct",
+        "What the models do: correct (results checked), execute_raises / error_response "
+        "(marked requests fail; counted as expected errors), init_raises (every load fails; "
+        "servers and reload only).",
+        choices=BEHAVIOURS,
+    ),
+    Key(
+        "error_fraction",
+        float,
+        1.0,
+        "Share of requests an error behaviour fails, chosen deterministically from the seed.",
+        0.0,
+        1.0,
+    ),
+    Key(
+        "error_message_chars",
+        int,
+        100,
+        "Length of the models' error messages (a leak on an error path grows with it).",
+        20,
+        1_000_000,
+    ),
+    Key(
+        "reload_new_version",
+        bool,
+        False,
+        "reload: write version k+1 of each model before the load of iteration k.",
+    ),
     Key(
         "triton_home",
         str,
@@ -291,6 +335,27 @@ THRESHOLD_KEYS = (
     ),
     Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
     Key("enabled", bool, True, "Judge this metric at all."),
+    *(
+        Key(
+            f"slope_per_{unit}",
+            float,
+            None,
+            f"Memory: largest acceptable growth per {unit.replace('_', ' ')}; replaces "
+            "slope_per_iteration (times this unit's count per iteration) where the run has it.",
+            0.0,
+        )
+        for unit in UNITS
+    ),
+)
+MATRIX_KEYS = (
+    "servers",
+    "memory_type",
+    "instance_kind",
+    "inferences_per_model",
+    "datatype",
+    "scenario",
+    "behaviour",
+    "error_fraction",
 )
 # The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
 # to feed one of them (soak.workload.models.ModelSettings).
@@ -339,7 +404,6 @@ RAY_KEYS = (
         "(e.g. `{gpu_h100 = 1}`; numbers > 0).",
     ),
 )
-MATRIX_KEYS = ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype")
 SECTIONS = {
     "timeouts": TIMEOUT_KEYS,
     "sampling": SAMPLING_KEYS,
@@ -403,8 +467,8 @@ class Profile:
             run[name] = keys[name].check("", value, _flag(name))
             given[name] = run[name]
         flags = " ".join(f"{_flag(k)} {v}" for k, v in given.items())
-        _check_run(f"{self.source} with {flags}" if flags else self.source, run)
         matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
+        _check_run(f"{self.source} with {flags}" if flags else self.source, run, matrix)
         return replace(self, run=run, matrix=matrix, overrides=given)
 
     def with_attribution(self) -> Profile:
@@ -563,7 +627,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
                     ]
                 )
             )
-    _check_run(source, run)
+    _check_run(source, run, matrix)
     models, model = _user_models(source, models, model)
     _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
@@ -693,7 +757,11 @@ def _thresholds(source: str, value: Any, base: dict[str, MetricRule]) -> dict[st
                 + ", ".join(base)
             )
         values = _section(source, ("thresholds", metric), rule, THRESHOLD_KEYS)
-        out[metric] = replace(base[metric], **values)
+        per_unit = dict(base[metric].slope_per_unit)
+        for unit in UNITS:
+            if f"slope_per_{unit}" in values:
+                per_unit[unit] = values.pop(f"slope_per_{unit}")
+        out[metric] = replace(base[metric], **values, slope_per_unit=per_unit)
     return out
 
 
@@ -723,11 +791,21 @@ def _matrix(source: str, value: Any) -> dict[str, tuple]:
     return out
 
 
-def _check_run(source: str, run: dict[str, Any]) -> None:
+def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None = None) -> None:
     if run["warmup"] >= run["iterations"]:
         raise ProfileError(
             f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
+        )
+    matrix = matrix or {}
+    scenarios = matrix.get("scenario", (run["scenario"],))
+    behaviours = matrix.get("behaviour", (run["behaviour"],))
+    if "traffic" in scenarios and "init_raises" in behaviours:
+        label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
+        raise ProfileError(
+            f"{source}: {label('behaviour')} = 'init_raises' cannot go with "
+            f"{label('scenario')} = 'traffic' (its models load once, before any traffic); "
+            "use scenario 'servers' or 'reload' for failing loads"
         )
 
 
@@ -828,7 +906,12 @@ def key_reference() -> str:
         "",
         "`[thresholds.<metric>]` changes how one metric is judged; unnamed fields keep these "
         "defaults. Memory metrics are judged by slope and growth budget (bytes), counters by "
-        "how far above their post-warm-up baseline they end (tolerance).",
+        "how far above their post-warm-up baseline they end (tolerance). "
+        "`slope_per_<unit>` (" + ", ".join(f"`{u}`" for u in UNITS) + ") judges a memory "
+        "metric per unit instead of per iteration: the threshold per iteration becomes that "
+        "value times the unit's mean count per analysed iteration (the smallest, when several "
+        "are given); a run whose iterations hold none of that unit keeps slope_per_iteration. "
+        "No metric has one by default.",
         "",
         "| metric | kind | slope_per_iteration | growth_budget | tolerance | enabled |",
         "| --- | --- | --- | --- | --- | --- |",

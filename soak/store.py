@@ -64,8 +64,12 @@ BUSY_TIMEOUT_S = 30.0
 UNIT_COLUMNS = {
     "server": "server_lifecycles",
     "model_load": "model_loads",
+    "failed_load": "failed_loads",
     "inference": "inferences",
+    "error": "errors",
 }
+#: Units older runs do not count (their columns came with the scenarios): NULL there.
+LATER_UNITS = ("failed_load", "error")
 
 
 def _schema(db: sqlite_utils.Database) -> None:
@@ -101,6 +105,9 @@ def _schema(db: sqlite_utils.Database) -> None:
             "instance_kind": str,
             "inferences_per_model": int,
             "datatype": str,
+            "scenario": str,
+            "behaviour": str,
+            "error_fraction": float,
             "supervisor_pid": int,
             "worker_pid": int,
             "config": str,
@@ -116,7 +123,9 @@ def _schema(db: sqlite_utils.Database) -> None:
         "wall_s": float,
         "server_lifecycles": int,
         "model_loads": int,
+        "failed_loads": int,
         "inferences": int,
+        "errors": int,
         "failures": int,
     }
     for p in PHASES:
@@ -128,6 +137,8 @@ def _schema(db: sqlite_utils.Database) -> None:
         foreign_keys=[("run_id", "runs", "id")],
         if_not_exists=True,
     )
+    _add_missing_columns(db, "runs", {"scenario": str, "behaviour": str, "error_fraction": float})
+    _add_missing_columns(db, "iterations", {"failed_loads": int, "errors": int})
     db["samples"].create(
         {
             "id": int,
@@ -242,6 +253,15 @@ def _schema(db: sqlite_utils.Database) -> None:
     ):
         db[table].create_index(cols, if_not_exists=True)
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+    """Columns added after a database was made: old rows read NULL there (unknown), which the
+    analysis treats as no count."""
+    have = db[table].columns_dict
+    for name, kind in columns.items():
+        if name not in have:
+            db[table].add_column(name, kind)
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -518,7 +538,17 @@ class Store:
         row = {
             "iteration": iteration,
             "ended_at": time.time(),
-            **{k: quiet[k] for k in ("wall_s", "server_lifecycles", "model_loads", "inferences")},
+            **{
+                k: quiet[k]
+                for k in (
+                    "wall_s",
+                    "server_lifecycles",
+                    "model_loads",
+                    "failed_loads",
+                    "inferences",
+                    "errors",
+                )
+            },
             "failures": len(quiet["failures"]),
         }
         for phase, value in quiet["phase_sum_s"].items():
@@ -719,7 +749,9 @@ def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> d
     is NULL on a machine without one) is not fetched row by row: if it is constant over the
     first chunk, one SQL pass checks the rest and, if it holds, it is filled in with numpy.
     """
-    units = [f"i.{c}" for c in UNIT_COLUMNS.values()]
+    stored = {row[1] for row in db.execute("PRAGMA table_info(iterations)").fetchall()}
+    # A database written before a unit existed has no column for it: no count, NULL.
+    units = [f"i.{c}" if c in stored else "NULL" for c in UNIT_COLUMNS.values()]
     columns = ["s.iteration", *(f"s.{m}" for m in metrics), *units]
     source = (
         "FROM samples s "
@@ -753,6 +785,13 @@ def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> d
     by_column = np.ascontiguousarray(data.T)
     iterations = by_column[0].astype(int)
     unit_data = {name: by_column[1 + len(metrics) + k] for k, name in enumerate(UNIT_COLUMNS)}
+    # A unit added later that the run never counted (NULL throughout: a run stored before the
+    # unit existed) is no unit of this run; one counted as 0 stays (its slope is undefined).
+    unit_data = {
+        name: counts
+        for name, counts in unit_data.items()
+        if name not in LATER_UNITS or not np.isnan(counts).all()
+    }
     return {m: Series(m, iterations, by_column[1 + k], unit_data) for k, m in enumerate(metrics)}
 
 

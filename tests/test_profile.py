@@ -460,3 +460,29 @@ def test_bare_name_of_a_local_file_says_how_to_run_it(tmp_path, monkeypatch):
     (tmp_path / "mine").write_text("servers = 1\n")
     with pytest.raises(ProfileError, match=r"no shipped profile.*give a path: \./mine"):
         profiles.load("mine")
+
+
+def test_thresholds_can_be_stated_per_unit():
+    prof = parse("[thresholds.rss_bytes]\nslope_per_inference = 512\nslope_per_error = 256\n")
+    rule = prof.thresholds["rss_bytes"]
+    assert rule.slope_per_unit == {"inference": 512.0, "error": 256.0}
+    assert rule.slope_per_iteration == default_thresholds()["rss_bytes"].slope_per_iteration
+    assert default_thresholds()["uss_bytes"].slope_per_unit == {}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('scenario = "traffic"\nbehaviour = "init_raises"\n', "behaviour = 'init_raises'"),
+        (
+            '[matrix]\nscenario = ["servers", "traffic"]\nbehaviour = ["correct", "init_raises"]\n',
+            "matrix.behaviour = 'init_raises' cannot go with matrix.scenario = 'traffic'",
+        ),
+        ('scenario = "soak"\n', "scenario = 'soak' is not allowed"),
+        ("error_fraction = 1.5\n", "error_fraction = 1.5 is out of range"),
+    ],
+)
+def test_scenario_and_behaviour_are_checked(text, expected):
+    with pytest.raises(ProfileError, match="^<string>: ") as caught:
+        parse(text)
+    assert expected in str(caught.value)

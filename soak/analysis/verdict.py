@@ -82,7 +82,11 @@ class MetricRule:
     ``slope_per_iteration`` is in metric units (bytes for memory) per iteration;
     ``growth_budget`` is the total growth allowed from post-warm-up baseline to end;
     ``tolerance`` is how far above its baseline a counter may end; ``enabled`` False: a
-    profile asked not to judge the metric (its callers skip it; :func:`judge` ignores it).
+    profile asked not to judge the metric (its callers skip it; :func:`judge` ignores it);
+    ``slope_per_unit`` maps a unit of :attr:`Series.units` to the largest acceptable growth per
+    unit: where the series counts that unit, it replaces ``slope_per_iteration`` (times the
+    unit's mean count per analysed iteration; the smallest of several), so that a leak of a
+    few hundred bytes per request is judged as such whatever the burst size.
     """
 
     metric: str
@@ -91,6 +95,7 @@ class MetricRule:
     growth_budget: float | None = None
     tolerance: float = 0.0
     enabled: bool = True
+    slope_per_unit: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("memory", "counter"):
@@ -101,6 +106,7 @@ class MetricRule:
             self.kind == "memory"
             and self.slope_per_iteration is None
             and self.growth_budget is None
+            and not self.slope_per_unit
         ):
             raise ValueError(
                 f"{self.metric}: a memory rule needs slope_per_iteration or growth_budget"
@@ -202,6 +208,8 @@ class _Prepared:
     slope_text: str
     over_budget: bool
     budget_text: str
+    threshold: float | None  # slope_per_iteration, or the tightest per-unit limit scaled
+    threshold_text: str  # how a per-unit threshold became this one ("" if it did not)
 
 
 def judge(
@@ -232,13 +240,21 @@ def judge(
         if where is not None:
             started = int(prepared.iterations[start + where])
     log.debug("%s: %s: %s", rule.metric, verdict, reason)
-    return _finding(rule, verdict, reason, growth_started_at=started, **prepared.numbers)
+    return _finding(
+        rule,
+        verdict,
+        reason,
+        growth_started_at=started,
+        threshold=prepared.threshold,
+        **prepared.numbers,
+    )
 
 
 def _finding(rule: MetricRule, verdict: Verdict, reason: str, **numbers: object) -> Finding:
     """A Finding of ``rule``; numbers not given are NaN (or empty, 0, None)."""
     nan = math.nan
     fields: dict[str, object] = {
+        "threshold": rule.slope_per_iteration,
         "slope": nan,
         "slope_low": nan,
         "slope_high": nan,
@@ -257,7 +273,6 @@ def _finding(rule: MetricRule, verdict: Verdict, reason: str, **numbers: object)
         metric=rule.metric,
         kind=rule.kind,
         verdict=verdict,
-        threshold=rule.slope_per_iteration,
         growth_budget=rule.growth_budget,
         reason=reason,
         **fields,  # type: ignore[arg-type]
@@ -313,9 +328,24 @@ def _prepare(
         y, autocorrelation="hamed_rao", max_points=MK_MAX_POINTS, trend_slope=per_position
     )
     per_unit = {}
+    means = {}
     for name, counts in units.items():
         mean = float(np.nanmean(counts[keep])) if np.isfinite(counts[keep]).any() else math.nan
+        means[name] = mean
         per_unit[name] = slope.slope / mean if mean > 0 else math.nan
+    threshold = rule.slope_per_iteration
+    threshold_text = ""
+    scaled = [
+        (limit * means[name], name, limit)
+        for name, limit in rule.slope_per_unit.items()
+        if means.get(name, math.nan) > 0
+    ]
+    if scaled:
+        threshold, name, limit = min(scaled)
+        unit = name.replace("_", " ")
+        threshold_text = (
+            f" ({_fmt(limit, rule.kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
+        )
     level = f"{100 * (1 - alpha):.0f}%"
     f = lambda v: _fmt(v, rule.kind)  # noqa: E731
     budget = rule.growth_budget
@@ -353,18 +383,20 @@ def _prepare(
             f"grew {f(growth)} from baseline {f(baseline)} to {f(final)}, "
             f"{'over' if over_budget else 'within'} the {f(budget)} budget"
         ),
+        threshold=threshold,
+        threshold_text=threshold_text,
     )
 
 
 def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     """Leak: growing faster than the threshold with confidence, or over the growth budget."""
     f = lambda v: _fmt(v, rule.kind)  # noqa: E731
-    threshold = rule.slope_per_iteration
+    threshold, how = p.threshold, p.threshold_text
     too_fast = threshold is not None and p.slope.low > threshold and p.rising
     maybe_fast = threshold is not None and p.slope.slope > threshold and not too_fast
     reasons = []
     if too_fast:
-        reasons.append(f"grows {p.slope_text}, above the {f(threshold)}/iteration threshold")
+        reasons.append(f"grows {p.slope_text}, above the {f(threshold)}/iteration threshold{how}")
     if p.over_budget:
         reasons.append(p.budget_text)
     if reasons:
@@ -372,11 +404,12 @@ def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     if maybe_fast:
         return "inconclusive", (
             f"{rule.metric} grows about {p.slope_text}, above the {f(threshold)}/iteration "
-            f"threshold, but the evidence is not conclusive ({p.context}); run more iterations."
+            f"threshold{how}, but the evidence is not conclusive ({p.context}); "
+            "run more iterations."
         )
     parts = []
     if threshold is not None:
-        parts.append(f"slope {p.slope_text} is within the {f(threshold)}/iteration threshold")
+        parts.append(f"slope {p.slope_text} is within the {f(threshold)}/iteration threshold{how}")
     if rule.growth_budget is not None:
         parts.append(p.budget_text)
     return "pass", f"{rule.metric} " + "; ".join(parts) + f" ({p.context})."

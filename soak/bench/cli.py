@@ -33,6 +33,19 @@ def print_table(r: dict[str, Any]) -> None:
             (f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s")
         )
         rows.append((f"  phases N={n}, median ms", phases))
+    for n, t in r.get("traffic", {}).items():
+        share = ""
+        if "soak_python_share" in t:
+            share = (
+                f"; soak's Python {t['soak_python_share']:.0%} of the time "
+                f"({t['soak_python_us_per_inference']:.0f} us/inference)"
+            )
+        rows.append(
+            (
+                f"traffic N={n}, {measure.TRAFFIC_PER_MODEL} requests per model per burst",
+                f"{t['inferences_per_s']:.0f} inferences/s{share}",
+            )
+        )
     for key, s in r["sampler"].items():
         if isinstance(s, dict):
             rows.append(
@@ -86,12 +99,27 @@ def print_table(r: dict[str, Any]) -> None:
 @click.option("--servers", default="1,2,4,8", show_default=True, help="Server counts to time.")
 @click.option("--iterations", type=int, default=8, show_default=True)
 @click.option("--out", default=str(RESULTS / "bench.json"), show_default=True)
+@click.option(
+    "--traffic-servers", default="1,4", show_default=True, help="Server counts of traffic."
+)
 @click.option("--lifecycle-only", metavar="JSON", hidden=True)
-def main(servers: str, iterations: int, out: str, lifecycle_only: str | None) -> None:
+@click.option("--traffic-only", metavar="JSON", hidden=True)
+def main(
+    servers: str,
+    iterations: int,
+    out: str,
+    traffic_servers: str,
+    lifecycle_only: str | None,
+    traffic_only: str | None,
+) -> None:
     counts = [int(s) for s in servers.split(",")]
     if lifecycle_only:
         Path(lifecycle_only).write_text(json.dumps(measure.lifecycle(counts, iterations)))
         os._exit(0)  # Triton's threads may hold the interpreter at exit
+    if traffic_only:
+        Path(traffic_only).write_text(json.dumps(measure.traffic(counts, iterations)))
+        os._exit(0)
+    traffic_counts = [int(s) for s in traffic_servers.split(",")]
     machine = {
         "cpus": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
@@ -109,6 +137,7 @@ def main(servers: str, iterations: int, out: str, lifecycle_only: str | None) ->
         ("analysis", measure.analysis),
         ("lifecycle", lambda: measure.lifecycle_child(counts, iterations)),
         ("attribution", attribution.attribution),
+        ("traffic", lambda: measure.lifecycle_child(traffic_counts, iterations, "traffic")),
     ]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

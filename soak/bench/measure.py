@@ -1,8 +1,8 @@
-"""The measurements of `make bench`: lifecycle, sampler, store, analysis, footprint.
+"""The measurements of `make bench`: lifecycle, traffic, sampler, store, analysis, footprint.
 
-Each returns plain numbers for results/bench.json. The Triton lifecycle part runs in a child
-process (``python -m soak.bench --lifecycle-only``) so that the rest measures a supervisor
-that never loaded Triton, as in a real run.
+Each returns plain numbers for results/bench.json. The Triton parts (lifecycle, traffic) run
+in a child process (``python -m soak.bench --lifecycle-only`` / ``--traffic-only``) so that
+the rest measures a supervisor that never loaded Triton, as in a real run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,105 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
     return out
 
 
-def lifecycle_child(servers: list[int], iterations: int) -> dict[str, Any]:
+# -- traffic (child process too) -------------------------------------------------------------
+TRAFFIC_PER_MODEL = 100
+
+
+class _PythonTime:
+    """Bench only: how long soak's own Python runs during inferences. Wraps the two waits of
+    `Server.infer` (the caller's time outside them is Python: the workload, the binding) and
+    the callbacks Triton calls (Python on Triton's threads). Exact for one caller thread."""
+
+    def __init__(self) -> None:
+        from soak.triton import server
+
+        self.wait_s = 0.0
+        self.callback_s = 0.0
+        timer = self
+
+        class TimedEvent(threading.Event):
+            def wait(self, timeout: float | None = None) -> bool:
+                started = time.perf_counter()
+                try:
+                    return super().wait(timeout)
+                finally:
+                    timer.wait_s += time.perf_counter() - started
+
+        init = server._Inference.__init__
+
+        def timed_init(inf, *args, **kwargs) -> None:
+            init(inf, *args, **kwargs)
+            inf.completed, inf.released = TimedEvent(), TimedEvent()
+
+        server._Inference.__init__ = timed_init
+        for name in ("_alloc", "_release_buffer", "_request_released", "_response"):
+            original = getattr(server._Callbacks, name)
+
+            def timed(cb, *args, _original=original):
+                started = time.perf_counter()
+                try:
+                    return _original(cb, *args)
+                finally:
+                    timer.callback_s += time.perf_counter() - started
+
+            setattr(server._Callbacks, name, timed)
+
+    def reset(self) -> None:
+        self.wait_s = self.callback_s = 0.0
+
+
+def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
+    """Inferences per second of the traffic scenario, and at N=1 the share of an inference's
+    wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting)."""
+    from soak.triton import setup
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.scenarios import make_workload
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="soak-bench-traffic-") as tmp:
+        runtime = setup(Path(tmp))
+        timer = _PythonTime()
+        for n in servers:
+            work = Path(tmp) / f"n{n}"
+            work.mkdir()
+            config = WorkloadConfig(
+                servers=n, inferences_per_model=TRAFFIC_PER_MODEL, scenario="traffic"
+            )
+            workload = make_workload(config, work, runtime.backends_dir, work / "triton.log")
+            try:
+                failures = len(workload.run_iteration(0).failures)  # servers, loads, a burst
+                timer.reset()
+                wall, inferences = 0.0, 0
+                for i in range(1, bursts + 1):
+                    record = workload.run_iteration(i)
+                    failures += len(record.failures)
+                    wall += record.wall_s
+                    inferences += record.inferences
+            finally:
+                failures += len(workload.close())
+            result = {
+                "bursts": bursts,
+                "inferences": inferences,
+                "inferences_per_s": inferences / wall,
+                "failures": failures,
+            }
+            if n == 1:
+                python_s = wall - timer.wait_s + timer.callback_s
+                result["soak_python_share"] = python_s / wall
+                result["soak_python_us_per_inference"] = python_s / inferences * 1e6
+            out[str(n)] = result
+    return out
+
+
+def lifecycle_child(servers: list[int], iterations: int, part: str = "lifecycle") -> dict[str, Any]:
+    """`lifecycle` or `traffic` in a child process (they load Triton)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "soak.bench",
-                "--lifecycle-only",
+                f"--{part}-only",
                 f.name,
                 "--servers",
                 ",".join(map(str, servers)),

@@ -52,6 +52,7 @@ def run(
     from soak.report.outputs import check_output_paths
     from soak.report.progress import make_progress
     from soak.runner import session
+    from soak.workload.scenarios import describe
 
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
@@ -88,6 +89,7 @@ def run(
         def on_cell(cell: profiles.Profile) -> None:
             nonlocal progress
             say(cell_heading(prof.name, cell.cell, cell.run, db))
+            say(f"  {describe(cell.run)}")
             progress = cell_scope.enter_context(make_progress(cell.run["iterations"], no_progress))
 
         def on_done(outcome, analysis) -> None:

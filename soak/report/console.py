@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -27,6 +28,21 @@ STATUS_STYLE = {
 _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_data": "dim"}
 
 
+#: The unit the per-unit column shows: the first one the run has (servers have every unit,
+#: reload has no server lifecycle per iteration, traffic only inferences and errors).
+UNIT_ORDER = ("server", "model_load", "failed_load", "inference", "error")
+
+
+def table_unit(findings: list[Finding]) -> str:
+    """The unit of the per-unit column: the first of UNIT_ORDER with a slope in any finding."""
+    for unit in UNIT_ORDER:
+        for f in findings:
+            value = f.slopes_per_unit.get(unit)
+            if value is not None and math.isfinite(value):
+                return unit
+    return "server"
+
+
 #: Site rows shown under a metric in the console table; `soak show` and the reports have all.
 SITES_SHOWN = 10
 
@@ -43,6 +59,7 @@ def _site_anchor(findings: list[Finding]) -> str | None:
 def findings_table(
     findings: list[Finding], title: str = "", sites: list[SiteFinding] | None = None
 ) -> Table:
+    unit = table_unit(findings)
     table = Table(title=title or None, show_lines=False)
     for col in (
         "metric",
@@ -53,7 +70,7 @@ def findings_table(
         "threshold/iter",
         "budget",
         "growth began",
-        "per server",
+        f"per {unit.replace('_', ' ')}",
     ):
         table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
     for f in findings:
@@ -66,7 +83,7 @@ def findings_table(
             human(f.threshold, f.metric),
             human(f.growth_budget, f.metric),
             "-" if f.growth_started_at is None else f"iteration {f.growth_started_at + 1}",
-            human(f.slopes_per_unit.get("server"), f.metric),
+            human(f.slopes_per_unit.get(unit), f.metric),
         )
         if sites and f.metric == _site_anchor(findings):
             for site in [s for s in sites if s.verdict != "pass"][:SITES_SHOWN]:

@@ -121,6 +121,8 @@ class Quiet(Message):
     failures: list[dict[str, Any]]
     triton_version: str | None
     heap: dict[str, Any] = field(default_factory=dict)
+    failed_loads: int = 0  # loads that failed as the model's behaviour expects
+    errors: int = 0  # inferences that ended in the expected error
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,12 @@ class Failed(Message):
 
 @dataclass(frozen=True)
 class Done(Message):
+    """The run's end; `failures` are those of closing long-lived servers after the last
+    quiet point (reload and traffic scenarios)."""
+
     kind: ClassVar[str] = "done"
     iterations: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 MESSAGES: dict[str, type[Message]] = {

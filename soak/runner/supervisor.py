@@ -162,6 +162,9 @@ class Supervisor:
                 "instance_kind": prof.run["instance_kind"],
                 "inferences_per_model": prof.run["inferences_per_model"],
                 "datatype": prof.run["datatype"],
+                "scenario": prof.run["scenario"],
+                "behaviour": prof.run["behaviour"],
+                "error_fraction": prof.run["error_fraction"],
                 "python_version": sys.version.split()[0],
                 "soak_version": __version__,
                 "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
@@ -370,8 +373,18 @@ class Supervisor:
         return True
 
     def _on_done(self, watch: _Watch, message: proto.Done) -> bool:
-        watch.proc.wait(timeout=60)
         outcome = watch.outcome
+        if message.failures:  # closing the long-lived servers (reload, traffic)
+            last = max(outcome.iterations_done - 1, 0)
+            self._record(
+                watch.run_id,
+                [
+                    event("failure", f["message"], last, f["instance"], f["phase"])
+                    for f in message.failures
+                ],
+            )
+            outcome.failures += len(message.failures)
+        watch.proc.wait(timeout=60)
         if outcome.status != "interrupted":
             outcome.status = "failed" if outcome.failures else "passed"
             outcome.reason = (

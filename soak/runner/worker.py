@@ -88,6 +88,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
     from soak.workload.inject import Injection
     from soak.workload.iteration import WorkloadConfig
     from soak.workload.lifecycle import PhaseTimeouts
+    from soak.workload.repos import Behaviour
 
     return WorkloadConfig(
         servers=profile.run["servers"],
@@ -99,6 +100,11 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         timeouts=PhaseTimeouts(**profile.timeouts),
         injection=Injection(**profile.inject),
         user_models=user_models(profile),
+        scenario=profile.run["scenario"],
+        behaviour=Behaviour(profile.run["behaviour"]),
+        error_fraction=profile.run["error_fraction"],
+        error_message_chars=profile.run["error_message_chars"],
+        reload_new_version=profile.run["reload_new_version"],
     )
 
 
@@ -131,8 +137,8 @@ def prepare(
     Raises SoakError when the machine cannot run the profile (nothing has run yet).
     """
     from soak.triton import MemoryType, require_memory, setup
-    from soak.workload.iteration import Workload
     from soak.workload.models import preflight
+    from soak.workload.scenarios import make_workload
 
     config = workload_config(profile)
     runtime = setup(workdir, profile.run["triton_home"] or None, stub=stub)
@@ -143,7 +149,7 @@ def prepare(
     triton_log = workdir / "triton.log"
     if config.user_models.models:  # one clear line now rather than N failures later
         preflight(config.user_models, runtime.backends_dir, triton_log)
-    workload = Workload(config, workdir, runtime.backends_dir, triton_log, observer)
+    workload = make_workload(config, workdir, runtime.backends_dir, triton_log, observer)
     return runtime, workload
 
 
@@ -155,6 +161,8 @@ def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
         server_lifecycles=record.server_lifecycles,
         model_loads=record.model_loads,
         inferences=record.inferences,
+        failed_loads=record.failed_loads,
+        errors=record.errors,
         phase_sum_s=record.phase_sum_s(),
         phase_max_s=record.phase_max_s(),
         failures=[f.__dict__ for f in record.failures],
@@ -230,9 +238,10 @@ def serve(channel: Channel) -> int:
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:
             break
+    closing = workload.close()  # also after a stop: long-lived servers go exactly once
     if tracker is not None:
         sites.stop_tracker(tracker)
-    send(Done(done))
+    send(Done(done, [f.__dict__ for f in closing]))
     return 0
 
 

@@ -128,8 +128,16 @@ ORDER BY run_id, MIN(ordinal)
 """
 
 
+def _run_value(key: str) -> str:
+    """A run's value of a matrix key: its runs column, or for keys newer than some databases
+    (scenario, behaviour, error_fraction) the profile stored with the run."""
+    if key in ("servers", "memory_type", "instance_kind", "inferences_per_model", "datatype"):
+        return f"r.{key}"
+    return f"json_extract(r.config, '$.run.{key}')"
+
+
 _FACTOR_COLUMNS = ",\n       ".join(
-    f"COALESCE(json_extract(r.cell, '$.{k}'), r.{k}) AS {k}" for k in MATRIX_KEYS
+    f"COALESCE(json_extract(r.cell, '$.{k}'), {_run_value(k)}) AS {k}" for k in MATRIX_KEYS
 )
 
 

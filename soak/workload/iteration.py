@@ -2,6 +2,7 @@
 
 Triton's C++ multi-server test holds a mutex around each lifecycle and so runs them one
 after another; here they overlap, which is what a process hosting several servers does.
+`Workload` is the servers scenario; `soak.workload.scenarios` builds the others on it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,12 @@ from soak.workload.lifecycle import (
     PhaseTimeouts,
 )
 from soak.workload.models import UserModels
-from soak.workload.repos import own_model_name, write_repositories
+from soak.workload.repos import (
+    DEFAULT_MESSAGE_CHARS,
+    Behaviour,
+    own_model_name,
+    write_repositories,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,11 @@ class WorkloadConfig:
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
     injection: inject.Injection = field(default_factory=inject.Injection)
     user_models: UserModels = field(default_factory=UserModels)
+    scenario: str = "servers"  # servers | reload | traffic (soak.workload.scenarios)
+    behaviour: Behaviour = Behaviour.CORRECT
+    error_fraction: float = 1.0
+    error_message_chars: int = DEFAULT_MESSAGE_CHARS
+    reload_new_version: bool = False
 
 
 @dataclass
@@ -65,8 +77,16 @@ class IterationRecord:
         return sum(r.model_loads for r in self.lifecycles)
 
     @property
+    def failed_loads(self) -> int:
+        return sum(r.failed_loads for r in self.lifecycles)
+
+    @property
     def inferences(self) -> int:
         return sum(r.inferences for r in self.lifecycles)
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.lifecycles)
 
     def phase_sum_s(self) -> dict[str, float]:
         return {p: sum(r.phase_s.get(p, 0.0) for r in self.lifecycles) for p in PHASES}
@@ -101,6 +121,8 @@ class Workload:
             config.servers,
             config.datatype,
             config.instance_kind,
+            config.behaviour,
+            config.error_message_chars,
             config.gpu_device,
         )
         self.leaker = inject.ResponseLeaker(config.injection.unreleased_response_fraction)
@@ -123,32 +145,59 @@ class Workload:
             injection=self.config.injection,
             seed=iteration * 1000 + instance,
             user_models=self.config.user_models,
+            behaviour=self.config.behaviour,
+            error_fraction=self.config.error_fraction,
         )
 
     def run_iteration(self, index: int) -> IterationRecord:
         """Run N lifecycles released together; a hung one is reported in `hung`, not raised."""
-        n = self.config.servers
-        barrier = threading.Barrier(n)
-        records: list[LifecycleRecord | None] = [None] * n
+        lives = [
+            Lifecycle(self.lifecycle_config(i, index), self.observer, self.leaker)
+            for i in range(self.config.servers)
+        ]
+        return self.concurrently(index, lives, Lifecycle.run)
+
+    def close(self) -> list[Failure]:
+        """End what outlives iterations (nothing here: every server died in its iteration)."""
+        return []
+
+    def concurrently(
+        self, index: int, lives: list[Lifecycle], step: Callable[[Lifecycle], object]
+    ) -> IterationRecord:
+        """`step(life)` for each lifecycle in its own thread, released together by a barrier;
+        a Python error becomes a recorded failure, a hung call the record's `hung`."""
+        start = time.perf_counter()
+        hung = self.in_threads(lives, step)
+        inject.per_iteration(self.config.injection)
+        records = [life.record for life in lives]
+        return IterationRecord(index, time.perf_counter() - start, records, hung)
+
+    def in_threads(
+        self, lives: list[Lifecycle], step: Callable[[Lifecycle], object]
+    ) -> PhaseHung | None:
+        """Run `step` on every lifecycle at once; the first hang, if any."""
+        if not lives:
+            return None
+        barrier = threading.Barrier(len(lives))
         hung: list[PhaseHung] = []
 
-        def one(i: int) -> None:
-            cfg = self.lifecycle_config(i, index)
-            life = Lifecycle(cfg, self.observer, self.leaker)
+        def run(life: Lifecycle) -> None:
             try:
                 barrier.wait()
-                records[i] = life.run()
+                step(life)
             except PhaseHung as exc:
-                records[i] = life.record
                 hung.append(exc)
             except Exception as exc:  # noqa: BLE001 - becomes a recorded failure
-                life.record.failures.append(Failure(i, "lifecycle", f"{type(exc).__name__}: {exc}"))
-                records[i] = life.record
+                life.record.failures.append(
+                    Failure(life.config.instance, "lifecycle", f"{type(exc).__name__}: {exc}")
+                )
 
         start = time.perf_counter()
         threads = [
-            threading.Thread(target=one, args=(i,), name=f"soak-instance-{i}", daemon=True)
-            for i in range(n)
+            threading.Thread(
+                target=run, args=(life,), name=f"soak-instance-{life.config.instance}", daemon=True
+            )
+            for life in lives
         ]
         for t in threads:
             t.start()
@@ -157,6 +206,4 @@ class Workload:
             t.join(max(0.0, limit - (time.perf_counter() - start)))
         if not hung and any(t.is_alive() for t in threads):
             hung.append(PhaseHung(-1, "iteration", limit))
-        inject.per_iteration(self.config.injection)
-        done = [r if r is not None else LifecycleRecord(i) for i, r in enumerate(records)]
-        return IterationRecord(index, time.perf_counter() - start, done, hung[0] if hung else None)
+        return hung[0] if hung else None

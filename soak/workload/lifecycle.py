@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from soak.profile import TIMEOUT_KEYS
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
 from soak.workload.models import (
+    ModelPlan,
     ModelSettings,
     UserModelError,
     UserModels,
@@ -29,7 +31,14 @@ from soak.workload.models import (
     exercise,
     plan_on,
 )
-from soak.workload.repos import COMMON_MODEL, own_model_name
+from soak.workload.repos import (
+    COMMON_MODEL,
+    ERROR_BEHAVIOURS,
+    ERROR_TOKEN,
+    FAIL_MARK,
+    Behaviour,
+    own_model_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,8 @@ class LifecycleConfig:
     log_file: Path | None = None
     injection: inject.Injection = field(default_factory=inject.Injection)
     seed: int = 0
+    behaviour: Behaviour = Behaviour.CORRECT  # what the models are expected to do
+    error_fraction: float = 1.0  # share of requests an error behaviour fails
     user_models: UserModels = field(default_factory=UserModels)  # loaded alongside
 
 
@@ -90,7 +101,9 @@ class LifecycleRecord:
     phase_s: dict[str, float] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     model_loads: int = 0
-    inferences: int = 0
+    failed_loads: int = 0  # loads that failed as the behaviour expects
+    inferences: int = 0  # requests that completed: responses and expected errors
+    errors: int = 0  # requests that ended in the expected error
     completed: bool = False  # reached delete
     hung_phase: str | None = None
     triton_version: str | None = None
@@ -145,7 +158,9 @@ def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseExce
 
 
 class Lifecycle:
-    """Runs the phases in order for one instance; `run()` returns its record."""
+    """The phases of one instance. `run()` is a whole life (the servers scenario); `open`,
+    `exercise` and `close` split it for a server that outlives its iterations (reload,
+    traffic), each iteration recorded in a fresh record (`begin_iteration`)."""
 
     def __init__(
         self,
@@ -158,8 +173,30 @@ class Lifecycle:
         self.leaker = leaker or inject.ResponseLeaker(config.injection.unreleased_response_fraction)
         self.record = LifecycleRecord(config.instance)
         self.rng = np.random.default_rng(config.seed)
+        # Separate stream, so that a correct model sees the same inputs whatever the fraction.
+        self.fail_rng = np.random.default_rng((config.seed, 1))
         self.own_model = own_model_name(config.instance)
         self.pinned: set[str] = set()  # models with a kept response: they cannot unload
+        self.server: Server | None = None
+        self.loaded: list[str] = []
+        # Per loaded model, since its load: (successes, expected errors), for the statistics.
+        self.answered: dict[str, tuple[int, int]] = {}
+        # Per loaded user model, its plan: made once per load, from the server's metadata.
+        self.plans: dict[str, ModelPlan] = {}
+        self.settings = {s.name: s for s in config.user_models.models}
+
+    @property
+    def generated(self) -> list[str]:
+        """The add/sub models soak writes (the ones a behaviour applies to)."""
+        return [COMMON_MODEL, self.own_model]
+
+    @property
+    def models(self) -> list[str]:
+        """Every model of this server: the generated ones, then the profile's user models."""
+        return [*self.generated, *self.config.user_models.names]
+
+    def _must_fail_load(self, model: str) -> bool:
+        return self.config.behaviour is Behaviour.INIT_RAISES and model in self.generated
 
     # -- helpers ----------------------------------------------------------------------------
     def _fail(self, phase: str, message: str) -> None:
@@ -178,65 +215,119 @@ class Lifecycle:
         self._fail(phase, f"timed out: {what or phase} still running after {timeout:g} s")
         return PhaseHung(self.config.instance, phase, timeout)
 
-    # -- the lifecycle ----------------------------------------------------------------------
-    def run(self) -> LifecycleRecord:
-        cfg = self.config
-        server: Server | None = None
-        loaded: list[str] = []
+    @contextmanager
+    def _guarded(self, on_abort: str) -> Iterator[None]:
+        """A failed phase (already recorded) skips to cleanup, by `on_abort`: "delete" unloads
+        and deletes the server, "unload" unloads its models and keeps it, "keep" keeps both.
+        A hung call leaves the server alone (touching it could crash) and is raised."""
         try:
-            with self._phase("server_new"):
-                options = ServerOptions(
-                    repositories=(cfg.common_repo, cfg.own_repo, *cfg.user_models.repositories),
-                    backends_dir=cfg.backends_dir,
-                    server_id=f"soak-{cfg.instance}",
-                    log_file=cfg.log_file,
-                )
-                if cfg.injection.unreleased_response_fraction > 0:
-                    options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
-                server = Server(options)
-                inject.leak_native(cfg.injection.native_bytes_per_server)
-                inject.leak_gpu(cfg.injection.gpu_bytes_per_server, cfg.gpu_device)
-            with self._phase("wait_ready"):
-                self._wait_ready(server)
-                self.record.triton_version = server.metadata().get("version")
-            models = [COMMON_MODEL, self.own_model, *cfg.user_models.names]
-            with self._phase("load"):
-                loaded = self._load(server, models)
-            if len(loaded) == len(models):
-                checked = []
-                with self._phase("infer"):
-                    for model in loaded[:2]:
-                        self._infer(server, model)
-                    checked = loaded[:2]
-                    for settings in cfg.user_models.models:
-                        if self._infer_user(server, settings):
-                            checked.append(settings.name)
-                with self._phase("statistics"):
-                    self._check_statistics(server, checked)
-            with self._phase("unload"):
-                self._unload(server, loaded)
-                loaded = []
-            if cfg.other_model is not None:
-                with self._phase("isolation"):
-                    self._check_isolation(server, cfg.other_model)
-            with self._phase("stop"):
-                self._bounded_call(server.stop, "stop", expected=self._stop_blocked_by_pinned)
-            with self._phase("delete"):
-                if cfg.injection.skip_server_delete:
-                    _retained_servers.append(server)
-                else:
-                    self._bounded_call(server.delete, "delete")
-                server = None
-            self.record.completed = True
+            yield
         except PhaseHung:
-            server = None  # a call is still inside Triton: touching the server could crash
+            self.server = None
             raise
         except _Abort:
-            pass
-        finally:
-            if server is not None:
-                self._salvage(server, loaded)
+            self._salvage(on_abort)
+        except BaseException:
+            self._salvage(on_abort)
+            raise
+
+    # -- the servers scenario: one whole life -----------------------------------------------
+    def run(self) -> LifecycleRecord:
+        cfg = self.config
+        with self._guarded("delete"):
+            self._open()
+            self._exercise(load=True, unload=True)
+            if cfg.other_model is not None:
+                with self._phase("isolation"):
+                    self._check_isolation(self.server, cfg.other_model)
+            self._stop_and_delete()
         return self.record
+
+    # -- a long-lived server ----------------------------------------------------------------
+    def begin_iteration(self) -> LifecycleRecord:
+        """A fresh record for this iteration's counts, phases and failures."""
+        self.record = LifecycleRecord(self.config.instance)
+        return self.record
+
+    def open(self, load: bool) -> None:
+        """Create the server (and load its models): the setup of a long-lived server. A server
+        that fails to start is deleted at once; a model that fails to load stays unloaded."""
+        with self._guarded("delete"):
+            self._open()
+        if load and self.server is not None:
+            with self._guarded("keep"), self._phase("load"):
+                self.loaded = self._load(self.server, self.models)
+
+    def exercise(self, load: bool, unload: bool, version: int | None = None) -> None:
+        """One iteration on the live server: (load,) infer, check statistics, (unload)."""
+        if self.server is None:
+            return  # its setup failed, recorded then
+        with self._guarded("unload" if unload else "keep"):
+            self._exercise(load, unload, version)
+
+    def close(self) -> None:
+        """Unload what is loaded, then stop and delete the server: once, at the end."""
+        if self.server is None:
+            return
+        with self._guarded("delete"):
+            if self.loaded:
+                with self._phase("unload"):
+                    self._unload(self.server, self.loaded)
+                    self.loaded = []
+            self._stop_and_delete()
+
+    # -- phases -----------------------------------------------------------------------------
+    def _open(self) -> None:
+        cfg = self.config
+        with self._phase("server_new"):
+            options = ServerOptions(
+                repositories=(cfg.common_repo, cfg.own_repo, *cfg.user_models.repositories),
+                backends_dir=cfg.backends_dir,
+                server_id=f"soak-{cfg.instance}",
+                log_file=cfg.log_file,
+            )
+            if cfg.injection.unreleased_response_fraction > 0:
+                options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
+            self.server = Server(options)
+            inject.leak_native(cfg.injection.native_bytes_per_server)
+            inject.leak_gpu(cfg.injection.gpu_bytes_per_server, cfg.gpu_device)
+        with self._phase("wait_ready"):
+            self._wait_ready(self.server)
+            self.record.triton_version = self.server.metadata().get("version")
+
+    def _exercise(self, load: bool, unload: bool, version: int | None = None) -> None:
+        server = self.server
+        if load:
+            with self._phase("load"):
+                self.loaded = self._load(server, self.models, version)
+        # A lifecycle infers when every model that should load did; a long-lived server with
+        # a model that failed its one load still serves the others.
+        should_load = [m for m in self.models if not self._must_fail_load(m)]
+        if self.loaded and (len(self.loaded) == len(should_load) or not unload):
+            with self._phase("infer"):
+                for model in self.loaded:
+                    if model in self.settings:
+                        self._infer_user(server, self.settings[model])
+                    else:
+                        self._infer(server, model)
+            with self._phase("statistics"):
+                self._check_statistics(server, self.loaded)
+        if unload:
+            with self._phase("unload"):
+                self._unload(server, self.loaded)
+                self.loaded = []
+
+    def _stop_and_delete(self) -> None:
+        server = self.server
+        with self._phase("stop"):
+            self._bounded_call(server.stop, "stop", expected=self._stop_blocked_by_pinned)
+        with self._phase("delete"):
+            if self.config.injection.skip_server_delete:
+                _retained_servers.append(server)
+            else:
+                self._bounded_call(server.delete, "delete")
+            self.server = None
+        self.record.completed = True
 
     def _bounded_call(
         self,
@@ -278,8 +369,11 @@ class Lifecycle:
                 raise _Abort
             time.sleep(0.005)
 
-    def _load(self, server: Server, models: list[str]) -> list[str]:
-        """Load in parallel; return the models that loaded and turned ready."""
+    def _load(self, server: Server, models: list[str], version: int | None = None) -> list[str]:
+        """Load in parallel; return the models that loaded and turned ready (in `version`).
+
+        With the init_raises behaviour every load must fail with the model's own error: such
+        a failure is counted, a success or another error is a failure."""
         try:
             errors = _bounded(
                 [lambda m=m: server.load_model(m) for m in models], self.config.timeouts.load
@@ -289,17 +383,29 @@ class Lifecycle:
             raise self._hang("load", f"loading {stuck}") from None
         loaded = []
         for model, error in zip(models, errors, strict=False):
+            must_fail = self._must_fail_load(model)
+            # Only the generated models get new versions (reload_new_version).
+            expected = version if model in self.generated else None
             if error is None:
                 self.record.model_loads += 1
-                if server.model_is_ready(model):
+                self.answered[model] = (0, 0)
+                self.plans.pop(model, None)  # planned again, once, for this load
+                if must_fail:
+                    self._fail("load", f"{model} loaded, but its initialize must raise")
+                if server.model_is_ready(model, -1 if expected is None else expected):
                     loaded.append(model)
+                elif expected is not None:
+                    self._fail("load", f"{model} loaded but version {expected} is not ready")
                 else:
                     self._fail("load", f"{model} loaded but is not ready")
             elif isinstance(error, TritonError):
-                missing = backend_problem(
-                    self.config.user_models.repositories, model, self.config.backends_dir
-                )
-                self._fail("load", missing or f"{model}: {error.message}")
+                if must_fail and ERROR_TOKEN in error.message:
+                    self.record.failed_loads += 1
+                else:
+                    missing = backend_problem(
+                        self.config.user_models.repositories, model, self.config.backends_dir
+                    )
+                    self._fail("load", missing or f"{model}: {error.message}")
             else:
                 raise error
         return loaded
@@ -308,9 +414,13 @@ class Lifecycle:
         cfg = self.config
         dtype = _DTYPES[cfg.datatype]
         outputs = ["OUTPUT0", "OUTPUT1"]
+        failing = cfg.behaviour in ERROR_BEHAVIOURS
         for _ in range(cfg.inferences_per_model):
             a = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
             b = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
+            must_fail = failing and self.fail_rng.random() < cfg.error_fraction
+            if must_fail:
+                a[0, 0] = FAIL_MARK
             keep = self.leaker.keep_next()
             if keep:
                 self.pinned.add(model)
@@ -327,19 +437,34 @@ class Lifecycle:
             except InferenceTimeout as exc:
                 raise self._hang("infer") from exc
             except TritonError as exc:
+                if must_fail and ERROR_TOKEN in exc.message:
+                    self.record.inferences += 1
+                    self.record.errors += 1
+                    self._answered(model, error=True)
+                    continue
                 self._fail("infer", f"{model}: {exc.message}")
                 return
-            self.record.inferences += 1
+            self.record.inferences += 1  # completed; whether it was right is checked next
+            if must_fail:
+                self._fail(
+                    "infer",
+                    f"{model}: succeeded, but behaviour {cfg.behaviour.value} must fail this "
+                    "request",
+                )
+                return
             problems = self._validate(result, a, b)
             if problems:
                 self._fail("infer", f"{model}: {'; '.join(problems)}")
                 return
+            self._answered(model, error=False)
 
-    def _infer_user(self, server: Server, settings: ModelSettings) -> bool:
-        """Plan a user model from this server's metadata and exercise it; True when clean."""
+    def _infer_user(self, server: Server, settings: ModelSettings) -> None:
+        """Exercise a user model, planned from this server's metadata once per load."""
         cfg = self.config
         try:
-            plan = plan_on(server, settings)
+            plan = self.plans.get(settings.name)
+            if plan is None:
+                plan = self.plans[settings.name] = plan_on(server, settings)
             done = exercise(
                 server,
                 plan,
@@ -354,11 +479,18 @@ class Lifecycle:
         except (TritonError, UserModelError) as exc:
             message = exc.message if isinstance(exc, TritonError) else str(exc)
             self._fail("infer", f"{settings.name}: {message}")
-            return False
+            return
         self.record.inferences += done.requests
         for problem in done.problems:
             self._fail("infer", problem)
-        return not done.problems
+        if not done.problems:
+            ok, errors = self.answered.get(settings.name, (0, 0))
+            self.answered[settings.name] = (ok + done.requests, errors)
+
+    def _answered(self, model: str, error: bool) -> None:
+        """One more success or expected error of `model` since its load (for statistics)."""
+        ok, errors = self.answered.get(model, (0, 0))
+        self.answered[model] = (ok + (not error), errors + error)
 
     def _validate(self, result: dict, a: np.ndarray, b: np.ndarray) -> list[str]:
         problems = []
@@ -384,7 +516,7 @@ class Lifecycle:
         return problems
 
     def _check_statistics(self, server: Server, models: list[str]) -> None:
-        per_model = self.config.inferences_per_model
+        """Triton must have counted at least the successes and failures soak saw since load."""
         for model in models:
             try:
                 stats = server.model_statistics(model)
@@ -392,11 +524,17 @@ class Lifecycle:
                 self._fail("statistics", f"{model}: {exc.message}")
                 continue
             entries = stats.get("model_stats", [])
-            success = sum(int(e["inference_stats"]["success"]["count"]) for e in entries)
-            if success < per_model:
-                self._fail(
-                    "statistics", f"{model}: {success} successful inferences, expected {per_model}"
-                )
+            counts = [e["inference_stats"] for e in entries]
+            success = sum(int(c["success"]["count"]) for c in counts)
+            failed = sum(int(c["fail"]["count"]) for c in counts)
+            ok, errors = self.answered.get(model, (0, 0))
+            # Triton counts an error response a python model returns as a success (2.51).
+            if self.config.behaviour is Behaviour.ERROR_RESPONSE:
+                ok, errors = ok + errors, 0
+            if success < ok:
+                self._fail("statistics", f"{model}: {success} successful inferences, expected {ok}")
+            if failed < errors:
+                self._fail("statistics", f"{model}: {failed} failed inferences, expected {errors}")
 
     def _unload(self, server: Server, models: list[str]) -> None:
         """Unload in parallel, then watch the model index (stop would poll once a second)."""
@@ -424,7 +562,8 @@ class Lifecycle:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise self._hang("unload")
+                stuck = ", ".join(f"{m} ({states.get(m)})" for m in sorted(pending))
+                raise self._hang("unload", f"unloading {stuck}")
             time.sleep(0.005)
 
     def _check_isolation(self, server: Server, other: str) -> None:
@@ -435,17 +574,25 @@ class Lifecycle:
         self._fail("isolation", f"loading {other}, another instance's model, succeeded")
         self._unload(server, [other])
 
-    def _salvage(self, server: Server, loaded: list[str]) -> None:
-        """After an aborted phase: unload what is loaded, delete the server, record failures."""
+    def _salvage(self, on_abort: str) -> None:
+        """After an aborted phase (see `_guarded`); what goes wrong here is recorded too."""
+        server = self.server
+        if server is None or on_abort == "keep":
+            return
         try:
-            if loaded:
-                self._unload(server, loaded)
+            if self.loaded:
+                self._unload(server, self.loaded)
         except _Abort:
             pass  # already recorded; the server must still go
         except PhaseHung:
+            self.server = None
             raise
         except Exception as exc:  # noqa: BLE001 - recorded, never silent
             self._fail("unload", f"cleanup after failure: {type(exc).__name__}: {exc}")
+        self.loaded = []
+        if on_abort == "unload":
+            return
+        self.server = None
         try:
             server.close()
         except Exception as exc:  # noqa: BLE001 - recorded, never silent

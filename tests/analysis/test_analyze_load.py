@@ -12,7 +12,7 @@ from soak import store as store_module
 from soak.analysis.verdict import Series
 from soak.bench.analysis import bench_run_analysis, write_synthetic_run
 from soak.judging import analyze_run, rules_for
-from soak.store import LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
+from soak.store import LATER_UNITS, LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
 
 
 def reference_load(db, run_id: int, metrics: list[str]) -> dict[str, Series]:
@@ -31,6 +31,10 @@ def reference_load(db, run_id: int, metrics: list[str]) -> dict[str, Series]:
         data = np.empty((0, 1 + len(metrics) + len(UNIT_COLUMNS)))
     iterations = data[:, 0].astype(int)
     unit_data = {name: data[:, 1 + len(metrics) + k] for k, name in enumerate(UNIT_COLUMNS)}
+    # Units added with the scenarios that a run never counted are not units of that run.
+    for name in LATER_UNITS:
+        if np.isnan(unit_data[name]).all():
+            del unit_data[name]
     return {m: Series(m, iterations, data[:, 1 + k], unit_data) for k, m in enumerate(metrics)}
 
 
@@ -132,3 +136,21 @@ def test_synthetic_clean_run_passes_and_bench_reports_seconds(store: Store) -> N
     }
     seconds = bench_run_analysis(600)
     assert math.isfinite(seconds) and seconds > 0
+
+
+def test_units_of_the_scenarios_are_units_only_of_runs_that_counted_them(store: Store) -> None:
+    counted = write_synthetic_run(store, 40, seed=6)
+    older = write_synthetic_run(store, 40, seed=7)  # failed_loads and errors NULL throughout
+    with store.transaction():
+        store.conn.execute(
+            "UPDATE iterations SET failed_loads = 0, errors = iteration % 3 WHERE run_id = ?",
+            [counted],
+        )
+    units = load_series(store.db, counted, ["rss_bytes"])["rss_bytes"].units
+    assert set(units) == set(UNIT_COLUMNS)
+    assert (units["failed_load"] == 0).all() and units["error"][:4].tolist() == [0, 1, 2, 0]
+    assert set(load_series(store.db, older, ["rss_bytes"])["rss_bytes"].units) == {
+        "server",
+        "model_load",
+        "inference",
+    }

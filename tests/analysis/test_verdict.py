@@ -291,3 +291,31 @@ def test_overall() -> None:
     )
     assert overall([_finding("inconclusive"), _finding("leak"), _finding("pass")]) == "leak"
     assert overall(iter([_finding("no_data")])) == "inconclusive"
+
+
+# --- thresholds per unit ---------------------------------------------------------------------
+
+
+def _per_request_leak(bytes_per_request: float, requests: int, n: int = 40) -> Series:
+    """RSS growing by `bytes_per_request` for each of `requests` requests per iteration."""
+    rng = np.random.default_rng(7)
+    values = 300 * MiB + np.arange(n) * bytes_per_request * requests + rng.normal(0, 2 * KiB, n)
+    return rss(values, inference=np.full(n, requests), server=np.zeros(n))
+
+
+@pytest.mark.parametrize("requests", [40, 400])
+def test_a_threshold_per_inference_judges_whatever_the_burst_size(requests):
+    rule = MetricRule("rss_bytes", "memory", 256 * KiB, slope_per_unit={"inference": 256.0})
+    leak = judge(_per_request_leak(600, requests), rule, warmup=2)
+    assert leak.verdict == "leak"
+    assert leak.threshold == pytest.approx(256 * requests)
+    assert "256 B/inference x" in leak.reason
+    assert leak.slopes_per_unit["inference"] == pytest.approx(600, rel=0.05)
+    assert judge(_per_request_leak(100, requests), rule, warmup=2).verdict == "pass"
+
+
+def test_a_unit_the_run_lacks_keeps_the_threshold_per_iteration():
+    rule = MetricRule("rss_bytes", "memory", 64 * KiB, slope_per_unit={"server": 1.0})
+    finding = judge(_per_request_leak(100, 40), rule, warmup=2)  # 4 KiB/iteration, no server
+    assert finding.threshold == 64 * KiB
+    assert finding.verdict == "pass"

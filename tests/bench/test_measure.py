@@ -49,3 +49,13 @@ def test_table_prints_every_section(capsys):
     out = capsys.readouterr().out
     assert "iteration N=4 (median / p95)" in out and "1.50 s / 2.00 s" in out
     assert "64.00 KiB/iteration" in out and "0%" in out
+
+
+def test_traffic_bench_measures_throughput_and_python_share():
+    result = bench.lifecycle_child([1, 2], 2, "traffic")  # a child: it patches the binding
+    for n in ("1", "2"):
+        assert result[n]["failures"] == 0
+        assert result[n]["inferences"] == 2 * int(n) * 2 * bench.TRAFFIC_PER_MODEL
+        assert result[n]["inferences_per_s"] > 0
+    assert 0 < result["1"]["soak_python_share"] < 1
+    assert "soak_python_share" not in result["2"]

@@ -23,9 +23,23 @@ from soak.runner import protocol as proto
         proto.Quiet(
             0, 1.5, 2, 4, 40, {"load": 0.4}, {"load": 0.3}, [], "2.51.0", {"gc_objects": 5}
         ),
+        proto.Quiet(
+            1,
+            0.5,
+            0,
+            0,
+            40,
+            {},
+            {},
+            [],
+            None,
+            failed_loads=3,
+            errors=20,
+        ),
         proto.Hung(2, 0, "load", 3.0),
         proto.Failed("boom", "tb", setup=True),
         proto.Done(7),
+        proto.Done(7, [{"instance": 0, "phase": "unload", "message": "simple1: stuck"}]),
     ],
 )
 def test_round_trip_over_a_pipe(message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,55 @@ def test_servers_scenario_loads_user_models_alongside_the_generated_ones(runtime
     assert record.model_loads == 2 * (2 + 3)
     assert record.inferences == 2 * (2 + 3) * 4
     assert all("isolation" in life.phase_s for life in record.lifecycles)
+
+
+@pytest.mark.parametrize("scenario", ["traffic", "reload"])
+def test_long_lived_scenarios_exercise_user_models_planned_once_per_load(
+    runtime, tmp_path, scenario, monkeypatch
+):
+    """examples/profile.toml's models in traffic and reload: every burst sends each of them
+    inferences_per_model checked requests, counted; a plan is made once per load."""
+    from dataclasses import replace
+
+    from soak.profile import load as load_profile
+    from soak.runner.protocol import ProfileMessage
+    from soak.runner.worker import workload_config
+    from soak.workload import lifecycle
+    from soak.workload.scenarios import make_workload
+    from tests.conftest import stub_processes
+
+    planned = []
+
+    def counted_plan_on(server, settings):
+        planned.append(settings.name)
+        return plan_on(server, settings)
+
+    monkeypatch.setattr(lifecycle, "plan_on", counted_plan_on)
+
+    profile = ProfileMessage.of(load_profile(str(EXAMPLES / "profile.toml")))
+    run = {**profile.run, "scenario": scenario, "reload_new_version": scenario == "reload"}
+    config = workload_config(replace(profile, run=run))
+    stubs = stub_processes()
+    workload = make_workload(config, tmp_path, runtime.backends_dir)
+    try:
+        records = []
+        for i in range(3):
+            records.append(workload.run_iteration(i))
+            for life in workload.lives:  # the quiet point
+                ready = {m["name"] for m in life.server.model_index() if m["state"] == "READY"}
+                assert ready == (set(life.models) if scenario == "traffic" else set())
+        assert [r.failures for r in records] == [[], [], []]
+        per_burst = 2 * (2 + 3) * 4  # servers x (generated + user models) x requests
+        assert [r.inferences for r in records] == [per_burst] * 3
+        loads = [10, 0, 0] if scenario == "traffic" else [10, 10, 10]
+        assert [r.model_loads for r in records] == loads
+        assert sorted(planned) == sorted(MODELS * 2 * (1 if scenario == "traffic" else 3))
+    finally:
+        assert workload.close() == []
+    deadline = time.monotonic() + 10
+    while stub_processes() - stubs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not stub_processes() - stubs
 
 
 def test_a_wrong_output_in_a_lifecycle_is_a_failure(runtime, tmp_path):
