@@ -37,13 +37,18 @@ def foreign_db(path: Path) -> None:
     conn.close()
 
 
-def soak_db_with_version(version: str):
+def soak_db_with_version(version: str, drop: tuple[str, ...] = ()):
+    """A soak database with this schema_version, without the tables named in `drop` (as one
+    made by an older soak)."""
+
     def make(path: Path) -> None:
         from soak.store import Store
 
         Store(path).close()
         conn = sqlite3.connect(path)
         conn.execute("PRAGMA journal_mode = DELETE")
+        for table in drop:
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [version])
         conn.commit()
         conn.close()
@@ -495,6 +500,20 @@ CASES = [
         "{tmp}/junk.db",
         "not a soak results database",
         files={"junk.db": "not sqlite\n" * 20},
+    ),
+    cli_case(
+        "ray-address-unreachable",
+        "run smoke --db {db} --ray 127.0.0.1:1",
+        "--ray 127.0.0.1:1",
+        "no Ray cluster answers there",
+    ),
+    cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
+    cli_case(
+        "query-sites-on-an-old-database",
+        "query sites --db {tmp}/old.db",
+        "query sites",
+        "no sites, site_samples table",
+        files={"old.db": soak_db_with_version("1", drop=("site_samples", "sites"))},
     ),
     cli_case("runs-db-missing", "runs --db {tmp}/none.db", "{tmp}/none.db", "no results database"),
     # -- output paths: refused before the first iteration (or analysis), nothing stored -------

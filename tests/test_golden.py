@@ -52,3 +52,17 @@ def test_a_real_run_prints_the_same_lines_apart_from_numbers(tmp_path: Path) -> 
     )
     printed = masked(f"{proc.stdout}{proc.stderr}exit {proc.returncode}\n")
     assert printed == (GOLDEN.parent / "golden_run" / "smoke.txt").read_text()
+
+
+def test_the_old_json_flag_still_writes_the_findings_file(tmp_path: Path) -> None:
+    """`--json FILE` (the name before --json-file) keeps CI jobs written for it working."""
+    from tests.golden import build, run_cli
+
+    db = tmp_path / "soak.db"
+    build(db)
+    code, text = run_cli(db, ["report", "2", "--json", str(tmp_path / "old.json")])
+    assert code == 0, text
+    assert "--json FILE is now --json-file FILE" in text
+    code, _ = run_cli(db, ["report", "2", "--json-file", str(tmp_path / "new.json")])
+    assert code == 0
+    assert (tmp_path / "old.json").read_text() == (tmp_path / "new.json").read_text()

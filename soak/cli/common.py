@@ -134,7 +134,24 @@ def format_options(csv_too: bool = True) -> Callable[[Callable], Callable]:
 
 
 def file_options(fn: Callable) -> Callable:
-    """--junit, --json-file and --out write files, the same in run, analyze and report."""
+    """--junit, --json-file and --out write files, the same in run, analyze and report.
+
+    `--json FILE` was the old name of --json-file here; it still works (hidden, with a warning)
+    so that CI jobs written for it keep their findings file.
+    """
+
+    command = fn
+
+    @functools.wraps(command)
+    def with_legacy_json(*args: Any, json_legacy: str | None = None, **kwargs: Any) -> Any:
+        if json_legacy is not None:
+            click.echo("soak: warning: --json FILE is now --json-file FILE", err=True)
+            kwargs["json_path"] = kwargs.get("json_path") or json_legacy
+        return command(*args, **kwargs)
+
+    fn = click.option("--json", "json_legacy", type=click.Path(dir_okay=False), hidden=True)(
+        with_legacy_json
+    )
     fn = click.option(
         "--out",
         type=click.Path(file_okay=False),

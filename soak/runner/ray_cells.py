@@ -357,6 +357,7 @@ def connect(address: str) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    _check_reachable(address)
     try:
         with _stderr_to_log():
             if address == "local":
@@ -366,6 +367,29 @@ def connect(address: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ...
         raise SoakError(f"--ray {address}: cannot join the Ray cluster: {exc}") from exc
     return True
+
+
+#: Seconds a HOST:PORT address has to accept a TCP connection before Ray is asked to join it:
+#: Ray itself retries a wrong address for minutes before it gives up.
+REACH_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """A plain HOST:PORT (a GCS address) that accepts no connection is refused at once."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SoakError(f"--ray {address}: give auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection(
+            (host.strip("[]") or "127.0.0.1", int(port)), REACH_TIMEOUT_S
+        ).close()
+    except OSError as exc:
+        raise SoakError(
+            f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+            "with `ray start --head` or use --ray local"
+        ) from None
 
 
 @contextmanager

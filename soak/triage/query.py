@@ -353,6 +353,10 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+#: Tables a canned query reads that older databases lack.
+_TABLES_OF = {"sites": ("sites", "site_samples")}
+
+
 def canned_statement(
     db: sqlite_utils.Database, name: str, params: Mapping[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -367,6 +371,12 @@ def canned_statement(
         accepted = ", ".join(query.params) or "none"
         raise StoreError(
             f"query {name} takes no parameter {', '.join(unknown)} (it takes: {accepted})"
+        )
+    missing = [t for t in _TABLES_OF.get(name, ()) if not db[t].exists()]
+    if missing:
+        raise StoreError(
+            f"query {name}: this database has no {', '.join(missing)} table (it was made "
+            f"before soak had them); it needs {query.needs}"
         )
     values = {p: given.get(p) for p in query.params}
     if values.get("run") is not None:
