@@ -656,7 +656,7 @@ class _TritonLog:
         return out
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
+def _tail(path: Path, limit: int = 12000) -> str:
     try:
         data = path.read_bytes()
     except OSError:

@@ -179,6 +179,9 @@ def serve(channel: Channel) -> int:
     # The supervisor asks for stacks with SIGUSR1 when the watchdog fires.
     stacks = open(workdir / STACKS_FILE, "w")  # noqa: SIM115 - lives as long as the process
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    # A fatal signal (SIGSEGV, SIGABRT from glibc's heap checks) prints every Python thread's
+    # stack into worker.log, whose tail the supervisor stores with the crash.
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     profile = start.profile
     send_lock = threading.Lock()
     current = {"iteration": 0}

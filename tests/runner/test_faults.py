@@ -297,6 +297,8 @@ def test_worker_killed_by_a_signal_in_a_phase(tmp_path, track, sig, phase):
     ((message,),) = query(db, "SELECT message FROM events WHERE kind = 'signal'")
     assert f"killed by {sig}" in message
     assert f"'phase': '{phase}'" in message  # the worker's output says where it was hit
+    if sig != "SIGKILL":  # faulthandler: every Python thread's stack at the fatal signal
+        assert "Fatal Python error" in message and "most recent call first" in message, message
     assert query(db, "SELECT count(*) FROM findings")[0][0] > 0  # analysed what it had
     assert f"run 1: crashed: worker killed by {sig}" in proc.stdout
     track.check()
