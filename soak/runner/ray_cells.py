@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,7 @@ import psutil
 
 from soak.errors import SoakError
 from soak.profile import Profile
-from soak.runner import protocol as proto
-from soak.runner.supervisor import RunOutcome
+from soak.runner.supervisor import RunOutcome, run_columns
 from soak.store import Store, event, export_run, open_readonly
 
 log = logging.getLogger(__name__)
@@ -556,21 +555,9 @@ class RayMatrix:
         return RunOutcome(run_id, o["status"], o["reason"], o["iterations_done"], o["failures"])
 
     def _failed(self, cell: Profile, state: CellState, status: str, reason: str) -> RunOutcome:
-        from soak import __version__
-
         where = f" on {state.node.short}" if state.node else ""
         row = {
-            "profile": cell.name,
-            "profile_source": cell.source,
-            "profile_text": cell.text,
-            "servers": cell.run["servers"],
-            "iterations_planned": cell.run["iterations"],
-            "memory_type": cell.run["memory_type"],
-            "instance_kind": cell.run["instance_kind"],
-            "inferences_per_model": cell.run["inferences_per_model"],
-            "datatype": cell.run["datatype"],
-            "soak_version": __version__,
-            "config": asdict(proto.ProfileMessage.of(on_node(cell))),
+            **run_columns(on_node(cell)),
             "status": status,
             "reason": f"Ray cell{where}: {reason}",
             "ended_at": time.time(),

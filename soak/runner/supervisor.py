@@ -101,6 +101,28 @@ class _Watch:
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
 
 
+def run_columns(profile: Profile) -> dict[str, Any]:
+    """What a run row says of the profile it ran: the same for a run supervised here and for a
+    Ray cell that never got to run."""
+    run = profile.run
+    return {
+        "profile": profile.name,
+        "profile_source": profile.source,
+        "profile_text": profile.text,
+        "servers": run["servers"],
+        "iterations_planned": run["iterations"],
+        "memory_type": run["memory_type"],
+        "instance_kind": run["instance_kind"],
+        "inferences_per_model": run["inferences_per_model"],
+        "datatype": run["datatype"],
+        "scenario": run["scenario"],
+        "behaviour": run["behaviour"],
+        "error_fraction": run["error_fraction"],
+        "soak_version": __version__,
+        "config": asdict(proto.ProfileMessage.of(profile)),
+    }
+
+
 class Supervisor:
     def __init__(
         self,
@@ -153,23 +175,10 @@ class Supervisor:
         gpu_info = self.gpu.describe()
         run_id = self.store.create_run(
             {
-                "profile": prof.name,
-                "profile_source": prof.source,
-                "profile_text": prof.text,
-                "servers": prof.run["servers"],
-                "iterations_planned": prof.run["iterations"],
-                "memory_type": prof.run["memory_type"],
-                "instance_kind": prof.run["instance_kind"],
-                "inferences_per_model": prof.run["inferences_per_model"],
-                "datatype": prof.run["datatype"],
-                "scenario": prof.run["scenario"],
-                "behaviour": prof.run["behaviour"],
-                "error_fraction": prof.run["error_fraction"],
+                **run_columns(prof),
                 "python_version": sys.version.split()[0],
-                "soak_version": __version__,
                 "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
                 "gpu_driver": gpu_info.get("driver_version"),
-                "config": asdict(proto.ProfileMessage.of(prof)),
                 **self.run_tags,
             }
         )
