@@ -16,21 +16,13 @@ from soak.cli.common import db_option, echo_written, file_options
 def analyze(run_id, db, junit, json_path, out) -> None:
     """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
     from soak.judging import reanalyze
-    from soak.report.console import print_summary
+    from soak.report.console import print_analysis
     from soak.report.outputs import check_output_paths
     from soak.store import open_readonly
 
     check_output_paths(junit, json_path, out)  # before the analysis is stored
     analysis = reanalyze(db, run_id)
-    print_summary(
-        analysis.findings,
-        analysis.verdict,
-        analysis.status,
-        analysis.run_id,
-        sites=analysis.sites,
-        site_notes=analysis.site_notes,
-        note=analysis.note,
-    )
+    print_analysis(analysis)
     echo_written(open_readonly(db), [analysis], junit, json_path, out)
     sys.exit(analysis.exit_code)
 

@@ -48,7 +48,7 @@ def run(
     out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
-    from soak.report.console import cell_heading, print_summary
+    from soak.report.console import cell_heading, print_analysis
     from soak.report.outputs import check_output_paths
     from soak.report.progress import make_progress
     from soak.runner import session
@@ -96,15 +96,7 @@ def run(
             cell_scope.close()  # the progress bar ends before the summary
             ended = "finished" if outcome.status == "passed" else outcome.status
             say(f"run {outcome.run_id}: {ended}: {outcome.reason}")
-            survive_closed_output(print_summary)(
-                analysis.findings,
-                analysis.verdict,
-                analysis.status,
-                analysis.run_id,
-                sites=analysis.sites,
-                site_notes=analysis.site_notes,
-                note=analysis.note,
-            )
+            survive_closed_output(print_analysis)(analysis)
 
         analyses = session.run(
             prof,

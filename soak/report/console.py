@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,9 @@ from rich.text import Text
 from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
 from soak.units import cell_label, human
+
+if TYPE_CHECKING:
+    from soak.judging import RunAnalysis
 
 STATUS_STYLE = {
     "passed": "green",
@@ -133,6 +136,20 @@ def print_summary(
     console.print(f"run {run_id}: status [bold]{status}[/], verdict [bold]{verdict}[/]")
     if note:
         console.print(Text(f"run {run_id}: {note}"), soft_wrap=True)  # one line, for grep
+
+
+def print_analysis(analysis: RunAnalysis, console: Console | None = None) -> None:
+    """The summary of one judged run, as `soak run` and `soak analyze` print it."""
+    print_summary(
+        analysis.findings,
+        analysis.verdict,
+        analysis.status,
+        analysis.run_id,
+        console,
+        sites=analysis.sites,
+        site_notes=analysis.site_notes,
+        note=analysis.note,
+    )
 
 
 def cell_heading(name: str, cell: dict[str, Any], run: dict[str, Any], db: str) -> str:
