@@ -200,6 +200,15 @@ RUN_KEYS = (
         "reload: write version k+1 of each model before the load of iteration k.",
     ),
     Key(
+        "serialize_server_new_delete",
+        bool,
+        True,
+        "Take one process-wide lock around each TRITONSERVER_ServerNew and ServerDelete. "
+        "Triton 2.51 creates and destroys its process-wide pinned memory manager there without "
+        "a lock, and concurrent calls crash the process at random (README: findings); false "
+        "makes them concurrent, as in Triton's own multi-server test.",
+    ),
+    Key(
         "triton_home",
         str,
         "",

@@ -407,7 +407,7 @@ def _toml_key(name: str) -> str:
 
 @given(st.text(min_size=1, max_size=40))
 def test_any_unknown_key_gives_a_one_line_error(name: str):
-    known = {k.name for k in RUN_KEYS} | set(SECTIONS) | {"thresholds", "matrix"}
+    known = {k.name for k in RUN_KEYS} | set(SECTIONS) | {"thresholds", "matrix", "model"}
     if name in known:
         return
     message = error_of(f"{_toml_key(name)} = 1\n")

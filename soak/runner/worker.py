@@ -105,6 +105,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         error_fraction=profile.run["error_fraction"],
         error_message_chars=profile.run["error_message_chars"],
         reload_new_version=profile.run["reload_new_version"],
+        serialize_new_delete=profile.run["serialize_server_new_delete"],
     )
 
 

@@ -19,6 +19,7 @@ import tables of loaded libraries), and the python-backend stubs (separate proce
 
 from __future__ import annotations
 
+import functools
 import linecache
 import logging
 import math
@@ -34,7 +35,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CAPTURE_FILE = "memray.bin"
-MEMORY_INTERVAL_MS = 10
+#: Every memory record is a snapshot the reader's temporal pass keys allocations on: 20 ms
+#: rather than 10 cut that pass by a sixth (250 cpu iterations), and a quiet point held open
+#: `MIN_QUIET_S` still holds two records.
+MEMORY_INTERVAL_MS = 20
 #: A quiet point is held open this long at least, so that memray's records fall inside it.
 MIN_QUIET_S = 0.05
 #: The id under which the sum over every tracked allocation is stored (not a site).
@@ -278,38 +282,64 @@ def _phase_of(stack: list[Frame]) -> str | None:
         (f for f in stack if f.function == "run" and f.file.endswith("workload/lifecycle.py")),
         None,
     )
-    if frame is None:
-        return None
-    for line in range(frame.line, max(0, frame.line - 40), -1):
-        found = _PHASE_LINE.search(linecache.getline(frame.file, line))
+    return None if frame is None else _phase_at(frame.file, frame.line)
+
+
+@functools.lru_cache(maxsize=1024)
+def _phase_at(file: str, line: int) -> str | None:
+    for at in range(line, max(0, line - 40), -1):
+        found = _PHASE_LINE.search(linecache.getline(file, at))
         if found:
             return found.group(1)
     return None
 
 
-def _trimmed(stack: list[tuple[str, str, int]]) -> list[Frame]:
-    frames = [
-        Frame(fn or "<unknown>", file or "<unknown>", int(line or 0), "")
-        for fn, file, line in stack
-    ]
+class _FrameMaker:
+    """Frame objects per raw (function, file, line), made once per read: thousands of stacks
+    share most of their frames (measured: 736,000 frames of 22,000 stacks in one capture)."""
+
+    def __init__(self) -> None:
+        self._full: dict[tuple[str, str, int], Frame] = {}
+        self._short: dict[Frame, Frame] = {}
+
+    def full(self, raw: tuple[str, str, int]) -> Frame:
+        frame = self._full.get(raw)
+        if frame is None:
+            fn, file, line = raw
+            fn, file = fn or "<unknown>", file or "<unknown>"
+            frame = self._full[raw] = Frame(fn, file, int(line or 0), _library(fn, file))
+        return frame
+
+    def short(self, frame: Frame) -> Frame:
+        """The frame as shown: soak's files relative to the package's parent."""
+        made = self._short.get(frame)
+        if made is None:
+            made = self._short[frame] = Frame(
+                frame.function, _short(frame.file), frame.line, frame.library
+            )
+        return made
+
+
+def _trimmed(stack: list[tuple[str, str, int]], make: _FrameMaker) -> list[Frame]:
+    frames = [make.full(raw) for raw in stack]
     start = 0
     while start < len(frames) - 1 and (
         frames[start].function in _ALLOCATOR_NAMES
         or frames[start].function.startswith(_ALLOCATOR_PREFIXES)
     ):
         start += 1
-    return [Frame(f.function, f.file, f.line, _library(f.function, f.file)) for f in frames[start:]]
+    return frames[start:]
 
 
-def _site_frames(stack: list[tuple[str, str, int]]) -> tuple[list[Frame], Frame | None, str | None]:
+def _site_frames(
+    stack: list[tuple[str, str, int]], make: _FrameMaker | None = None
+) -> tuple[list[Frame], Frame | None, str | None]:
     """(trimmed frames, innermost soak frame, phase) of one hybrid stack."""
-    frames = _trimmed(stack)
+    make = make or _FrameMaker()
+    frames = _trimmed(stack, make)
     phase = _phase_of(frames)
     soak = next((f for f in frames if f.python and "/soak/" in f.file), None)
-    short = [Frame(f.function, _short(f.file), f.line, f.library) for f in frames]
-    if soak is not None:
-        soak = Frame(soak.function, _short(soak.file), soak.line, soak.library)
-    return short, soak, phase
+    return [make.short(f) for f in frames], (make.short(soak) if soak else None), phase
 
 
 def _quiet_snapshots(
@@ -375,8 +405,9 @@ def read_sites(
     by_key: dict[str, int] = {}
     frames_of: list[tuple[tuple[Frame, ...], Frame | None, str | None]] = []
     site_of = np.empty(kept.size, dtype=np.int64)
+    make = _FrameMaker()
     for r, index in enumerate(kept):
-        frames, soak, phase = _site_frames(all_records[index].hybrid_stack_trace())
+        frames, soak, phase = _site_frames(all_records[index].hybrid_stack_trace(), make)
         key = " <- ".join(
             f"{f.function}@{f.file if f.python else f.library}" for f in frames[:depth]
         )

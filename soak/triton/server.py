@@ -8,6 +8,7 @@ Triton's own multi-server test does) crashes about one server instance in four.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import json
@@ -90,6 +91,7 @@ class ServerOptions:
     metrics: bool = False
     min_compute_capability: float | None = None
     pinned_pool_bytes: int | None = None
+    serialize_new_delete: bool = True  # see _NEW_DELETE
 
 
 @dataclass
@@ -273,6 +275,20 @@ def kept_response_count() -> int:
     return len(_callbacks.kept_responses) if _callbacks else 0
 
 
+#: Triton 2.51 keeps one PinnedMemoryManager per process. ServerNew creates it without a lock
+#: when there is none (`if (instance_ != nullptr) ...; instance_.reset(new ...)`), and every
+#: ServerDelete destroys it (~InferenceServer calls PinnedMemoryManager::Reset). Two ServerNew
+#: at once, or one during another server's ServerDelete, can free the manager under a running
+#: Create: SIGSEGV in PinnedMemoryManager::AddPinnedMemoryBuffer, or glibc's "double free or
+#: corruption" (tests/triton/test_server_creation.py). Servers whose options ask for it
+#: (the default) take this lock around both calls.
+_NEW_DELETE = threading.Lock()
+
+
+def _new_delete_guard(options: ServerOptions) -> contextlib.AbstractContextManager:
+    return _NEW_DELETE if options.serialize_new_delete else contextlib.nullcontext()
+
+
 class Server:
     """One in-process Triton server; close() (or the with-block) stops and deletes it once."""
 
@@ -333,7 +349,8 @@ class Server:
                     )
                 )
             handle = c_void_p()
-            check(lib.TRITONSERVER_ServerNew(byref(handle), opts))
+            with _new_delete_guard(options):
+                check(lib.TRITONSERVER_ServerNew(byref(handle), opts))
         finally:
             lib.TRITONSERVER_ServerOptionsDelete(opts)
         self._handle: int | None = handle.value
@@ -357,7 +374,8 @@ class Server:
         with self._lock:
             handle, self._handle = self._handle, None
         if handle is not None:
-            check(_lib().TRITONSERVER_ServerDelete(handle))
+            with _new_delete_guard(self.options):
+                check(_lib().TRITONSERVER_ServerDelete(handle))
 
     def close(self) -> None:
         """Stop, then delete even when stop fails; the stop error is raised afterwards."""

@@ -55,6 +55,7 @@ class WorkloadConfig:
     error_fraction: float = 1.0
     error_message_chars: int = DEFAULT_MESSAGE_CHARS
     reload_new_version: bool = False
+    serialize_new_delete: bool = True  # soak.triton.server._NEW_DELETE
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Workload:
             user_models=self.config.user_models,
             behaviour=self.config.behaviour,
             error_fraction=self.config.error_fraction,
+            serialize_new_delete=self.config.serialize_new_delete,
         )
 
     def run_iteration(self, index: int) -> IterationRecord:

@@ -31,6 +31,7 @@ from soak.workload.models import (
     exercise,
     plan_on,
 )
+from soak.workload.polling import pauses
 from soak.workload.repos import (
     COMMON_MODEL,
     ERROR_BEHAVIOURS,
@@ -86,6 +87,7 @@ class LifecycleConfig:
     behaviour: Behaviour = Behaviour.CORRECT  # what the models are expected to do
     error_fraction: float = 1.0  # share of requests an error behaviour fails
     user_models: UserModels = field(default_factory=UserModels)  # loaded alongside
+    serialize_new_delete: bool = True  # soak.triton.server._NEW_DELETE
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class Lifecycle:
                 backends_dir=cfg.backends_dir,
                 server_id=f"soak-{cfg.instance}",
                 log_file=cfg.log_file,
+                serialize_new_delete=cfg.serialize_new_delete,
             )
             if cfg.injection.unreleased_response_fraction > 0:
                 options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
@@ -357,7 +360,7 @@ class Lifecycle:
 
     def _wait_ready(self, server: Server) -> None:
         deadline = time.monotonic() + self.config.timeouts.wait_ready
-        while True:
+        for pause in pauses():
             try:
                 if server.is_live() and server.is_ready():
                     return
@@ -367,7 +370,7 @@ class Lifecycle:
             if time.monotonic() > deadline:
                 self._fail("wait_ready", "server not live and ready before the timeout")
                 raise _Abort
-            time.sleep(0.005)
+            time.sleep(pause)
 
     def _load(self, server: Server, models: list[str], version: int | None = None) -> list[str]:
         """Load in parallel; return the models that loaded and turned ready (in `version`).
@@ -545,7 +548,7 @@ class Lifecycle:
                 self._fail("unload", f"{model}: {exc.message}")
         deadline = time.monotonic() + self.config.timeouts.unload
         pending = set(models)
-        while pending:
+        for pause in pauses():
             try:
                 index = server.model_index()
             except TritonError as exc:
@@ -564,7 +567,7 @@ class Lifecycle:
             if time.monotonic() > deadline:
                 stuck = ", ".join(f"{m} ({states.get(m)})" for m in sorted(pending))
                 raise self._hang("unload", f"unloading {stuck}")
-            time.sleep(0.005)
+            time.sleep(pause)
 
     def _check_isolation(self, server: Server, other: str) -> None:
         try:

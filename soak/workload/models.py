@@ -20,6 +20,7 @@ from soak.errors import SoakError
 from soak.triton import MemoryType, Output, Server, ServerOptions, TritonError
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
+from soak.workload.polling import pauses
 
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16
@@ -432,8 +433,10 @@ def preflight(
 def _wait_unloaded(server: Server, names: list[str], timeout_s: float) -> None:
     """Stop would wait for unloading models in 1 s steps; watching the index is quicker."""
     deadline = time.monotonic() + timeout_s
-    while names and time.monotonic() < deadline:
+    for pause in pauses():
+        if not names or time.monotonic() >= deadline:
+            return
         states = {m["name"]: m.get("state", "") for m in server.model_index()}
         if not any(states.get(n) in ("READY", "UNLOADING", "LOADING") for n in names):
             return
-        time.sleep(0.005)
+        time.sleep(pause)

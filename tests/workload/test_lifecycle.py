@@ -267,3 +267,33 @@ def test_cuda_error_in_a_phase_is_recorded_under_that_phase(runtime, tmp_path):
     assert message.startswith("cudaMalloc(1024) on device 0 failed: ")
     assert "cuda error" in message and "MemoryError" not in message
     assert record.model_loads == 0 and record.server_lifecycles == 0
+
+
+@pytest.mark.parametrize("serialize", [True, False])
+def test_the_profile_decides_whether_server_new_and_delete_are_serialized(
+    runtime, tmp_path, monkeypatch, serialize
+):
+    """serialize_server_new_delete reaches every server's options (tests/triton/
+    test_server_creation.py shows what the lock is for)."""
+    from dataclasses import replace
+
+    from soak.profile import load as load_profile
+    from soak.runner.protocol import ProfileMessage
+    from soak.runner.worker import workload_config
+    from soak.triton import Server
+    from soak.workload import lifecycle
+
+    seen: list[bool] = []
+
+    class Recording(Server):
+        def __init__(self, options):
+            seen.append(options.serialize_new_delete)
+            super().__init__(options)
+
+    monkeypatch.setattr(lifecycle, "Server", Recording)
+    profile = ProfileMessage.of(load_profile("smoke"))
+    run = {**profile.run, "servers": 2, "serialize_server_new_delete": serialize}
+    workload = Workload(workload_config(replace(profile, run=run)), tmp_path, runtime.backends_dir)
+    record = workload.run_iteration(0)
+    assert record.failures == []
+    assert seen == [serialize, serialize]
