@@ -365,6 +365,10 @@ def test_list_runs_marks_abandoned_but_not_fresh_running(db, ids):
     assert f"supervisor pid {dead_pid()} is not alive" in shown[ids["abandoned"]].abandoned_reason
     assert shown[ids["running"]].status == "running"
     assert shown[ids["running"]].abandoned_reason == ""
+    # `soak runs --json` and --csv carry the reason too.
+    rows = {r.id: r.as_dict() for r in triage.list_runs(db)}
+    assert rows[ids["abandoned"]]["abandoned_reason"] == shown[ids["abandoned"]].abandoned_reason
+    assert rows[ids["running"]]["abandoned_reason"] is None
     assert [r.id for r in triage.list_runs(db, status="abandoned")] == [ids["abandoned"]]
     assert [r.id for r in triage.list_runs(db, status="running")] == [ids["running"]]
 

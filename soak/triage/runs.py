@@ -114,6 +114,7 @@ class RunSummary:
             "cell": cell_label(self.cell, MATRIX_KEYS) if self.cell else None,
             "status": self.status,
             "stored_status": self.stored_status,
+            "abandoned_reason": self.abandoned_reason or None,
             "verdict": self.verdict,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
             "iterations_done": self.iterations_done,

@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from ctypes import byref, c_bool, c_char_p, c_int, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,9 +405,14 @@ class Server:
         return flag.value
 
     def metadata(self) -> dict:
+        return self._json(_lib().TRITONSERVER_ServerMetadata)  # type: ignore[return-value]
+
+    def _json(self, call: Callable[..., int | None], *args: object) -> object:
+        """What a `TRITONSERVER_Server*` call that fills a TRITONSERVER_Message returns, as
+        JSON; the message is deleted."""
         message = c_void_p()
-        check(_lib().TRITONSERVER_ServerMetadata(self.handle, byref(message)))
-        return _message_json(message)  # type: ignore[return-value]
+        check(call(self.handle, *args, byref(message)))
+        return _message_json(message)
 
     # -- models -----------------------------------------------------------------------------
     def load_model(self, name: str) -> None:
@@ -424,39 +430,22 @@ class Server:
 
     def model_index(self, ready_only: bool = False) -> list[dict]:
         """Every model of the server's repositories with its state ("READY", "UNAVAILABLE", ...)."""
-        message = c_void_p()
         flags = capi.INDEX_FLAG_READY if ready_only else 0
-        check(_lib().TRITONSERVER_ServerModelIndex(self.handle, flags, byref(message)))
-        return _message_json(message)  # type: ignore[return-value]
+        return self._json(_lib().TRITONSERVER_ServerModelIndex, flags)  # type: ignore[return-value]
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict:
-        message = c_void_p()
-        check(
-            _lib().TRITONSERVER_ServerModelStatistics(
-                self.handle, name.encode(), version, byref(message)
-            )
-        )
-        return _message_json(message)  # type: ignore[return-value]
+        call = _lib().TRITONSERVER_ServerModelStatistics
+        return self._json(call, name.encode(), version)  # type: ignore[return-value]
 
     def model_metadata(self, name: str, version: int = -1) -> dict:
         """The model's metadata (inputs and outputs with datatype and shape, -1 variable)."""
-        message = c_void_p()
-        check(
-            _lib().TRITONSERVER_ServerModelMetadata(
-                self.handle, name.encode(), version, byref(message)
-            )
-        )
-        return _message_json(message)  # type: ignore[return-value]
+        call = _lib().TRITONSERVER_ServerModelMetadata
+        return self._json(call, name.encode(), version)  # type: ignore[return-value]
 
     def model_config(self, name: str, version: int = -1) -> dict:
         """The model's configuration as JSON (config format version 1)."""
-        message = c_void_p()
-        check(
-            _lib().TRITONSERVER_ServerModelConfig(
-                self.handle, name.encode(), version, 1, byref(message)
-            )
-        )
-        return _message_json(message)  # type: ignore[return-value]
+        call = _lib().TRITONSERVER_ServerModelConfig
+        return self._json(call, name.encode(), version, 1)  # type: ignore[return-value]
 
     # -- inference --------------------------------------------------------------------------
     def infer(

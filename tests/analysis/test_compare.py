@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from soak.analysis.compare import MIN_POINTS, slope_after, widened_slope
+from soak.analysis.power import ar1_noise
 from soak.analysis.trend import theil_sen
 
 KiB = 1024
@@ -14,10 +15,8 @@ MiB = 1024 * KiB
 
 def test_widened_slope_interval_grows_with_autocorrelation():
     rng = np.random.default_rng(11)
-    n, phi = 120, 0.9
-    noise = np.zeros(n)
-    for i in range(1, n):
-        noise[i] = phi * noise[i - 1] + rng.normal(0, 100 * KiB)
+    n = 120
+    noise = ar1_noise(n, phi=0.9, sd=230 * KiB, seed=rng)
     x = np.arange(n, dtype=float)
     y = 300 * MiB + noise
     slope, low, high, factor = widened_slope(x, y)
