@@ -291,7 +291,7 @@ ATTRIBUTION_KEYS = (
         bool,
         False,
         "Trace native and Python allocation sites (memray) from the end of the warm-up "
-        "(also: soak run --attribute); about 2x slower.",
+        "(also: soak run --attribute); up to 2x slower.",
     ),
     Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
     Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),

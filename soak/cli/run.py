@@ -24,7 +24,7 @@ from soak.errors import ExitCode
 @click.option(
     "--attribute",
     is_flag=True,
-    help="Trace allocation sites (memray) after the warm-up: which sites grow (about 2x slower).",
+    help="Trace allocation sites (memray) after the warm-up: which sites grow (up to 2x slower).",
 )
 @click.option(
     "--ray",

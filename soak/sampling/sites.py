@@ -13,6 +13,11 @@ each quiet point began (the worker's Quiet arrived) and ended (Continue sent) an
 for at least `MIN_QUIET_S`, so at least one record falls inside; nothing of the workload runs
 then, and the first record in the window is the quiet point's state.
 
+Reading costs two passes of memray's reader over every allocation and free (its FileReader
+finds the high-water mark, then the temporal pass): about 64 million records, 25 s, for 250
+iterations of the cpu profile. What the workload allocates is what is read, so soak polls
+Triton sparingly (soak.workload.polling).
+
 What memray does not see: a `malloc` reached through a ctypes function pointer (it hooks the
 import tables of loaded libraries), and the python-backend stubs (separate processes).
 """
@@ -356,6 +361,91 @@ def _quiet_snapshots(
     return iterations, np.asarray(indices, dtype=np.int64)
 
 
+#: A record must hold something at this many quiet points to be keyed on a site: one held
+#: at a single quiet point is a temporary that straddled it (2/3 of the records with anything
+#: live in a 250-iteration cpu run), counted in the total but never part of a trend.
+MIN_HELD_POINTS = 2
+
+
+@dataclass
+class _Live:
+    """Every interval of the capture with something live at a quiet point: its record, the
+    first quiet point it is live at (`j0`) and the first it is not (`j1`), bytes, allocations."""
+
+    owner: np.ndarray
+    j0: np.ndarray
+    j1: np.ndarray
+    nbytes: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def read(cls, reader: Any, quiet: np.ndarray) -> tuple[list[Any], _Live]:
+        """(every temporal record, the live intervals) of a capture."""
+        # Flat lists first: per-record numpy calls cost more than the arithmetic (measured:
+        # 2 s of 3 s for 5 iterations at N=4).
+        records, owner, alloc, free, counts, sizes = [], [], [], [], [], []
+        never = np.iinfo(np.int64).max
+        for record in reader.get_temporal_allocation_records(merge_threads=True):
+            index = len(records)
+            records.append(record)
+            for iv in record.intervals:
+                owner.append(index)
+                alloc.append(iv.allocated_before_snapshot)
+                gone = iv.deallocated_before_snapshot
+                free.append(never if gone is None else gone)
+                counts.append(iv.n_allocations)
+                sizes.append(iv.n_bytes)
+        # Live at quiet point j when alloc <= quiet[j] < free.
+        j0 = np.searchsorted(quiet, np.asarray(alloc, dtype=np.int64), side="left")
+        j1 = np.searchsorted(quiet, np.asarray(free, dtype=np.int64), side="left")
+        live = j1 > j0  # the rest was freed before the next quiet point: temporaries
+        return records, cls(
+            np.asarray(owner, dtype=np.int64)[live],
+            j0[live],
+            j1[live],
+            np.asarray(sizes, dtype=float)[live],
+            np.asarray(counts, dtype=float)[live],
+        )
+
+    def held_points(self, n_records: int) -> np.ndarray:
+        """Per record, at how many quiet points it holds something."""
+        return np.bincount(self.owner, weights=self.j1 - self.j0, minlength=n_records)
+
+    def series(self, n: int, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bytes, allocations) live per row at each of the n quiet points; `rows[i]` is the
+        row of interval i (-1: none)."""
+        mine = rows >= 0
+        rows, j0, j1 = rows[mine], self.j0[mine], self.j1[mine]
+        out = []
+        for values in (self.nbytes[mine], self.count[mine]):
+            diff = np.zeros((n_rows, n + 1))
+            np.add.at(diff, (rows, j0), values)
+            np.add.at(diff, (rows, j1), -values)
+            out.append(np.cumsum(diff, axis=1)[:, :n])
+        return out[0], out[1]
+
+
+def _group(
+    records: list[Any], kept: np.ndarray, depth: int
+) -> tuple[np.ndarray, list[str], list[tuple[tuple[Frame, ...], Frame | None, str | None]]]:
+    """(site of each kept record, site keys, site frames): records whose trimmed stacks agree
+    on their first `depth` frames are one site."""
+    by_key: dict[str, int] = {}
+    frames_of: list[tuple[tuple[Frame, ...], Frame | None, str | None]] = []
+    site_of = np.empty(kept.size, dtype=np.int64)
+    make = _FrameMaker()
+    for r, index in enumerate(kept):
+        frames, soak, phase = _site_frames(records[index].hybrid_stack_trace(), make)
+        key = " <- ".join(
+            f"{f.function}@{f.file if f.python else f.library}" for f in frames[:depth]
+        )
+        if key not in by_key:
+            by_key[key] = len(frames_of)
+            frames_of.append((tuple(frames[:SHOWN_FRAMES]), soak, phase))
+        site_of[r] = by_key[key]
+    return site_of, list(by_key), frames_of
+
+
 def read_sites(
     path: Path,
     windows: Mapping[int, tuple[float, float]],
@@ -370,60 +460,23 @@ def read_sites(
     times = np.fromiter((s.time for s in reader.get_memory_snapshots()), dtype=np.int64)
     iterations, quiet = _quiet_snapshots(times, windows)
     n = len(iterations)
-    # Every interval of every record in flat lists first: per-record numpy calls cost more
-    # than the arithmetic (measured: 2 s of 3 s for 5 iterations at N=4).
-    all_records, owner, alloc, free, counts, sizes = [], [], [], [], [], []
-    never = np.iinfo(np.int64).max
-    if n:
-        for record in reader.get_temporal_allocation_records(merge_threads=True):
-            index = len(all_records)
-            all_records.append(record)
-            for iv in record.intervals:
-                owner.append(index)
-                alloc.append(iv.allocated_before_snapshot)
-                gone = iv.deallocated_before_snapshot
-                free.append(never if gone is None else gone)
-                counts.append(iv.n_allocations)
-                sizes.append(iv.n_bytes)
-    # Live at quiet point j when alloc <= quiet[j] < free.
-    j0 = np.searchsorted(quiet, np.asarray(alloc, dtype=np.int64), side="left")
-    j1 = np.searchsorted(quiet, np.asarray(free, dtype=np.int64), side="left")
-    live = j1 > j0  # the rest was freed before the next quiet point: temporaries
-    owner_live = np.asarray(owner, dtype=np.int64)[live]
-    kept = np.unique(owner_live)  # records with something live at a quiet point
-    row_of = np.full(len(all_records), -1, dtype=np.int64)
+    empty = np.zeros(0)
+    records, live = (
+        _Live.read(reader, quiet)
+        if n
+        else ([], _Live(empty.astype(np.int64), empty, empty, empty, empty))
+    )
+    total_bytes, total_count = live.series(n, np.zeros(live.owner.size, dtype=np.int64), 1)
+    kept = np.flatnonzero(live.held_points(len(records)) >= MIN_HELD_POINTS)
+    row_of = np.full(len(records), -1, dtype=np.int64)
     row_of[kept] = np.arange(kept.size)
-    rows = row_of[owner_live]
-    sizes_live = np.asarray(sizes, dtype=float)[live]
-    counts_live = np.asarray(counts, dtype=float)[live]
-    diff_bytes = np.zeros((kept.size, n + 1))
-    diff_count = np.zeros((kept.size, n + 1))
-    np.add.at(diff_bytes, (rows, j0[live]), sizes_live)
-    np.add.at(diff_bytes, (rows, j1[live]), -sizes_live)
-    np.add.at(diff_count, (rows, j0[live]), counts_live)
-    np.add.at(diff_count, (rows, j1[live]), -counts_live)
-    by_key: dict[str, int] = {}
-    frames_of: list[tuple[tuple[Frame, ...], Frame | None, str | None]] = []
-    site_of = np.empty(kept.size, dtype=np.int64)
-    make = _FrameMaker()
-    for r, index in enumerate(kept):
-        frames, soak, phase = _site_frames(all_records[index].hybrid_stack_trace(), make)
-        key = " <- ".join(
-            f"{f.function}@{f.file if f.python else f.library}" for f in frames[:depth]
-        )
-        if key not in by_key:
-            by_key[key] = len(frames_of)
-            frames_of.append((tuple(frames[:SHOWN_FRAMES]), soak, phase))
-        site_of[r] = by_key[key]
-    per_record_bytes = np.cumsum(diff_bytes, axis=1)[:, :n]
-    per_record_count = np.cumsum(diff_count, axis=1)[:, :n]
-    n_sites = len(frames_of)
-    site_bytes = np.zeros((n_sites, n))
-    site_count = np.zeros((n_sites, n))
+    per_record_bytes, per_record_count = live.series(n, row_of[live.owner], kept.size)
+    site_of, keys, frames_of = _group(records, kept, depth)
+    site_bytes = np.zeros((len(keys), n))
+    site_count = np.zeros((len(keys), n))
     np.add.at(site_bytes, site_of, per_record_bytes)
     np.add.at(site_count, site_of, per_record_count)
     order = _rank(site_bytes)[:top]
-    keys = list(by_key)
     sites = [Site(k + 1, keys[i], *frames_of[i]) for k, i in enumerate(order)]
     # Warm-up quiet points come before the first record: not missed, just not traced.
     start_s = times[0] / 1000 if times.size else math.inf
@@ -442,8 +495,8 @@ def read_sites(
         sites=sites,
         live_bytes=site_bytes[order],
         live_count=site_count[order],
-        total_bytes=site_bytes.sum(axis=0),
-        total_count=site_count.sum(axis=0),
+        total_bytes=total_bytes[0],
+        total_count=total_count[0],
         capture_bytes=Path(path).stat().st_size,
     )
 

@@ -128,6 +128,52 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
     assert top.thread == "python" and top.python_frame.function == "leak_server_metadata"
 
 
+def _metadata_message(server) -> ctypes.c_void_p:
+    from soak.triton.server import _lib, check
+
+    message = ctypes.c_void_p()
+    check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
+    return message
+
+
+def test_an_allocation_held_at_one_quiet_point_is_in_the_total_but_in_no_site(runtime, tmp_path):
+    """A temporary that straddles one quiet point is no trend: only records held at
+    MIN_HELD_POINTS quiet points or more are keyed on sites; the total counts everything."""
+    from soak.triton.server import Server, ServerOptions, _lib
+    from soak.workload.repos import write_repositories
+
+    common, _ = write_repositories(tmp_path / "models", 0)
+    capture = tmp_path / sites.CAPTURE_FILE
+    windows = {}
+    with Server(ServerOptions((common,), runtime.backends_dir)) as server:
+        tracker = sites.start_tracker(capture)
+        try:
+            for iteration in range(6):
+                if iteration == 1:
+                    held = _metadata_message(server)  # held to the end: a site
+                if iteration == 3:
+                    once = _metadata_message(server)  # held at quiet point 3 only
+                if iteration == 4:
+                    _lib().TRITONSERVER_MessageDelete(once)
+                began = time.time()
+                time.sleep(sites.MIN_QUIET_S)
+                windows[iteration] = (began, time.time())
+        finally:
+            sites.stop_tracker(tracker)
+            _lib().TRITONSERVER_MessageDelete(held)
+    result = sites.read_sites(capture, windows, depth=8, top=50)
+    assert result.iterations == list(range(6))
+    # The message and its JSON string: sites of their own, reached through the same call.
+    rows = [k for k, s in enumerate(result.sites) if s.api_call == "TRITONSERVER_ServerMetadata"]
+    assert rows
+    series = result.live_bytes[rows].sum(axis=0)
+    size = series[1]
+    assert size > 0 and series[0] == 0
+    assert list(series[1:]) == [size] * 5  # the one-point message is in no site's series
+    assert result.total_bytes[3] - result.total_bytes[2] >= 0.9 * size
+    assert result.total_bytes[4] - result.total_bytes[3] <= -0.9 * size
+
+
 # -- end to end: soak run --attribute -------------------------------------------------------------
 def run_attributed(tmp_path: Path, name: str, body: str) -> tuple[Path, int, str]:
     profile = tmp_path / f"{name}.toml"
