@@ -407,6 +407,12 @@ class _Live:
             np.asarray(counts, dtype=float)[live],
         )
 
+    @classmethod
+    def empty(cls) -> _Live:
+        """No quiet point to read at: nothing is worth a pass over the capture."""
+        index, value = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return cls(index, index, index, value, value)
+
     def held_points(self, n_records: int) -> np.ndarray:
         """Per record, at how many quiet points it holds something."""
         return np.bincount(self.owner, weights=self.j1 - self.j0, minlength=n_records)
@@ -460,12 +466,7 @@ def read_sites(
     times = np.fromiter((s.time for s in reader.get_memory_snapshots()), dtype=np.int64)
     iterations, quiet = _quiet_snapshots(times, windows)
     n = len(iterations)
-    empty = np.zeros(0)
-    records, live = (
-        _Live.read(reader, quiet)
-        if n
-        else ([], _Live(empty.astype(np.int64), empty, empty, empty, empty))
-    )
+    records, live = _Live.read(reader, quiet) if n else ([], _Live.empty())
     total_bytes, total_count = live.series(n, np.zeros(live.owner.size, dtype=np.int64), 1)
     kept = np.flatnonzero(live.held_points(len(records)) >= MIN_HELD_POINTS)
     row_of = np.full(len(records), -1, dtype=np.int64)

@@ -62,6 +62,15 @@ def test_a_quiet_window_takes_the_first_memory_record_inside_it():
     assert index.tolist() == [1]
 
 
+def test_a_capture_without_quiet_points_reads_as_no_sites(tmp_path):
+    """A run stopped before its first traced quiet point: nothing to read, nothing fails."""
+    capture = tmp_path / sites.CAPTURE_FILE
+    sites.stop_tracker(sites.start_tracker(capture))
+    result = sites.read_sites(capture, {})
+    assert result.iterations == [] and result.sites == []
+    assert result.total_bytes.shape == (0,) and result.live_bytes.shape == (0, 0)
+
+
 def test_attribute_is_refused_where_memray_cannot_run(monkeypatch, tmp_path):
     from soak.cli import main
 
