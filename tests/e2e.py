@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -30,3 +32,14 @@ def wait_for_iterations(db: Path, count: int, proc: subprocess.Popen, timeout: f
                 pass
         time.sleep(0.1)
     raise AssertionError(f"no {count} iterations within {timeout} s")
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Kill and reap `proc` on the way out if it still runs (a failed assertion, a timeout)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

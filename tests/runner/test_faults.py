@@ -36,7 +36,7 @@ from soak.profile import default_thresholds
 from soak.sampling.process import descendant_pids, wait_ended
 from soak.store import open_readonly
 from tests.conftest import REGION_PREFIX, SHM, all_stubs, shm_regions, stub_processes
-from tests.e2e import query, wait_for_iterations
+from tests.e2e import query, reaped, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -100,12 +100,8 @@ def run_soak(
     proc = start_soak(
         track, profile, db, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
     )
-    try:
+    with reaped(proc):
         stdout, stderr = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
@@ -599,14 +595,10 @@ def test_sigterm_and_sighup_end_a_run_like_ctrl_c(tmp_path, track, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 1, proc)
         proc.send_signal(getattr(signal, sig))
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode in (1, 3), output(result)  # interrupted: never 0, never a crash
     assert "Traceback" not in stdout + stderr
@@ -631,16 +623,12 @@ def test_second_sigterm_stops_at_once(tmp_path, track):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 1, proc)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode in (1, 3), output(result)
     ((status, done, reason),) = query(db, "SELECT status, iterations_done, reason FROM runs")
@@ -661,12 +649,8 @@ def test_a_run_piped_to_head_is_stored_and_analysed_as_it_would_be(tmp_path, tra
     os.close(write)
     with os.fdopen(read) as reader:
         first = reader.readline()  # the heading; then the reader is gone, as head's would be
-    try:
+    with reaped(proc):
         _, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert first.startswith("soak: "), first
     assert "Traceback" not in stderr and "Broken pipe" not in stderr, stderr
     assert proc.returncode in (0, 1, 3), stderr
@@ -691,14 +675,10 @@ def test_an_output_error_at_the_end_is_not_a_verdict(tmp_path, track):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 1, proc)
         folder.rmdir()
         stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert proc.returncode == 2, output(result)
     lines = stderr.strip().splitlines()

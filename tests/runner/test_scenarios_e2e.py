@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import stub_processes
-from tests.e2e import query, wait_for_iterations
+from tests.e2e import query, reaped, wait_for_iterations
 from tests.runner.test_supervisor import ROOT, start_soak, write_profile
 
 pytestmark = pytest.mark.e2e
@@ -108,14 +108,11 @@ def test_ctrl_c_in_traffic_deletes_the_long_lived_servers(tmp_path):
     )
     db = tmp_path / "r.db"
     proc = start_soak(str(profile), "--db", str(db), log=tmp_path / "log")
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 3, proc)
         assert len(stub_processes() - stubs) == 4  # both servers' models stay loaded
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code in (1, 3), (tmp_path / "log").read_text()
     assert query(db, "SELECT status FROM runs") == [("interrupted",)]
     kinds = {k for (k,) in query(db, "SELECT DISTINCT kind FROM events")}

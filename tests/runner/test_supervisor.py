@@ -14,7 +14,7 @@ import pytest
 
 from soak.triton.backends import STUB_EXECUTABLE
 from tests.conftest import shm_regions, stub_processes
-from tests.e2e import query, wait_for_iterations
+from tests.e2e import query, reaped, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -120,16 +120,13 @@ def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
         tmp_path, "servers = 2\niterations = 60\n[sampling]\nsample_interval_ms = 50\n"
     )
     proc = start_soak(str(profile), "--db", str(db), log=tmp_path / "log")
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 2, proc)
         ((worker,),) = query(db, "SELECT worker_pid FROM runs")
         stubs_of(worker)  # inside an iteration: servers and stubs are alive
         time.sleep(0.2)  # a few interval samples of the iteration that is about to crash
         os.kill(worker, signal.SIGKILL)
         assert proc.wait(timeout=120) == 2
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     ((status, reason, done),) = query(db, "SELECT status, reason, iterations_done FROM runs")
     assert status == "crashed" and "SIGKILL" in reason
     assert done >= 2
@@ -161,7 +158,7 @@ def test_leftovers_of_a_killed_worker_are_recorded_and_removed(tmp_path):
     db = tmp_path / "r.db"
     proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
     frozen = None
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 1, proc)
         ((worker,),) = query(db, "SELECT worker_pid FROM runs")
         stubs = stubs_of(worker, at_least=2)
@@ -171,9 +168,6 @@ def test_leftovers_of_a_killed_worker_are_recorded_and_removed(tmp_path):
         for victim in [psutil.Process(worker), *stubs[1:]]:
             victim.kill()
         assert proc.wait(timeout=120) == 2
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     kinds = dict(query(db, "SELECT kind, count(*) FROM events GROUP BY kind"))
     assert kinds.get("leftover_stub", 0) >= 1
     assert kinds.get("leftover_shm", 0) >= 1
@@ -218,13 +212,10 @@ load = 4
 def test_ctrl_c_stops_after_the_iteration_and_keeps_data(tmp_path):
     db = tmp_path / "r.db"
     proc = start_soak("smoke", "--iterations", "60", "--db", str(db), log=tmp_path / "log")
-    try:
+    with reaped(proc):
         wait_for_iterations(db, 1, proc)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert code in (1, 3)  # interrupted: a leak would still be a leak, else inconclusive
     ((status, done),) = query(db, "SELECT status, iterations_done FROM runs")
     assert status == "interrupted"

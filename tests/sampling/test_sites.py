@@ -85,14 +85,39 @@ def test_attribute_is_refused_where_memray_cannot_run(monkeypatch, tmp_path):
 
 
 # -- a leak inside Triton's own API, in this process ----------------------------------------------
+def _metadata_message(server) -> ctypes.c_void_p:
+    """A message TRITONSERVER_ServerMetadata returns: the caller owns it and must delete it."""
+    from soak.triton.server import _lib, check
+
+    message = ctypes.c_void_p()
+    check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
+    return message
+
+
 def leak_server_metadata(server, times: int) -> None:
-    """Test-only: TRITONSERVER_ServerMetadata returns a message the caller owns; never delete
-    it (soak's Server.metadata does)."""
+    """Test-only: never delete the message (soak's Server.metadata does). It calls Triton
+    itself, so that the stack's Python frame is this function."""
     from soak.triton.server import _lib, check
 
     for _ in range(times):
         message = ctypes.c_void_p()
         check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
+
+
+def trace_quiet_points(server, capture: Path, iterations: int, between) -> dict:
+    """Trace `iterations` rounds of `between(server, iteration)`, each followed by a quiet
+    point held MIN_QUIET_S as the supervisor holds one; returns the quiet windows."""
+    windows = {}
+    tracker = sites.start_tracker(capture)
+    try:
+        for iteration in range(iterations):
+            between(server, iteration)
+            began = time.time()
+            time.sleep(sites.MIN_QUIET_S)
+            windows[iteration] = (began, time.time())
+    finally:
+        sites.stop_tracker(tracker)
+    return windows
 
 
 def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_function(
@@ -101,20 +126,14 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
     from soak.triton.server import Server, ServerOptions
     from soak.workload.repos import write_repositories
 
+    def between(server, _iteration):
+        leak_server_metadata(server, 8)
+        server.metadata()  # the same call, deleted: must not grow
+
     common, _ = write_repositories(tmp_path / "models", 0)
     capture = tmp_path / sites.CAPTURE_FILE
-    windows = {}
     with Server(ServerOptions((common,), runtime.backends_dir)) as server:
-        tracker = sites.start_tracker(capture)
-        try:
-            for iteration in range(12):
-                leak_server_metadata(server, 8)
-                server.metadata()  # the same call, deleted: must not grow
-                began = time.time()
-                time.sleep(sites.MIN_QUIET_S)
-                windows[iteration] = (began, time.time())
-        finally:
-            sites.stop_tracker(tracker)
+        windows = trace_quiet_points(server, capture, 12, between)
     result = sites.read_sites(capture, windows, depth=8, top=20)
     assert result.iterations == list(range(12))
     from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
@@ -137,39 +156,30 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
     assert top.thread == "python" and top.python_frame.function == "leak_server_metadata"
 
 
-def _metadata_message(server) -> ctypes.c_void_p:
-    from soak.triton.server import _lib, check
-
-    message = ctypes.c_void_p()
-    check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
-    return message
-
-
 def test_an_allocation_held_at_one_quiet_point_is_in_the_total_but_in_no_site(runtime, tmp_path):
     """A temporary that straddles one quiet point is no trend: only records held at
     MIN_HELD_POINTS quiet points or more are keyed on sites; the total counts everything."""
     from soak.triton.server import Server, ServerOptions, _lib
     from soak.workload.repos import write_repositories
 
+    messages = {}
+
+    def between(server, iteration):
+        if iteration == 1:
+            messages["held"] = _metadata_message(server)  # held to the end: a site
+        if iteration == 3:
+            messages["once"] = _metadata_message(server)  # held at quiet point 3 only
+        if iteration == 4:
+            _lib().TRITONSERVER_MessageDelete(messages.pop("once"))
+
     common, _ = write_repositories(tmp_path / "models", 0)
     capture = tmp_path / sites.CAPTURE_FILE
-    windows = {}
     with Server(ServerOptions((common,), runtime.backends_dir)) as server:
-        tracker = sites.start_tracker(capture)
         try:
-            for iteration in range(6):
-                if iteration == 1:
-                    held = _metadata_message(server)  # held to the end: a site
-                if iteration == 3:
-                    once = _metadata_message(server)  # held at quiet point 3 only
-                if iteration == 4:
-                    _lib().TRITONSERVER_MessageDelete(once)
-                began = time.time()
-                time.sleep(sites.MIN_QUIET_S)
-                windows[iteration] = (began, time.time())
+            windows = trace_quiet_points(server, capture, 6, between)
         finally:
-            sites.stop_tracker(tracker)
-            _lib().TRITONSERVER_MessageDelete(held)
+            for message in messages.values():
+                _lib().TRITONSERVER_MessageDelete(message)
     result = sites.read_sites(capture, windows, depth=8, top=50)
     assert result.iterations == list(range(6))
     # The message and its JSON string: sites of their own, reached through the same call.
