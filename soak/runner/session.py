@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
-from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
+from soak.runner.supervisor import Supervisor
+from soak.runner.views import IterationView, PhaseView, RunOutcome
 from soak.store import Store
 
 if TYPE_CHECKING:  # Ray is optional: soak.runner.ray_cells is imported only for a run on it
