@@ -267,10 +267,12 @@ class Supervisor:
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
-        servers = message.server_pids or [message.pid]  # [] means the worker itself
+        # Sample what holds the servers ([]: the worker itself); the worker is still the one
+        # killed, dumped and cleaned up after.
+        servers = message.server_pids or [message.pid]
         if servers != [watch.sampler.pid]:
             if len(servers) != 1:
-                raise SoakError(f"the worker names {len(servers)} server processes; one is sampled")
+                raise SoakError(f"the worker named server processes {servers}; one is sampled")
             watch.sampler = ProcessTreeSampler(servers[0])
         self.store.update_run(watch.run_id, triton_library=message.triton_library)
         self._current_iteration = 0
