@@ -23,13 +23,12 @@ from typing import Any
 
 import psutil
 
-from soak import __version__
 from soak.errors import SoakError, StoreError
 from soak.profile import Profile
 from soak.runner import protocol as proto
 from soak.runner import teardown
 from soak.runner.attribution import QuietWindows
-from soak.runner.views import IterationView, PhaseView, RunOutcome
+from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
 from soak.sampling.process import ProcessTreeSampler
 from soak.store import Store, event, sample_row
@@ -59,28 +58,6 @@ class _Watch:
     first_rss: int | None = None
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
-
-
-def run_columns(profile: Profile) -> dict[str, Any]:
-    """What a run row says of the profile it ran: the same for a run supervised here and for a
-    Ray cell that never got to run."""
-    run = profile.run
-    return {
-        "profile": profile.name,
-        "profile_source": profile.source,
-        "profile_text": profile.text,
-        "servers": run["servers"],
-        "iterations_planned": run["iterations"],
-        "memory_type": run["memory_type"],
-        "instance_kind": run["instance_kind"],
-        "inferences_per_model": run["inferences_per_model"],
-        "datatype": run["datatype"],
-        "scenario": run["scenario"],
-        "behaviour": run["behaviour"],
-        "error_fraction": run["error_fraction"],
-        "soak_version": __version__,
-        "config": asdict(proto.ProfileMessage.of(profile)),
-    }
 
 
 class Supervisor:

@@ -1,12 +1,18 @@
-"""What a supervised run tells its callers: a view per quiet point and per phase, and the
-run's outcome. Plain records, so that progress displays import them without the supervisor."""
+"""What a supervised run tells its callers: a view per quiet point and per phase, the run's
+outcome, and what its run row says of the profile. Plain records, so that progress displays
+and the Ray driver import them without the supervisor."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from soak import __version__
 from soak.phases import PHASES
+from soak.runner import protocol as proto
+
+if TYPE_CHECKING:
+    from soak.profile import Profile
 
 
 @dataclass
@@ -50,3 +56,25 @@ class RunOutcome:
     iterations_done: int
     failures: int
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_columns(profile: Profile) -> dict[str, Any]:
+    """What a run row says of the profile it ran: the same for a run supervised here and for a
+    Ray cell that never got to run."""
+    run = profile.run
+    return {
+        "profile": profile.name,
+        "profile_source": profile.source,
+        "profile_text": profile.text,
+        "servers": run["servers"],
+        "iterations_planned": run["iterations"],
+        "memory_type": run["memory_type"],
+        "instance_kind": run["instance_kind"],
+        "inferences_per_model": run["inferences_per_model"],
+        "datatype": run["datatype"],
+        "scenario": run["scenario"],
+        "behaviour": run["behaviour"],
+        "error_fraction": run["error_fraction"],
+        "soak_version": __version__,
+        "config": asdict(proto.ProfileMessage.of(profile)),
+    }

@@ -229,8 +229,8 @@ def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
 
     from soak import profile as profiles
     from soak.runner import protocol as proto
-    from soak.runner.supervisor import Supervisor, _Watch, run_columns
-    from soak.runner.views import RunOutcome
+    from soak.runner.supervisor import Supervisor, _Watch
+    from soak.runner.views import RunOutcome, run_columns
     from soak.sampling.process import ProcessTreeSampler
     from soak.store import Store
     from soak.triton.facts import LogReader

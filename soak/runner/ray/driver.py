@@ -28,8 +28,7 @@ from soak.runner.ray.node import (
     signal_cell,
 )
 from soak.runner.ray.placement import cell_resources, cpu_cap, on_node, unplaceable
-from soak.runner.supervisor import run_columns
-from soak.runner.views import RunOutcome
+from soak.runner.views import RunOutcome, run_columns
 from soak.store import Store, event
 from soak.units import cell_label
 
