@@ -507,6 +507,12 @@ CASES = [
         "--ray 127.0.0.1:1",
         "no Ray cluster answers there",
     ),
+    cli_case(
+        "ray-client-address-unreachable",
+        "run smoke --db {db} --ray ray://127.0.0.1:1",
+        "--ray ray://127.0.0.1:1",
+        "no Ray cluster answers there",
+    ),
     cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
     cli_case(
         "query-sites-on-an-old-database",

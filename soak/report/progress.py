@@ -9,7 +9,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from soak.runner.supervisor import IterationView, PhaseView
+from soak.runner.views import IterationView, PhaseView
 from soak.units import mib
 
 

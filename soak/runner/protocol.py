@@ -93,6 +93,9 @@ class Hello(Message):
     triton_source: str
     api_version: str
     python_version: str
+    # The processes that hold the servers, as the worker's target reports them; the supervisor
+    # samples these. [] means the worker itself (the in-process target).
+    server_pids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

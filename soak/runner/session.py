@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
-from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
+from soak.runner.supervisor import Supervisor
+from soak.runner.views import IterationView, PhaseView, RunOutcome
 from soak.store import Store
 
-if TYPE_CHECKING:  # Ray is optional: soak.runner.ray_cells is imported only for a run on it
-    from soak.runner.ray_cells import CellsProgress
+if TYPE_CHECKING:  # Ray is optional: soak.runner.ray is imported only for a run on it
+    from soak.runner.ray.driver import CellsProgress
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
     """
     check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
     if ray_address:
-        from soak.runner import ray_cells
+        from soak.runner.ray import driver
 
-        ray_cells.connect(ray_address)
-        ray_cells.check_placeable(profile)
+        driver.connect(ray_address)
+        driver.check_placeable(profile)
     elif profile.uses_gpu:
         check_machine(profile, gpu_problem(profile))
     check_attribution(profile)
@@ -146,7 +147,7 @@ def run(
     and joins the cluster).
 
     With ``ray_address`` (`auto`, `local` or an address, as given to :func:`prepare`) the cells
-    run at once as tasks on a Ray cluster (:mod:`soak.runner.ray_cells`) and are judged as they
+    run at once as tasks on a Ray cluster (:mod:`soak.runner.ray`) and are judged as they
     come home, in the order they end; ``on_cells`` then hears how many are pending, running
     (and where) and done, instead of ``on_cell``, ``on_iteration`` and ``on_phase``.
     """
@@ -186,7 +187,7 @@ def _run_on_ray(
     on_cells: Callable[[CellsProgress], None] | None,
 ) -> list[RunAnalysis]:
     """The cells as Ray tasks; the driver imports each cell's rows and judges them here."""
-    from soak.runner.ray_cells import RayMatrix
+    from soak.runner.ray.driver import RayMatrix
 
     analyses = []
 

@@ -23,63 +23,22 @@ from typing import Any
 
 import psutil
 
-from soak import __version__
 from soak.errors import SoakError, StoreError
-from soak.phases import PHASES
 from soak.profile import Profile
 from soak.runner import protocol as proto
+from soak.runner import teardown
+from soak.runner.attribution import QuietWindows
+from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
-from soak.sampling.process import ProcessTreeSampler, wait_ended
+from soak.sampling.process import ProcessTreeSampler
 from soak.store import Store, event, sample_row
+from soak.triton.facts import LogReader
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_GRACE_S = 2.0
 OBSERVE_EVERY_S = 0.1
 STARTUP_TIMEOUT_S = 120.0
-
-
-@dataclass
-class IterationView:
-    """What progress displays need after each quiet point."""
-
-    iteration: int
-    iterations: int
-    wall_s: float
-    rss_bytes: int | None
-    rss_delta_bytes: int | None
-    fds: int | None
-    threads: int | None
-    failures_total: int
-    phase_max_s: dict[str, float]
-    failures: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class PhaseView:
-    """Where an iteration stands, for a progress display between quiet points: the phase an
-    instance just entered and the phase every server of this iteration is in."""
-
-    iteration: int
-    iterations: int
-    servers: int
-    phase: str
-    phases: dict[int, str]  # instance -> the phase it is in
-
-    @property
-    def servers_done(self) -> int:
-        """Servers at the last phase of their lifecycle (delete, which takes milliseconds)."""
-        return sum(1 for p in self.phases.values() if p == PHASES[-1])
-
-
-@dataclass
-class RunOutcome:
-    run_id: int
-    status: str  # running statuses of store.RUN_STATUSES, minus the verdict
-    reason: str
-    iterations_done: int
-    failures: int
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,8 +49,8 @@ class _Watch:
     workdir: Path
     proc: subprocess.Popen
     channel: proto.Channel
-    sampler: ProcessTreeSampler
-    log_reader: _TritonLog
+    sampler: ProcessTreeSampler  # of the processes that hold the servers (Hello says which)
+    log_reader: LogReader
     outcome: RunOutcome
     started: float
     hello_deadline: float
@@ -99,28 +58,6 @@ class _Watch:
     first_rss: int | None = None
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
-
-
-def run_columns(profile: Profile) -> dict[str, Any]:
-    """What a run row says of the profile it ran: the same for a run supervised here and for a
-    Ray cell that never got to run."""
-    run = profile.run
-    return {
-        "profile": profile.name,
-        "profile_source": profile.source,
-        "profile_text": profile.text,
-        "servers": run["servers"],
-        "iterations_planned": run["iterations"],
-        "memory_type": run["memory_type"],
-        "instance_kind": run["instance_kind"],
-        "inferences_per_model": run["inferences_per_model"],
-        "datatype": run["datatype"],
-        "scenario": run["scenario"],
-        "behaviour": run["behaviour"],
-        "error_fraction": run["error_fraction"],
-        "soak_version": __version__,
-        "config": asdict(proto.ProfileMessage.of(profile)),
-    }
 
 
 class Supervisor:
@@ -157,7 +94,7 @@ class Supervisor:
             proto.Failed: self._on_failed,
             proto.Done: self._on_done,
         }
-        self._quiet_windows: dict[int, tuple[float, float]] = {}  # attribution
+        self._quiet_windows = QuietWindows(profile.attribution)
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self, by: str = "Ctrl-C") -> None:
@@ -182,7 +119,6 @@ class Supervisor:
                 **self.run_tags,
             }
         )
-        self.run_id = run_id
         try:
             with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
                 outcome = self._supervise(run_id, Path(tmp))
@@ -239,14 +175,14 @@ class Supervisor:
     def _supervise(self, run_id: int, workdir: Path) -> RunOutcome:
         proc, channel = self._start_worker(workdir)
         self.store.update_run(run_id, worker_pid=proc.pid)
-        self.sampler = ProcessTreeSampler(proc.pid)
         watch = _Watch(
             run_id=run_id,
             workdir=workdir,
             proc=proc,
             channel=channel,
-            sampler=self.sampler,
-            log_reader=_TritonLog(workdir / "triton.log"),
+            # The worker until its Hello names the processes that hold the servers.
+            sampler=ProcessTreeSampler(proc.pid),
+            log_reader=LogReader(workdir / "triton.log"),
             outcome=RunOutcome(run_id, "running", "", 0, 0),
             started=time.time(),
             hello_deadline=time.monotonic() + STARTUP_TIMEOUT_S,
@@ -257,7 +193,7 @@ class Supervisor:
         # quiet points must still be known, or its leftovers could not be attributed.
         sampling_thread = threading.Thread(
             target=self._interval_loop,
-            args=(watch.sampler, interval, stopper, watch.started),
+            args=(watch, interval, stopper),
             daemon=True,
         )
         sampling_thread.start()
@@ -273,7 +209,7 @@ class Supervisor:
     def _step(self, watch: _Watch) -> bool:
         """Handle one message, or wait a little for one; True when the run has ended."""
         if self.kill_requested:
-            self._kill_tree(watch.proc)
+            teardown.kill_tree(watch.proc)
             watch.outcome.status = "interrupted"
             watch.outcome.reason = f"stopped at once (second {self.stopped_by})"
             return True
@@ -285,29 +221,36 @@ class Supervisor:
 
     def _wait(self, watch: _Watch) -> bool:
         """Wait up to 0.25 s for input; meanwhile check deadlines and that the worker lives."""
-        proc, channel, outcome = watch.proc, watch.channel, watch.outcome
+        channel = watch.channel
         ready, _, _ = select.select([channel], [], [], 0.25)
         if ready:
             if not channel.feed():
-                outcome.status, outcome.reason = self._worker_ended(proc, watch.workdir, outcome)
+                self._worker_ended(watch)
                 return True
             return False
         now = time.monotonic()
         expired = [(d, p, it, inst) for inst, (d, p, it) in watch.deadlines.items() if d < now]
         if expired:
             _, phase, it, inst = expired[0]
-            self._hang(proc, watch.workdir, outcome, it, inst, phase)
+            self._hang(watch, it, inst, phase)
             return True
         if not watch.got_hello and now > watch.hello_deadline:
-            self._hang(proc, watch.workdir, outcome, None, None, "startup")
+            self._hang(watch, None, None, "startup")
             return True
-        if proc.poll() is not None and not select.select([channel], [], [], 0)[0]:
-            outcome.status, outcome.reason = self._worker_ended(proc, watch.workdir, outcome)
+        if watch.proc.poll() is not None and not select.select([channel], [], [], 0)[0]:
+            self._worker_ended(watch)
             return True
         return False
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
+        # Sample what holds the servers ([]: the worker itself); the worker is still the one
+        # killed, dumped and cleaned up after.
+        servers = message.server_pids or [message.pid]
+        if servers != [watch.sampler.pid]:
+            if len(servers) != 1:
+                raise SoakError(f"the worker named server processes {servers}; one is sampled")
+            watch.sampler = ProcessTreeSampler(servers[0])
         self.store.update_run(watch.run_id, triton_library=message.triton_library)
         self._current_iteration = 0
         self._iteration_running.set()
@@ -350,7 +293,7 @@ class Supervisor:
             self.on_iteration(view)
         stop = self.stop_requested
         self._current_iteration = message.iteration + 1
-        self._hold_quiet(message.iteration, quiet_began)
+        self._quiet_windows.hold(message.iteration, quiet_began)
         self._iteration_running.set()
         watch.channel.send(proto.Continue(stop=stop))
         if stop:
@@ -361,14 +304,7 @@ class Supervisor:
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:
-        self._hang(
-            watch.proc,
-            watch.workdir,
-            watch.outcome,
-            message.iteration,
-            message.instance,
-            message.phase,
-        )
+        self._hang(watch, message.iteration, message.instance, message.phase)
         return True
 
     def _on_failed(self, watch: _Watch, message: proto.Failed) -> bool:
@@ -403,10 +339,10 @@ class Supervisor:
 
     def _teardown(self, watch: _Watch) -> None:
         """Whatever ended the run: end the worker's tree, store what is left, remove leftovers."""
-        self._kill_tree(watch.proc)
+        teardown.kill_tree(watch.proc)
         watch.channel.close()
         # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
-        self._record(watch.run_id, watch.log_reader.events(None), tolerant=True)
+        self._record(watch.run_id, _log_events(watch.log_reader, None), tolerant=True)
         with self._interval_lock:
             unsaved, self._interval_samples = self._interval_samples, []
         if unsaved:  # taken during the iteration that crashed or hung: what led up to it
@@ -414,43 +350,9 @@ class Supervisor:
                 self.store.add_samples(watch.run_id, unsaved)
             except SoakError as exc:
                 log.warning("interval samples of the last iteration not stored: %s", exc)
-        self._cleanup_leftovers(watch.run_id, watch.sampler)
-        self._store_sites(watch.run_id, watch.workdir)
-
-    # -- attribution (soak.sampling.sites) --------------------------------------------------
-    def _hold_quiet(self, iteration: int, began: float) -> None:
-        """With attribution on, keep the quiet point open long enough for memray to write a
-        memory record inside it, and remember when it was quiet."""
-        if not self.profile.attribution.get("enabled"):
-            return
-        from soak.sampling.sites import MIN_QUIET_S
-
-        time.sleep(max(0.0, began + MIN_QUIET_S - time.time()))
-        self._quiet_windows[iteration] = (began, time.time())
-
-    def _store_sites(self, run_id: int, workdir: Path) -> None:
-        """Read the worker's memray capture into the sites tables; a failure is an event."""
-        from soak.sampling import sites
-
-        capture = workdir / sites.CAPTURE_FILE
-        if not self.profile.attribution.get("enabled") or not capture.exists():
-            return
-        cfg = self.profile.attribution
-        try:
-            started = time.monotonic()
-            result = sites.read_sites(
-                capture, self._quiet_windows, cfg["stack_depth"], cfg["top_sites"]
-            )
-            site_rows, sample_rows = result.rows()
-            self.store.write_sites(run_id, site_rows, sample_rows)
-            message = (
-                f"{len(result.sites)} allocation site(s) over {len(result.iterations)} quiet "
-                f"point(s) from {result.capture_bytes} bytes of memray capture, read in "
-                f"{time.monotonic() - started:.1f} s"
-            )
-        except Exception as exc:  # noqa: BLE001 - a torn capture (crash, hang) costs the sites only
-            message = f"allocation sites not read: {type(exc).__name__}: {exc}"
-        self._record(run_id, [event("attribution", message)], tolerant=True)
+        self._record(watch.run_id, teardown.cleanup_leftovers(watch.sampler), tolerant=True)
+        sites = self._quiet_windows.store_sites(self.store, watch.run_id, watch.workdir)
+        self._record(watch.run_id, sites, tolerant=True)
 
     # -- quiet point ------------------------------------------------------------------------
     def _quiet_point(self, watch: _Watch, message: proto.Quiet) -> IterationView:
@@ -468,7 +370,7 @@ class Supervisor:
             event("failure", f["message"], message.iteration, f["instance"], f["phase"])
             for f in message.failures
         ]
-        events += watch.log_reader.events(message.iteration)
+        events += _log_events(watch.log_reader, message.iteration)
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
         self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
         if message.triton_version and outcome.iterations_done == 0:
@@ -488,13 +390,12 @@ class Supervisor:
             failures=message.failures,
         )
 
-    def _interval_loop(
-        self, sampler, interval: float, stopper: threading.Event, started: float
-    ) -> None:
+    def _interval_loop(self, watch: _Watch, interval: float, stopper: threading.Event) -> None:
         """Interval samples when asked for; otherwise only observe new stubs every 100 ms."""
         while not stopper.wait(interval or OBSERVE_EVERY_S):
             if not self._iteration_running.is_set():
                 continue
+            sampler = watch.sampler
             try:
                 if not interval:
                     sampler.observe()
@@ -503,7 +404,7 @@ class Supervisor:
             except (psutil.Error, SoakError):
                 continue
             row = sample_row(
-                "interval", self._current_iteration, self._current_phase, started, sample
+                "interval", self._current_iteration, self._current_phase, watch.started, sample
             )
             with self._interval_lock:
                 self._interval_samples.append(row)
@@ -518,15 +419,14 @@ class Supervisor:
                 raise
             log.warning("run %d: %d event(s) not stored: %s", run_id, len(events), exc)
 
-    def _worker_ended(
-        self, proc: subprocess.Popen, workdir: Path, outcome: RunOutcome
-    ) -> tuple[str, str]:
+    def _worker_ended(self, watch: _Watch) -> None:
+        proc, outcome = watch.proc, watch.outcome
         try:
             code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._kill_tree(proc)
+            teardown.kill_tree(proc)
             code = proc.wait()
-        tail = _tail(workdir / "worker.log")
+        tail = teardown.tail(watch.workdir / "worker.log")
         if code < 0:
             name = signal.Signals(-code).name
             reason = f"worker killed by {name} after {outcome.iterations_done} iteration(s)"
@@ -537,19 +437,17 @@ class Supervisor:
             )
             kind = "crash"
         self._record(
-            self.run_id,
+            watch.run_id,
             [event(kind, reason + ("\n--- worker output ---\n" + tail if tail else ""))],
         )
-        return "crashed", reason
+        outcome.status, outcome.reason = "crashed", reason
 
-    def _hang(
-        self, proc, workdir: Path, outcome: RunOutcome, iteration, instance, phase: str
-    ) -> None:
-        stacks = self._dump_stacks(proc, workdir)
+    def _hang(self, watch: _Watch, iteration: int | None, instance: int | None, phase: str) -> None:
+        stacks = teardown.dump_stacks(watch.proc, watch.workdir)
         try:
             # While the worker still lives: attribute every region it holds, so that what the
             # kill leaves behind is known to be this run's and can be removed.
-            self.sampler.sample()
+            watch.sampler.sample()
         except (psutil.Error, SoakError):
             pass
         what = f"phase {phase}" + (
@@ -557,7 +455,7 @@ class Supervisor:
         )
         reason = f"{what} exceeded its timeout in iteration {(iteration or 0) + 1}; worker killed"
         self._record(
-            self.run_id,
+            watch.run_id,
             [
                 event("hang", reason, iteration, instance, phase),
                 event(
@@ -569,105 +467,10 @@ class Supervisor:
                 ),
             ],
         )
-        self._kill_tree(proc)
-        outcome.status, outcome.reason = "hung", reason
-
-    @staticmethod
-    def _dump_stacks(proc: subprocess.Popen, workdir: Path) -> str:
-        path = workdir / proto.STACKS_FILE
-        try:
-            before = path.stat().st_size if path.exists() else 0
-            os.kill(proc.pid, signal.SIGUSR1)
-        except (OSError, ProcessLookupError):
-            return ""
-        deadline = time.monotonic() + 3
-        text = ""
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            try:
-                text = path.read_text(errors="replace")[before:]
-            except OSError:
-                text = ""
-            if text and "File" in text and time.monotonic() > deadline - 2.4:
-                break
-        return text
-
-    @staticmethod
-    def _kill_tree(proc: subprocess.Popen) -> None:
-        if proc.poll() is not None:
-            return
-        try:
-            root = psutil.Process(proc.pid)
-            victims = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            victims = []
-        for p in victims:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        wait_ended(victims, timeout_s=10)  # not reaped: Popen reads the worker's status
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def _cleanup_leftovers(self, run_id: int, sampler: ProcessTreeSampler) -> None:
-        """Stubs and regions that outlived the worker are findings: record, then remove them."""
-        deadline = time.monotonic() + 3
-        left = sampler.leftovers()
-        # Stubs notice a dead parent within about a second; give them that chance first.
-        while left.stub_pids and time.monotonic() < deadline:
-            time.sleep(0.2)
-            left = sampler.leftovers()
-        events = [
-            event("leftover_stub", f"stub process {pid} outlived the worker")
-            for pid in left.stub_pids
-        ]
-        events += [
-            event("leftover_shm", f"shared-memory region {p} outlived the worker")
-            for p in left.shm_paths
-        ]
-        if events:
-            removed = sampler.cleanup(left)
-            events.append(
-                event(
-                    "cleanup",
-                    f"removed {len(removed.stub_pids)} stub process(es) and "
-                    f"{len(removed.shm_paths)} shm region(s)",
-                )
-            )
-        self._record(run_id, events, tolerant=True)
+        teardown.kill_tree(watch.proc)
+        watch.outcome.status, watch.outcome.reason = "hung", reason
 
 
-class _TritonLog:
-    """Turns new warning and error lines of Triton's log file into events."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def events(self, iteration: int | None) -> list[dict[str, Any]]:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        out = []
-        for raw in data[:end].splitlines():
-            line = raw.decode(errors="replace")
-            if line[:1] in ("W", "E"):
-                kind = "triton_warning" if line[0] == "W" else "triton_error"
-                out.append(event(kind, line.strip(), iteration))
-        return out
-
-
-def _tail(path: Path, limit: int = 12000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode(errors="replace").strip()
+def _log_events(reader: LogReader, iteration: int | None) -> list[dict[str, Any]]:
+    """Triton's new warning and error lines as events of the iteration they came in."""
+    return [event(line.kind, line.text, iteration) for line in reader.new_lines()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,8 @@ from soak.judging import purpose_of, rules_for, site_rule_for, verdict_note, ver
 from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
+from soak.triton.facts import EVENT_KINDS as TRITON_EVENT_KINDS
+from soak.triton.facts import log_message as triton_message
 from soak.units import finite
 
 #: Messages shown per event kind in ``soak show`` (stack dumps are always shown in full).
@@ -42,7 +43,7 @@ _EVENT_ORDER = (
 _FULL_EVENT_KINDS = {"stack_dump", "crash", "signal", "hang", "error"}
 
 
-_TRITON_KINDS = {"triton_warning", "triton_error"}
+_TRITON_KINDS = set(TRITON_EVENT_KINDS.values())
 
 
 @dataclass(frozen=True)
@@ -166,13 +167,6 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
         growth_started_at=row.get("growth_started_at"),
         reason=row.get("reason") or "",
     )
-
-
-def triton_message(message: str) -> str:
-    """A Triton log line without its glog prefix ('W1125 14:03:22.123 42 file.cc:7] '), so
-    the same warning from different times and threads counts as one."""
-    head, sep, rest = message.partition("] ")
-    return rest.strip() if sep and re.match(r"^[WEIF]\d{4} ", head) else message.strip()
 
 
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:

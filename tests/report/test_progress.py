@@ -8,7 +8,7 @@ import re
 from rich.console import Console
 
 from soak.report.progress import BarProgress, PlainProgress
-from soak.runner.supervisor import IterationView, PhaseView
+from soak.runner.views import IterationView, PhaseView
 
 
 def view(i: int, failures: list | None = None) -> IterationView:

@@ -19,6 +19,7 @@ from soak.runner import protocol as proto
         ),
         proto.Continue(stop=True),
         proto.Hello(1, "/lib.so", "wheel", "1.34", "3.11.7"),
+        proto.Hello(1, "/lib.so", "wheel", "1.34", "3.11.7", server_pids=[41, 42]),
         proto.Phase(3, 1, "load", 60.0),
         proto.Quiet(
             0, 1.5, 2, 4, 40, {"load": 0.4}, {"load": 0.3}, [], "2.51.0", {"gc_objects": 5}
@@ -86,3 +87,9 @@ def test_end_of_stream_is_none():
         assert channel.receive() is None
     finally:
         channel.close()
+
+
+def test_a_hello_that_names_no_server_process_means_the_worker_itself():
+    line = b'{"kind": "hello", "pid": 7, "triton_library": "l", "triton_source": "wheel", '
+    line += b'"api_version": "1.34", "python_version": "3.11.7"}'
+    assert proto.decode(line).server_pids == []

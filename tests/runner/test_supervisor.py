@@ -222,3 +222,40 @@ def test_ctrl_c_stops_after_the_iteration_and_keeps_data(tmp_path):
     assert 1 <= done < 60
     assert query(db, "SELECT count(*) FROM samples WHERE kind='quiet'")[0][0] == done
     assert "stopping after this iteration" in (tmp_path / "log").read_text()
+
+
+def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
+    from dataclasses import replace
+
+    from soak import profile as profiles
+    from soak.runner import protocol as proto
+    from soak.runner.supervisor import Supervisor, _Watch
+    from soak.runner.views import RunOutcome, run_columns
+    from soak.sampling.process import ProcessTreeSampler
+    from soak.store import Store
+    from soak.triton.facts import LogReader
+
+    prof = profiles.load("smoke")
+    store = Store(tmp_path / "r.db")
+    run_id = store.create_run(run_columns(prof))
+    supervisor = Supervisor(prof, store)
+    worker = subprocess.Popen(["sleep", "30"])
+    server = subprocess.Popen(["sleep", "30"])
+    try:
+        watch = _Watch(
+            run_id, tmp_path, worker, None, ProcessTreeSampler(worker.pid),
+            LogReader(tmp_path / "triton.log"), RunOutcome(run_id, "running", "", 0, 0),
+            time.time(), time.monotonic() + 60,
+        )  # fmt: skip
+        hello = proto.Hello(worker.pid, "/lib.so", "wheel", "1.34", "3.11.7")
+        first = watch.sampler
+        supervisor._on_hello(watch, hello)  # names no server process: the worker itself
+        assert watch.sampler is first and watch.sampler.pid == worker.pid
+        supervisor._on_hello(watch, replace(hello, server_pids=[server.pid]))
+        assert watch.sampler.pid == server.pid and watch.proc is worker
+    finally:
+        supervisor.gpu.close()
+        store.close()
+        for proc in (worker, server):
+            proc.kill()
+            proc.wait()

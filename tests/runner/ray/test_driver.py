@@ -1,4 +1,5 @@
-"""Matrix cells on Ray: a local two-node cluster (ray.cluster_utils) runs real cells.
+"""The driver of a Ray matrix: joining (and refusing) a cluster, progress, Ctrl-C; on a local
+two-node cluster (ray.cluster_utils) it runs real cells.
 
 Run alone with `pytest -m ray`. The cluster is started once per module: its start-up (~8 s on
 the 2-core CI VM) is the largest cost here.
@@ -15,29 +16,20 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
 from soak import profile as profiles
 from soak.errors import ExitCode
-from soak.runner import ray_cells, session
-from soak.runner.ray_cells import (
-    MATRIX_ENV,
-    CellsProgress,
-    CellState,
-    NodeTag,
-    RayMatrix,
-    cell_environment,
-    cell_resources,
-    cpu_cap,
-    on_node,
-    unplaceable,
-)
+from soak.runner import session
+from soak.runner.ray.driver import CellsProgress, CellState, RayMatrix
+from soak.runner.ray.node import MATRIX_ENV, NodeTag
 from soak.store import Store
 from tests.conftest import shm_regions, stub_processes
 from tests.e2e import query
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MiB = 2**20
 SHORT = "iterations = {n}\nwarmup = 1\nservers = 1\ninferences_per_model = 2\n"
 
@@ -49,45 +41,6 @@ def _profile(tmp_path: Path, text: str, name: str = "grid") -> profiles.Profile:
 
 
 # -- without a cluster ------------------------------------------------------------------------
-def test_resources_follow_the_cell(tmp_path):
-    prof = _profile(
-        tmp_path,
-        "[ray]\nresources = {gpu_h100 = 1}\n"
-        '[matrix]\nservers = [1, 4]\nmemory_type = ["system", "gpu"]\n',
-    )
-    opts = {(c.run["servers"], c.run["memory_type"]): cell_resources(c, 2.0) for c in prof.cells()}
-    assert opts[(1, "system")] == {"num_cpus": 1.0, "num_gpus": 0, "resources": {"gpu_h100": 1}}
-    assert opts[(4, "system")]["num_cpus"] == 2.0  # capped at the largest node
-    assert opts[(4, "gpu")]["num_gpus"] == 1
-    assert cell_resources(prof.cells()[1], 0.0)["num_cpus"] == 1.0
-
-
-def test_cpu_cells_see_no_gpu_and_gpu_cells_count_in_pci_order():
-    cpu = cell_environment({"PATH": "/bin"}, uses_gpu=False, matrix_id="m")
-    assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu[MATRIX_ENV] == "m"
-    gpu = cell_environment({"CUDA_VISIBLE_DEVICES": "1"}, uses_gpu=True, matrix_id="m")
-    assert gpu["CUDA_VISIBLE_DEVICES"] == "1" and gpu["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-
-
-def test_a_cell_no_node_can_take_is_named(tmp_path):
-    prof = _profile(tmp_path, '[ray]\nresources = {gpu_h100 = 1}\n[matrix]\ndatatype = ["fp32"]\n')
-    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}]
-    assert "gpu_h100=1" in unplaceable(prof.cells(), nodes)
-    assert "datatype=fp32" in unplaceable(prof.cells(), nodes)
-    nodes.append({"Alive": True, "Resources": {"CPU": 1.0, "gpu_h100": 1.0}})
-    assert unplaceable(prof.cells(), nodes) is None
-    assert cpu_cap(prof.cells()[0], nodes) == 1.0  # the node with the resource, not the largest
-    nodes[1]["Alive"] = False
-    assert unplaceable(prof.cells(), nodes) is not None
-
-
-def test_a_gpu_cell_runs_on_device_0_of_what_ray_gave_it(tmp_path):
-    prof = _profile(tmp_path, 'gpu_device = 1\n[matrix]\nmemory_type = ["system", "gpu"]\n')
-    cpu, gpu = prof.cells()
-    assert on_node(cpu).run["gpu_device"] == 1  # no GPU there: left as written
-    assert on_node(gpu).run["gpu_device"] == 0  # Ray's CUDA_VISIBLE_DEVICES holds its one GPU
-
-
 def test_ctrl_c_reaches_the_matrix_through_the_sessions_stopper(tmp_path):
     matrix = RayMatrix(_profile(tmp_path, SHORT.format(n=2)), Store(tmp_path / "r.db"))
     stopper = session.Stopper()
@@ -120,6 +73,22 @@ def test_ray_missing_is_refused_with_the_install_line(tmp_path, monkeypatch):
         "soak: error: --ray needs Ray, which is not installed here; install it with: "
         "pip install 'soak[ray]'"
     ]
+    assert not db.exists()
+
+
+def test_a_ray_client_address_that_answers_nothing_is_refused_at_once(tmp_path):
+    pytest.importorskip("ray")
+    from soak.cli import main
+
+    db = tmp_path / "r.db"
+    started = time.monotonic()
+    argv = ["run", "smoke", "--db", str(db), "--ray", "ray://127.0.0.1:1"]
+    result = CliRunner().invoke(main, argv)
+    took = time.monotonic() - started
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("soak: error: --ray ray://127.0.0.1:1: no Ray cluster answers there")
+    assert took < 10, f"refused after {took:.1f} s"  # Ray's client alone retries for 30 s
     assert not db.exists()
 
 
@@ -314,7 +283,7 @@ def test_ctrl_c_cancels_the_cells_and_leaves_nothing_behind(cluster, tmp_path, p
     if presses == 1:  # stopped after an iteration: its rows came home
         assert all(o.iterations_done >= 1 for o in result)
     _nothing_left(*before)
-    assert not [p.pid for p in ray_cells.psutil.process_iter() if _marked(p, MATRIX_ENV)]
+    assert not [p.pid for p in psutil.process_iter() if _marked(p, MATRIX_ENV)]
 
 
 def _marked(proc, key: str) -> bool:

@@ -1,0 +1,56 @@
+"""What soak knows of Triton's conventions, stated once: here, the format of its log lines.
+
+Plain Python, no C API: the supervisor, the triage and a remote target import it without
+loading libtritonserver (nor does importing it load the binding: see soak/triton/__init__.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Triton logs through glog: 'W1125 14:03:22.123456 42 file.cc:7] text', the first letter the
+#: severity (Info, Warning, Error, Fatal), then month and day, time, thread id, source line.
+_GLOG_HEAD = re.compile(r"^[WEIF]\d{4} ")
+#: The severities soak stores as events, and the event kind each becomes.
+EVENT_KINDS = {"W": "triton_warning", "E": "triton_error"}
+
+
+def log_message(line: str) -> str:
+    """A Triton log line without its glog prefix ('W1125 14:03:22.123 42 file.cc:7] '), so
+    the same warning from different times and threads counts as one."""
+    head, sep, rest = line.partition("] ")
+    return rest.strip() if sep and _GLOG_HEAD.match(head) else line.strip()
+
+
+@dataclass(frozen=True)
+class LogLine:
+    kind: str  # one of EVENT_KINDS' values
+    text: str  # the whole line, prefix included, stripped
+
+
+class LogReader:
+    """The warning and error lines Triton has added to its log file since the last read;
+    a line still being written is left for the next read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[LogLine]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for raw in data[:end].splitlines():
+            line = raw.decode(errors="replace")
+            kind = EVENT_KINDS.get(line[:1])
+            if kind:
+                out.append(LogLine(kind, line.strip()))
+        return out
