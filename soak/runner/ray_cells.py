@@ -34,7 +34,7 @@ from typing import Any
 import psutil
 
 from soak.errors import SoakError
-from soak.profile import Profile
+from soak.profile.loading import Profile
 from soak.runner.supervisor import RunOutcome, run_columns
 from soak.store import Store, event, export_run, open_readonly
 

@@ -26,7 +26,7 @@ import psutil
 from soak import __version__
 from soak.errors import SoakError, StoreError
 from soak.phases import PHASES
-from soak.profile import Profile
+from soak.profile.loading import Profile
 from soak.runner import protocol as proto
 from soak.sampling.gpu import GpuSampler
 from soak.sampling.process import ProcessTreeSampler, wait_ended
