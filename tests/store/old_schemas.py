@@ -267,12 +267,26 @@ def value_for(column: str, kind: type, k: int) -> Any:
 
 
 def full_row(columns: dict[str, type], k: int, **fixed: Any) -> dict[str, Any]:
-    return {**{c: value_for(c, t, k) for c, t in columns.items()}, **fixed}
+    row = {c: WORDS.get(c, value_for(c, t, k)) for c, t in columns.items()}
+    return {**row, **fixed}
+
+
+#: Run columns other code parses (JSON, TOML) or reads as one of a few words, as soak wrote them.
+JSON_RUN = {
+    "profile_text": "servers = 1\niterations = 2\nwarmup = 0\n",
+    "cell": "{}",
+    "config": '{"run": {"iterations": 2, "warmup": 0}}',
+    "verdict": "pass",
+    "memory_type": "system",
+    "instance_kind": "cpu",
+    "datatype": "int32",
+}
+WORDS = {"scenario": "servers", "behaviour": "correct", "phase": "load"}
 
 
 def fill(db: sqlite_utils.Database, schema: OldSchema) -> None:
     """One finished run of two iterations, every column of every table given a value."""
-    run = full_row(schema.runs, 0, id=1, profile="old", status="passed")
+    run = full_row(schema.runs, 0, id=1, profile="old", status="passed", **JSON_RUN)
     db["runs"].insert(run)
     for i in range(2):
         db["iterations"].insert(full_row(schema.iterations, i, run_id=1, iteration=i))
@@ -283,11 +297,21 @@ def fill(db: sqlite_utils.Database, schema: OldSchema) -> None:
         heap = {"type_name": str, "count": int, "increase": int}
         db["heap_types"].insert(full_row(heap, i, run_id=1, iteration=i))
         ev = {"t": float, "kind": str, "instance": int, "phase": str, "message": str}
-        db["events"].insert(full_row(ev, i, id=i + 1, run_id=1, iteration=i))
+        db["events"].insert(full_row(ev, i, id=i + 1, run_id=1, iteration=i, kind="failure"))
         if schema.sites is not None:
             db["site_samples"].insert(full_row(SITE_SAMPLES, i, run_id=1, site_id=1, iteration=i))
     finding = {c: t for c, t in db["findings"].columns_dict.items()}
-    db["findings"].insert(full_row(finding, 0, run_id=1, metric="rss_bytes", slopes_per_unit="{}"))
+    db["findings"].insert(
+        full_row(
+            finding,
+            0,
+            run_id=1,
+            metric="rss_bytes",
+            kind="memory",
+            verdict="pass",
+            slopes_per_unit="{}",
+        )
+    )
     if schema.sites is not None:
         db["sites"].insert(full_row(schema.sites, 0, run_id=1, site_id=1, frames="[]"))
 
