@@ -20,7 +20,9 @@ BUSY_TIMEOUT_S = 30.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _connect(path: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
+def connect(path: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
+    """Writable, read-only (mode=ro) or immutable; waits up to BUSY_TIMEOUT_S on a lock, as two
+    runs may share one database."""
     if immutable:
         # Never writes, never locks, never creates -wal/-shm: what a folder we cannot write
         # allows (CI artifacts, another user's results). It does not see what a live writer
@@ -93,7 +95,7 @@ def _open_existing(path: Path) -> tuple[sqlite3.Connection, int | None]:
     for immutable in modes:
         conn = None
         try:
-            conn = _connect(path, readonly=True, immutable=immutable)
+            conn = connect(path, readonly=True, immutable=immutable)
             conn.execute("PRAGMA query_only = ON")
             return conn, _schema_version(conn, path)
         except sqlite3.OperationalError as exc:

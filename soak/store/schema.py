@@ -245,7 +245,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     one transaction, so a database is migrated whole or not at all."""
     for name, table in TABLES.items():
         if db[name].exists():
-            add_missing_columns(db, name, table.columns)
+            _add_missing_columns(db, name, table.columns)
             continue
         db[name].create(
             table.columns,
@@ -258,7 +258,7 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
 
-def add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
     """Columns added after a database was made: old rows read NULL there (unknown), which the
     analysis treats as no count."""
     have = db[table].columns_dict

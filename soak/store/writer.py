@@ -17,7 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from soak.errors import StoreError
-from soak.store.files import _connect, check_writable_target
+from soak.store.files import check_writable_target, connect
 from soak.store.schema import ensure_schema
 
 
@@ -39,7 +39,7 @@ class Store:
             raise StoreError(f"{parent}: cannot create: {exc.strerror}") from exc
         check_writable_target(self.path)
         try:
-            self.conn = _connect(self.path, readonly=False)
+            self.conn = connect(self.path, readonly=False)
             self.db = sqlite_utils.Database(self.conn)
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
