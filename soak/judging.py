@@ -8,8 +8,7 @@ this module never sees Triton. Thresholds come from the profile text stored with
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from soak.analysis.sites import SiteFinding, SiteRule, judge_sites, site_notes
 from soak.analysis.verdict import Finding, MetricRule, judge, overall
 from soak.errors import ExitCode, SoakError
 from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
-from soak.units import plain
+from soak.store.rows import finding_row
 
 EXIT_OF_VERDICT = {
     "pass": ExitCode.PASSED,
@@ -160,14 +159,6 @@ def reanalyze(path: str | Path, run_id: int | None = None) -> RunAnalysis:
         return analyze_and_store(store, rid)
     finally:
         store.close()
-
-
-def finding_row(f: Finding) -> dict[str, Any]:
-    """A finding as a findings row: NaN and infinities as NULL, per-unit slopes as JSON."""
-    row = plain(asdict(f))
-    row["slopes_per_unit"] = json.dumps(row["slopes_per_unit"])
-    row["analyzed_at"] = time.time()
-    return row
 
 
 # -- allocation sites (attribution) ---------------------------------------------------------

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from soak.profile import MATRIX_KEYS
+from soak.profile.schema import MATRIX_KEYS
 from soak.triage.compare import SIGNIFICANCE_RULE, Comparison, SlopeSide, is_run_spec
 from soak.units import cell_label, human
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from soak.profile import MATRIX_KEYS
+from soak.profile.schema import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE
 from soak.triage.canned import CANNED, CannedQuery
 from soak.triage.lookup import local_time

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from soak.analysis.sites import SiteFinding
-from soak.profile import MATRIX_KEYS
+from soak.profile.schema import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE, findings_table
 from soak.triage.lookup import local_time, parse_cell, run_duration
 from soak.triage.show import RunDetail, finding_from_row, site_finding_from_row

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from soak.errors import ProfileError
 from soak.judging import RunAnalysis, analyze_and_store
-from soak.profile import Profile, check_machine
+from soak.profile.loading import Profile, flag_name
 from soak.runner.supervisor import Supervisor
 from soak.runner.views import IterationView, PhaseView, RunOutcome
 from soak.store import Store
@@ -47,6 +47,32 @@ def gpu_problem(profile: Profile | None = None) -> str | None:
     return cuda.problem
 
 
+def check_gpu_settings(profile: Profile, gpu_problem: str | None) -> None:
+    """The profile's GPU settings (memory_type `pinned` or `gpu`, instance_kind `gpu`,
+    inject.gpu_bytes_per_server > 0) on a machine without a usable GPU (``gpu_problem`` says
+    why; None: a GPU answers) are a profile error, raised before any run row. The error names
+    each such setting as it was given (file key, matrix axis or flag)."""
+    if gpu_problem is None or not profile.uses_gpu:
+        return
+    settings = []
+    for key in ("memory_type", "instance_kind"):
+        values = {profile.run[key], *profile.matrix.get(key, ())}
+        bad = sorted(v for v in values if v in ("gpu", "pinned"))
+        if bad and key in profile.overrides:
+            settings.append(f"{flag_name(key)} {profile.overrides[key]}")
+        elif bad:
+            label = f"matrix.{key}" if key in profile.matrix else key
+            settings.append(f"{label} = {', '.join(bad)}")
+    if profile.inject.get("gpu_bytes_per_server", 0) > 0:
+        settings.append(f"inject.gpu_bytes_per_server = {profile.inject['gpu_bytes_per_server']}")
+    problem = " ".join(gpu_problem.split())
+    raise ProfileError(
+        f"{profile.source}: {'; '.join(settings)} needs an NVIDIA GPU, but {problem}; "
+        "allowed on this machine: memory_type = 'system', instance_kind = 'cpu', "
+        "inject.gpu_bytes_per_server = 0"
+    )
+
+
 def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) -> Store:
     """Everything that can be refused is refused here, before a run row exists.
 
@@ -61,7 +87,7 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
         driver.connect(ray_address)
         driver.check_placeable(profile)
     elif profile.uses_gpu:
-        check_machine(profile, gpu_problem(profile))
+        check_gpu_settings(profile, gpu_problem(profile))
     check_attribution(profile)
     return Store(db)
 

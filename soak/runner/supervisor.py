@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from soak.errors import SoakError, StoreError
-from soak.profile import Profile
+from soak.profile.loading import Profile
 from soak.runner import protocol as proto
 from soak.runner import teardown
 from soak.runner.attribution import QuietWindows

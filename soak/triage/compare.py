@@ -17,7 +17,7 @@ from soak.analysis.compare import MIN_POINTS, slope_after
 from soak.analysis.verdict import judge
 from soak.errors import StoreError
 from soak.judging import rules_for
-from soak.profile import MATRIX_KEYS
+from soak.profile.schema import MATRIX_KEYS
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
 from soak.units import cell_label, finite

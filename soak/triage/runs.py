@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
-from soak.profile import MATRIX_KEYS
+from soak.profile.schema import MATRIX_KEYS
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, run_duration
 from soak.units import cell_label, finite, human

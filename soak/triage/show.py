@@ -12,9 +12,9 @@ import numpy as np
 import sqlite_utils
 
 from soak.analysis.sites import SiteFinding, judge_sites, site_notes
-from soak.analysis.verdict import Finding
 from soak.judging import purpose_of, rules_for, site_rule_for, verdict_note, verdict_rank
 from soak.store import PHASES, load_site_series, run_row
+from soak.store.rows import finding_from_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
 from soak.triton.facts import EVENT_KINDS as TRITON_EVENT_KINDS
@@ -135,38 +135,6 @@ def _units(text: Any) -> dict[str, float | None]:
     except (TypeError, ValueError):
         return {}
     return {str(k): finite(v) for k, v in value.items()}
-
-
-def finding_from_row(row: Mapping[str, Any]) -> Finding:
-    """A stored findings row as the :class:`Finding` the analysis produced (NULL -> NaN)."""
-    nan = math.nan
-
-    def num(key: str) -> float:
-        value = finite(row.get(key))
-        return nan if value is None else value
-
-    return Finding(
-        metric=row["metric"],
-        kind=row.get("kind") or "memory",
-        verdict=row.get("verdict") or "no_data",
-        slope=num("slope"),
-        slope_low=num("slope_low"),
-        slope_high=num("slope_high"),
-        slopes_per_unit={
-            k: (nan if v is None else v) for k, v in _units(row.get("slopes_per_unit")).items()
-        },
-        p_value=num("p_value"),
-        tau=num("tau"),
-        n_used=int(row.get("n_used") or 0),
-        warmup_cut=int(row.get("warmup_cut") or 0),
-        baseline=num("baseline"),
-        final=num("final"),
-        total_growth=num("total_growth"),
-        threshold=finite(row.get("threshold")),
-        growth_budget=finite(row.get("growth_budget")),
-        growth_started_at=row.get("growth_started_at"),
-        reason=row.get("reason") or "",
-    )
 
 
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:

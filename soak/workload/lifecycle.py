@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from soak.errors import SoakError
-from soak.profile import TIMEOUT_KEYS
+from soak.profile.schema import TIMEOUT_KEYS
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
 from soak.workload.models import (

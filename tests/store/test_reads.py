@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soak import store as store_module
 from soak.analysis.verdict import Series
 from soak.bench.analysis import bench_run_analysis, write_synthetic_run
 from soak.judging import analyze_run, rules_for
 from soak.store import LATER_UNITS, LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
+from soak.store import reads as store_module
 
 
 def reference_load(db, run_id: int, metrics: list[str]) -> dict[str, Series]:

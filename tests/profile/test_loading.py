@@ -1,4 +1,4 @@
-"""soak.profile on its own: defaults, shipped profiles, overrides, matrix, machine check, errors.
+"""soak.profile.loading: defaults, shipped profiles, overrides, matrix, file and TOML errors.
 
 Pure parsing and validation: no Triton, no database, no subprocess.
 """
@@ -23,42 +23,15 @@ from soak.profile import (
     SAMPLING_KEYS,
     SECTIONS,
     TIMEOUT_KEYS,
-    Key,
-    all_keys,
-    check_machine,
     default_thresholds,
-    key_reference,
     load,
     parse,
 )
+from soak.runner.session import check_gpu_settings
+from tests.profile.helpers import SOURCE, error_of
 
-SOURCE = "some/dir/p.toml"
 README = PROFILES_DIR / "README.md"
 SHIPPED = sorted(PROFILES_DIR.glob("*.toml"))
-
-
-def error_of(text: str, source: str = SOURCE) -> str:
-    with pytest.raises(ProfileError) as info:
-        parse(text, source)
-    message = str(info.value)
-    assert "\n" not in message and "\r" not in message, f"not one line: {message!r}"
-    return message
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def toml_for(qualified: str, value: object) -> str:
-    """A profile setting one key, written as a TOML table where the key is in one."""
-    parts = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m").split(".")
-    if len(parts) == 1:
-        return f"{parts[0]} = {toml_value(value)}\n"
-    return f"[{'.'.join(parts[:-1])}]\n{parts[-1]} = {toml_value(value)}\n"
 
 
 # -- defaults -------------------------------------------------------------------------------
@@ -75,12 +48,6 @@ def test_empty_profile_is_all_defaults():
     assert prof.matrix == {} and prof.cells() == [prof]
     assert prof.run["servers"] == 2 and prof.run["iterations"] == 3 and prof.run["warmup"] == 1
     assert not prof.uses_gpu
-
-
-def test_defaults_pass_their_own_validation():
-    for name, key in all_keys():
-        if not name.startswith("thresholds."):
-            assert key.check(SOURCE, key.default) == key.default, name
 
 
 def test_given_values_replace_defaults_and_ints_widen_to_floats():
@@ -116,14 +83,14 @@ def test_shipped_profile_loads_and_validates(path: Path):
     for cell in prof.cells():
         for key in RUN_KEYS:
             key.check(str(path), cell.run[key.name])
-    check_machine(prof, None)  # a machine with a GPU takes every profile
+    check_gpu_settings(prof, None)  # a machine with a GPU takes every profile
     assert load(str(path)).run == prof.run  # by path as by name
 
 
 def test_smoke_runs_on_a_machine_without_gpu():
     prof = load("smoke")
     assert not prof.uses_gpu
-    check_machine(prof, "no GPU here")
+    check_gpu_settings(prof, "no GPU here")
 
 
 # -- overrides ------------------------------------------------------------------------------
@@ -219,86 +186,6 @@ def test_bad_matrix_is_refused(text: str, expected: list[str]):
     assert message.startswith(SOURCE + ": ")
     for part in expected:
         assert part in message
-
-
-# -- the machine check ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "text, overrides, named",
-    [
-        ('memory_type = "gpu"\n', {}, "memory_type = gpu"),
-        ('memory_type = "pinned"\n', {}, "memory_type = pinned"),
-        ('instance_kind = "gpu"\n', {}, "instance_kind = gpu"),
-        ('[matrix]\nmemory_type = ["system", "gpu"]\n', {}, "matrix.memory_type = gpu"),
-        ("[inject]\ngpu_bytes_per_server = 4096\n", {}, "inject.gpu_bytes_per_server = 4096"),
-        ("", {"memory_type": "gpu"}, "--memory-type gpu"),
-    ],
-)
-def test_gpu_setting_without_gpu_names_file_setting_problem_and_what_is_allowed(
-    text, overrides, named
-):
-    prof = parse(text, SOURCE).with_overrides(**overrides)
-    assert prof.uses_gpu
-    check_machine(prof, None)  # fine where a GPU answers
-    with pytest.raises(ProfileError) as info:
-        check_machine(prof, "CUDA reports no usable device\n(cuda error 35)")
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(SOURCE + ": ")
-    assert named in message
-    assert "needs an NVIDIA GPU" in message
-    assert "CUDA reports no usable device (cuda error 35)" in message
-    assert "memory_type = 'system'" in message and "instance_kind = 'cpu'" in message
-
-
-def test_cpu_profile_passes_the_machine_check_without_gpu():
-    check_machine(parse('memory_type = "system"\ninstance_kind = "cpu"\n'), "no GPU")
-
-
-# -- error messages -------------------------------------------------------------------------
-
-
-def _wrong_type(key: Key) -> object:
-    return {str: 5, int: "x", float: "x", bool: 1, list: 5, dict: 5}[key.kind]
-
-
-@pytest.mark.parametrize("qualified, key", all_keys(), ids=[n for n, _ in all_keys()])
-def test_every_key_refuses_a_wrong_type_naming_file_key_and_type(qualified: str, key: Key):
-    label = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m")
-    message = error_of(toml_for(qualified, _wrong_type(key)))
-    assert message.startswith(SOURCE + ": ")
-    assert f"{label} must be " in message
-    if key.choices or key.low is not None:
-        assert f"allowed {key.allowed()}" in message
-
-
-BOUNDED = [(n, k) for n, k in all_keys() if k.low is not None or k.high is not None]
-
-
-@pytest.mark.parametrize("qualified, key", BOUNDED, ids=[n for n, _ in BOUNDED])
-def test_every_bounded_key_refuses_out_of_range_naming_the_range(qualified: str, key: Key):
-    label = qualified.replace("<metric>", "rss_bytes").replace("<name>", "m")
-    below = key.low - 1 if key.kind is int else key.low - 0.5
-    cases = [below] + ([key.high + 1] if key.high is not None else [])
-    for value in cases:
-        message = error_of(toml_for(qualified, value))
-        assert message.startswith(SOURCE + ": ")
-        assert f"{label} = " in message and "out of range" in message
-        assert key.allowed() in message
-    assert key.check(SOURCE, key.low) == key.low
-    if key.high is not None:
-        assert key.check(SOURCE, key.high) == key.high
-
-
-CHOICE_KEYS = [(n, k) for n, k in all_keys() if k.choices]
-
-
-@pytest.mark.parametrize("qualified, key", CHOICE_KEYS, ids=[n for n, _ in CHOICE_KEYS])
-def test_every_choice_key_lists_the_choices(qualified: str, key: Key):
-    message = error_of(toml_for(qualified, "bogus"))
-    assert f"{qualified} = 'bogus' is not allowed" in message
-    assert ", ".join(repr(c) for c in key.choices) in message
 
 
 @pytest.mark.parametrize(
@@ -412,38 +299,6 @@ def test_any_unknown_key_gives_a_one_line_error(name: str):
         return
     message = error_of(f"{_toml_key(name)} = 1\n")
     assert message.startswith(f"{SOURCE}: unknown key ")
-
-
-# -- documentation --------------------------------------------------------------------------
-
-
-def test_every_key_is_documented_in_profiles_readme():
-    text = README.read_text(encoding="utf-8")
-    for name, key in all_keys():
-        row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
-        assert row is not None, f"{name} is missing from {README}"
-        assert key.doc in row
-    for metric in default_thresholds():
-        assert f"| `{metric}` |" in text
-    for key in MATRIX_KEYS:
-        assert f"`{key}`" in text
-
-
-def test_profiles_readme_is_generated_from_the_schema():
-    assert README.read_text(encoding="utf-8") == key_reference(), (
-        "profiles/README.md is out of date; regenerate: .venv/bin/python -c "
-        "\"import soak.profile as p; open('profiles/README.md', 'w').write(p.key_reference())\""
-    )
-
-
-def test_all_keys_covers_the_schema():
-    names = {n for n, _ in all_keys()}
-    assert {k.name for k in RUN_KEYS} <= names
-    for section, keys in SECTIONS.items():
-        assert {f"{section}.{k.name}" for k in keys} <= names
-    assert profiles.THRESHOLD_KEYS and all(
-        f"thresholds.<metric>.{k.name}" in names for k in profiles.THRESHOLD_KEYS
-    )
 
 
 def test_bare_name_is_the_shipped_profile_even_when_a_local_file_shadows_it(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The results database: foreign files are never changed; read-only results stay readable."""
+"""soak.store.files: foreign files are never changed; read-only results stay readable."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from soak.errors import StoreError
-from soak.store import Store, event, export_run, open_readonly
+from soak.store import Store, open_readonly
 
 
 def _digest(path: Path) -> str:
@@ -83,40 +83,3 @@ def test_results_in_a_folder_nobody_may_write_are_readable():
         shutil.rmtree(base)
     assert proc.returncode == 0, proc.stderr
     assert '"profile": "ci-artifact"' in proc.stdout
-
-
-def test_export_import_moves_every_row_under_new_ids(tmp_path):
-    src = Store(tmp_path / "node.db")
-    run = src.create_run({"profile": "p", "status": "running"})
-    gpu = [{"device": 0, "name": "H100", "used_bytes": 5, "total_bytes": 9, "process_bytes": 1}]
-    src.write_iteration(
-        run,
-        {"iteration": 0, "wall_s": 1.0},
-        [{"iteration": 0, "kind": "quiet", "t": 1.0, "rss_bytes": 10, "gpu_devices": gpu}],
-        [{"iteration": 0, "type_name": "dict", "count": 3, "increase": 1}],
-        [event("failure", "boom", 0)],
-    )
-    dst = Store(tmp_path / "results.db")
-    dst.create_run({"profile": "other", "status": "passed"})  # ids must not collide
-    new = dst.import_run(export_run(src.db, run), {"ray_node_id": "n1", "host": "h1"})
-    assert new == 2
-    moved = export_run(dst.db, new)
-    assert moved["runs"][0]["ray_node_id"] == "n1" and moved["runs"][0]["host"] == "h1"
-    assert [s["rss_bytes"] for s in moved["samples"]] == [10]
-    assert moved["gpu_samples"][0]["sample_id"] == moved["samples"][0]["id"]
-    assert [e["message"] for e in moved["events"]] == ["boom"]
-    assert len(moved["heap_types"]) == 1 and len(moved["iterations"]) == 1
-
-
-def test_a_database_made_before_ray_cells_gets_the_node_column(tmp_path: Path):
-    path = tmp_path / "old.db"
-    Store(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE runs DROP COLUMN ray_node_id")  # as soak made it before Ray
-    conn.execute("INSERT INTO runs (profile, status, started_at) VALUES ('old', 'passed', 1.0)")
-    conn.commit()
-    conn.close()
-    store = Store(path)
-    assert "ray_node_id" in store.db["runs"].columns_dict
-    assert [r["profile"] for r in store.db.query("SELECT profile FROM runs")] == ["old"]
-    store.close()

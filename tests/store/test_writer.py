@@ -1,4 +1,5 @@
-"""The store builds its own quiet-point rows from the samplers' and the worker's plain dicts."""
+"""soak.store.writer: the store builds its own quiet-point rows from the samplers' and the worker's
+plain dicts; a run exported from one database imports into another."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from dataclasses import asdict
 
 from soak.runner.protocol import Quiet
-from soak.store import Store, sample_row
+from soak.store import Store, event, export_run, sample_row
 
 
 def test_a_quiet_point_lands_in_every_table(tmp_path):
@@ -54,3 +55,26 @@ def test_a_quiet_point_lands_in_every_table(tmp_path):
     (heap,) = store.db["heap_types"].rows
     assert (heap["type_name"], heap["count"], heap["increase"]) == ("dict", 10, 3)
     store.close()
+
+
+def test_export_import_moves_every_row_under_new_ids(tmp_path):
+    src = Store(tmp_path / "node.db")
+    run = src.create_run({"profile": "p", "status": "running"})
+    gpu = [{"device": 0, "name": "H100", "used_bytes": 5, "total_bytes": 9, "process_bytes": 1}]
+    src.write_iteration(
+        run,
+        {"iteration": 0, "wall_s": 1.0},
+        [{"iteration": 0, "kind": "quiet", "t": 1.0, "rss_bytes": 10, "gpu_devices": gpu}],
+        [{"iteration": 0, "type_name": "dict", "count": 3, "increase": 1}],
+        [event("failure", "boom", 0)],
+    )
+    dst = Store(tmp_path / "results.db")
+    dst.create_run({"profile": "other", "status": "passed"})  # ids must not collide
+    new = dst.import_run(export_run(src.db, run), {"ray_node_id": "n1", "host": "h1"})
+    assert new == 2
+    moved = export_run(dst.db, new)
+    assert moved["runs"][0]["ray_node_id"] == "n1" and moved["runs"][0]["host"] == "h1"
+    assert [s["rss_bytes"] for s in moved["samples"]] == [10]
+    assert moved["gpu_samples"][0]["sample_id"] == moved["samples"][0]["id"]
+    assert [e["message"] for e in moved["events"]] == ["boom"]
+    assert len(moved["heap_types"]) == 1 and len(moved["iterations"]) == 1

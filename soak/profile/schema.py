@@ -1,0 +1,429 @@
+"""The profile schema: every key's type, range, default and meaning, in one table per section.
+
+The table is the validation (`Key.check`), the defaults and the documentation
+(`soak.profile.reference` renders it); nothing here reads a file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from soak.analysis.verdict import MetricRule
+from soak.errors import ProfileError
+from soak.phases import PHASES
+
+MEMORY_TYPES = ("system", "pinned", "gpu")
+INSTANCE_KINDS = ("cpu", "gpu")
+DATATYPES = ("int32", "fp32")
+SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
+BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
+#: What a slope can be stated per: the unit counts stored with each iteration.
+UNITS = ("server", "model_load", "failed_load", "inference", "error")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: type
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def check(self, where: str, value: Any, label: str | None = None) -> Any:
+        """Return the value (ints widened to float where floats are wanted) or raise.
+
+        ``where`` is the file (or "" for a command-line flag), ``label`` how the key is
+        written there (``timeouts.load``, ``--servers``; default: the key's name).
+        """
+        at = f"{where}: " if where else ""
+        label = label or self.name
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.kind is int and isinstance(value, bool) or not isinstance(value, self.kind):
+            raise ProfileError(
+                f"{at}{label} must be {_type_name(self.kind)}, got {_show(value)} "
+                f"({_kind_of(value)}){self._limits()}"
+            )
+        if self.kind is float and not math.isfinite(value):
+            raise ProfileError(
+                f"{at}{label} must be a finite number, got {value!r}{self._limits()}"
+            )
+        if self.choices is not None and value not in self.choices:
+            raise ProfileError(
+                f"{at}{label} = {_show(value)} is not allowed; use one of "
+                + ", ".join(repr(c) for c in self.choices)
+            )
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise ProfileError(f"{at}{label} = {value!r} is out of range; allowed {self.allowed()}")
+        return value
+
+    def _limits(self) -> str:
+        bounded = self.choices or self.low is not None or self.high is not None
+        return f"; allowed {self.allowed()}" if bounded else ""
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.low is not None and self.high is not None:
+            return f"{_fmt(self.low)} .. {_fmt(self.high)}"
+        if self.low is not None:
+            return f">= {_fmt(self.low)}"
+        return _type_name(self.kind)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _type_name(t: type) -> str:
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(t, t.__name__)
+
+
+def _kind_of(value: Any) -> str:
+    """What a value read from TOML is, in the words of an error message."""
+    return "a boolean" if isinstance(value, bool) else _type_name(type(value))
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as it appears in an error: TOML's true/false, else repr (one line), cut when long."""
+    text = ("true" if value else "false") if isinstance(value, bool) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dotted(*parts: str) -> str:
+    """A dotted TOML key; parts that are not bare keys are quoted, so it stays one line."""
+    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else repr(p) for p in parts)
+
+
+RUN_KEYS = (
+    Key("description", str, "", "One line saying what the profile is for."),
+    Key(
+        "purpose",
+        str,
+        "leaks",
+        "`leaks`: judge leaks (too few iterations: inconclusive, exit 3). `machinery`: a "
+        "short check that the machinery works; a run that completes with every check "
+        "passing and no leak found passes (exit 0) without a leak verdict.",
+        choices=("leaks", "machinery"),
+    ),
+    Key("servers", int, 2, "Concurrent Triton servers per iteration (N).", 1, 64),
+    Key("iterations", int, 3, "Iterations to run (each: N full server lifecycles).", 1, 1_000_000),
+    Key("warmup", int, 1, "Iterations ignored by the analysis at the start.", 0, 100_000),
+    Key("memory_type", str, "system", "Where inputs and outputs live.", choices=MEMORY_TYPES),
+    Key(
+        "instance_kind",
+        str,
+        "cpu",
+        "Model instance kind (KIND_CPU or KIND_GPU).",
+        choices=INSTANCE_KINDS,
+    ),
+    Key(
+        "gpu_device",
+        int,
+        0,
+        "GPU of KIND_GPU instances (`gpus: [k]`) and GPU buffers: a CUDA index, counted "
+        "among the devices CUDA_VISIBLE_DEVICES shows.",
+        0,
+        63,
+    ),
+    Key(
+        "inferences_per_model",
+        int,
+        10,
+        "Inferences on each loaded model per lifecycle.",
+        0,
+        100_000,
+    ),
+    Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
+    Key(
+        "scenario",
+        str,
+        "servers",
+        "servers: N servers created and deleted per iteration; reload: N long-lived servers "
+        "load, infer and unload per iteration; traffic: N long-lived servers with loaded "
+        "models, a burst of inferences per iteration.",
+        choices=SCENARIOS,
+    ),
+    Key(
+        "behaviour",
+        str,
+        "correct",
+        "What the models do: correct (results checked), execute_raises / error_response "
+        "(marked requests fail; counted as expected errors), init_raises (every load fails; "
+        "servers and reload only).",
+        choices=BEHAVIOURS,
+    ),
+    Key(
+        "error_fraction",
+        float,
+        1.0,
+        "Share of requests an error behaviour fails, chosen deterministically from the seed.",
+        0.0,
+        1.0,
+    ),
+    Key(
+        "error_message_chars",
+        int,
+        100,
+        "Length of the models' error messages (a leak on an error path grows with it).",
+        20,
+        1_000_000,
+    ),
+    Key(
+        "reload_new_version",
+        bool,
+        False,
+        "reload: write version k+1 of each model before the load of iteration k.",
+    ),
+    Key(
+        "serialize_server_new_delete",
+        bool,
+        True,
+        "Take one process-wide lock around each TRITONSERVER_ServerNew and ServerDelete. "
+        "Triton 2.51 creates and destroys its process-wide pinned memory manager there without "
+        "a lock, and concurrent calls crash the process at random (README: findings); false "
+        "makes them concurrent, as in Triton's own multi-server test.",
+    ),
+    Key(
+        "triton_home",
+        str,
+        "",
+        "Triton install to use (<home>/lib/libtritonserver.so); empty: "
+        "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel.",
+    ),
+)
+TIMEOUT_KEYS = tuple(
+    Key(
+        p,
+        float,
+        {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
+        f"Seconds the {p} phase may take before the run is declared hung.",
+        0.1,
+        86_400,
+    )
+    for p in PHASES
+)
+SAMPLING_KEYS = (
+    Key(
+        "sample_interval_ms",
+        int,
+        0,
+        "Also sample every this many ms during iterations (0: off).",
+        0,
+        3_600_000,
+    ),
+    Key(
+        "objgraph_every",
+        int,
+        10,
+        "Record the top growing Python object types every K iterations (0: never).",
+        0,
+        1_000_000,
+    ),
+    Key("malloc_trim", bool, True, "Call malloc_trim(0) just before each quiet-point sample."),
+    Key(
+        "tracemalloc",
+        bool,
+        True,
+        "Trace Python allocations in the worker (slower, but shows Python heap growth).",
+    ),
+)
+INJECT_KEYS = (
+    Key(
+        "native_bytes_per_server", int, 0, "malloc'd, resident, never freed, per server.", 0, 2**34
+    ),
+    Key(
+        "unreleased_response_fraction",
+        float,
+        0.0,
+        "Share of inference responses never deleted.",
+        0.0,
+        1.0,
+    ),
+    Key("python_bytes_per_iteration", int, 0, "Python bytes kept alive per iteration.", 0, 2**34),
+    Key(
+        "fds_per_iteration",
+        int,
+        0,
+        "File descriptors opened and never closed per iteration.",
+        0,
+        1000,
+    ),
+    Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
+    Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
+    Key(
+        "gpu_bytes_per_server",
+        int,
+        0,
+        "cudaMalloc'd and never freed, per server (GPU only).",
+        0,
+        2**36,
+    ),
+)
+
+ATTRIBUTION_KEYS = (
+    Key(
+        "enabled",
+        bool,
+        False,
+        "Trace native and Python allocation sites (memray) from the end of the warm-up "
+        "(also: soak run --attribute); up to 2x slower.",
+    ),
+    Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
+    Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),
+    Key(
+        "slope_per_iteration",
+        float,
+        1024.0,
+        "A site grows when its live bytes rise faster than this per iteration (95% lower bound).",
+        0.0,
+    ),
+    Key(
+        "allocations_per_iteration",
+        float,
+        1.0,
+        "... and its live allocations by at least this many per iteration.",
+        0.0,
+    ),
+)
+
+# Metrics the verdict judges, with default rules: memory metrics by slope and growth budget,
+# counters by whether they return to their post-warm-up baseline.
+MEMORY_METRICS = {
+    "rss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "uss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "pss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "children_rss_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "shm_bytes": (0.0, 0.0),
+    "tracemalloc_bytes": (16 * 1024, 64 * 1024 * 1024),
+    "mallinfo_inuse_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "gpu_process_bytes": (256 * 1024, 256 * 1024 * 1024),
+    "gpu_used_bytes": (1024 * 1024, 512 * 1024 * 1024),
+}
+COUNTER_METRICS = ("fds", "threads", "children", "stubs_alive", "shm_regions", "gc_objects")
+COUNTER_TOLERANCE = {"gc_objects": 2000.0}
+THRESHOLD_KEYS = (
+    Key(
+        "slope_per_iteration",
+        float,
+        0.0,
+        "Memory: largest acceptable growth per iteration "
+        "(units of the metric; the slope's 95% lower bound is compared).",
+        0.0,
+    ),
+    Key(
+        "growth_budget",
+        float,
+        0.0,
+        "Total growth allowed from the post-warm-up baseline to the end (counters too).",
+        0.0,
+    ),
+    Key("tolerance", float, 0.0, "Counters: how far above baseline the end may be.", 0.0),
+    Key("enabled", bool, True, "Judge this metric at all."),
+    *(
+        Key(
+            f"slope_per_{unit}",
+            float,
+            None,
+            f"Memory: largest acceptable growth per {unit.replace('_', ' ')}; replaces "
+            "slope_per_iteration (times this unit's count per iteration) where the run has it.",
+            0.0,
+        )
+        for unit in UNITS
+    ),
+)
+MATRIX_KEYS = (
+    "servers",
+    "memory_type",
+    "instance_kind",
+    "inferences_per_model",
+    "datatype",
+    "scenario",
+    "behaviour",
+    "error_fraction",
+)
+# The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
+# to feed one of them (soak.workload.models.ModelSettings).
+MODELS_KEYS = (
+    Key(
+        "repositories",
+        list,
+        [],
+        "Model repositories of your own (paths relative to the profile file), given to every "
+        "server alongside the generated models.",
+    ),
+    Key("load", list, [], "Models of those repositories to load and infer in every lifecycle."),
+)
+MODEL_KEYS = (
+    Key(
+        "batch_size",
+        int,
+        1,
+        "Batch size of each request (models with max_batch_size > 0).",
+        1,
+        1_000_000,
+    ),
+    Key(
+        "shape",
+        dict,
+        {},
+        "Sizes of an input's dimensions, batch dimension left out: { INPUT = [4, 16] }; "
+        "required for every -1 unless input_data gives the shape.",
+    ),
+    Key(
+        "input_data",
+        str,
+        "",
+        "perf_analyzer --input-data JSON file (relative to the profile file); empty: seeded "
+        "random data.",
+    ),
+    Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
+    Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
+)
+RAY_KEYS = (
+    Key(
+        "resources",
+        dict,
+        {},
+        "With `soak run --ray`: custom Ray resources each cell asks for, to choose its nodes "
+        "(e.g. `{gpu_h100 = 1}`; numbers > 0).",
+    ),
+)
+SECTIONS = {
+    "timeouts": TIMEOUT_KEYS,
+    "sampling": SAMPLING_KEYS,
+    "inject": INJECT_KEYS,
+    "attribution": ATTRIBUTION_KEYS,
+    "ray": RAY_KEYS,
+}
+
+
+def default_thresholds() -> dict[str, MetricRule]:
+    """The rule of every judged metric when a profile says nothing about it."""
+    out = {m: MetricRule(m, "memory", s, g) for m, (s, g) in MEMORY_METRICS.items()}
+    for m in COUNTER_METRICS:
+        out[m] = MetricRule(m, "counter", None, None, COUNTER_TOLERANCE.get(m, 0.0))
+    return out
+
+
+def all_keys() -> list[tuple[str, Key]]:
+    """(qualified name, key) for documentation."""
+    out = [(k.name, k) for k in RUN_KEYS]
+    for section, keys in SECTIONS.items():
+        out += [(f"{section}.{k.name}", k) for k in keys]
+    out += [(f"models.{k.name}", k) for k in MODELS_KEYS]
+    out += [(f"model.<name>.{k.name}", k) for k in MODEL_KEYS]
+    out += [(f"thresholds.<metric>.{k.name}", k) for k in THRESHOLD_KEYS]
+    return out

@@ -1,0 +1,123 @@
+"""Rows to and from the results database: samples and events as the samplers and the
+supervisor report them, findings as the analysis produces them (NaN stored as NULL and back)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from soak.analysis.verdict import Finding
+from soak.units import finite, plain
+
+#: Columns of a quiet-point sample filled from the worker's heap sample
+#: (`soak.sampling.heap.HeapSample.as_dict`), by the heap sample's field.
+HEAP_COLUMNS = {
+    "tracemalloc_current_bytes": "tracemalloc_bytes",
+    "tracemalloc_peak_bytes": "tracemalloc_peak_bytes",
+    "gc_objects": "gc_objects",
+    "mallinfo_inuse_bytes": "mallinfo_inuse_bytes",
+    "mallinfo_free_bytes": "mallinfo_free_bytes",
+}
+
+
+def sample_row(
+    kind: str,
+    iteration: int | None,
+    phase: str | None,
+    started: float,
+    process: Mapping[str, Any],
+    heap: Mapping[str, Any] | None = None,
+    gpu: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A `samples` row from the samplers' plain dicts: ``process`` is
+    `ProcessSample.as_dict` (named as the columns), ``heap`` `HeapSample.as_dict`, ``gpu``
+    `GpuSample.as_dict` (its devices, named as the `gpu_samples` columns, become rows there);
+    ``started`` is when the run began (`elapsed_s`)."""
+    now = time.time()
+    row = {
+        "iteration": iteration,
+        "kind": kind,
+        "phase": phase,
+        "t": now,
+        "elapsed_s": now - started,
+        **process,
+    }
+    if heap is not None:
+        row.update({column: heap.get(name) for name, column in HEAP_COLUMNS.items()})
+    if gpu is not None:
+        row["gpu_process_bytes"] = gpu["process_bytes"]
+        row["gpu_used_bytes"] = gpu["device_used_bytes"]
+        row["gpu_devices"] = list(gpu["devices"])
+    return row
+
+
+def event(
+    kind: str,
+    message: str,
+    iteration: int | None = None,
+    instance: int | None = None,
+    phase: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "t": time.time(),
+        "kind": kind,
+        "message": message,
+        "iteration": iteration,
+        "instance": instance,
+        "phase": phase,
+    }
+
+
+def finding_row(f: Finding) -> dict[str, Any]:
+    """A finding as a findings row: NaN and infinities as NULL, per-unit slopes as JSON."""
+    row = plain(asdict(f))
+    row["slopes_per_unit"] = json.dumps(row["slopes_per_unit"])
+    row["analyzed_at"] = time.time()
+    return row
+
+
+def _units(text: Any) -> dict[str, float | None]:
+    """slopes_per_unit JSON (which may hold NaN, as Python writes it) as finite-or-None."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text) if isinstance(text, str) else dict(text)
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): finite(v) for k, v in value.items()}
+
+
+def finding_from_row(row: Mapping[str, Any]) -> Finding:
+    """A stored findings row as the :class:`Finding` the analysis produced (NULL -> NaN)."""
+    nan = math.nan
+
+    def num(key: str) -> float:
+        value = finite(row.get(key))
+        return nan if value is None else value
+
+    return Finding(
+        metric=row["metric"],
+        kind=row.get("kind") or "memory",
+        verdict=row.get("verdict") or "no_data",
+        slope=num("slope"),
+        slope_low=num("slope_low"),
+        slope_high=num("slope_high"),
+        slopes_per_unit={
+            k: (nan if v is None else v) for k, v in _units(row.get("slopes_per_unit")).items()
+        },
+        p_value=num("p_value"),
+        tau=num("tau"),
+        n_used=int(row.get("n_used") or 0),
+        warmup_cut=int(row.get("warmup_cut") or 0),
+        baseline=num("baseline"),
+        final=num("final"),
+        total_growth=num("total_growth"),
+        threshold=finite(row.get("threshold")),
+        growth_budget=finite(row.get("growth_budget")),
+        growth_started_at=row.get("growth_started_at"),
+        reason=row.get("reason") or "",
+    )

@@ -1,0 +1,267 @@
+"""The results database's schema, as data: every table's columns, keys and indexes, and the
+forward migration that brings a database made by an earlier soak up to it.
+
+Units are in the column names (`_bytes`, `_s`) so a query never has to guess. Every change so
+far only added tables, columns and indexes, so migrating is the same step for every table:
+create what is missing, add each missing column (old rows read NULL there: unknown, which the
+analysis treats as no count). SCHEMA_VERSION changes only with a change an older soak could not
+read; until then a database stays at 1 and every soak of version 1 reads every other's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlite_utils
+
+from soak.phases import PHASES
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = (
+    "running",
+    "passed",
+    "leaked",
+    "failed",
+    "crashed",
+    "hung",
+    "interrupted",
+    "inconclusive",
+)
+SAMPLE_COLUMNS: dict[str, type] = {
+    "rss_bytes": int,
+    "uss_bytes": int,
+    "pss_bytes": int,
+    "vms_bytes": int,
+    "fds": int,
+    "threads": int,
+    "children": int,
+    "children_rss_bytes": int,
+    "stubs_alive": int,
+    "shm_regions": int,
+    "shm_bytes": int,
+    "sample_cost_s": float,
+    "tracemalloc_bytes": int,
+    "tracemalloc_peak_bytes": int,
+    "gc_objects": int,
+    "mallinfo_inuse_bytes": int,
+    "mallinfo_free_bytes": int,
+    "gpu_process_bytes": int,
+    "gpu_used_bytes": int,
+}
+#: Iteration columns that count work units: the denominators of per-unit slopes.
+UNIT_COLUMNS = {
+    "server": "server_lifecycles",
+    "model_load": "model_loads",
+    "failed_load": "failed_loads",
+    "inference": "inferences",
+    "error": "errors",
+}
+#: Units older runs do not count (their columns came with the scenarios): NULL there.
+LATER_UNITS = ("failed_load", "error")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table as sqlite-utils creates it; ``columns`` in their order in a new database."""
+
+    columns: dict[str, type]
+    pk: str | tuple[str, ...] | None = None
+    foreign_keys: tuple[tuple[str, str, str], ...] = ()
+    not_null: frozenset[str] = field(default_factory=frozenset)
+
+
+_BY_RUN = (("run_id", "runs", "id"),)
+
+#: Every table, in creation order (a table's foreign keys name tables above it).
+TABLES: dict[str, Table] = {
+    "meta": Table({"key": str, "value": str}, pk="key"),
+    "runs": Table(
+        {
+            "id": int,
+            "profile": str,
+            "profile_source": str,
+            "profile_text": str,
+            "matrix": str,
+            "cell": str,
+            "started_at": float,
+            "ended_at": float,
+            "heartbeat_at": float,
+            "status": str,
+            "verdict": str,
+            "exit_code": int,
+            "reason": str,
+            "host": str,
+            "ray_node_id": str,
+            "cpu_count": int,
+            "gpu_name": str,
+            "gpu_driver": str,
+            "triton_version": str,
+            "triton_library": str,
+            "python_version": str,
+            "soak_version": str,
+            "servers": int,
+            "iterations_planned": int,
+            "iterations_done": int,
+            "memory_type": str,
+            "instance_kind": str,
+            "inferences_per_model": int,
+            "datatype": str,
+            "scenario": str,
+            "behaviour": str,
+            "error_fraction": float,
+            "supervisor_pid": int,
+            "worker_pid": int,
+            "config": str,
+        },
+        pk="id",
+        not_null=frozenset({"profile", "status", "started_at"}),
+    ),
+    "iterations": Table(
+        {
+            "run_id": int,
+            "iteration": int,
+            "ended_at": float,
+            "wall_s": float,
+            "server_lifecycles": int,
+            "model_loads": int,
+            "failed_loads": int,
+            "inferences": int,
+            "errors": int,
+            "failures": int,
+            **{f"{p}_{stat}_s": float for p in PHASES for stat in ("sum", "max")},
+        },
+        pk=("run_id", "iteration"),
+        foreign_keys=_BY_RUN,
+    ),
+    "samples": Table(
+        {
+            "id": int,
+            "run_id": int,
+            "iteration": int,
+            "kind": str,
+            "phase": str,
+            "t": float,
+            "elapsed_s": float,
+            **SAMPLE_COLUMNS,
+        },
+        pk="id",
+        foreign_keys=_BY_RUN,
+    ),
+    "gpu_samples": Table(
+        {
+            "sample_id": int,
+            "device": int,
+            "name": str,
+            "used_bytes": int,
+            "total_bytes": int,
+            "process_bytes": int,
+        },
+        pk=("sample_id", "device"),
+        foreign_keys=(("sample_id", "samples", "id"),),
+    ),
+    "heap_types": Table(
+        {"run_id": int, "iteration": int, "type_name": str, "count": int, "increase": int},
+        foreign_keys=_BY_RUN,
+    ),
+    "events": Table(
+        {
+            "id": int,
+            "run_id": int,
+            "iteration": int,
+            "t": float,
+            "kind": str,
+            "instance": int,
+            "phase": str,
+            "message": str,
+        },
+        pk="id",
+        foreign_keys=_BY_RUN,
+    ),
+    "findings": Table(
+        {
+            "run_id": int,
+            "metric": str,
+            "kind": str,
+            "verdict": str,
+            "slope": float,
+            "slope_low": float,
+            "slope_high": float,
+            "p_value": float,
+            "tau": float,
+            "n_used": int,
+            "warmup_cut": int,
+            "baseline": float,
+            "final": float,
+            "total_growth": float,
+            "threshold": float,
+            "growth_budget": float,
+            "growth_started_at": int,
+            "slopes_per_unit": str,
+            "reason": str,
+            "analyzed_at": float,
+        },
+        pk=("run_id", "metric"),
+        foreign_keys=_BY_RUN,
+    ),
+    # Allocation sites (attribution, soak.sampling.sites): one row per kept site of a run;
+    # site_samples: live bytes and allocations of each site at each quiet point after the
+    # warm-up. site_id 0 is the sum over every tracked allocation.
+    "sites": Table(
+        {
+            "run_id": int,
+            "site_id": int,
+            "stack_key": str,
+            "stack_text": str,
+            "frames": str,
+            "summary": str,
+            "python_frame": str,
+            "soak_call": str,
+            "phase": str,
+            "thread": str,
+        },
+        pk=("run_id", "site_id"),
+        foreign_keys=_BY_RUN,
+    ),
+    "site_samples": Table(
+        {"run_id": int, "iteration": int, "site_id": int, "live_bytes": int, "live_count": int},
+        pk=("run_id", "site_id", "iteration"),
+        foreign_keys=_BY_RUN,
+    ),
+}
+#: (table, columns) of every index.
+INDEXES = (
+    ("samples", ("run_id", "kind", "iteration")),
+    ("events", ("run_id", "kind")),
+    ("heap_types", ("run_id", "iteration")),
+    ("runs", ("profile", "started_at")),
+    ("runs", ("status",)),
+    ("findings", ("metric", "verdict")),
+)
+
+
+def ensure_schema(db: sqlite_utils.Database) -> None:
+    """Make ``db`` hold today's schema, whatever earlier soak made it: every missing table and
+    index created, every missing column added; then record the schema version. Call it inside
+    one transaction, so a database is migrated whole or not at all."""
+    for name, table in TABLES.items():
+        if db[name].exists():
+            _add_missing_columns(db, name, table.columns)
+            continue
+        db[name].create(
+            table.columns,
+            pk=table.pk,
+            foreign_keys=list(table.foreign_keys),
+            not_null=set(table.not_null),
+        )
+    for name, columns in INDEXES:
+        db[name].create_index(list(columns), if_not_exists=True)
+    db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:
+    """Columns added after a database was made: old rows read NULL there (unknown), which the
+    analysis treats as no count."""
+    have = db[table].columns_dict
+    for name, kind in columns.items():
+        if name not in have:
+            db[table].add_column(name, kind)
