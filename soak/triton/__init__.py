@@ -2,24 +2,29 @@
 
 `setup()` finds and loads the core, assembles the python backend folder of a run and sets
 the environment its stub processes inherit. Call it once per process, before any Server.
+
+The names below are imported when first used: `soak.triton.facts` must import without the
+C API (the supervisor reads it and never hosts Triton).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from soak.triton import backends, capi
-from soak.triton.memory import MemoryType, require
-from soak.triton.server import (
-    InferenceTimeout,
-    Output,
-    Runtime,
-    Server,
-    ServerOptions,
-    TritonError,
-    kept_response_count,
-)
+if TYPE_CHECKING:
+    from soak.triton.memory import MemoryType
+    from soak.triton.server import (
+        InferenceTimeout,
+        Output,
+        Runtime,
+        Server,
+        ServerOptions,
+        TritonError,
+        kept_response_count,
+    )
 
 __all__ = [
     "InferenceTimeout",
@@ -34,11 +39,37 @@ __all__ = [
     "setup",
 ]
 
+_HOMES = {
+    "MemoryType": "soak.triton.memory",
+    **dict.fromkeys(
+        (
+            "InferenceTimeout",
+            "Output",
+            "Runtime",
+            "Server",
+            "ServerOptions",
+            "TritonError",
+            "kept_response_count",
+        ),
+        "soak.triton.server",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'soak.triton' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
 
 def setup(
     workdir: Path, home: str | os.PathLike | None = None, stub: Path | None = None
 ) -> Runtime:
     """Locate and load libtritonserver, build `<workdir>/backends`, export the stub environment."""
+    from soak.triton import backends, capi
+    from soak.triton.server import Runtime
+
     install = capi.locate(home)
     backend = backends.assemble(install, Path(workdir) / "backends", stub=stub)
     loaded = capi.load(install)
@@ -50,4 +81,6 @@ def require_memory(
     memory_type: MemoryType, runtime: Runtime | None = None, device: int = 0
 ) -> None:
     """Refuse pinned/GPU memory where CUDA is absent (or lacks `device`), before any server."""
+    from soak.triton.memory import require
+
     require(memory_type, runtime.install.library_dir if runtime else None, device)
