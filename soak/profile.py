@@ -24,7 +24,7 @@ else:  # pragma: no cover
 
 from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
-from soak.phases import PHASES
+from soak.phases import PHASE_TIMEOUTS_S, PHASES
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 MEMORY_TYPES = ("system", "pinned", "gpu")
@@ -220,7 +220,7 @@ TIMEOUT_KEYS = tuple(
     Key(
         p,
         float,
-        {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
+        PHASE_TIMEOUTS_S[p],
         f"Seconds the {p} phase may take before the run is declared hung.",
         0.1,
         86_400,

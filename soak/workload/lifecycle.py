@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from soak.errors import SoakError
-from soak.profile import TIMEOUT_KEYS
+from soak.phases import PHASE_TIMEOUTS_S
 from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
 from soak.workload import inject
 from soak.workload.models import (
@@ -47,23 +47,20 @@ log = logging.getLogger(__name__)
 _DTYPES = {"int32": np.int32, "fp32": np.float32}
 
 
-_DEFAULT_S = {key.name: key.default for key in TIMEOUT_KEYS}
-
-
 @dataclass(frozen=True)
 class PhaseTimeouts:
     """Seconds each phase may take before the run is declared hung; the defaults are the
-    profile's (`soak.profile.TIMEOUT_KEYS`), so a profile that says nothing gets these."""
+    profile's too (`soak.phases.PHASE_TIMEOUTS_S`), so a profile that says nothing gets these."""
 
-    server_new: float = _DEFAULT_S["server_new"]
-    wait_ready: float = _DEFAULT_S["wait_ready"]
-    load: float = _DEFAULT_S["load"]
-    infer: float = _DEFAULT_S["infer"]
-    statistics: float = _DEFAULT_S["statistics"]
-    unload: float = _DEFAULT_S["unload"]
-    isolation: float = _DEFAULT_S["isolation"]
-    stop: float = _DEFAULT_S["stop"]
-    delete: float = _DEFAULT_S["delete"]
+    server_new: float = PHASE_TIMEOUTS_S["server_new"]
+    wait_ready: float = PHASE_TIMEOUTS_S["wait_ready"]
+    load: float = PHASE_TIMEOUTS_S["load"]
+    infer: float = PHASE_TIMEOUTS_S["infer"]
+    statistics: float = PHASE_TIMEOUTS_S["statistics"]
+    unload: float = PHASE_TIMEOUTS_S["unload"]
+    isolation: float = PHASE_TIMEOUTS_S["isolation"]
+    stop: float = PHASE_TIMEOUTS_S["stop"]
+    delete: float = PHASE_TIMEOUTS_S["delete"]
 
     def of(self, phase: str) -> float:
         return float(getattr(self, phase))
