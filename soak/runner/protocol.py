@@ -93,6 +93,7 @@ class Hello(Message):
     triton_source: str
     api_version: str
     python_version: str
+    server_pids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
