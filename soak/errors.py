@@ -35,6 +35,20 @@ class StoreError(SoakError):
     """The results database cannot be opened, written or queried as asked."""
 
 
+class ServerError(SoakError):
+    """A server refused or failed a call, with the server's own error code name and message;
+    the workload catches this whatever kind of server it drives (soak.target)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ServerTimeout(ServerError):
+    """No answer within the timeout; the call may still be running inside the server."""
+
+
 class EnvironmentProblem(SoakError):
     """The machine lacks something a run needs (library, stub, GPU); says what to install."""
 

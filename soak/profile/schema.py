@@ -13,7 +13,7 @@ from typing import Any
 
 from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
-from soak.phases import PHASES
+from soak.phases import PHASE_TIMEOUTS_S, PHASES
 
 MEMORY_TYPES = ("system", "pinned", "gpu")
 INSTANCE_KINDS = ("cpu", "gpu")
@@ -208,7 +208,7 @@ TIMEOUT_KEYS = tuple(
     Key(
         p,
         float,
-        {"load": 60.0, "unload": 60.0, "stop": 60.0, "delete": 60.0}.get(p, 30.0),
+        PHASE_TIMEOUTS_S[p],
         f"Seconds the {p} phase may take before the run is declared hung.",
         0.1,
         86_400,

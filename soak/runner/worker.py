@@ -1,4 +1,5 @@
-"""The worker process: hosts Triton, runs the iterations, waits at each quiet point.
+"""The worker process: drives the servers (hosting them, in-process), runs the iterations,
+waits at each quiet point.
 
 It speaks only the protocol of `soak.runner.protocol`, writes nothing to the database and
 never decides anything; a crash or hang here costs the run its worker, never its data.
@@ -36,7 +37,7 @@ from soak.runner.protocol import (
 )
 
 if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
-    from soak.triton import Runtime
+    from soak.target.interface import ServerTarget, TargetInfo
     from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
     from soak.workload.lifecycle import PhaseObserver
     from soak.workload.models import UserModels
@@ -84,7 +85,8 @@ def trigger_fault(
 
 
 def workload_config(profile: ProfileMessage) -> WorkloadConfig:
-    from soak.triton import MemoryType
+    from soak.target import make_target
+    from soak.target.interface import MemoryType
     from soak.workload.inject import Injection
     from soak.workload.iteration import WorkloadConfig
     from soak.workload.lifecycle import PhaseTimeouts
@@ -105,7 +107,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         error_fraction=profile.run["error_fraction"],
         error_message_chars=profile.run["error_message_chars"],
         reload_new_version=profile.run["reload_new_version"],
-        serialize_new_delete=profile.run["serialize_server_new_delete"],
+        target=make_target(profile),
     )
 
 
@@ -132,26 +134,37 @@ def user_models(profile: ProfileMessage) -> UserModels:
 
 def prepare(
     profile: ProfileMessage, workdir: Path, observer: PhaseObserver, stub: Path | None
-) -> tuple[Runtime, Workload]:
-    """Set up once (library, backend folder, repositories); then one call per iteration.
+) -> tuple[TargetInfo, Workload]:
+    """Set up once (the target's environment, repositories); then one call per iteration.
 
     Raises SoakError when the machine cannot run the profile (nothing has run yet).
     """
-    from soak.triton import MemoryType, require_memory, setup
+    from soak.target.interface import MemoryType
     from soak.workload.models import preflight
     from soak.workload.scenarios import make_workload
 
     config = workload_config(profile)
-    runtime = setup(workdir, profile.run["triton_home"] or None, stub=stub)
-    device = config.gpu_device
-    require_memory(config.memory_type, runtime, device)
+    memory = [config.memory_type]
     if config.instance_kind == "gpu" or config.injection.gpu_bytes_per_server:
-        require_memory(MemoryType.GPU, runtime, device)
+        memory.append(MemoryType.GPU)
+    info = config.target.prepare(workdir, memory, config.gpu_device, stub)
     triton_log = workdir / "triton.log"
     if config.user_models.models:  # one clear line now rather than N failures later
-        preflight(config.user_models, runtime.backends_dir, triton_log)
-    workload = make_workload(config, workdir, runtime.backends_dir, triton_log, observer)
-    return runtime, workload
+        preflight(config.user_models, info.backends_dir, triton_log, target=config.target)
+    workload = make_workload(config, workdir, info.backends_dir, triton_log, observer)
+    return info, workload
+
+
+def hello_message(info: TargetInfo, target: ServerTarget) -> Hello:
+    """Which Triton the worker prepared, who the client is, and which processes are servers."""
+    return Hello(
+        target.client_pid(),
+        info.triton_library,
+        info.triton_source,
+        info.api_version,
+        sys.version.split()[0],
+        server_pids=target.server_pids(),
+    )
 
 
 def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
@@ -201,21 +214,13 @@ def serve(channel: Channel) -> int:
     from soak.sampling.heap import HeapSampler
 
     try:
-        runtime, workload = prepare(
+        info, workload = prepare(
             profile, workdir, observer, Path(start.stub) if start.stub else None
         )
     except SoakError as exc:
         send(Failed(str(exc), setup=True))
         return 2
-    send(
-        Hello(
-            os.getpid(),
-            str(runtime.install.library),
-            runtime.install.source,
-            ".".join(map(str, runtime.api_version)),
-            sys.version.split()[0],
-        )
-    )
+    send(hello_message(info, workload.config.target))
     sampling = profile.sampling
     heap = HeapSampler(sampling["objgraph_every"], sampling["malloc_trim"])
     if sampling["tracemalloc"]:

@@ -19,12 +19,9 @@ from pathlib import Path
 import psutil
 
 from soak.errors import SoakError
-from soak.triton.backends import STUB_EXECUTABLE
+from soak.triton.facts import REGION_PREFIX, STUB_EXECUTABLE
 
 log = logging.getLogger(__name__)
-
-REGION_PREFIX = "triton_python_backend_shm_region_"
-"""Default ``shm-region-prefix-name`` of the python backend; a region is this plus a uuid."""
 
 _COMM_LEN = 15  # the kernel truncates a process name (comm) to 15 characters
 _FOREIGN_AFTER_S = 2.0  # an unknown region younger than this may still be being set up by us

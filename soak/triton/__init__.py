@@ -2,8 +2,9 @@
 
 `setup()` finds and loads the core, assembles the python backend folder of a run and sets
 the environment its stub processes inherit. Call it once per process, before any Server.
-The names below load the C API binding only when first used, so that `soak.triton.facts`
-(Triton's formats and conventions) imports without it.
+
+The names below are imported when first used: `soak.triton.facts` must import without the
+C API (the supervisor reads it and never hosts Triton).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from soak.triton.memory import MemoryType
@@ -24,17 +25,6 @@ if TYPE_CHECKING:
         TritonError,
         kept_response_count,
     )
-
-_LAZY = {
-    "InferenceTimeout": "soak.triton.server",
-    "MemoryType": "soak.triton.memory",
-    "Output": "soak.triton.server",
-    "Runtime": "soak.triton.server",
-    "Server": "soak.triton.server",
-    "ServerOptions": "soak.triton.server",
-    "TritonError": "soak.triton.server",
-    "kept_response_count": "soak.triton.server",
-}
 
 __all__ = [
     "InferenceTimeout",
@@ -49,14 +39,28 @@ __all__ = [
     "setup",
 ]
 
+_HOMES = {
+    "MemoryType": "soak.triton.memory",
+    **dict.fromkeys(
+        (
+            "InferenceTimeout",
+            "Output",
+            "Runtime",
+            "Server",
+            "ServerOptions",
+            "TritonError",
+            "kept_response_count",
+        ),
+        "soak.triton.server",
+    ),
+}
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'soak.triton' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
 
 
 def setup(

@@ -16,11 +16,9 @@ from pathlib import Path
 
 from soak.errors import EnvironmentProblem
 from soak.triton.capi import TritonInstall
+from soak.triton.facts import STUB_EXECUTABLE
 
 log = logging.getLogger(__name__)
-
-STUB_EXECUTABLE = "triton_python_backend_stub"
-"""File name of the python backend's stub executable: one process per model instance."""
 
 
 @dataclass(frozen=True)

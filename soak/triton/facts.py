@@ -1,7 +1,9 @@
-"""What soak knows of Triton's conventions, stated once: here, the format of its log lines.
+"""What soak knows of Triton outside the C API, stated once: executable and region names,
+messages it matches, model states, and the format of Triton's log lines.
 
-Plain Python, no C API: the supervisor, the triage and a remote target import it without
-loading libtritonserver (nor does importing it load the binding: see soak/triton/__init__.py).
+Plain Python, no C API: the supervisor (which samples Triton's processes but never hosts
+Triton), the triage and a remote target import it without loading libtritonserver or the
+ctypes prototypes (see soak/triton/__init__.py).
 """
 
 from __future__ import annotations
@@ -9,6 +11,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+STUB_EXECUTABLE = "triton_python_backend_stub"
+"""File name of the python backend's stub executable: one process per model instance."""
+
+REGION_PREFIX = "triton_python_backend_shm_region_"
+"""Default ``shm-region-prefix-name`` of the python backend; a region is this plus a uuid."""
+
+EXIT_TIMEOUT_EXPIRED = "Exit timeout expired"
+"""In the error of a server stop that gave up waiting for models still in use."""
+
+BUSY_MODEL_STATES = ("READY", "UNLOADING", "LOADING")
+"""Model index states of a model that is not yet fully unloaded."""
 
 #: Triton logs through glog: 'W1125 14:03:22.123456 42 file.cc:7] text', the first letter the
 #: severity (Info, Warning, Error, Fatal), then month and day, time, thread id, source line.

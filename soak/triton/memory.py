@@ -13,11 +13,11 @@ import glob
 import logging
 import threading
 from ctypes import c_int, c_size_t, c_void_p
-from enum import Enum
 from pathlib import Path
 
 from soak import libc
 from soak.errors import EnvironmentProblem, SoakError
+from soak.target.interface import MemoryType
 from soak.triton import capi
 from soak.triton.capi import MEMORY_CPU, MEMORY_CPU_PINNED, MEMORY_GPU
 
@@ -26,18 +26,21 @@ log = logging.getLogger(__name__)
 _MEMCPY_H2D, _MEMCPY_D2H = 1, 2
 
 
-class MemoryType(str, Enum):
-    SYSTEM = "system"
-    PINNED = "pinned"
-    GPU = "gpu"
+_CODES = {
+    MemoryType.SYSTEM: MEMORY_CPU,
+    MemoryType.PINNED: MEMORY_CPU_PINNED,
+    MemoryType.GPU: MEMORY_GPU,
+}
+_TYPES = {code: memory_type for memory_type, code in _CODES.items()}
 
-    @property
-    def triton(self) -> int:
-        return {"system": MEMORY_CPU, "pinned": MEMORY_CPU_PINNED, "gpu": MEMORY_GPU}[self.value]
 
-    @classmethod
-    def from_triton(cls, code: int) -> MemoryType:
-        return {MEMORY_CPU: cls.SYSTEM, MEMORY_CPU_PINNED: cls.PINNED, MEMORY_GPU: cls.GPU}[code]
+def triton_code(memory_type: MemoryType) -> int:
+    """The TRITONSERVER_MemoryType of a memory type."""
+    return _CODES[memory_type]
+
+
+def from_triton(code: int) -> MemoryType:
+    return _TYPES[code]
 
 
 class CudaError(SoakError):

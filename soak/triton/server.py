@@ -22,24 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from soak.errors import SoakError
+from soak.errors import ServerError, ServerTimeout
+from soak.target.interface import MemoryType, Output
 from soak.triton import capi, tensors
 from soak.triton import memory as mem
-from soak.triton.memory import MemoryType
 
 log = logging.getLogger(__name__)
 
 
-class TritonError(SoakError):
+class TritonError(ServerError):
     """A TRITONSERVER_Error, with Triton's own code name and message."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
-
-class InferenceTimeout(TritonError):
+class InferenceTimeout(TritonError, ServerTimeout):
     """No final response (or no request release) within the timeout."""
 
 
@@ -93,16 +88,6 @@ class ServerOptions:
     min_compute_capability: float | None = None
     pinned_pool_bytes: int | None = None
     serialize_new_delete: bool = True  # see _NEW_DELETE
-
-
-@dataclass
-class Output:
-    """One output tensor copied out of a response; BYTES as an object array of bytes, BF16 as
-    its raw bits (uint16)."""
-
-    array: np.ndarray
-    memory_type: MemoryType
-    datatype: str = ""
 
 
 class _Inference:
@@ -160,7 +145,7 @@ class _Callbacks:
             wanted = inf.memory_type if inf is not None else MemoryType.SYSTEM
             device = inf.device if inf is not None and wanted is MemoryType.GPU else 0
             buf_userp[0] = None
-            actual[0] = wanted.triton
+            actual[0] = mem.triton_code(wanted)
             actual_id[0] = device
             buf[0] = mem.allocate(wanted, size, device) if size else None
             return None
@@ -170,7 +155,7 @@ class _Callbacks:
     def _release_buffer(self, _alloc, buf, _buf_userp, _size, mtype, _mtid):
         try:
             if buf:
-                mem.release(MemoryType.from_triton(mtype), buf)
+                mem.release(mem.from_triton(mtype), buf)
             return None
         except Exception as exc:
             return self._error(f"soak release: {exc}")
@@ -236,7 +221,7 @@ class _Callbacks:
             output_name = name.value.decode()
             datatype = capi.DATATYPE_NAMES.get(dtype.value, str(dtype.value))
             dims_list = [shape[i] for i in range(dims.value)]
-            actual = MemoryType.from_triton(mtype.value)
+            actual = mem.from_triton(mtype.value)
             try:
                 out = _copy_output(actual, base.value, size.value, datatype, dims_list)
             except tensors.DatatypeError as exc:
@@ -526,7 +511,12 @@ class Server:
                     mem.copy_in(memory_type, ptr, data.ctypes.data, data.nbytes)
                 check(
                     lib.TRITONSERVER_InferenceRequestAppendInputData(
-                        request, name.encode(), ptr, data.nbytes, memory_type.triton, device_id
+                        request,
+                        name.encode(),
+                        ptr,
+                        data.nbytes,
+                        mem.triton_code(memory_type),
+                        device_id,
                     )
                 )
             for name in outputs:

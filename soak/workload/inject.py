@@ -12,8 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from soak import libc
-from soak.triton import MemoryType
-from soak.triton import memory as triton_memory
+from soak.target.interface import MemoryType
 
 _native: list[int] = []
 _python: list[bytearray] = []
@@ -50,7 +49,10 @@ def leak_native(size: int) -> None:
 
 
 def leak_gpu(size: int, device: int = 0) -> None:
+    """cudaMalloc through libcudart next to libtritonserver (an in-process server's leak)."""
     if size > 0:
+        from soak.triton import memory as triton_memory
+
         ptr = triton_memory.allocate(MemoryType.GPU, size, device)
         with _lock:
             _native.append(ptr)

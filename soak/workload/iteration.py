@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soak.phases import PHASES
-from soak.triton import MemoryType
+from soak.target import default_target
+from soak.target.interface import MemoryType, ServerTarget
 from soak.workload import inject
 from soak.workload.lifecycle import (
     Failure,
@@ -55,7 +56,7 @@ class WorkloadConfig:
     error_fraction: float = 1.0
     error_message_chars: int = DEFAULT_MESSAGE_CHARS
     reload_new_version: bool = False
-    serialize_new_delete: bool = True  # soak.triton.server._NEW_DELETE
+    target: ServerTarget = field(default_factory=default_target)  # soak.target.make_target
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Workload:
             user_models=self.config.user_models,
             behaviour=self.config.behaviour,
             error_fraction=self.config.error_fraction,
-            serialize_new_delete=self.config.serialize_new_delete,
+            target=self.config.target,
         )
 
     def run_iteration(self, index: int) -> IterationRecord:

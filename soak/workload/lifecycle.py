@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from soak.errors import SoakError
-from soak.profile.schema import TIMEOUT_KEYS
-from soak.triton import InferenceTimeout, MemoryType, Server, ServerOptions, TritonError
+from soak.errors import ServerError, ServerTimeout, SoakError
+from soak.phases import PHASE_TIMEOUTS_S
+from soak.target import default_target
+from soak.target.interface import MemoryType, ModelServer, ServerSpec, ServerTarget
+from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload import inject
 from soak.workload.models import (
     ModelPlan,
@@ -31,7 +33,7 @@ from soak.workload.models import (
     exercise,
     plan_on,
 )
-from soak.workload.polling import pauses
+from soak.workload.polling import pauses, wait_unloaded
 from soak.workload.repos import (
     COMMON_MODEL,
     ERROR_BEHAVIOURS,
@@ -47,23 +49,20 @@ log = logging.getLogger(__name__)
 _DTYPES = {"int32": np.int32, "fp32": np.float32}
 
 
-_DEFAULT_S = {key.name: key.default for key in TIMEOUT_KEYS}
-
-
 @dataclass(frozen=True)
 class PhaseTimeouts:
     """Seconds each phase may take before the run is declared hung; the defaults are the
-    profile's (`soak.profile.TIMEOUT_KEYS`), so a profile that says nothing gets these."""
+    profile's too (`soak.phases.PHASE_TIMEOUTS_S`), so a profile that says nothing gets these."""
 
-    server_new: float = _DEFAULT_S["server_new"]
-    wait_ready: float = _DEFAULT_S["wait_ready"]
-    load: float = _DEFAULT_S["load"]
-    infer: float = _DEFAULT_S["infer"]
-    statistics: float = _DEFAULT_S["statistics"]
-    unload: float = _DEFAULT_S["unload"]
-    isolation: float = _DEFAULT_S["isolation"]
-    stop: float = _DEFAULT_S["stop"]
-    delete: float = _DEFAULT_S["delete"]
+    server_new: float = PHASE_TIMEOUTS_S["server_new"]
+    wait_ready: float = PHASE_TIMEOUTS_S["wait_ready"]
+    load: float = PHASE_TIMEOUTS_S["load"]
+    infer: float = PHASE_TIMEOUTS_S["infer"]
+    statistics: float = PHASE_TIMEOUTS_S["statistics"]
+    unload: float = PHASE_TIMEOUTS_S["unload"]
+    isolation: float = PHASE_TIMEOUTS_S["isolation"]
+    stop: float = PHASE_TIMEOUTS_S["stop"]
+    delete: float = PHASE_TIMEOUTS_S["delete"]
 
     def of(self, phase: str) -> float:
         return float(getattr(self, phase))
@@ -87,7 +86,7 @@ class LifecycleConfig:
     behaviour: Behaviour = Behaviour.CORRECT  # what the models are expected to do
     error_fraction: float = 1.0  # share of requests an error behaviour fails
     user_models: UserModels = field(default_factory=UserModels)  # loaded alongside
-    serialize_new_delete: bool = True  # soak.triton.server._NEW_DELETE
+    target: ServerTarget = field(default_factory=default_target)  # what makes the server
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class PhaseHung(Exception):
 
 PhaseObserver = Callable[[int, str, float], None]
 
-_retained_servers: list[Server] = []  # skip_server_delete: never deleted, never collected
+_retained_servers: list[ModelServer] = []  # skip_server_delete: never deleted, never collected
 
 # A response that is never deleted (inject.unreleased_response_fraction) keeps its model alive:
 # Triton's InferenceResponse owns a shared_ptr to the model, so that model stays UNLOADING for
@@ -131,7 +130,6 @@ _retained_servers: list[Server] = []  # skip_server_delete: never deleted, never
 # stopping; with this exit timeout the stop gives up at once (instead of after 30 s) and the
 # server is deleted, leaving the pinned model behind as the injected leak.
 PINNED_EXIT_TIMEOUT_S = 0
-_EXIT_TIMEOUT_EXPIRED = "Exit timeout expired"
 
 
 def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseException | None]:
@@ -179,7 +177,7 @@ class Lifecycle:
         self.fail_rng = np.random.default_rng((config.seed, 1))
         self.own_model = own_model_name(config.instance)
         self.pinned: set[str] = set()  # models with a kept response: they cannot unload
-        self.server: Server | None = None
+        self.server: ModelServer | None = None
         self.loaded: list[str] = []
         # Per loaded model, since its load: (successes, expected errors), for the statistics.
         self.answered: dict[str, tuple[int, int]] = {}
@@ -282,18 +280,16 @@ class Lifecycle:
     def _open(self) -> None:
         cfg = self.config
         with self._phase("server_new"):
-            options = ServerOptions(
+            spec = ServerSpec(
                 repositories=(cfg.common_repo, cfg.own_repo, *cfg.user_models.repositories),
                 backends_dir=cfg.backends_dir,
                 server_id=f"soak-{cfg.instance}",
                 log_file=cfg.log_file,
-                serialize_new_delete=cfg.serialize_new_delete,
             )
             if cfg.injection.unreleased_response_fraction > 0:
-                options = replace(options, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
-            self.server = Server(options)
-            inject.leak_native(cfg.injection.native_bytes_per_server)
-            inject.leak_gpu(cfg.injection.gpu_bytes_per_server, cfg.gpu_device)
+                spec = replace(spec, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
+            self.server = cfg.target.new_server(spec)
+            cfg.target.inject_server_leaks(cfg.injection, cfg.gpu_device)
         with self._phase("wait_ready"):
             self._wait_ready(self.server)
             self.record.triton_version = self.server.metadata().get("version")
@@ -336,35 +332,35 @@ class Lifecycle:
         self,
         fn: Callable[[], None],
         phase: str,
-        expected: Callable[[TritonError], bool] | None = None,
+        expected: Callable[[ServerError], bool] | None = None,
     ) -> None:
-        """Run a blocking Triton call under its phase timeout; `expected` errors are no failure."""
+        """Run a blocking server call under its phase timeout; `expected` errors are no failure."""
         try:
             (error,) = _bounded([fn], self.config.timeouts.of(phase))
         except TimeoutError:
             raise self._hang(phase) from None
         if error is not None:
-            if isinstance(error, TritonError) and expected is not None and expected(error):
+            if isinstance(error, ServerError) and expected is not None and expected(error):
                 log.info(
                     "instance %d %s: %s (expected)", self.config.instance, phase, error.message
                 )
                 return
-            if isinstance(error, TritonError):
+            if isinstance(error, ServerError):
                 self._fail(phase, error.message)
                 raise _Abort from error
             raise error
 
-    def _stop_blocked_by_pinned(self, error: TritonError) -> bool:
+    def _stop_blocked_by_pinned(self, error: ServerError) -> bool:
         """Stop gave up on models that kept responses hold: the injected leak, not a failure."""
-        return bool(self.pinned) and _EXIT_TIMEOUT_EXPIRED in error.message
+        return bool(self.pinned) and EXIT_TIMEOUT_EXPIRED in error.message
 
-    def _wait_ready(self, server: Server) -> None:
+    def _wait_ready(self, server: ModelServer) -> None:
         deadline = time.monotonic() + self.config.timeouts.wait_ready
         for pause in pauses():
             try:
                 if server.is_live() and server.is_ready():
                     return
-            except TritonError as exc:
+            except ServerError as exc:
                 self._fail("wait_ready", exc.message)
                 raise _Abort from exc
             if time.monotonic() > deadline:
@@ -372,7 +368,9 @@ class Lifecycle:
                 raise _Abort
             time.sleep(pause)
 
-    def _load(self, server: Server, models: list[str], version: int | None = None) -> list[str]:
+    def _load(
+        self, server: ModelServer, models: list[str], version: int | None = None
+    ) -> list[str]:
         """Load in parallel; return the models that loaded and turned ready (in `version`).
 
         With the init_raises behaviour every load must fail with the model's own error: such
@@ -401,7 +399,7 @@ class Lifecycle:
                     self._fail("load", f"{model} loaded but version {expected} is not ready")
                 else:
                     self._fail("load", f"{model} loaded but is not ready")
-            elif isinstance(error, TritonError):
+            elif isinstance(error, ServerError):
                 if must_fail and ERROR_TOKEN in error.message:
                     self.record.failed_loads += 1
                 else:
@@ -413,7 +411,7 @@ class Lifecycle:
                 raise error
         return loaded
 
-    def _infer(self, server: Server, model: str) -> None:
+    def _infer(self, server: ModelServer, model: str) -> None:
         cfg = self.config
         dtype = _DTYPES[cfg.datatype]
         outputs = ["OUTPUT0", "OUTPUT1"]
@@ -437,9 +435,9 @@ class Lifecycle:
                     timeout_s=cfg.timeouts.infer,
                     keep_response=keep,
                 )
-            except InferenceTimeout as exc:
+            except ServerTimeout as exc:
                 raise self._hang("infer") from exc
-            except TritonError as exc:
+            except ServerError as exc:
                 if must_fail and ERROR_TOKEN in exc.message:
                     self.record.inferences += 1
                     self.record.errors += 1
@@ -461,7 +459,7 @@ class Lifecycle:
                 return
             self._answered(model, error=False)
 
-    def _infer_user(self, server: Server, settings: ModelSettings) -> None:
+    def _infer_user(self, server: ModelServer, settings: ModelSettings) -> None:
         """Exercise a user model, planned from this server's metadata once per load."""
         cfg = self.config
         try:
@@ -477,10 +475,10 @@ class Lifecycle:
                 cfg.timeouts.infer,
                 cfg.gpu_device,
             )
-        except InferenceTimeout as exc:
+        except ServerTimeout as exc:
             raise self._hang("infer", f"inference on {settings.name}") from exc
-        except (TritonError, UserModelError) as exc:
-            message = exc.message if isinstance(exc, TritonError) else str(exc)
+        except (ServerError, UserModelError) as exc:
+            message = exc.message if isinstance(exc, ServerError) else str(exc)
             self._fail("infer", f"{settings.name}: {message}")
             return
         self.record.inferences += done.requests
@@ -518,12 +516,12 @@ class Lifecycle:
                 )
         return problems
 
-    def _check_statistics(self, server: Server, models: list[str]) -> None:
+    def _check_statistics(self, server: ModelServer, models: list[str]) -> None:
         """Triton must have counted at least the successes and failures soak saw since load."""
         for model in models:
             try:
                 stats = server.model_statistics(model)
-            except TritonError as exc:
+            except ServerError as exc:
                 self._fail("statistics", f"{model}: {exc.message}")
                 continue
             entries = stats.get("model_stats", [])
@@ -539,40 +537,27 @@ class Lifecycle:
             if failed < errors:
                 self._fail("statistics", f"{model}: {failed} failed inferences, expected {errors}")
 
-    def _unload(self, server: Server, models: list[str]) -> None:
+    def _unload(self, server: ModelServer, models: list[str]) -> None:
         """Unload in parallel, then watch the model index (stop would poll once a second)."""
         for model in models:
             try:
                 server.unload_model(model)
-            except TritonError as exc:
+            except ServerError as exc:
                 self._fail("unload", f"{model}: {exc.message}")
-        deadline = time.monotonic() + self.config.timeouts.unload
-        pending = set(models)
-        for pause in pauses():
-            try:
-                index = server.model_index()
-            except TritonError as exc:
-                self._fail("unload", f"model index: {exc.message}")
-                raise _Abort from exc
-            states = {m["name"]: m.get("state", "") for m in index}
-            busy = ("READY", "UNLOADING", "LOADING")
+        try:
             # A model a kept response holds never gets past UNLOADING (see PINNED_EXIT_TIMEOUT_S).
-            pending = {
-                m
-                for m in pending
-                if states.get(m) in busy and not (m in self.pinned and states.get(m) == "UNLOADING")
-            }
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                stuck = ", ".join(f"{m} ({states.get(m)})" for m in sorted(pending))
-                raise self._hang("unload", f"unloading {stuck}")
-            time.sleep(pause)
+            stuck = wait_unloaded(server, models, self.config.timeouts.unload, held=self.pinned)
+        except ServerError as exc:
+            self._fail("unload", f"model index: {exc.message}")
+            raise _Abort from exc
+        if stuck:
+            states = ", ".join(f"{m} ({state})" for m, state in stuck.items())
+            raise self._hang("unload", f"unloading {states}")
 
-    def _check_isolation(self, server: Server, other: str) -> None:
+    def _check_isolation(self, server: ModelServer, other: str) -> None:
         try:
             server.load_model(other)
-        except TritonError:
+        except ServerError:
             return
         self._fail("isolation", f"loading {other}, another instance's model, succeeded")
         self._unload(server, [other])
@@ -621,6 +606,6 @@ class _PhaseTimer:
         # that ran: recorded once here, then the lifecycle cleans up as after any failed phase.
         if exc_type is not None and issubclass(exc_type, SoakError):
             self.lifecycle._fail(
-                self.phase, exc.message if isinstance(exc, TritonError) else str(exc)
+                self.phase, exc.message if isinstance(exc, ServerError) else str(exc)
             )
             raise _Abort from exc

@@ -10,17 +10,17 @@ metadata promise, and equal to the expected output where the data file gives one
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from soak.errors import SoakError
-from soak.triton import MemoryType, Output, Server, ServerOptions, TritonError
+from soak.errors import ServerError, SoakError
+from soak.target import default_target
+from soak.target.interface import MemoryType, ModelServer, Output, ServerSpec, ServerTarget
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
-from soak.workload.polling import pauses
+from soak.workload.polling import wait_unloaded
 
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16
@@ -293,7 +293,7 @@ def _batched(plan: ModelPlan, tensor: perfdata.TensorData, datatype: str, shape)
 # -- the server side ---------------------------------------------------------------------------
 
 
-def plan_on(server: Server, settings: ModelSettings) -> ModelPlan:
+def plan_on(server: ModelServer, settings: ModelSettings) -> ModelPlan:
     """Ask the server (model loaded) for metadata and config, then build the plan."""
     return build_plan(
         server.model_metadata(settings.name), server.model_config(settings.name), settings
@@ -310,7 +310,7 @@ class Exercise:
 
 
 def exercise(
-    server: Server,
+    server: ModelServer,
     plan: ModelPlan,
     count: int,
     rng: np.random.Generator,
@@ -320,7 +320,7 @@ def exercise(
 ) -> Exercise:
     """Send `count` requests to a loaded model and check every response; any scenario can call
     it. Stops at the first request with problems (a broken model would repeat them `count`
-    times); a TritonError or InferenceTimeout from the server propagates to the caller."""
+    times); a ServerError (ServerTimeout included) from the server propagates to the caller."""
     done = Exercise()
     names = [t.name for t in plan.outputs]
     for index in range(count):
@@ -395,7 +395,11 @@ def backend_problem(repositories: tuple[Path, ...], name: str, backends_dir: Pat
 
 
 def preflight(
-    user: UserModels, backends_dir: Path, log_file: Path | None = None, timeout_s: float = 60.0
+    user: UserModels,
+    backends_dir: Path,
+    log_file: Path | None = None,
+    timeout_s: float = 60.0,
+    target: ServerTarget | None = None,
 ) -> dict[str, ModelPlan]:
     """Before a run: every model's backend is installed, and one server loads every model and
     plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
@@ -404,39 +408,28 @@ def preflight(
         problem = backend_problem(user.repositories, settings.name, backends_dir)
         if problem:
             raise UserModelError(problem)
-    options = ServerOptions(
+    spec = ServerSpec(
         user.repositories, backends_dir, server_id="soak-preflight", log_file=log_file
     )
     plans: dict[str, ModelPlan] = {}
-    with Server(options) as server:
+    with (target or default_target()).new_server(spec) as server:
         loaded = []
         try:
             for settings in user.models:
                 try:
                     server.load_model(settings.name)
-                except TritonError as exc:
+                except ServerError as exc:
                     raise UserModelError(
                         f"model {settings.name!r} does not load: {exc.message}"
                     ) from None
                 loaded.append(settings.name)
                 try:
                     plans[settings.name] = plan_on(server, settings)
-                except TritonError as exc:
+                except ServerError as exc:
                     raise UserModelError(f"model {settings.name!r}: {exc.message}") from None
         finally:
             for name in loaded:
                 server.unload_model(name)
-            _wait_unloaded(server, loaded, timeout_s)
+            if loaded:
+                wait_unloaded(server, loaded, timeout_s)
     return plans
-
-
-def _wait_unloaded(server: Server, names: list[str], timeout_s: float) -> None:
-    """Stop would wait for unloading models in 1 s steps; watching the index is quicker."""
-    deadline = time.monotonic() + timeout_s
-    for pause in pauses():
-        if not names or time.monotonic() >= deadline:
-            return
-        states = {m["name"]: m.get("state", "") for m in server.model_index()}
-        if not any(states.get(n) in ("READY", "UNLOADING", "LOADING") for n in names):
-            return
-        time.sleep(pause)

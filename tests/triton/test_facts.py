@@ -1,11 +1,14 @@
-"""Triton's log-line format, read once for the supervisor and the triage."""
+"""soak.triton.facts: Triton's names and log-line format without the C API, for the
+supervisor's sampling and the triage."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+from soak.triton import backends, facts
 from soak.triton.facts import LogLine, LogReader, log_message
 
 
@@ -29,3 +32,18 @@ def test_warnings_and_errors_are_read_once_and_a_partial_line_waits(tmp_path: Pa
 
 def test_a_missing_log_reads_as_no_lines(tmp_path: Path):
     assert LogReader(tmp_path / "none.log").new_lines() == []
+
+
+def test_sampling_the_process_tree_loads_no_c_api():
+    code = (
+        "import json, sys, soak.sampling.process; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('soak.triton'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(out.stdout) == ["soak.triton", "soak.triton.facts"]
+
+
+def test_the_backend_folder_uses_the_same_stub_name():
+    assert backends.STUB_EXECUTABLE == facts.STUB_EXECUTABLE == "triton_python_backend_stub"

@@ -127,3 +127,14 @@ def test_a_device_cuda_does_not_see_is_refused(gpu):
     with pytest.raises(EnvironmentProblem, match=f"gpu_device = {handle.device_count}"):
         mem.require(MemoryType.GPU, device=handle.device_count)
     mem.require(MemoryType.GPU, device=0)
+
+
+def test_memory_types_map_to_tritonserver_memory_type_codes():
+    """The interface's plain MemoryType, turned into TRITONSERVER_MemoryType and back."""
+    codes = {t: mem.triton_code(t) for t in MemoryType}
+    assert codes == {
+        MemoryType.SYSTEM: capi.MEMORY_CPU,
+        MemoryType.PINNED: capi.MEMORY_CPU_PINNED,
+        MemoryType.GPU: capi.MEMORY_GPU,
+    }
+    assert [mem.from_triton(code) for code in codes.values()] == list(MemoryType)

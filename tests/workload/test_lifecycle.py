@@ -280,8 +280,8 @@ def test_the_profile_decides_whether_server_new_and_delete_are_serialized(
     from soak.profile import load as load_profile
     from soak.runner.protocol import ProfileMessage
     from soak.runner.worker import workload_config
+    from soak.target import inprocess
     from soak.triton import Server
-    from soak.workload import lifecycle
 
     seen: list[bool] = []
 
@@ -290,7 +290,7 @@ def test_the_profile_decides_whether_server_new_and_delete_are_serialized(
             seen.append(options.serialize_new_delete)
             super().__init__(options)
 
-    monkeypatch.setattr(lifecycle, "Server", Recording)
+    monkeypatch.setattr(inprocess, "Server", Recording)
     profile = ProfileMessage.of(load_profile("smoke"))
     run = {**profile.run, "servers": 2, "serialize_server_new_delete": serialize}
     workload = Workload(workload_config(replace(profile, run=run)), tmp_path, runtime.backends_dir)

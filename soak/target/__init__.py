@@ -1,0 +1,32 @@
+"""Which kind of server a run drives, behind one interface (`soak.target.interface`).
+
+`make_target` is the one place a profile chooses: in-process servers (the C API) today, a
+`tritonserver` process next. Nothing is imported here eagerly, so the interface module stays
+free of any server library.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from soak.runner.protocol import ProfileMessage
+    from soak.target.interface import ServerTarget
+
+
+def make_target(profile: ProfileMessage) -> ServerTarget:
+    """The target a profile asks for; its `run` section is already validated."""
+    from soak.target.inprocess import InProcessTarget
+
+    run = profile.run
+    return InProcessTarget(
+        triton_home=run["triton_home"] or None,
+        serialize_new_delete=run["serialize_server_new_delete"],
+    )
+
+
+def default_target() -> ServerTarget:
+    """In-process servers with default settings: for workloads built without a profile."""
+    from soak.target.inprocess import InProcessTarget
+
+    return InProcessTarget()

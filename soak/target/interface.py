@@ -1,0 +1,164 @@
+"""The interface the workload drives servers through, whatever kind of server answers.
+
+In-process servers (`soak.target.inprocess`, the C API binding of `soak.triton`) stand behind
+it today; a `tritonserver` process driven over HTTP or gRPC is the next. What crosses it is
+plain Python and numpy, and every error a server reports is a `soak.errors.ServerError`
+(`ServerTimeout` when no answer came in time). Nothing here may import a server library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from soak.workload.inject import Injection
+
+
+class MemoryType(str, Enum):
+    """Where the client keeps a request's input and output buffers."""
+
+    SYSTEM = "system"
+    PINNED = "pinned"
+    GPU = "gpu"
+
+
+@dataclass
+class Output:
+    """One output tensor copied out of a response; BYTES as an object array of bytes, BF16 as
+    its raw bits (uint16)."""
+
+    array: np.ndarray
+    memory_type: MemoryType
+    datatype: str = ""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What the workload asks of one server; each target turns it into its own options."""
+
+    repositories: tuple[Path, ...]
+    backends_dir: Path
+    server_id: str = "soak"
+    log_file: Path | None = None
+    exit_timeout_s: int = 30  # how long a stop waits for models still in use (Triton's default)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What preparing a target found: the backend folder servers get, and which Triton it is."""
+
+    backends_dir: Path
+    triton_library: str
+    triton_source: str
+    api_version: str
+
+
+@runtime_checkable
+class ModelServer(Protocol):
+    """One server with explicit model control; `close()` (or the with-block) ends it once."""
+
+    def is_live(self) -> bool: ...
+
+    def is_ready(self) -> bool: ...
+
+    def metadata(self) -> dict: ...
+
+    def load_model(self, name: str) -> None: ...
+
+    def unload_model(self, name: str) -> None: ...
+
+    def model_is_ready(self, name: str, version: int = -1) -> bool: ...
+
+    def model_index(self, ready_only: bool = False) -> list[dict]:
+        """Every model of the server's repositories with its state ("READY", ...)."""
+        ...
+
+    def model_metadata(self, name: str, version: int = -1) -> dict: ...
+
+    def model_config(self, name: str, version: int = -1) -> dict: ...
+
+    def model_statistics(self, name: str = "", version: int = -1) -> dict: ...
+
+    def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        keep_response: bool = False,
+        device: int = 0,
+        datatypes: dict[str, str] | None = None,
+    ) -> dict[str, Output]:
+        """One request, its final response awaited; the outputs of its first response.
+        `keep_response` never frees the response: an injected leak inside the server."""
+        ...
+
+    def infer_responses(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        datatypes: dict[str, str] | None = None,
+        device: int = 0,
+    ) -> list[dict[str, Output]]:
+        """Every response of one request until the final one (decoupled models)."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def delete(self) -> None:
+        """Free the server (after `stop`): the lifecycle times the two apart."""
+        ...
+
+    def close(self) -> None:
+        """Stop, then delete even when stop fails."""
+        ...
+
+    def __enter__(self) -> ModelServer: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@runtime_checkable
+class ServerTarget(Protocol):
+    """A kind of server: how the worker prepares for it, makes one, and which processes to
+    sample. Chosen from the profile in one place, `soak.target.make_target`."""
+
+    name: str
+
+    def prepare(
+        self,
+        workdir: Path,
+        memory: Sequence[MemoryType] = (),
+        device: int = 0,
+        stub: Path | None = None,
+    ) -> TargetInfo:
+        """Once per worker, before any server: libraries, backend folder, environment; refuses
+        (EnvironmentProblem) a machine that lacks what `memory` on `device` needs. `stub`
+        replaces the python backend stub (tests break the environment on purpose)."""
+        ...
+
+    def new_server(self, spec: ServerSpec) -> ModelServer:
+        """A started server, not yet known to be live."""
+        ...
+
+    def inject_server_leaks(self, injection: Injection, device: int = 0) -> None:
+        """The profile's per-server leaks, made where the server lives (after new_server)."""
+        ...
+
+    def server_pids(self) -> list[int]:
+        """The processes whose resources are the servers' (sampled by the supervisor)."""
+        ...
+
+    def client_pid(self) -> int:
+        """The process that drives the servers: the worker."""
+        ...
