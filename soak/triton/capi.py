@@ -60,7 +60,7 @@ class TritonInstall:
     library: Path
     library_dir: Path
     backends_dir: Path
-    stubs_dir: Path | None  # per-Python-version stubs (wheel layout); None for containers
+    stubs_dir: Path | None  # per-Python-version stubs (wheel, soak-installed home); else None
 
 
 def _from_home(home: Path, source: str) -> TritonInstall:
@@ -70,7 +70,11 @@ def _from_home(home: Path, source: str) -> TritonInstall:
             f"no Triton library at {lib} (from {source} Triton home {home}); expected an "
             "install laid out like NVIDIA's containers: <home>/lib/libtritonserver.so"
         )
-    return TritonInstall(source, lib, lib.parent, home / "backends", None)
+    # A home laid out by `soak triton install` keeps the stubs of every Python it has.
+    stubs = home / "python_backend_stubs"
+    return TritonInstall(
+        source, lib, lib.parent, home / "backends", stubs if stubs.is_dir() else None
+    )
 
 
 def _from_wheel() -> TritonInstall | None:
