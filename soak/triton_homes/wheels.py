@@ -117,37 +117,42 @@ def fetch(pytriton: str, wheels: Path, timeout_s: float = 600.0) -> Path:
     have = cached_wheel(wheels, pytriton)
     if done.returncode == 0 and have is not None:
         return have
-    raise EnvironmentProblem(_pip_failure(pytriton, done.stdout + done.stderr, wheels))
+    raise _pip_failure(pytriton, done.stdout + done.stderr, wheels)
 
 
 _UNREACHABLE = (
     "Failed to establish a new connection",
     "Temporary failure in name resolution",
     "Network is unreachable",
-    "Connection refused",
     "Max retries exceeded",
     "Read timed out",
-    "Could not fetch URL",
     "No route to host",
 )
 
 
-def _pip_failure(pytriton: str, output: str, wheels: Path) -> str:
+class IndexUnreachable(EnvironmentProblem):
+    """pip saw no nvidia-pytriton at all, and no wheel was cached: offline, most likely."""
+
+
+def _pip_failure(pytriton: str, output: str, wheels: Path) -> EnvironmentProblem:
     """pip's failure as one sentence: unreachable index, unknown release, or its last line."""
     if "No module named pip" in output:
-        return f"{sys.executable} has no pip to fetch {PACKAGE}=={pytriton} with"
+        return EnvironmentProblem(f"{sys.executable} has no pip to fetch {PACKAGE}=={pytriton}")
     offered = re.search(r"\(from versions: ([^)]*)\)", output)
-    if any(marker in output for marker in _UNREACHABLE) and (
-        offered is None or offered.group(1).strip() == "none"
+    # The package exists on PyPI: seeing none of its releases means pip reached no index
+    # (with --retries 0 pip prints no connection error at all, only this).
+    if any(marker in output for marker in _UNREACHABLE) or (
+        offered is not None and offered.group(1).strip() == "none"
     ):
-        return (
-            f"cannot reach the package index to fetch {PACKAGE}=={pytriton}, and no such "
-            f"wheel is cached in {wheels}"
+        return IndexUnreachable(
+            f"cannot reach the package index to fetch {PACKAGE}=={pytriton} (pip found no "
+            f"release of it), and no such wheel is cached in {wheels}"
         )
     if offered is not None:
-        return (
+        return EnvironmentProblem(
             f"pip has no {PACKAGE}=={pytriton} for this machine (it offers: "
-            f"{offered.group(1).strip() or 'none'})"
+            f"{offered.group(1).strip()})"
         )
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    return f"pip could not fetch {PACKAGE}=={pytriton}: {lines[-1] if lines else 'no output'}"
+    last = lines[-1] if lines else "no output"
+    return EnvironmentProblem(f"pip could not fetch {PACKAGE}=={pytriton}: {last}")
