@@ -213,6 +213,10 @@ _PROTOTYPES: dict[str, list] = {
         _PP,
     ],
 }
+#: Symbols an older core may lack; a missing one is left unset, and its caller checks
+#: `has()`. The load retry count came with the load retry itself (2.42): before it, a failed
+#: load was not retried, which is what soak sets the count to (0).
+OPTIONAL = frozenset({"TRITONSERVER_ServerOptionsSetModelLoadRetryCount"})
 _RESTYPES = {
     "TRITONSERVER_ErrorNew": _ERR,
     "TRITONSERVER_ErrorDelete": None,
@@ -262,6 +266,8 @@ def load(install: TritonInstall) -> LoadedLibrary:
             ) from exc
         try:
             for name, argtypes in _PROTOTYPES.items():
+                if name in OPTIONAL and not hasattr(lib, name):
+                    continue
                 fn = getattr(lib, name)
                 fn.argtypes = argtypes
                 fn.restype = _RESTYPES.get(name, _ERR)
@@ -285,6 +291,11 @@ def load(install: TritonInstall) -> LoadedLibrary:
             install.source,
         )
         return _loaded
+
+
+def has(name: str) -> bool:
+    """Whether the loaded core has the OPTIONAL symbol `name`."""
+    return hasattr(loaded().lib, name)
 
 
 def loaded() -> LoadedLibrary:

@@ -123,7 +123,11 @@ def _report(home: Path) -> dict:
         "version": metadata.get("version"),
         "api_version": [major.value, minor.value],
         "extensions": list(metadata.get("extensions", [])),
-        "missing_symbols": [name for name in capi._PROTOTYPES if not hasattr(lib, name)],
+        "missing_symbols": [
+            name
+            for name in capi._PROTOTYPES
+            if name not in capi.OPTIONAL and not hasattr(lib, name)
+        ],
     }
 
 

@@ -129,6 +129,15 @@ def installed_home(version: str) -> Path:
     return home.path
 
 
+def resolve(value: str) -> Path:
+    """What a profile's `triton` names: a path to a home (`/opt/tritonserver`, `~/t`,
+    `./home`) as it is, else a Triton version installed here (see installed_home)."""
+    text = value.strip()
+    if "/" in text or text.startswith("~"):
+        return Path(text).expanduser()
+    return installed_home(text)
+
+
 def install(spec: str) -> InstalledHome:
     """Install the Triton core `spec` names (`2.43.0` or `pytriton==0.5.3`), or return the
     home already installed for it. The version filed is the one the library reports."""
@@ -192,4 +201,5 @@ __all__ = [
     "installed_home",
     "list_homes",
     "remove",
+    "resolve",
 ]

@@ -91,3 +91,13 @@ def test_a_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv(triton_homes.ENV_CACHE, str(tmp_path / "file"))
     with pytest.raises(EnvironmentProblem, match=r"^\$SOAK_CACHE \(.*file\) cannot hold"):
         triton_homes.cache_root()
+
+
+def test_a_profile_value_is_a_path_or_an_installed_version(cache, monkeypatch):
+    assert triton_homes.resolve("/opt/tritonserver") == triton_homes.Path("/opt/tritonserver")
+    assert triton_homes.resolve("~/t") == triton_homes.Path.home() / "t"
+    with pytest.raises(ProfileError, match="Triton 2.43.0 is not installed"):
+        triton_homes.resolve("2.43.0")
+    answers(monkeypatch, "2.43.0")
+    triton_homes.install("2.43.0")
+    assert triton_homes.resolve("2.43") == cache / "2.43.0"

@@ -1,5 +1,6 @@
 """`soak triton install 2.43.0` for real: pip fetches nvidia-pytriton 0.5.3 (40 MB), its
-library reports 2.43.0 from the laid-out home, and soak runs the smoke profile on it.
+library reports 2.43.0 from the laid-out home, and soak runs the smoke profile on it (and on
+2.41.0, a core older than the load retry count option).
 
 Skipped, saying so, when the package index cannot be reached. $SOAK_TEST_CACHE names a cache
 to keep between sessions; otherwise the session's temporary folder holds it.
@@ -22,6 +23,7 @@ from tests.e2e import query
 from tests.triton_homes.test_wheels import _offline
 
 VERSION = "2.43.0"
+OLDER = "2.41.0"
 
 
 def soak(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600):
@@ -78,10 +80,21 @@ def test_offline_with_the_wheel_cached_installs(cache, tmp_path, monkeypatch):
     assert probe(Path(done.stdout.strip())).version == VERSION
 
 
+@pytest.fixture(scope="session")
+def older_home(cache) -> Path:
+    """2.41.0 (pytriton 0.5.0): a core without TRITONSERVER_ServerOptionsSetModelLoadRetryCount."""
+    done = soak("triton", "install", OLDER, env={"SOAK_CACHE": str(cache)})
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
 @pytest.mark.e2e
-def test_a_smoke_run_on_the_installed_home_records_its_version(home, tmp_path):
+@pytest.mark.parametrize("which", ["home", "older_home"])
+def test_a_smoke_run_on_the_installed_home_records_its_version(which, request, tmp_path):
+    home = request.getfixturevalue(which)
+    version = home.name
     if python_version() not in ("3.8", "3.9", "3.10", "3.11"):
-        pytest.skip(f"Triton {VERSION} has no python backend stub for Python {python_version()}")
+        pytest.skip(f"Triton {version} has no python backend stub for Python {python_version()}")
     db = tmp_path / "r.db"
     done = soak(
         "run",
@@ -95,4 +108,4 @@ def test_a_smoke_run_on_the_installed_home_records_its_version(home, tmp_path):
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert query(db, "SELECT status, triton_version FROM runs") == [("passed", VERSION)]
+    assert query(db, "SELECT status, triton_version FROM runs") == [("passed", version)]
