@@ -60,7 +60,7 @@ class TritonInstall:
     library: Path
     library_dir: Path
     backends_dir: Path
-    stubs_dir: Path | None  # per-Python-version stubs (wheel layout); None for containers
+    stubs_dir: Path | None  # per-Python-version stubs (wheel, soak-installed home); else None
 
 
 def _from_home(home: Path, source: str) -> TritonInstall:
@@ -70,7 +70,11 @@ def _from_home(home: Path, source: str) -> TritonInstall:
             f"no Triton library at {lib} (from {source} Triton home {home}); expected an "
             "install laid out like NVIDIA's containers: <home>/lib/libtritonserver.so"
         )
-    return TritonInstall(source, lib, lib.parent, home / "backends", None)
+    # A home laid out by `soak triton install` keeps the stubs of every Python it has.
+    stubs = home / "python_backend_stubs"
+    return TritonInstall(
+        source, lib, lib.parent, home / "backends", stubs if stubs.is_dir() else None
+    )
 
 
 def _from_wheel() -> TritonInstall | None:
@@ -209,6 +213,10 @@ _PROTOTYPES: dict[str, list] = {
         _PP,
     ],
 }
+#: Symbols an older core may lack; a missing one is left unset, and its caller checks
+#: `has()`. The load retry count came with the load retry itself (2.42): before it, a failed
+#: load was not retried, which is what soak sets the count to (0).
+OPTIONAL = frozenset({"TRITONSERVER_ServerOptionsSetModelLoadRetryCount"})
 _RESTYPES = {
     "TRITONSERVER_ErrorNew": _ERR,
     "TRITONSERVER_ErrorDelete": None,
@@ -258,6 +266,8 @@ def load(install: TritonInstall) -> LoadedLibrary:
             ) from exc
         try:
             for name, argtypes in _PROTOTYPES.items():
+                if name in OPTIONAL and not hasattr(lib, name):
+                    continue
                 fn = getattr(lib, name)
                 fn.argtypes = argtypes
                 fn.restype = _RESTYPES.get(name, _ERR)
@@ -281,6 +291,11 @@ def load(install: TritonInstall) -> LoadedLibrary:
             install.source,
         )
         return _loaded
+
+
+def has(name: str) -> bool:
+    """Whether the loaded core has the OPTIONAL symbol `name`."""
+    return hasattr(loaded().lib, name)
 
 
 def loaded() -> LoadedLibrary:

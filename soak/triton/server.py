@@ -301,11 +301,13 @@ class Server:
             check(lib.TRITONSERVER_ServerOptionsSetExitTimeout(opts, options.exit_timeout_s))
             # Set explicitly: left alone, a failing load (initialize raising) was seen retried
             # every 0.35 s forever in about half of the processes (libtritonserver 2.51).
-            check(
-                lib.TRITONSERVER_ServerOptionsSetModelLoadRetryCount(
-                    opts, options.model_load_retry_count
+            # Cores before 2.42 have neither the option nor the retry.
+            if capi.has("TRITONSERVER_ServerOptionsSetModelLoadRetryCount"):
+                check(
+                    lib.TRITONSERVER_ServerOptionsSetModelLoadRetryCount(
+                        opts, options.model_load_retry_count
+                    )
                 )
-            )
             check(
                 lib.TRITONSERVER_ServerOptionsSetBackendDirectory(
                     opts, str(options.backends_dir).encode()
