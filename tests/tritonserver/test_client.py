@@ -140,3 +140,29 @@ def test_a_bad_protocol_or_combination_is_refused():
         RemoteServer("127.0.0.1:1", "http", streaming=True)
     with pytest.raises(ValueError, match="shared_memory"):
         RemoteServer("127.0.0.1:1", "http", shared_memory="cuda")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_regions_are_unlinked_even_when_the_server_died(
+    server_executable, repositories, tmp_path, protocol
+):
+    from soak.tritonserver.process import ServerProcess
+
+    process = ServerProcess(server_executable, repositories[:1], tmp_path / "log").start()
+    try:
+        server = RemoteServer(process.url(protocol), protocol, shared_memory="system")
+        server.load_model("simple1")
+        a, b = _pair(np.random.default_rng(5))
+        assert np.array_equal(
+            server.infer("simple1", {"INPUT0": a, "INPUT1": b}, OUTPUTS)["OUTPUT0"].array, a + b
+        )
+        assert len(client_regions()) == 2
+        process._popen.kill()
+        process._popen.wait()
+        with pytest.raises(TritonError):
+            server.close()
+        assert server.closed
+        assert client_regions() == set()
+    finally:
+        end = process.stop()
+    assert end.crashed and end.signal == "SIGKILL"
