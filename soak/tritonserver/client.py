@@ -1,10 +1,9 @@
 """RemoteServer: the methods of soak.triton.server.Server over HTTP or gRPC (tritonclient),
 with the same arguments, return shapes and TritonError, so the workload cannot tell them apart.
 
-JSON comes back as the C API gives it: gRPC's protobuf answers are turned into the same keys
-with int64 fields as numbers and zero fields present. The HTTP client (gevent) is not thread
-safe, and the workload calls one server from several threads: each thread gets its own client
-and its own shared-memory regions.
+JSON comes back as the C API gives it (soak.tritonserver.answers). The HTTP client (gevent)
+is not thread safe, and the workload calls one server from several threads: each thread gets
+its own client and its own shared-memory regions.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 
 from soak.triton.memory import MemoryType
 from soak.triton.server import InferenceTimeout, Output, TritonError
+from soak.tritonserver.answers import proto_json, triton_error, version_arg
 
 log = logging.getLogger(__name__)
 
@@ -34,84 +34,7 @@ SHARED_MEMORY = ("none", "system")
 #: Prefix of the system shared-memory regions soak's client creates (`/dev/shm/<prefix>...`).
 CLIENT_REGION_PREFIX = "soak_client_shm_"
 
-# Triton's error codes as the C API names them (TRITONSERVER_ErrorCodeString).
-_GRPC_CODES = {
-    "StatusCode.UNKNOWN": "Unknown",
-    "StatusCode.INTERNAL": "Internal",
-    "StatusCode.NOT_FOUND": "Not found",
-    "StatusCode.INVALID_ARGUMENT": "Invalid argument",
-    "StatusCode.UNAVAILABLE": "Unavailable",
-    "StatusCode.UNIMPLEMENTED": "Unsupported",
-    "StatusCode.ALREADY_EXISTS": "Already exists",
-}
-# HTTP carries only a status; Triton's HTTP frontend maps its codes onto these.
-_HTTP_CODES = {
-    "400": "Invalid argument",
-    "404": "Not found",
-    "409": "Already exists",
-    "500": "Internal",
-    "501": "Unsupported",
-    "503": "Unavailable",
-}
-_TIMEOUT_STATUS = "StatusCode.DEADLINE_EXCEEDED"
-# int64 fields of the statistics, metadata and config protos, which protobuf's JSON writes as
-# strings; the C API writes them as numbers.
-_INT64_KEYS = frozenset(
-    {
-        "count",
-        "ns",
-        "last_inference",
-        "inference_count",
-        "execution_count",
-        "batch_size",
-        "shape",
-        "dims",
-        "memory_usage",
-        "byte_size",
-        "cache_hit_count",
-        "cache_miss_count",
-        "max_queue_delay_microseconds",
-        "default_timeout_microseconds",
-        "max_sequence_idle_microseconds",
-        "preferred_batch_size",
-        "priority_levels",
-        "default_priority_level",
-    }
-)
 _regions = itertools.count()
-
-
-def triton_error(exc: InferenceServerException) -> TritonError:
-    """A tritonclient exception as the C API's TritonError (code name, message)."""
-    status = str(exc.status() or "")
-    message = exc.message() or str(exc)
-    if status == _TIMEOUT_STATUS:
-        return InferenceTimeout("soak", message)
-    code = _GRPC_CODES.get(status) or _HTTP_CODES.get(status) or (status or "Unknown")
-    return TritonError(code, message)
-
-
-def _version(version: int) -> str:
-    return "" if version is None or version < 0 else str(version)
-
-
-def _numbers(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _numbers(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v, key) for v in value]
-    if key in _INT64_KEYS and isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    return value
-
-
-def _proto_json(message: Any) -> dict:
-    """A gRPC answer as the C API's JSON: field names kept, zeros present, int64 as numbers."""
-    return _numbers(
-        MessageToDict(
-            message, preserving_proto_field_name=True, including_default_value_fields=True
-        )
-    )
 
 
 class _Region:
@@ -206,7 +129,7 @@ class RemoteServer:
     def _json(self, method: str, *args: Any, **kwargs: Any) -> Any:
         client = self._client()
         if self.grpc:
-            return _proto_json(self._call(getattr(client, method), *args, **kwargs))
+            return proto_json(self._call(getattr(client, method), *args, **kwargs))
         return self._call(getattr(client, method), *args, **kwargs)
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -269,7 +192,7 @@ class RemoteServer:
             self._stream_results = queue.Queue()
 
     def model_is_ready(self, name: str, version: int = -1) -> bool:
-        return bool(self._call(self._client().is_model_ready, name, _version(version)))
+        return bool(self._call(self._client().is_model_ready, name, version_arg(version)))
 
     def model_index(self, ready_only: bool = False) -> list[dict]:
         """[{name, version, state[, reason]}] as the C API's index; `ready_only` filters here
@@ -290,17 +213,17 @@ class RemoteServer:
         return index
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict:
-        return self._json("get_inference_statistics", name, _version(version))
+        return self._json("get_inference_statistics", name, version_arg(version))
 
     def model_metadata(self, name: str, version: int = -1) -> dict:
-        return self._json("get_model_metadata", name, _version(version))
+        return self._json("get_model_metadata", name, version_arg(version))
 
     def model_config(self, name: str, version: int = -1) -> dict:
         """The model's configuration as JSON (gRPC's `config` field, unwrapped)."""
         if self.grpc:
-            answer = self._call(self._client().get_model_config, name, _version(version))
-            return _proto_json(answer.config)
-        return self._call(self._client().get_model_config, name, _version(version))
+            answer = self._call(self._client().get_model_config, name, version_arg(version))
+            return proto_json(answer.config)
+        return self._call(self._client().get_model_config, name, version_arg(version))
 
     # -- inference --------------------------------------------------------------------------
     def infer(

@@ -36,6 +36,17 @@ def _unload_and_wait(server: RemoteServer, model: str, timeout_s: float = 15.0) 
     return time.monotonic() - started
 
 
+def _settled_statistics(server: RemoteServer, model: str, success: int) -> dict:
+    """The model's inference statistics once `success` are counted (at most 2 s): over the
+    network the last response can arrive before the server has counted it."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        counts = server.model_statistics(model)["model_stats"][0]["inference_stats"]
+        if counts["success"]["count"] >= success or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_the_server_interface_over(running, protocol):
     rng = np.random.default_rng(1)
@@ -59,8 +70,7 @@ def test_the_server_interface_over(running, protocol):
             assert np.array_equal(out["OUTPUT1"].array, a - b)
             assert out["OUTPUT0"].memory_type is MemoryType.SYSTEM
             assert out["OUTPUT0"].datatype == "INT32"
-        stats = server.model_statistics("simple1")["model_stats"]
-        counts = stats[0]["inference_stats"]
+        counts = _settled_statistics(server, "simple1", 5)
         assert counts["success"]["count"] == 5 and counts["fail"]["count"] == 0
         with pytest.raises(TritonError) as caught:
             server.infer("no_such_model", {"INPUT0": a}, ["OUTPUT0"])

@@ -45,12 +45,17 @@ def loaded(running):
             time.sleep(0.05)
 
 
-def _settled(url: str, model: str, success: int, timeout_s: float = 2.0) -> metrics.ModelCounters:
-    """The model's counters once its success count reached `success` (or the timeout)."""
+def _settled(
+    url: str, model: str, success: int, failures: int = 0, timeout_s: float = 2.0
+) -> metrics.ModelCounters:
+    """The model's counters once they reached `success` and `failures` (or the timeout): the
+    server answers a request before it counts it (seen: the 4th error response received, 3
+    failures counted)."""
     deadline = time.monotonic() + timeout_s
     while True:
         counters = metrics.read(url)[model]
-        if counters.success >= success or time.monotonic() > deadline:
+        done = counters.success >= success and counters.failures >= failures
+        if done or time.monotonic() > deadline:
             return counters
         time.sleep(0.02)
 
@@ -127,7 +132,7 @@ def test_metrics_count_successes_and_failures_by_reason(loaded):
                 server.infer("raising", {"INPUT0": a, "INPUT1": a}, ["OUTPUT0", "OUTPUT1"])
             except Exception:  # noqa: BLE001 - counted below
                 pass
-    after = metrics.read(loaded.metrics_url)["raising"]
+    after = _settled(loaded.metrics_url, "raising", before.success + 6, before.failures + 4)
     assert after.success - before.success == 6
     assert after.failures - before.failures == 4
     assert after.failure.get("BACKEND", 0) - before.failure.get("BACKEND", 0) == 4
