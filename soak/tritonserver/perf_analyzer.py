@@ -1,9 +1,12 @@
 """One perf_analyzer burst against a tritonserver: a fixed number of requests at a fixed
 concurrency, bounded by a timeout, counted and timed by soak.
 
-perf_analyzer's own throughput with --request-count is rounded to whole seconds (it printed
-499.8 infer/s for 500 requests that took 0.3 s here), so throughput is taken from the counts
-and soak's clock; its output is kept whole when the burst fails.
+With --request-count, perf_analyzer checks for the end of its run about once a second: its
+runs lasted just over whole seconds here (1.05, 2.09, 3.06, 5.14 ... s of wall clock) and its
+printed throughput is the count over that time (499.8 infer/s for 500 requests that the server
+answered at ~2,000/s). Soak's own clock (`PerfBurst.infer_per_s`) has the same step, so a burst
+measures throughput to within 1 s over its wall time: give it several seconds of requests when
+the figure matters. Its output is kept whole for events when the burst fails.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class PerfBurst:
 
     @property
     def infer_per_s(self) -> float:
-        """Completed requests per second of the whole run, start-up included."""
+        """Completed requests per second of the whole run, start-up and the final wait for
+        perf_analyzer's once-a-second check included (see the module docstring)."""
         return self.completed / self.wall_s if self.wall_s > 0 else 0.0
 
 
