@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from soak.analysis.trend import theil_sen
-from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, _fmt, judge
+from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, judge
+from soak.units import by_kind
 
 __all__ = ["SiteFinding", "SiteRule", "SiteSeries", "judge_sites", "site_notes"]
 
@@ -167,4 +168,4 @@ def site_notes(
 
 
 def _size(value: float) -> str:
-    return _fmt(value, "memory")
+    return by_kind(value, "memory")

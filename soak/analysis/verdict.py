@@ -179,11 +179,6 @@ class Finding:
     reason: str
 
 
-def _fmt(value: float | None, kind: MetricKind) -> str:
-    """Bytes in binary units for memory, plain numbers for counters."""
-    return by_kind(value, kind)
-
-
 def _end_points(n_used: int) -> int:
     """How many samples the baseline and end medians use: a few, more for long series."""
     k = min(max(END_POINTS_MIN, n_used // 10), END_POINTS_MAX)
@@ -344,10 +339,10 @@ def _prepare(
         threshold, name, limit = min(scaled)
         unit = name.replace("_", " ")
         threshold_text = (
-            f" ({_fmt(limit, rule.kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
+            f" ({by_kind(limit, rule.kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
         )
     level = f"{100 * (1 - alpha):.0f}%"
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     budget = rule.growth_budget
     over_budget = budget is not None and growth > budget
     return _Prepared(
@@ -390,7 +385,7 @@ def _prepare(
 
 def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     """Leak: growing faster than the threshold with confidence, or over the growth budget."""
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     threshold, how = p.threshold, p.threshold_text
     too_fast = threshold is not None and p.slope.low > threshold and p.rising
     maybe_fast = threshold is not None and p.slope.slope > threshold and not too_fast
@@ -417,7 +412,7 @@ def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
 
 def _counter_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     """Leak: ending above baseline + tolerance without coming back late, or over budget."""
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     limit = p.baseline + rule.tolerance
     tail = p.y[-max(1, math.ceil(p.y.size / 3)) :]
     came_back = bool(np.any(tail <= limit))
