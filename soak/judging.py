@@ -17,6 +17,7 @@ import sqlite_utils
 
 from soak import profile as profiles
 from soak.analysis.sites import SiteFinding, SiteRule, judge_sites, site_notes
+from soak.analysis.trend import MIN_POINTS
 from soak.analysis.verdict import Finding, MetricRule, judge, overall
 from soak.errors import ExitCode, SoakError
 from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
@@ -30,8 +31,6 @@ EXIT_OF_VERDICT = {
 VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
 #: How findings are listed everywhere: leaks first, then inconclusive, pass, no data.
 VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}
-#: Samples after the warm-up a metric needs before it is judged at all.
-MIN_POINTS = 5
 
 
 def verdict_rank(verdict: str | None) -> int:
@@ -102,7 +101,7 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
-    findings = [judge(series[r.metric], r, warmup, min_points=MIN_POINTS) for r in rules]
+    findings = [judge(series[r.metric], r, warmup) for r in rules]
     findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
     verdict = overall(findings)
     status = run["status"]

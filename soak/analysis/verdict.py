@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 
 from soak.analysis.trend import (
+    MIN_POINTS,
     MK_MAX_POINTS,
     SlopeEstimate,
     change_point,
@@ -212,7 +213,7 @@ def judge(
     rule: MetricRule,
     warmup: int,
     alpha: float = 0.05,
-    min_points: int = 5,
+    min_points: int = MIN_POINTS,
 ) -> Finding:
     """Judge one series against its rule (see the module docstring for the rules)."""
     if series.metric != rule.metric:
