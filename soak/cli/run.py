@@ -52,7 +52,7 @@ def run(
     from soak.report.outputs import check_output_paths
     from soak.report.progress import make_progress
     from soak.runner import session
-    from soak.workload.scenarios import describe
+    from soak.scenario_notes import describe
 
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type
