@@ -64,6 +64,7 @@ __all__ = [
     "Verdict",
     "judge",
     "overall",
+    "warmup_cut",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,23 @@ def _finding(rule: MetricRule, verdict: Verdict, reason: str, **numbers: object)
     )
 
 
+def warmup_cut(series: Series, kind: MetricKind, warmup: int, min_points: int = MIN_POINTS) -> int:
+    """Where :func:`judge` starts a series (index into its samples in iteration order): the
+    numbers before the rule, for `soak compare` on a run that has no stored findings yet.
+    0 for a series with no sample at all, as judge's no-data finding says."""
+    values = series.values[np.argsort(series.iterations, kind="stable")]
+    if not np.isfinite(values).any():
+        return 0
+    return _cut(values, kind, warmup, max(int(min_points), 3))
+
+
+def _cut(values: np.ndarray, kind: MetricKind, warmup: int, min_points: int) -> int:
+    """Memory warm-ups are extended while the early level is off; counters' never are."""
+    if kind == "memory":
+        return cut_warmup(values, warmup, min_points)
+    return min(max(int(warmup), 0), values.size)
+
+
 def _prepare(
     series: Series, rule: MetricRule, warmup: int, alpha: float, min_points: int
 ) -> _Prepared | Finding:
@@ -290,10 +308,7 @@ def _prepare(
             "no_data",
             f"{rule.metric}: no samples ({values.size} iterations, all missing).",
         )
-    if rule.kind == "memory":
-        cut = cut_warmup(values, warmup, min_points)
-    else:
-        cut = min(max(int(warmup), 0), values.size)
+    cut = _cut(values, rule.kind, warmup, min_points)
     keep = finite.copy()
     keep[:cut] = False
     n_used = int(keep.sum())

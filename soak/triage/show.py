@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from soak.analysis.sites import SiteFinding, judge_sites, site_notes
+from soak.analysis.run_verdict import verdict_note, verdict_rank
+from soak.analysis.sites import SiteFinding, notes_with_total
 from soak.analysis.verdict import Finding
-from soak.judging import purpose_of, rules_for, site_rule_for, verdict_note, verdict_rank
+from soak.run_settings import purpose_of, site_rule_for, warmup_of
 from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
@@ -89,7 +90,7 @@ class RunDetail:
     phases: list[PhaseTiming]
     sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
     site_notes: list[str] = field(default_factory=list)  # what no site can explain
-    verdict_note: str = ""  # why the verdict is inconclusive (soak.judging.verdict_note)
+    verdict_note: str = ""  # why the verdict is inconclusive (soak.analysis.run_verdict)
 
     def as_dict(self) -> dict[str, Any]:
         header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
@@ -243,7 +244,7 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
         run.get("verdict") or "",
         purpose_of(run) if run.get("status") == "passed" else "leaks",
         int(run.get("iterations_done") or 0),
-        rules_for(run)[1],
+        warmup_of(run),
     )
     return RunDetail(
         run,
@@ -287,10 +288,11 @@ def _site_notes(
     """What no site can explain (stubs that grow, growth no live allocation holds), as
     `soak analyze` said it: from the stored findings and the stored sum of every traced
     allocation (site 0)."""
-    total = load_site_series(db, run["id"]).get(0)
-    held = judge_sites([total], site_rule_for(run))[0].bytes if total is not None else None
-    return site_notes(
-        [finding_from_row(f) for f in findings], held, [site_finding_from_row(s) for s in sites]
+    return notes_with_total(
+        [finding_from_row(f) for f in findings],
+        load_site_series(db, run["id"]).get(0),
+        [site_finding_from_row(s) for s in sites],
+        site_rule_for(run),
     )
 
 
