@@ -198,6 +198,18 @@ def echo_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         writer.writerow(["" if v is None else v for v in plain(list(row))])
 
 
+def echo_formatted(fmt: str | None, data: Any, columns: Sequence[str] = ()) -> bool:
+    """--json / --csv: print ``data`` so (for CSV a list of dicts, whose keys are the header;
+    ``columns`` when there is no row) and say True; False: the caller prints its table."""
+    if fmt == "json":
+        echo_json(data)
+        return True
+    if fmt == "csv":
+        echo_csv(list(data[0]) if data else list(columns), [list(r.values()) for r in data])
+        return True
+    return False
+
+
 def echo_written(
     db: Any, analyses: list, junit: str | None, json_path: str | None, out: str | None
 ):

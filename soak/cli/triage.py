@@ -18,7 +18,7 @@ from soak.cli.common import (
     console,
     db_option,
     echo_csv,
-    echo_json,
+    echo_formatted,
     echo_json_records,
     format_options,
 )
@@ -70,13 +70,7 @@ def runs_command(
 
     with triage.readonly(db) as ro:
         runs = triage.list_runs(ro, limit, profile, status)
-    rows = [r.as_dict() for r in runs]
-    if fmt == "json":
-        echo_json(rows)
-        return
-    if fmt == "csv":
-        columns = list(rows[0]) if rows else list(_RUN_CSV_COLUMNS)
-        echo_csv(columns, [list(r.values()) for r in rows])
+    if echo_formatted(fmt, [r.as_dict() for r in runs], _RUN_CSV_COLUMNS):
         return
     if not runs:
         click.echo("no runs match" if (profile or status) else "the database holds no runs yet")
@@ -94,8 +88,7 @@ def show_command(run: str, db: str, fmt: str | None) -> None:
 
     with triage.readonly(db) as ro:
         detail = triage.run_detail(ro, run)
-    if fmt == "json":
-        echo_json(detail.as_dict())
+    if echo_formatted(fmt, detail.as_dict()):
         return
     print_run_detail(console(), detail)
 
@@ -146,12 +139,7 @@ def query_command(
     from soak.report.listing import canned_table, query_table
 
     if list_queries:
-        rows = triage.canned_list()
-        if fmt == "json":
-            echo_json(rows)
-        elif fmt == "csv":
-            echo_csv(list(rows[0]), [list(r.values()) for r in rows])
-        else:
+        if not echo_formatted(fmt, triage.canned_list()):
             console().print(canned_table())
         return
     if not query:
@@ -200,8 +188,7 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
 
     with triage.readonly(db) as ro:
         result = triage.compare(ro, base, candidate, force)
-    if fmt == "json":
-        echo_json(result.as_dict())
+    if echo_formatted(fmt, result.as_dict()):
         return
     print_comparison(console(), result)
 
