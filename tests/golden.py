@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from soak.judging import analyze_run, finding_row
 from soak.store import Store
+from tests.e2e import soak
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 T0 = 1_764_000_000.0
@@ -168,14 +167,7 @@ def run_cli(db: Path, args: list[str]) -> tuple[int, str]:
     """`python -m soak.cli ARGS --db DB` in DB's folder, off a terminal, in UTC: (exit status,
     stdout and stderr)."""
     env = {**os.environ, "TZ": "UTC", "COLUMNS": "160"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", *args, "--db", db.name],
-        cwd=db.parent,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = soak(*args, "--db", db.name, cwd=db.parent, env=env, timeout=120)
     return proc.returncode, proc.stdout + proc.stderr
 
 

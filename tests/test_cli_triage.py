@@ -15,6 +15,7 @@ from soak import triage
 from soak.cli import main
 from soak.cli.common import SoakGroup
 from soak.cli.triage import COMMANDS as TRIAGE_COMMANDS
+from tests.e2e import SOAK_CLI
 from tests.test_triage import N_ITER, TRITON_WARNING, build_db, dead_pid, fingerprint
 
 COMMANDS = {"runs", "show", "query", "compare", "browse"}
@@ -363,12 +364,10 @@ def test_database_without_runs(soak, tmp_path):
 def test_a_reader_that_stops_early_is_not_an_error(built):
     """`soak query ... --csv | head -1`: no traceback, no 'Broken pipe', exit 0."""
     import subprocess
-    import sys
 
     rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) "
     proc = subprocess.Popen(
-        [sys.executable, "-m", "soak.cli", "query", rows + "SELECT x FROM c", "--csv"]
-        + ["--db", str(built[0])],
+        [*SOAK_CLI, "query", rows + "SELECT x FROM c", "--csv"] + ["--db", str(built[0])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
