@@ -2,7 +2,7 @@
 
 The triage commands only read the database, so synthetic runs are enough: quiet series with
 known slopes, interval samples with known per-phase additions, events, and findings produced
-by the real analysis (``soak.judging.analyze_run``).
+by the real analysis (built by ``tests.synthetic``).
 """
 
 from __future__ import annotations
@@ -15,215 +15,90 @@ import socket
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from soak import triage
 from soak.errors import SoakError, StoreError
-from soak.judging import analyze_run, finding_row
 from soak.store import Store
+from tests.synthetic import (
+    N_ITER,
+    PHASE_ADDS,
+    WARMUP,
+    KiB,
+    MiB,
+    RunSpec,
+    add_run,
+    dead_pid,
+    failures,
+)
 
-KiB = 1024
-MiB = 1024 * KiB
-N_ITER = 30
-WARMUP = 2
-PHASE_ADDS = {"load": 50 * MiB, "infer": 80 * MiB, "unload": 20 * MiB}
 TRITON_WARNING = "model 'simple2' took longer than expected to unload"
 
 
-def dead_pid() -> int:
-    """A pid no process can have: above the kernel's pid_max."""
-    try:
-        return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
-    except OSError:
-        return 2**22 + 1
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    profile: str
-    seed: int
-    rss_slope: float = 0.0
-    uss_slope: float = 0.0
-    thread_step_every: int = 0  # a thread that never ends every k iterations (0: none)
-    iterations: int = N_ITER
-    servers: int = 2
-    memory_type: str = "system"
-    inferences_per_model: int = 10
-    matrix: str | None = None
-    cell: dict | None = None
-    interval: bool = False
-    events: bool = False
-    stack_dump: bool = False
-    final_status: str = "passed"  # before analysis; 'running' leaves it unanalysed
-    thresholds: str = ""
-    started_ago_s: float = 86_400.0
-    heartbeat_ago_s: float | None = None  # None: ended normally
-
-
-def add_run(store: Store, spec: RunSpec, now: float) -> int:
-    rng = np.random.default_rng(spec.seed)
-    n = spec.iterations
-    started = now - spec.started_ago_s
-    text = (
-        f"servers = {spec.servers}\niterations = {n}\nwarmup = {WARMUP}\n"
-        f"memory_type = '{spec.memory_type}'\ninferences_per_model = {spec.inferences_per_model}\n"
-        + ("[sampling]\nsample_interval_ms = 50\n" if spec.interval else "")
-        + spec.thresholds
-    )
-    run_id = store.create_run(
+def triage_events(i: int, started: float) -> list[dict]:
+    """A Triton warning every iteration (glog prefix varying), wrong outputs, an error."""
+    events = [
         {
-            "profile": spec.profile,
-            "profile_source": "<test>",
-            "profile_text": text,
-            "config": {
-                "run": {"warmup": WARMUP, "iterations": n, "servers": spec.servers},
-                "sampling": {"sample_interval_ms": 50 if spec.interval else 0},
-            },
-            "iterations_planned": n,
-            "servers": spec.servers,
-            "memory_type": spec.memory_type,
-            "instance_kind": "cpu",
-            "inferences_per_model": spec.inferences_per_model,
-            "datatype": "int32",
-            "started_at": started,
-            "heartbeat_at": started,
-            "host": socket.gethostname(),
-            # A fresh running run's supervisor is alive (pid 1 predates every run); the
-            # others' is gone, which on this host makes a running one abandoned at once.
-            "supervisor_pid": 1 if (spec.heartbeat_ago_s or 1e9) < 300 else dead_pid(),
-            "triton_version": "2.51.0",
-            "matrix": spec.matrix,
-            "cell": spec.cell,
+            "t": started + i,
+            "kind": "triton_warning",
+            "iteration": i,
+            "message": f"W1125 14:{i:02d}:22.123456 {900 + i} "
+            f"model_lifecycle.cc:42] {TRITON_WARNING}",
         }
-    )
-    previous_rss = None
-    for i in range(n):
-        rss = int(200 * MiB + spec.rss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
-        uss = int(150 * MiB + spec.uss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
-        threads = 40 + (i // spec.thread_step_every if spec.thread_step_every else 0)
-        samples = []
-        if spec.interval and previous_rss is not None:
-            for phase, added in PHASE_ADDS.items():
-                for delta in (-MiB, 0, MiB):  # median exactly `added` above the quiet point
-                    samples.append(
-                        {
-                            "iteration": None,
-                            "kind": "interval",
-                            "phase": phase,
-                            "t": started + i,
-                            "rss_bytes": previous_rss + added + delta,
-                        }
-                    )
-        samples.append(
+    ]
+    events += failures(i, started)
+    if i == 7:
+        events.append(
             {
+                "t": started + i,
+                "kind": "triton_error",
                 "iteration": i,
-                "kind": "quiet",
-                "t": started + i + 0.5,
-                "rss_bytes": rss,
-                "uss_bytes": uss,
-                "threads": threads,
-                "fds": 64,
+                "message": "E1125 14:07:22.000001 77 server.cc:9] failed to stop",
             }
         )
-        events = []
-        if spec.events:
-            events.append(
-                {
-                    "t": started + i,
-                    "kind": "triton_warning",
-                    "iteration": i,
-                    "message": f"W1125 14:{i:02d}:22.123456 {900 + i} "
-                    f"model_lifecycle.cc:42] {TRITON_WARNING}",
-                }
-            )
-            if i in (5, 9, 17):
-                events.append(
-                    {
-                        "t": started + i,
-                        "kind": "failure",
-                        "iteration": i,
-                        "instance": 1,
-                        "phase": "infer",
-                        "message": "output OUTPUT0 is wrong: expected [3 3], got [3 4]",
-                    }
-                )
-            if i == 7:
-                events.append(
-                    {
-                        "t": started + i,
-                        "kind": "triton_error",
-                        "iteration": i,
-                        "message": "E1125 14:07:22.000001 77 server.cc:9] failed to stop",
-                    }
-                )
-        row = {
-            "iteration": i,
-            "ended_at": started + i + 0.5,
-            "wall_s": 2.0 + 0.01 * i,
-            "server_lifecycles": spec.servers,
-            "model_loads": 2 * spec.servers,
-            "inferences": 2 * spec.servers * spec.inferences_per_model,
-            "failures": 0,
-            "load_max_s": 0.5 + 0.01 * i,
-            "unload_max_s": 0.25,
-        }
-        store.write_iteration(run_id, row, samples, [], events)
-        previous_rss = rss
-    end_events = []
-    if spec.events:
-        end_events += [
-            {"t": now, "kind": "leftover_stub", "message": "stub process 4242 outlived the worker"},
-            {
-                "t": now,
-                "kind": "leftover_shm",
-                "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
-                "outlived the worker",
-            },
-            {
-                "t": now,
-                "kind": "leftover_shm",
-                "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
-                "outlived the worker",
-            },
-        ]
-    if spec.stack_dump:
-        end_events += [
-            {
-                "t": now,
-                "kind": "hang",
-                "iteration": n - 1,
-                "instance": 0,
-                "phase": "unload",
-                "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}",
-            },
-            {
-                "t": now,
-                "kind": "stack_dump",
-                "iteration": n - 1,
-                "instance": 0,
-                "phase": "unload",
-                "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
-                'in unload\n  File "iteration.py", line 12 in run\n',
-            },
-        ]
-    store.add_events(run_id, end_events)
-    if spec.final_status == "running":
-        beat = now - (spec.heartbeat_ago_s or 0.0)
-        store.update_run(run_id, heartbeat_at=beat)
-        return run_id
-    store.update_run(
-        run_id, status=spec.final_status, ended_at=started + n + 1, heartbeat_at=started + n + 1
-    )
-    analysis = analyze_run(store.db, run_id)
-    store.write_findings(run_id, [finding_row(f) for f in analysis.findings])
-    store.update_run(
-        run_id, status=analysis.status, verdict=analysis.verdict, exit_code=analysis.exit_code
-    )
-    return run_id
+    return events
+
+
+def leftovers(now: float, n: int) -> list[dict]:
+    return [
+        {"t": now, "kind": "leftover_stub", "message": "stub process 4242 outlived the worker"},
+        {
+            "t": now,
+            "kind": "leftover_shm",
+            "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
+            "outlived the worker",
+        },
+        {
+            "t": now,
+            "kind": "leftover_shm",
+            "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
+            "outlived the worker",
+        },
+    ]
+
+
+def hang_with_stack_dump(now: float, n: int) -> list[dict]:
+    return [
+        {
+            "t": now,
+            "kind": "hang",
+            "iteration": n - 1,
+            "instance": 0,
+            "phase": "unload",
+            "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}",
+        },
+        {
+            "t": now,
+            "kind": "stack_dump",
+            "iteration": n - 1,
+            "instance": 0,
+            "phase": "unload",
+            "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
+            'in unload\n  File "iteration.py", line 12 in run\n',
+        },
+    ]
 
 
 def grid_cells(gpu_factor: float, session: int) -> list[RunSpec]:
@@ -268,7 +143,8 @@ def build_db(path: Path) -> dict[str, int]:
             rss_slope=1 * MiB,
             uss_slope=0.5 * MiB,
             interval=True,
-            events=True,
+            events=triage_events,
+            end_events=leftovers,
             final_status="passed",
             thresholds=BUDGETS,
         ),
@@ -276,7 +152,13 @@ def build_db(path: Path) -> dict[str, int]:
     )
     ids["hung"] = add_run(
         store,
-        RunSpec("cpu", seed=3, thread_step_every=3, stack_dump=True, final_status="hung"),
+        RunSpec(
+            "cpu",
+            seed=3,
+            thread_step_every=3,
+            end_events=hang_with_stack_dump,
+            final_status="hung",
+        ),
         now,
     )
     ids["flat2"] = add_run(store, RunSpec("cpu", seed=4), now)
