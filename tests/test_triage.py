@@ -21,179 +21,15 @@ import pytest
 
 from soak import triage
 from soak.errors import SoakError, StoreError
-from soak.store import Store
 from tests.synthetic import (
     N_ITER,
     PHASE_ADDS,
+    TRITON_WARNING,
     WARMUP,
     KiB,
     MiB,
-    RunSpec,
-    add_run,
     dead_pid,
-    failures,
 )
-
-TRITON_WARNING = "model 'simple2' took longer than expected to unload"
-
-
-def triage_events(i: int, started: float) -> list[dict]:
-    """A Triton warning every iteration (glog prefix varying), wrong outputs, an error."""
-    events = [
-        {
-            "t": started + i,
-            "kind": "triton_warning",
-            "iteration": i,
-            "message": f"W1125 14:{i:02d}:22.123456 {900 + i} "
-            f"model_lifecycle.cc:42] {TRITON_WARNING}",
-        }
-    ]
-    events += failures(i, started)
-    if i == 7:
-        events.append(
-            {
-                "t": started + i,
-                "kind": "triton_error",
-                "iteration": i,
-                "message": "E1125 14:07:22.000001 77 server.cc:9] failed to stop",
-            }
-        )
-    return events
-
-
-def leftovers(now: float, n: int) -> list[dict]:
-    return [
-        {"t": now, "kind": "leftover_stub", "message": "stub process 4242 outlived the worker"},
-        {
-            "t": now,
-            "kind": "leftover_shm",
-            "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_1 "
-            "outlived the worker",
-        },
-        {
-            "t": now,
-            "kind": "leftover_shm",
-            "message": "shared-memory region /dev/shm/triton_python_backend_shm_region_2 "
-            "outlived the worker",
-        },
-    ]
-
-
-def hang_with_stack_dump(now: float, n: int) -> list[dict]:
-    return [
-        {
-            "t": now,
-            "kind": "hang",
-            "iteration": n - 1,
-            "instance": 0,
-            "phase": "unload",
-            "message": f"phase unload of instance 0 exceeded its timeout in iteration {n}",
-        },
-        {
-            "t": now,
-            "kind": "stack_dump",
-            "iteration": n - 1,
-            "instance": 0,
-            "phase": "unload",
-            "message": 'Thread 0x01 (most recent call first):\n  File "lifecycle.py", line 88 '
-            'in unload\n  File "iteration.py", line 12 in run\n',
-        },
-    ]
-
-
-def grid_cells(gpu_factor: float, session: int) -> list[RunSpec]:
-    """Matrix 'grid': RSS grows 100 KiB per server per iteration, times gpu_factor on GPU."""
-    out = []
-    for memory_type in ("system", "gpu"):
-        for servers in (2, 4):
-            factor = gpu_factor if memory_type == "gpu" else 1.0
-            ipm = 0 if (memory_type, servers, session) == ("gpu", 2, 1) else 10
-            out.append(
-                RunSpec(
-                    "grid",
-                    seed=100 * session + servers + (50 if memory_type == "gpu" else 0),
-                    rss_slope=100 * KiB * servers * factor,
-                    servers=servers,
-                    memory_type=memory_type,
-                    inferences_per_model=ipm,
-                    matrix="grid",
-                    cell={"memory_type": memory_type, "servers": servers},
-                )
-            )
-    return out
-
-
-BUDGETS = (
-    "[thresholds.rss_bytes]\ngrowth_budget = 8388608.0\n"
-    "[thresholds.uss_bytes]\ngrowth_budget = 8388608.0\n"
-)
-
-
-def build_db(path: Path) -> dict[str, int]:
-    """The synthetic database every triage test reads; returns run ids by role."""
-    now = time.time()
-    store = Store(path)
-    ids = {}
-    ids["flat"] = add_run(store, RunSpec("cpu", seed=1), now)
-    ids["leaky"] = add_run(
-        store,
-        RunSpec(
-            "cpu",
-            seed=2,
-            rss_slope=1 * MiB,
-            uss_slope=0.5 * MiB,
-            interval=True,
-            events=triage_events,
-            end_events=leftovers,
-            final_status="passed",
-            thresholds=BUDGETS,
-        ),
-        now,
-    )
-    ids["hung"] = add_run(
-        store,
-        RunSpec(
-            "cpu",
-            seed=3,
-            thread_step_every=3,
-            end_events=hang_with_stack_dump,
-            final_status="hung",
-        ),
-        now,
-    )
-    ids["flat2"] = add_run(store, RunSpec("cpu", seed=4), now)
-    ids["other_profile"] = add_run(store, RunSpec("gpu", seed=5), now)
-    grid1 = [add_run(store, spec, now) for spec in grid_cells(gpu_factor=3.0, session=1)]
-    grid2 = [add_run(store, spec, now) for spec in grid_cells(gpu_factor=1.0, session=2)]
-    ids.update({f"grid1_{k}": r for k, r in enumerate(grid1)})
-    ids.update({f"grid2_{k}": r for k, r in enumerate(grid2)})
-    ids["abandoned"] = add_run(
-        store,
-        RunSpec(
-            "cpu",
-            seed=6,
-            iterations=4,
-            final_status="running",
-            started_ago_s=4000,
-            heartbeat_ago_s=3600,
-        ),
-        now,
-    )
-    ids["running"] = add_run(
-        store,
-        RunSpec(
-            "cpu", seed=7, iterations=3, final_status="running", started_ago_s=60, heartbeat_ago_s=1
-        ),
-        now,
-    )
-    store.close()
-    return ids
-
-
-@pytest.fixture(scope="session")
-def soak_db(tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    path = tmp_path_factory.mktemp("triage") / "soak.db"
-    return path, build_db(path)
 
 
 def fingerprint(path: Path) -> tuple[str, int, int]:
@@ -210,11 +46,6 @@ def db(soak_db):
     with triage.readonly(path) as ro:
         yield ro
     assert fingerprint(path) == before
-
-
-@pytest.fixture
-def ids(soak_db) -> dict[str, int]:
-    return soak_db[1]
 
 
 # -- the data is what the tests think it is ---------------------------------------------------
