@@ -21,6 +21,8 @@ import pytest
 
 from soak import triage
 from soak.errors import SoakError, StoreError
+from soak.report.compare import comparison_json
+from soak.report.listing import run_json
 from tests.synthetic import (
     N_ITER,
     PHASE_ADDS,
@@ -79,7 +81,7 @@ def test_list_runs_marks_abandoned_but_not_fresh_running(db, ids):
     assert shown[ids["running"]].status == "running"
     assert shown[ids["running"]].abandoned_reason == ""
     # `soak runs --json` and --csv carry the reason too.
-    rows = {r.id: r.as_dict() for r in triage.list_runs(db)}
+    rows = {r.id: run_json(r) for r in triage.list_runs(db)}
     assert rows[ids["abandoned"]]["abandoned_reason"] == shown[ids["abandoned"]].abandoned_reason
     assert rows[ids["running"]]["abandoned_reason"] is None
     assert [r.id for r in triage.list_runs(db, status="abandoned")] == [ids["abandoned"]]
@@ -98,11 +100,11 @@ def test_list_runs_filters_by_profile_and_status(db, ids):
 
 
 def test_list_runs_row_content(db, ids):
-    row = {r.id: r for r in triage.list_runs(db, limit=0)}[ids["leaky"]].as_dict()
+    row = run_json({r.id: r for r in triage.list_runs(db, limit=0)}[ids["leaky"]])
     assert row["profile"] == "cpu" and row["verdict"] == "leak" and row["status"] == "leaked"
     assert (row["iterations_done"], row["iterations_planned"]) == (N_ITER, N_ITER)
     assert row["duration_s"] == pytest.approx(N_ITER + 1)
-    cell = {r.id: r for r in triage.list_runs(db, limit=0)}[ids["grid1_3"]].as_dict()["cell"]
+    cell = run_json({r.id: r for r in triage.list_runs(db, limit=0)}[ids["grid1_3"]])["cell"]
     assert cell == "servers=4 memory_type=gpu"
 
 
@@ -563,7 +565,7 @@ def test_compare_widens_intervals_for_autocorrelation(db, ids):
 
 
 def test_compare_as_dict_is_json(db, ids):
-    data = triage.compare(db, str(ids["flat"]), str(ids["leaky"])).as_dict()
+    data = comparison_json(triage.compare(db, str(ids["flat"]), str(ids["leaky"])))
     text = json.dumps(data, allow_nan=False)
     assert "worse" in text and data["rule"] == triage.SIGNIFICANCE_RULE
 

@@ -66,11 +66,11 @@ def runs_command(
     A run stored as running whose heartbeat is stale and whose supervisor is gone is shown
     as 'abandoned'.
     """
-    from soak.report.listing import runs_table
+    from soak.report.listing import run_json, runs_table
 
     with triage.readonly(db) as ro:
         runs = triage.list_runs(ro, limit, profile, status)
-    if echo_formatted(fmt, [r.as_dict() for r in runs], _RUN_CSV_COLUMNS):
+    if echo_formatted(fmt, [run_json(r) for r in runs], _RUN_CSV_COLUMNS):
         return
     if not runs:
         click.echo("no runs match" if (profile or status) else "the database holds no runs yet")
@@ -84,11 +84,11 @@ def runs_command(
 @format_options(csv_too=False)
 def show_command(run: str, db: str, fmt: str | None) -> None:
     """Show RUN (an id, or 'latest'): header, findings, events by kind, phase timings."""
-    from soak.report.show import print_run_detail
+    from soak.report.show import detail_json, print_run_detail
 
     with triage.readonly(db) as ro:
         detail = triage.run_detail(ro, run)
-    if echo_formatted(fmt, detail.as_dict()):
+    if echo_formatted(fmt, detail_json(detail)):
         return
     print_run_detail(console(), detail)
 
@@ -184,11 +184,11 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
     is 'worse' when the candidate's 95% slope interval (widened for autocorrelation) lies
     wholly above the base's, 'better' when wholly below, else 'same'.
     """
-    from soak.report.compare import print_comparison
+    from soak.report.compare import comparison_json, print_comparison
 
     with triage.readonly(db) as ro:
         result = triage.compare(ro, base, candidate, force)
-    if echo_formatted(fmt, result.as_dict()):
+    if echo_formatted(fmt, comparison_json(result)):
         return
     print_comparison(console(), result)
 

@@ -10,10 +10,31 @@ from rich.text import Text
 from soak.profile import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE
 from soak.triage.canned import CANNED, CannedQuery
-from soak.triage.lookup import local_time
+from soak.triage.lookup import iso_time, local_time
 from soak.triage.query import QueryResult
 from soak.triage.runs import RunSummary
 from soak.units import cell_label, duration, human
+
+
+def run_json(run: RunSummary) -> dict[str, Any]:
+    """The JSON/CSV row: plain values, times both as epoch and as local ISO text."""
+    return {
+        "id": run.id,
+        "started": iso_time(run.started_at),
+        "started_at": run.started_at,
+        "profile": run.profile,
+        "matrix": run.matrix,
+        "cell": cell_label(run.cell, MATRIX_KEYS) if run.cell else None,
+        "status": run.status,
+        "stored_status": run.stored_status,
+        "abandoned_reason": run.abandoned_reason or None,
+        "verdict": run.verdict,
+        "duration_s": None if run.duration_s is None else round(run.duration_s, 3),
+        "iterations_done": run.iterations_done,
+        "iterations_planned": run.iterations_planned,
+        "worst_metric": run.worst.metric if run.worst else None,
+        "worst": run.worst.describe() if run.worst else None,
+    }
 
 
 def runs_table(runs: list[RunSummary], db: str) -> Table:

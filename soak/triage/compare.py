@@ -20,7 +20,7 @@ from soak.profile import MATRIX_KEYS
 from soak.run_settings import rules_for
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
-from soak.units import cell_label, finite
+from soak.units import cell_label
 
 
 @dataclass(frozen=True)
@@ -74,48 +74,6 @@ class Comparison:
     cells: list[CellComparison]
     base_only: list[dict[str, Any]] = field(default_factory=list)
     candidate_only: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        def side(s: SlopeSide | None) -> dict[str, Any] | None:
-            if s is None:
-                return None
-            return {
-                "run": s.run_id,
-                "n": s.n,
-                "slope": finite(s.slope),
-                "low": finite(s.low),
-                "high": finite(s.high),
-                "variance_factor": finite(s.variance_factor),
-                "warmup_cut": s.warmup_cut,
-            }
-
-        return {
-            "base": self.base,
-            "candidate": self.candidate,
-            "rule": SIGNIFICANCE_RULE,
-            "cells": [
-                {
-                    "cell": c.cell or None,
-                    "base_run": c.base_run,
-                    "candidate_run": c.candidate_run,
-                    "metrics": [
-                        {
-                            "metric": m.metric,
-                            "kind": m.kind,
-                            "base": side(m.base),
-                            "candidate": side(m.candidate),
-                            "difference": finite(m.difference),
-                            "significant": m.significant,
-                            "verdict": m.verdict,
-                        }
-                        for m in c.metrics
-                    ],
-                }
-                for c in self.cells
-            ],
-            "base_only": self.base_only,
-            "candidate_only": self.candidate_only,
-        }
 
 
 SIGNIFICANCE_RULE = (

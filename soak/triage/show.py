@@ -18,7 +18,7 @@ from soak.analysis.verdict import Finding
 from soak.run_settings import purpose_of, site_rule_for, warmup_of
 from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
-from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
+from soak.triage.lookup import resolve_run
 from soak.units import finite
 
 #: Messages shown per event kind in ``soak show`` (stack dumps are always shown in full).
@@ -92,41 +92,8 @@ class RunDetail:
     site_notes: list[str] = field(default_factory=list)  # what no site can explain
     verdict_note: str = ""  # why the verdict is inconclusive (soak.analysis.run_verdict)
 
-    def as_dict(self) -> dict[str, Any]:
-        header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
-        header["cell"] = parse_cell(self.run.get("cell")) or None
-        for key in ("started_at", "ended_at", "heartbeat_at"):
-            header[key.replace("_at", "")] = iso_time(self.run.get(key))
-        header["stored_status"] = self.run.get("status")
-        header["status"] = self.status
-        header["abandoned_reason"] = self.abandoned_reason or None
-        header["verdict_note"] = self.verdict_note or None
-        header["duration_s"] = run_duration(self.run)
-        findings, sites = [], []
-        for rows, out in ((self.findings, findings), (self.sites, sites)):
-            for row in rows:
-                row = dict(row)
-                row["slopes_per_unit"] = _units(row.get("slopes_per_unit"))
-                out.append(row)
-        return {
-            "run": header,
-            "findings": findings,
-            "events": [
-                {
-                    "kind": g.kind,
-                    "count": g.count,
-                    "distinct": g.distinct,
-                    "messages": [m.__dict__ for m in g.messages],
-                }
-                for g in self.events
-            ],
-            "phases": [p.__dict__ for p in self.phases],
-            # only for a run with attribution, so that the JSON of any other run is unchanged
-            **({"sites": sites, "site_notes": self.site_notes} if sites else {}),
-        }
 
-
-def _units(text: Any) -> dict[str, float | None]:
+def slopes_from_json(text: Any) -> dict[str, float | None]:
     """slopes_per_unit JSON (which may hold NaN, as Python writes it) as finite-or-None."""
     if not text:
         return {}
@@ -153,7 +120,8 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
         slope_low=num("slope_low"),
         slope_high=num("slope_high"),
         slopes_per_unit={
-            k: (nan if v is None else v) for k, v in _units(row.get("slopes_per_unit")).items()
+            k: (nan if v is None else v)
+            for k, v in slopes_from_json(row.get("slopes_per_unit")).items()
         },
         p_value=num("p_value"),
         tau=num("tau"),
