@@ -19,9 +19,9 @@ from soak.analysis.run_verdict import verdict_note, verdict_rank
 from soak.analysis.sites import SiteFinding, judge_sites, notes_with_total
 from soak.analysis.verdict import Finding, judge, overall
 from soak.errors import ExitCode
+from soak.formatting import plain
 from soak.run_settings import purpose_of, rules_for, site_rule_for
 from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
-from soak.units import plain
 
 EXIT_OF_VERDICT = {
     "pass": ExitCode.PASSED,

@@ -23,7 +23,7 @@ import numpy as np
 
 from soak.analysis.trend import theil_sen
 from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, judge
-from soak.units import by_kind
+from soak.formatting import by_kind
 
 __all__ = [
     "SiteFinding",

@@ -54,7 +54,7 @@ from soak.analysis.trend import (
     mann_kendall,
     theil_sen,
 )
-from soak.units import by_kind
+from soak.formatting import by_kind
 
 __all__ = [
     "Finding",

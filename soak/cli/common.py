@@ -23,7 +23,7 @@ from rich.console import Console
 
 from soak import __version__
 from soak.errors import ExitCode, SoakError
-from soak.units import plain
+from soak.formatting import plain
 
 DEFAULT_DB = "results/soak.db"
 

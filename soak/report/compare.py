@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from soak.formatting import cell_label, finite, human
 from soak.profile import MATRIX_KEYS
 from soak.triage.compare import SIGNIFICANCE_RULE, Comparison, SlopeSide, is_run_spec
-from soak.units import cell_label, finite, human
 
 VERDICT_STYLE = {"worse": "bold red", "better": "green", "same": "", "no data": "dim"}
 

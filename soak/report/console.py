@@ -12,7 +12,7 @@ from rich.text import Text
 
 from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
-from soak.units import cell_label, human
+from soak.formatting import cell_label, human
 
 if TYPE_CHECKING:
     from soak.judging import RunAnalysis

@@ -7,13 +7,13 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from soak.formatting import cell_label, duration, human
 from soak.profile import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE
 from soak.triage.canned import CANNED, CannedQuery
 from soak.triage.lookup import iso_time, local_time
 from soak.triage.query import QueryResult
 from soak.triage.runs import RunSummary
-from soak.units import cell_label, duration, human
 
 
 def run_json(run: RunSummary) -> dict[str, Any]:

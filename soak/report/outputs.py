@@ -12,11 +12,11 @@ import sqlite_utils
 from soak.analysis.sites import SiteFinding
 from soak.analysis.verdict import Finding
 from soak.errors import OutputError
+from soak.formatting import cell_label, plain
 from soak.judging import RunAnalysis
 from soak.report.junit import write_junit
 from soak.report.plots import write_report, write_sites_report
 from soak.store import load_series, load_site_series, run_row
-from soak.units import cell_label, plain
 
 
 def _label(run: dict) -> str:

@@ -9,11 +9,11 @@ from rich.table import Table
 from rich.text import Text
 
 from soak.analysis.sites import SiteFinding
+from soak.formatting import cell_label, duration
 from soak.profile import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE, findings_table
 from soak.triage.lookup import iso_time, local_time, parse_cell, run_duration
 from soak.triage.show import RunDetail, finding_from_row, site_finding_from_row, slopes_from_json
-from soak.units import cell_label, duration
 
 
 def detail_json(detail: RunDetail) -> dict[str, Any]:

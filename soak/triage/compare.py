@@ -16,11 +16,11 @@ import sqlite_utils
 from soak.analysis.compare import slope_after
 from soak.analysis.verdict import warmup_cut
 from soak.errors import StoreError
+from soak.formatting import cell_label
 from soak.profile import MATRIX_KEYS
 from soak.run_settings import rules_for
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
-from soak.units import cell_label
 
 
 @dataclass(frozen=True)

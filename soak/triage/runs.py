@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlite_utils
 
+from soak.formatting import finite, human
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import parse_cell, run_duration
-from soak.units import finite, human
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import sqlite_utils
 from soak.analysis.run_verdict import verdict_note, verdict_rank
 from soak.analysis.sites import SiteFinding, notes_with_total
 from soak.analysis.verdict import Finding
+from soak.formatting import finite
 from soak.run_settings import purpose_of, site_rule_for, warmup_of
 from soak.store import PHASES, load_site_series, run_row
 from soak.triage.abandoned import display_status, median_walls
 from soak.triage.lookup import resolve_run
-from soak.units import finite
 
 #: Messages shown per event kind in ``soak show`` (stack dumps are always shown in full).
 EVENT_EXAMPLES = 3
