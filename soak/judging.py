@@ -16,7 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from soak.analysis.run_verdict import verdict_note, verdict_rank
-from soak.analysis.sites import SiteFinding, judge_sites, notes_with_total
+from soak.analysis.site_verdict import SiteFinding, judge_sites, notes_with_total
 from soak.analysis.verdict import Finding, judge, overall
 from soak.errors import ExitCode
 from soak.formatting import plain

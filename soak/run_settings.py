@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from soak import profile as profiles
-from soak.analysis.sites import SiteRule
+from soak.analysis.site_verdict import SiteRule
 from soak.analysis.verdict import MetricRule
 from soak.errors import SoakError
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
+from soak.analysis.site_verdict import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
 from soak.formatting import cell_label, human
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from soak.analysis.sites import SiteFinding
+from soak.analysis.site_verdict import SiteFinding
 from soak.analysis.verdict import Finding
 from soak.errors import OutputError
 from soak.formatting import cell_label, plain

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from soak.analysis.sites import SiteFinding
+from soak.analysis.site_verdict import SiteFinding
 from soak.formatting import cell_label, duration
 from soak.profile import MATRIX_KEYS
 from soak.report.console import STATUS_STYLE, findings_table

@@ -13,7 +13,7 @@ import numpy as np
 import sqlite_utils
 
 from soak.analysis.run_verdict import verdict_note, verdict_rank
-from soak.analysis.sites import SiteFinding, notes_with_total
+from soak.analysis.site_verdict import SiteFinding, notes_with_total
 from soak.analysis.verdict import Finding
 from soak.formatting import finite
 from soak.run_settings import purpose_of, site_rule_for, warmup_of

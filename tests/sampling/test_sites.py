@@ -134,7 +134,7 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
         windows = trace_quiet_points(server, capture, 12, between)
     result = sites.read_sites(capture, windows, depth=8, top=20)
     assert result.iterations == list(range(12))
-    from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
+    from soak.analysis.site_verdict import SiteRule, SiteSeries, judge_sites
 
     judged = judge_sites(
         [
