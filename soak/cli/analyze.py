@@ -16,7 +16,7 @@ from soak.cli.common import db_option, echo_written, file_options
 def analyze(run_id, db, junit, json_path, out) -> None:
     """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
     from soak.judging import reanalyze
-    from soak.report.console import print_analysis
+    from soak.report.analyze import print_analysis
     from soak.report.outputs import check_output_paths
     from soak.store import open_readonly
 

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from soak.formatting import cell_label, duration, human
 from soak.profile import MATRIX_KEYS
-from soak.report.console import STATUS_STYLE
+from soak.report.analyze import STATUS_STYLE
 from soak.triage.canned import CANNED, CannedQuery
 from soak.triage.lookup import iso_time, local_time
 from soak.triage.query import QueryResult

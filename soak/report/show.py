@@ -11,7 +11,7 @@ from rich.text import Text
 from soak.analysis.site_verdict import SiteFinding
 from soak.formatting import cell_label, duration
 from soak.profile import MATRIX_KEYS
-from soak.report.console import STATUS_STYLE, findings_table
+from soak.report.analyze import STATUS_STYLE, findings_table
 from soak.triage.lookup import iso_time, local_time, parse_cell, run_duration
 from soak.triage.show import RunDetail, finding_from_row, site_finding_from_row, slopes_from_json
 
