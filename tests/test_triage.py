@@ -22,7 +22,7 @@ import pytest
 from soak import triage
 from soak.errors import SoakError, StoreError
 from soak.report.compare import comparison_json
-from soak.report.listing import run_json
+from soak.report.runs import run_json
 from tests.synthetic import (
     N_ITER,
     PHASE_ADDS,

@@ -66,7 +66,7 @@ def runs_command(
     A run stored as running whose heartbeat is stale and whose supervisor is gone is shown
     as 'abandoned'.
     """
-    from soak.report.listing import run_json, runs_table
+    from soak.report.runs import run_json, runs_table
 
     with triage.readonly(db) as ro:
         runs = triage.list_runs(ro, limit, profile, status)
@@ -136,7 +136,7 @@ def query_command(
     Writes (INSERT, UPDATE, DELETE, DROP, CREATE, ATTACH, PRAGMA x = y, ...) are refused.
     Rows are streamed; Ctrl-C or --timeout ends a query that runs away.
     """
-    from soak.report.listing import canned_table, query_table
+    from soak.report.query import canned_table, query_table
 
     if list_queries:
         if not echo_formatted(fmt, triage.canned_list()):

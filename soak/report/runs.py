@@ -1,4 +1,4 @@
-"""Tables of `soak runs` and `soak query` (results and the canned list) for the console."""
+"""`soak runs`: the table of runs for the console, and each run as a JSON/CSV row."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from soak.formatting import cell_label, duration, human
+from soak.formatting import cell_label, duration
 from soak.profile import MATRIX_KEYS
 from soak.report.analyze import STATUS_STYLE
-from soak.triage.canned import CANNED, CannedQuery
 from soak.triage.lookup import iso_time, local_time
-from soak.triage.query import QueryResult
 from soak.triage.runs import RunSummary
 
 
@@ -68,41 +66,3 @@ def runs_table(runs: list[RunSummary], db: str) -> Table:
             Text(r.worst.describe() if r.worst else "-"),
         )
     return table
-
-
-def query_table(result: QueryResult, canned: CannedQuery | None, max_rows: int) -> Table:
-    """The first ``max_rows`` rows; byte columns in KiB/MiB (--csv and --json keep exact
-    numbers)."""
-    table = Table(title=Text(f"{canned.name}: {canned.description}") if canned else None)
-    for col in result.columns:
-        table.add_column(col, overflow="fold")
-    # Byte columns read better in KiB/MiB; --csv and --json keep the exact numbers.
-    in_bytes = [col.endswith("_bytes") for col in result.columns]
-    for row in result.rows[:max_rows]:
-        table.add_row(
-            *(
-                Text(human(v, "x_bytes")) if b and isinstance(v, (int, float)) else _cell(v)
-                for v, b in zip(row, in_bytes, strict=True)
-            )
-        )
-    return table
-
-
-def canned_table() -> Table:
-    """The canned queries with what they need and take."""
-    table = Table(title=Text("canned queries: soak query NAME [--param NAME=VALUE ...]"))
-    for col in ("name", "description", "parameters"):
-        table.add_column(col, overflow="fold")
-    for q in CANNED.values():
-        description = q.description + (f" Needs {q.needs}." if q.needs else "")
-        table.add_row(q.name, Text(description), ", ".join(q.params) or "-")
-    return table
-
-
-def _cell(value: Any) -> Text:
-    """Table cells as Text, so brackets in stored messages are never read as markup."""
-    if value is None:
-        return Text("NULL", style="dim")
-    if isinstance(value, float):
-        return Text(f"{value:.6g}")
-    return Text(str(value))
