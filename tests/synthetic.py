@@ -1,6 +1,6 @@
 """Synthetic runs written through soak.store.Store: quiet series with known slopes, optional
 interval samples with known per-phase additions, events, and findings from the real analysis
-(``soak.judging.analyze_run``). The golden database builds on it, and so does the database
+(``soak.run_analysis.analyze_run``). The golden database builds on it, and so does the database
 every triage test reads (:func:`build_db`, the ``soak_db`` fixture of conftest).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from soak.judging import analyze_run, finding_row
+from soak.run_analysis import analyze_run, finding_row
 from soak.store import Store
 
 KiB = 1024

@@ -11,7 +11,7 @@ import pytest
 from soak import store as store_module
 from soak.analysis.verdict import Series
 from soak.bench.analysis import bench_run_analysis, write_synthetic_run
-from soak.judging import analyze_run
+from soak.run_analysis import analyze_run
 from soak.run_settings import rules_for
 from soak.store import LATER_UNITS, LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
 

@@ -15,7 +15,7 @@ from soak.analysis.verdict import Finding
 from soak.formatting import cell_label, human
 
 if TYPE_CHECKING:
-    from soak.judging import RunAnalysis
+    from soak.run_analysis import RunAnalysis
 
 STATUS_STYLE = {
     "passed": "green",

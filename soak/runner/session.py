@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from soak.errors import ProfileError
-from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile import Profile, check_machine
+from soak.run_analysis import RunAnalysis, analyze_and_store
 from soak.runner.supervisor import IterationView, PhaseView, RunOutcome, Supervisor
 from soak.store import Store
 
