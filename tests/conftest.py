@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Triton runtime per test session, and a leftover guard."""
+"""Shared fixtures: one real Triton runtime per test session, a leftover guard, and the
+synthetic database the triage tests read."""
 
 from __future__ import annotations
 
@@ -113,3 +114,18 @@ def kill_and_unlink(pids: set[int], regions: set[str]) -> None:
     wait_ended(procs, timeout_s=5)
     for name in regions:
         (SHM / name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def soak_db(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """The triage tests' database (tests.synthetic.build_db) and its run ids by role; read-only
+    tests share it."""
+    from tests.synthetic import build_db
+
+    path = tmp_path_factory.mktemp("triage") / "soak.db"
+    return path, build_db(path)
+
+
+@pytest.fixture
+def ids(soak_db) -> dict[str, int]:
+    return soak_db[1]

@@ -1,13 +1,29 @@
-"""Helpers of the end-to-end tests: read a results database while soak runs against it."""
+"""Helpers of the end-to-end tests: start soak as a user does, and read a results database
+while soak runs against it."""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: `python -m soak.cli` with this interpreter: how every spawned soak command begins.
+SOAK_CLI = (sys.executable, "-m", "soak.cli")
+
+
+def soak(
+    *args: str, cwd: Path = ROOT, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m soak.cli ARGS`, run to its end with its output captured as text (``env``:
+    the whole environment; None: this one)."""
+    return subprocess.run(
+        [*SOAK_CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def query(db: Path, sql: str, *params) -> list[tuple]:

@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-
-from soak.judging import analyze_run, finding_row
 from soak.store import Store
+from tests.e2e import soak
+from tests.synthetic import WARMUP, RunSpec, add_run, failures
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 T0 = 1_764_000_000.0
 KiB = 1024
-MiB = 1024 * KiB
 N = 30
-WARMUP = 2
 ANALYZED_AT = T0 + 100_000.0
+
+
+def _golden_events(i: int, started: float) -> list[dict]:
+    events = failures(i, started)
+    if i == 7:
+        events.append(
+            {
+                "t": started + i,
+                "kind": "triton_warning",
+                "iteration": i,
+                "message": "W1125 14:07:22.000001 77 model.cc:9] slow to unload",
+            }
+        )
+    return events
 
 
 def _add_run(
@@ -37,87 +46,31 @@ def _add_run(
     matrix: str | None = None,
     cell: dict | None = None,
     events: bool = False,
-    status: str = "passed",
 ) -> int:
-    rng = np.random.default_rng(k)
-    started = T0 + 3600.0 * k
+    """Run k: started k hours after T0 on a fixed host, its findings analysed at a fixed time."""
     text = f"servers = {servers}\niterations = {N}\nwarmup = {WARMUP}\n"
-    run_id = store.create_run(
-        {
-            "profile": profile,
+    spec = RunSpec(
+        profile,
+        seed=k,
+        rss_slope=rss_slope,
+        thread_step_every=10 if events else 0,
+        iterations=N,
+        servers=servers,
+        matrix=matrix,
+        cell=cell,
+        events=_golden_events if events else None,
+        started_ago_s=0.0,
+        run={
             "profile_source": "<golden>",
             "profile_text": text,
             "config": {"run": {"warmup": WARMUP, "iterations": N, "servers": servers}},
-            "iterations_planned": N,
-            "servers": servers,
-            "memory_type": "system",
-            "instance_kind": "cpu",
-            "inferences_per_model": 10,
-            "datatype": "int32",
-            "started_at": started,
-            "heartbeat_at": started,
             "host": "golden-host",
             "cpu_count": 2,
             "supervisor_pid": None,
-            "triton_version": "2.51.0",
-            "matrix": matrix,
-            "cell": cell,
-        }
+        },
+        analyzed_at=ANALYZED_AT,
     )
-    for i in range(N):
-        rss = int(200 * MiB + rss_slope * i + rng.normal(0, 48 * KiB)) // 4096 * 4096
-        uss = int(150 * MiB + rng.normal(0, 48 * KiB)) // 4096 * 4096
-        sample = {
-            "iteration": i,
-            "kind": "quiet",
-            "t": started + i + 0.5,
-            "rss_bytes": rss,
-            "uss_bytes": uss,
-            "threads": 40 + (i // 10 if events else 0),
-            "fds": 64,
-        }
-        evs = []
-        if events and i in (5, 9, 17):
-            evs.append(
-                {
-                    "t": started + i,
-                    "kind": "failure",
-                    "iteration": i,
-                    "instance": 1,
-                    "phase": "infer",
-                    "message": "output OUTPUT0 is wrong: expected [3 3], got [3 4]",
-                }
-            )
-        if events and i == 7:
-            evs.append(
-                {
-                    "t": started + i,
-                    "kind": "triton_warning",
-                    "iteration": i,
-                    "message": "W1125 14:07:22.000001 77 model.cc:9] slow to unload",
-                }
-            )
-        row = {
-            "iteration": i,
-            "ended_at": started + i + 0.5,
-            "wall_s": 2.0 + 0.01 * i,
-            "server_lifecycles": servers,
-            "model_loads": 2 * servers,
-            "inferences": 20 * servers,
-            "failures": 0,
-            "load_max_s": 0.5 + 0.01 * i,
-            "unload_max_s": 0.25,
-        }
-        store.write_iteration(run_id, row, [sample], [], evs)
-    end = started + N + 1
-    store.update_run(run_id, status=status, ended_at=end, heartbeat_at=end)
-    analysis = analyze_run(store.db, run_id)
-    rows = [{**finding_row(f), "analyzed_at": ANALYZED_AT} for f in analysis.findings]
-    store.write_findings(run_id, rows)
-    store.update_run(
-        run_id, status=analysis.status, verdict=analysis.verdict, exit_code=analysis.exit_code
-    )
-    return run_id
+    return add_run(store, spec, now=T0 + 3600.0 * k)
 
 
 def build(path: Path) -> None:
@@ -168,14 +121,7 @@ def run_cli(db: Path, args: list[str]) -> tuple[int, str]:
     """`python -m soak.cli ARGS --db DB` in DB's folder, off a terminal, in UTC: (exit status,
     stdout and stderr)."""
     env = {**os.environ, "TZ": "UTC", "COLUMNS": "160"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", *args, "--db", db.name],
-        cwd=db.parent,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = soak(*args, "--db", db.name, cwd=db.parent, env=env, timeout=120)
     return proc.returncode, proc.stdout + proc.stderr
 
 

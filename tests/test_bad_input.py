@@ -12,12 +12,13 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests import e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_ERROR = 2
@@ -586,13 +587,7 @@ CASES = [
 
 
 def soak(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "soak.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return e2e.soak(*args, timeout=timeout)
 
 
 def fingerprint(folder: Path) -> dict[str, str]:

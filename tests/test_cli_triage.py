@@ -15,26 +15,17 @@ from soak import triage
 from soak.cli import main
 from soak.cli.common import SoakGroup
 from soak.cli.triage import COMMANDS as TRIAGE_COMMANDS
-from tests.test_triage import N_ITER, TRITON_WARNING, build_db, dead_pid, fingerprint
+from tests.e2e import SOAK_CLI
+from tests.synthetic import N_ITER, TRITON_WARNING, dead_pid
+from tests.test_triage import fingerprint
 
 COMMANDS = {"runs", "show", "query", "compare", "browse"}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    path = tmp_path_factory.mktemp("cli-triage") / "soak.db"
-    return path, build_db(path)
-
-
 @pytest.fixture
-def ids(built) -> dict[str, int]:
-    return built[1]
-
-
-@pytest.fixture
-def soak(built):
+def soak(soak_db):
     """Runs `soak ARGS --db <the test database>` and checks the file did not change at all."""
-    path = built[0]
+    path = soak_db[0]
     group = SoakGroup(name="soak", commands=TRIAGE_COMMANDS)
     runner = CliRunner(env={"COLUMNS": "250"})
     before = fingerprint(path)
@@ -360,15 +351,13 @@ def test_database_without_runs(soak, tmp_path):
     one_line_error(soak("show", db=empty), "the database holds no runs yet")
 
 
-def test_a_reader_that_stops_early_is_not_an_error(built):
+def test_a_reader_that_stops_early_is_not_an_error(soak_db):
     """`soak query ... --csv | head -1`: no traceback, no 'Broken pipe', exit 0."""
     import subprocess
-    import sys
 
     rows = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) "
     proc = subprocess.Popen(
-        [sys.executable, "-m", "soak.cli", "query", rows + "SELECT x FROM c", "--csv"]
-        + ["--db", str(built[0])],
+        [*SOAK_CLI, "query", rows + "SELECT x FROM c", "--csv"] + ["--db", str(soak_db[0])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import soak
 from tests.golden import COMMANDS, GOLDEN, outputs
 
 
@@ -42,14 +41,7 @@ def test_a_real_run_prints_the_same_lines_apart_from_numbers(tmp_path: Path) -> 
     """`soak run smoke` (real Triton) as captured before the refactor, digits masked."""
     env = {**os.environ, "TZ": "UTC", "COLUMNS": "160"}
     args = ["run", "smoke", "--iterations", "4", "--no-progress", "--db", "r.db"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", *args, "--junit", "r.xml"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = soak(*args, "--junit", "r.xml", cwd=tmp_path, env=env)
     printed = masked(f"{proc.stdout}{proc.stderr}exit {proc.returncode}\n")
     assert printed == (GOLDEN.parent / "golden_run" / "smoke.txt").read_text()
 

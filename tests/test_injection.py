@@ -31,8 +31,6 @@ What the less obvious injections turned out to show (libtritonserver 2.51, CPU, 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ import pytest
 
 from soak.sampling.process import find_stub_processes
 from tests.conftest import shm_regions
-from tests.e2e import query
+from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -298,13 +296,7 @@ def run_soak(tmp_path: Path, name: str, inject: dict[str, object]) -> Run:
     db = tmp_path / "soak.db"
     regions_before = shm_regions()
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    proc = soak("run", str(profile), "--db", str(db), "--no-progress", timeout=RUN_TIMEOUT_S)
     seconds = time.monotonic() - started
     output = proc.stdout + proc.stderr
     assert db.exists(), output

@@ -10,10 +10,8 @@ import math
 
 import numpy as np
 
-from soak.analysis.trend import mann_kendall, theil_sen
+from soak.analysis.trend import MIN_POINTS, mann_kendall, theil_sen
 
-#: Fewer quiet samples than this after the warm-up give no slope (as in ``verdict.judge``).
-MIN_POINTS = 5
 #: Two-sided 95 % normal quantile; compare's intervals are widened from it.
 Z95 = 1.959963984540054
 

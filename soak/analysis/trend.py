@@ -230,6 +230,9 @@ DIRECT_S_MAX_N = 200
 MK_MAX_POINTS = 10_000
 #: A warm-up block is still warming up while its median residual exceeds this many robust sigmas.
 WARMUP_K = 3.0
+#: Samples after the warm-up a series needs before it is judged or given a slope at all
+#: (verdict.judge, soak compare, the warm-up cut's floor).
+MIN_POINTS = 5
 #: Hamed-Rao count a lag as significant at this level (as in the paper).
 HAMED_RAO_LAG_ALPHA = 0.05
 
@@ -640,7 +643,7 @@ def mann_kendall(
     return TrendTest(float(s), var_s, z, p_value, tau, n, corrected, factor, block)
 
 
-def cut_warmup(y: ArrayLike, warmup: int, min_points: int = 5) -> int:
+def cut_warmup(y: ArrayLike, warmup: int, min_points: int = MIN_POINTS) -> int:
     """Index where the analysed part of y begins: at least ``warmup``, later while it still shifts.
 
     See the module docstring for the rule. Returns ``warmup`` (clipped to the series) when the

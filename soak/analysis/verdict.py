@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 
 from soak.analysis.trend import (
+    MIN_POINTS,
     MK_MAX_POINTS,
     SlopeEstimate,
     change_point,
@@ -53,7 +54,7 @@ from soak.analysis.trend import (
     mann_kendall,
     theil_sen,
 )
-from soak.units import by_kind
+from soak.formatting import by_kind
 
 __all__ = [
     "Finding",
@@ -63,6 +64,7 @@ __all__ = [
     "Verdict",
     "judge",
     "overall",
+    "warmup_cut",
 ]
 
 log = logging.getLogger(__name__)
@@ -179,11 +181,6 @@ class Finding:
     reason: str
 
 
-def _fmt(value: float | None, kind: MetricKind) -> str:
-    """Bytes in binary units for memory, plain numbers for counters."""
-    return by_kind(value, kind)
-
-
 def _end_points(n_used: int) -> int:
     """How many samples the baseline and end medians use: a few, more for long series."""
     k = min(max(END_POINTS_MIN, n_used // 10), END_POINTS_MAX)
@@ -217,7 +214,7 @@ def judge(
     rule: MetricRule,
     warmup: int,
     alpha: float = 0.05,
-    min_points: int = 5,
+    min_points: int = MIN_POINTS,
 ) -> Finding:
     """Judge one series against its rule (see the module docstring for the rules)."""
     if series.metric != rule.metric:
@@ -279,6 +276,23 @@ def _finding(rule: MetricRule, verdict: Verdict, reason: str, **numbers: object)
     )
 
 
+def warmup_cut(series: Series, kind: MetricKind, warmup: int, min_points: int = MIN_POINTS) -> int:
+    """Where :func:`judge` starts a series (index into its samples in iteration order): the
+    numbers before the rule, for `soak compare` on a run that has no stored findings yet.
+    0 for a series with no sample at all, as judge's no-data finding says."""
+    values = series.values[np.argsort(series.iterations, kind="stable")]
+    if not np.isfinite(values).any():
+        return 0
+    return _cut(values, kind, warmup, max(int(min_points), 3))
+
+
+def _cut(values: np.ndarray, kind: MetricKind, warmup: int, min_points: int) -> int:
+    """Memory warm-ups are extended while the early level is off; counters' never are."""
+    if kind == "memory":
+        return cut_warmup(values, warmup, min_points)
+    return min(max(int(warmup), 0), values.size)
+
+
 def _prepare(
     series: Series, rule: MetricRule, warmup: int, alpha: float, min_points: int
 ) -> _Prepared | Finding:
@@ -294,10 +308,7 @@ def _prepare(
             "no_data",
             f"{rule.metric}: no samples ({values.size} iterations, all missing).",
         )
-    if rule.kind == "memory":
-        cut = cut_warmup(values, warmup, min_points)
-    else:
-        cut = min(max(int(warmup), 0), values.size)
+    cut = _cut(values, rule.kind, warmup, min_points)
     keep = finite.copy()
     keep[:cut] = False
     n_used = int(keep.sum())
@@ -344,10 +355,10 @@ def _prepare(
         threshold, name, limit = min(scaled)
         unit = name.replace("_", " ")
         threshold_text = (
-            f" ({_fmt(limit, rule.kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
+            f" ({by_kind(limit, rule.kind)}/{unit} x {means[name]:.4g} {unit}s per iteration)"
         )
     level = f"{100 * (1 - alpha):.0f}%"
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     budget = rule.growth_budget
     over_budget = budget is not None and growth > budget
     return _Prepared(
@@ -390,7 +401,7 @@ def _prepare(
 
 def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     """Leak: growing faster than the threshold with confidence, or over the growth budget."""
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     threshold, how = p.threshold, p.threshold_text
     too_fast = threshold is not None and p.slope.low > threshold and p.rising
     maybe_fast = threshold is not None and p.slope.slope > threshold and not too_fast
@@ -417,7 +428,7 @@ def _memory_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
 
 def _counter_rule(p: _Prepared, rule: MetricRule) -> tuple[Verdict, str]:
     """Leak: ending above baseline + tolerance without coming back late, or over budget."""
-    f = lambda v: _fmt(v, rule.kind)  # noqa: E731
+    f = lambda v: by_kind(v, rule.kind)  # noqa: E731
     limit = p.baseline + rule.tolerance
     tail = p.y[-max(1, math.ceil(p.y.size / 3)) :]
     came_back = bool(np.any(tail <= limit))

@@ -3,7 +3,7 @@ series, and its power.
 
 :func:`bench_run_analysis` writes a temporary database with n synthetic quiet points through
 :class:`soak.store.Store` (its schema, its transaction), then times
-:func:`soak.judging.analyze_run` exactly as ``soak analyze`` runs it; writing is not timed.
+:func:`soak.run_analysis.analyze_run` exactly as ``soak analyze`` runs it; writing is not timed.
 :func:`rss_power_report` measures how many iterations the verdict needs to catch a native leak of
 64 KiB per server lifecycle at N=4, and how often it fails a clean run, on a real run's RSS noise
 (``soak/analysis/data/rss_noise_n4.json``) or, while that file is absent, on AR(1) noise.  This
@@ -30,7 +30,7 @@ from soak.analysis.power import (
 )
 from soak.analysis.trend import change_point, cut_warmup, mann_kendall, theil_sen
 from soak.analysis.verdict import MetricRule
-from soak.judging import analyze_run
+from soak.run_analysis import analyze_run
 from soak.store import SAMPLE_COLUMNS, Store, open_readonly
 
 __all__ = [

@@ -4,7 +4,7 @@ Side by side, two supervised runs of the cpu workload (N servers, same iteration
 from one quiet point to the next without and with `--attribute`, and their ratio (target:
 at most 2x); the capture's bytes per traced iteration and the time the supervisor took to
 read it into sites; and the time to judge the sites of a 250-iteration run (synthetic series
-in a real store, judged by `soak.judging.analyze_sites` as `soak analyze` does).
+in a real store, judged by `soak.run_analysis.analyze_sites` as `soak analyze` does).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def overhead(servers: int = 4, iterations: int = 8, warmup: int = 1) -> dict[str
 
 def site_analysis(iterations: int = 250, sites: int = 50, seed: int = 0) -> dict[str, Any]:
     """Seconds to load and judge the stored sites of a run of `iterations` quiet points."""
-    from soak.judging import analyze_sites
+    from soak.run_analysis import analyze_sites
     from soak.store import Store, run_row
 
     rng = np.random.default_rng(seed)

@@ -18,7 +18,7 @@ import click
 import psutil
 
 from soak.bench import attribution, measure
-from soak.units import human, mib
+from soak.formatting import human, mib
 
 RESULTS = Path("results")
 

@@ -15,9 +15,9 @@ from soak.cli.common import db_option, echo_written, file_options
 @file_options
 def analyze(run_id, db, junit, json_path, out) -> None:
     """Re-run the analysis of RUN_ID (default: the latest run) on stored data."""
-    from soak.judging import reanalyze
-    from soak.report.console import print_analysis
+    from soak.report.analyze import print_analysis
     from soak.report.outputs import check_output_paths
+    from soak.run_analysis import reanalyze
     from soak.store import open_readonly
 
     check_output_paths(junit, json_path, out)  # before the analysis is stored
@@ -33,8 +33,8 @@ def analyze(run_id, db, junit, json_path, out) -> None:
 @file_options
 def report(run_id, db, junit, json_path, out) -> None:
     """Write reports of RUN_ID (default: the latest run) from stored data; changes nothing."""
-    from soak.judging import analyze_run
     from soak.report.outputs import check_output_paths
+    from soak.run_analysis import analyze_run
     from soak.store import latest_run_id, open_readonly
 
     if not (junit or json_path or out):

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from soak import __version__
 from soak.errors import ExitCode, SoakError
-from soak.units import plain
+from soak.formatting import plain
 
 DEFAULT_DB = "results/soak.db"
 
@@ -196,6 +196,18 @@ def echo_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     writer.writerow(columns)
     for row in rows:
         writer.writerow(["" if v is None else v for v in plain(list(row))])
+
+
+def echo_formatted(fmt: str | None, data: Any, columns: Sequence[str] = ()) -> bool:
+    """--json / --csv: print ``data`` so (for CSV a list of dicts, whose keys are the header;
+    ``columns`` when there is no row) and say True; False: the caller prints its table."""
+    if fmt == "json":
+        echo_json(data)
+        return True
+    if fmt == "csv":
+        echo_csv(list(data[0]) if data else list(columns), [list(r.values()) for r in data])
+        return True
+    return False
 
 
 def echo_written(

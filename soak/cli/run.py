@@ -48,11 +48,11 @@ def run(
     out,
 ) -> None:
     """Run PROFILE (a name under profiles/ or a path to a .toml file)."""
-    from soak.report.console import cell_heading, print_analysis
+    from soak.report.analyze import cell_heading, print_analysis
     from soak.report.outputs import check_output_paths
     from soak.report.progress import make_progress
     from soak.runner import session
-    from soak.workload.scenarios import describe
+    from soak.scenario_notes import describe
 
     prof = profiles.load(profile).with_overrides(
         servers=servers, iterations=iterations, memory_type=memory_type

@@ -18,7 +18,7 @@ from soak.cli.common import (
     console,
     db_option,
     echo_csv,
-    echo_json,
+    echo_formatted,
     echo_json_records,
     format_options,
 )
@@ -66,17 +66,11 @@ def runs_command(
     A run stored as running whose heartbeat is stale and whose supervisor is gone is shown
     as 'abandoned'.
     """
-    from soak.report.listing import runs_table
+    from soak.report.runs import run_json, runs_table
 
     with triage.readonly(db) as ro:
         runs = triage.list_runs(ro, limit, profile, status)
-    rows = [r.as_dict() for r in runs]
-    if fmt == "json":
-        echo_json(rows)
-        return
-    if fmt == "csv":
-        columns = list(rows[0]) if rows else list(_RUN_CSV_COLUMNS)
-        echo_csv(columns, [list(r.values()) for r in rows])
+    if echo_formatted(fmt, [run_json(r) for r in runs], _RUN_CSV_COLUMNS):
         return
     if not runs:
         click.echo("no runs match" if (profile or status) else "the database holds no runs yet")
@@ -90,12 +84,11 @@ def runs_command(
 @format_options(csv_too=False)
 def show_command(run: str, db: str, fmt: str | None) -> None:
     """Show RUN (an id, or 'latest'): header, findings, events by kind, phase timings."""
-    from soak.report.show import print_run_detail
+    from soak.report.show import detail_json, print_run_detail
 
     with triage.readonly(db) as ro:
         detail = triage.run_detail(ro, run)
-    if fmt == "json":
-        echo_json(detail.as_dict())
+    if echo_formatted(fmt, detail_json(detail)):
         return
     print_run_detail(console(), detail)
 
@@ -143,15 +136,10 @@ def query_command(
     Writes (INSERT, UPDATE, DELETE, DROP, CREATE, ATTACH, PRAGMA x = y, ...) are refused.
     Rows are streamed; Ctrl-C or --timeout ends a query that runs away.
     """
-    from soak.report.listing import canned_table, query_table
+    from soak.report.query import canned_table, query_table
 
     if list_queries:
-        rows = triage.canned_list()
-        if fmt == "json":
-            echo_json(rows)
-        elif fmt == "csv":
-            echo_csv(list(rows[0]), [list(r.values()) for r in rows])
-        else:
+        if not echo_formatted(fmt, triage.canned_list()):
             console().print(canned_table())
         return
     if not query:
@@ -196,12 +184,11 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
     is 'worse' when the candidate's 95% slope interval (widened for autocorrelation) lies
     wholly above the base's, 'better' when wholly below, else 'same'.
     """
-    from soak.report.compare import print_comparison
+    from soak.report.compare import comparison_json, print_comparison
 
     with triage.readonly(db) as ro:
         result = triage.compare(ro, base, candidate, force)
-    if fmt == "json":
-        echo_json(result.as_dict())
+    if echo_formatted(fmt, comparison_json(result)):
         return
     print_comparison(console(), result)
 

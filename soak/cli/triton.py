@@ -36,7 +36,7 @@ def list_command(fmt: str | None) -> None:
     from rich.table import Table
 
     from soak import triton_homes
-    from soak.units import binary_size
+    from soak.formatting import binary_size
 
     homes = triton_homes.list_homes()
     if fmt == "json":

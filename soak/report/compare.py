@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from soak.formatting import cell_label, finite, human
 from soak.profile.schema import MATRIX_KEYS
 from soak.triage.compare import SIGNIFICANCE_RULE, Comparison, SlopeSide, is_run_spec
-from soak.units import cell_label, human
 
 VERDICT_STYLE = {"worse": "bold red", "better": "green", "same": "", "no data": "dim"}
+
+
+def comparison_json(result: Comparison) -> dict[str, Any]:
+    """`soak compare --json`: every compared cell's metrics with both sides' slopes, the
+    unmatched cells, and the rule the verdicts follow."""
+
+    def side(s: SlopeSide | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        return {
+            "run": s.run_id,
+            "n": s.n,
+            "slope": finite(s.slope),
+            "low": finite(s.low),
+            "high": finite(s.high),
+            "variance_factor": finite(s.variance_factor),
+            "warmup_cut": s.warmup_cut,
+        }
+
+    return {
+        "base": result.base,
+        "candidate": result.candidate,
+        "rule": SIGNIFICANCE_RULE,
+        "cells": [
+            {
+                "cell": c.cell or None,
+                "base_run": c.base_run,
+                "candidate_run": c.candidate_run,
+                "metrics": [
+                    {
+                        "metric": m.metric,
+                        "kind": m.kind,
+                        "base": side(m.base),
+                        "candidate": side(m.candidate),
+                        "difference": finite(m.difference),
+                        "significant": m.significant,
+                        "verdict": m.verdict,
+                    }
+                    for m in c.metrics
+                ],
+            }
+            for c in result.cells
+        ],
+        "base_only": result.base_only,
+        "candidate_only": result.candidate_only,
+    }
 
 
 def print_comparison(console: Console, result: Comparison) -> None:

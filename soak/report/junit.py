@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from soak.analysis.verdict import Finding
-from soak.report.console import human
+from soak.report.analyze import human
 
 
 def junit_xml(runs: list[tuple[int, str, str, list[Finding]]]) -> str:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import sqlite_utils
 
-from soak.analysis.sites import SiteFinding
+from soak.analysis.site_verdict import SiteFinding
 from soak.analysis.verdict import Finding
 from soak.errors import OutputError
-from soak.judging import RunAnalysis
+from soak.formatting import cell_label, plain
 from soak.report.junit import write_junit
 from soak.report.plots import write_report, write_sites_report
+from soak.run_analysis import RunAnalysis
 from soak.store import load_series, load_site_series, run_row
-from soak.units import cell_label, plain
 
 
 def _label(run: dict) -> str:

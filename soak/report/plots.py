@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from soak.analysis.sites import SiteFinding, SiteSeries  # noqa: E402
+from soak.analysis.site_verdict import SiteFinding, SiteSeries  # noqa: E402
 from soak.analysis.verdict import Finding, Series  # noqa: E402
-from soak.report.console import human  # noqa: E402
+from soak.report.analyze import human  # noqa: E402
 
 
 def plot_metric(series: Series, finding: Finding, warmup_iteration: int | None, out: Path) -> Path:

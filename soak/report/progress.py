@@ -9,8 +9,8 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from soak.formatting import mib
 from soak.runner.views import IterationView, PhaseView
-from soak.units import mib
 
 
 def _mib(value: int | None) -> str:

@@ -2,16 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from soak.analysis.sites import SiteFinding
+from soak.analysis.site_verdict import SiteFinding
+from soak.formatting import cell_label, duration
 from soak.profile.schema import MATRIX_KEYS
-from soak.report.console import STATUS_STYLE, findings_table
-from soak.triage.lookup import local_time, parse_cell, run_duration
-from soak.triage.show import RunDetail, finding_from_row, site_finding_from_row
-from soak.units import cell_label, duration
+from soak.report.analyze import STATUS_STYLE, findings_table
+from soak.store.rows import finding_from_row, slopes_from_json
+from soak.triage.lookup import iso_time, local_time, parse_cell, run_duration
+from soak.triage.show import RunDetail, site_finding_from_row
+
+
+def detail_json(detail: RunDetail) -> dict[str, Any]:
+    """`soak show --json`: the header with times as ISO text, findings and sites with their
+    per-unit slopes as numbers, events and phases as plain data."""
+    header = {k: v for k, v in detail.run.items() if k not in ("profile_text", "config")}
+    header["cell"] = parse_cell(detail.run.get("cell")) or None
+    for key in ("started_at", "ended_at", "heartbeat_at"):
+        header[key.replace("_at", "")] = iso_time(detail.run.get(key))
+    header["stored_status"] = detail.run.get("status")
+    header["status"] = detail.status
+    header["abandoned_reason"] = detail.abandoned_reason or None
+    header["verdict_note"] = detail.verdict_note or None
+    header["duration_s"] = run_duration(detail.run)
+    findings, sites = [], []
+    for rows, out in ((detail.findings, findings), (detail.sites, sites)):
+        for row in rows:
+            row = dict(row)
+            row["slopes_per_unit"] = slopes_from_json(row.get("slopes_per_unit"))
+            out.append(row)
+    return {
+        "run": header,
+        "findings": findings,
+        "events": [
+            {
+                "kind": g.kind,
+                "count": g.count,
+                "distinct": g.distinct,
+                "messages": [m.__dict__ for m in g.messages],
+            }
+            for g in detail.events
+        ],
+        "phases": [p.__dict__ for p in detail.phases],
+        # only for a run with attribution, so that the JSON of any other run is unchanged
+        **({"sites": sites, "site_notes": detail.site_notes} if sites else {}),
+    }
 
 
 def print_run_detail(console: Console, detail: RunDetail) -> None:

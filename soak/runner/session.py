@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from soak.errors import ProfileError
-from soak.judging import RunAnalysis, analyze_and_store
 from soak.profile.loading import Profile, flag_name
+from soak.run_analysis import RunAnalysis, analyze_and_store
 from soak.runner.supervisor import Supervisor
 from soak.runner.views import IterationView, PhaseView, RunOutcome
 from soak.store import Store

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from soak.analysis.sites import SiteSeries
+from soak.analysis.site_verdict import SiteSeries
 from soak.analysis.verdict import Series
 from soak.errors import StoreError
 from soak.store.schema import LATER_UNITS, UNIT_COLUMNS

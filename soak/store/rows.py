@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from soak.analysis.verdict import Finding
-from soak.units import finite, plain
+from soak.formatting import finite, plain
 
 #: Columns of a quiet-point sample filled from the worker's heap sample
 #: (`soak.sampling.heap.HeapSample.as_dict`), by the heap sample's field.
@@ -80,7 +80,7 @@ def finding_row(f: Finding) -> dict[str, Any]:
     return row
 
 
-def _units(text: Any) -> dict[str, float | None]:
+def slopes_from_json(text: Any) -> dict[str, float | None]:
     """slopes_per_unit JSON (which may hold NaN, as Python writes it) as finite-or-None."""
     if not text:
         return {}
@@ -107,7 +107,8 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
         slope_low=num("slope_low"),
         slope_high=num("slope_high"),
         slopes_per_unit={
-            k: (nan if v is None else v) for k, v in _units(row.get("slopes_per_unit")).items()
+            k: (nan if v is None else v)
+            for k, v in slopes_from_json(row.get("slopes_per_unit")).items()
         },
         p_value=num("p_value"),
         tau=num("tau"),

@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import sqlite_utils
 
-from soak.units import duration, finite
+from soak.formatting import duration, finite
 
 #: A running run whose heartbeat is older than this many seconds may be abandoned ...
 STALE_MIN_S = 300.0

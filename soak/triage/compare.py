@@ -13,14 +13,14 @@ from typing import Any
 
 import sqlite_utils
 
-from soak.analysis.compare import MIN_POINTS, slope_after
-from soak.analysis.verdict import judge
+from soak.analysis.compare import slope_after
+from soak.analysis.verdict import warmup_cut
 from soak.errors import StoreError
-from soak.judging import rules_for
+from soak.formatting import cell_label
 from soak.profile.schema import MATRIX_KEYS
+from soak.run_settings import rules_for
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
-from soak.units import cell_label, finite
 
 
 @dataclass(frozen=True)
@@ -75,48 +75,6 @@ class Comparison:
     base_only: list[dict[str, Any]] = field(default_factory=list)
     candidate_only: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        def side(s: SlopeSide | None) -> dict[str, Any] | None:
-            if s is None:
-                return None
-            return {
-                "run": s.run_id,
-                "n": s.n,
-                "slope": finite(s.slope),
-                "low": finite(s.low),
-                "high": finite(s.high),
-                "variance_factor": finite(s.variance_factor),
-                "warmup_cut": s.warmup_cut,
-            }
-
-        return {
-            "base": self.base,
-            "candidate": self.candidate,
-            "rule": SIGNIFICANCE_RULE,
-            "cells": [
-                {
-                    "cell": c.cell or None,
-                    "base_run": c.base_run,
-                    "candidate_run": c.candidate_run,
-                    "metrics": [
-                        {
-                            "metric": m.metric,
-                            "kind": m.kind,
-                            "base": side(m.base),
-                            "candidate": side(m.candidate),
-                            "difference": finite(m.difference),
-                            "significant": m.significant,
-                            "verdict": m.verdict,
-                        }
-                        for m in c.metrics
-                    ],
-                }
-                for c in self.cells
-            ],
-            "base_only": self.base_only,
-            "candidate_only": self.candidate_only,
-        }
-
 
 SIGNIFICANCE_RULE = (
     "Theil-Sen slope per iteration of the quiet samples after each run's warm-up, with Sen's "
@@ -131,9 +89,9 @@ def run_slopes(
     """Every judged metric's slope for one run, and each metric's kind (memory/counter).
 
     Each series is cut where the verdict cut it: at the stored finding's warm-up cut, or, for
-    a run not judged yet, where ``verdict.judge`` cuts it now, so compare and the verdict
-    always look at the same samples. The slope's interval is widened for autocorrelation
-    (:func:`soak.analysis.compare.widened_slope`).
+    a run not judged yet, where ``verdict.judge`` would cut it (``verdict.warmup_cut``: the
+    numbers, no rule), so compare and the verdict always look at the same samples. The
+    slope's interval is widened for autocorrelation (:func:`soak.analysis.compare.widened_slope`).
     """
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
@@ -151,7 +109,7 @@ def run_slopes(
         if rule.metric in cuts:
             cut = int(cuts[rule.metric])
         else:
-            cut = judge(s, rule, warmup, min_points=MIN_POINTS).warmup_cut
+            cut = warmup_cut(s, rule.kind, warmup)
         cut = min(max(cut, 0), s.values.size)
         n, slope, low, high, factor = slope_after(s.iterations, s.values, cut)
         out[rule.metric] = SlopeSide(run_id, n, slope, low, high, factor, cut)

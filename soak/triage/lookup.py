@@ -13,8 +13,8 @@ from typing import Any
 import sqlite_utils
 
 from soak.errors import StoreError
+from soak.formatting import finite
 from soak.store import latest_run_id, open_readonly, run_row
-from soak.units import finite
 
 
 @contextmanager

@@ -11,10 +11,9 @@ from typing import Any
 
 import sqlite_utils
 
-from soak.profile.schema import MATRIX_KEYS
+from soak.formatting import finite, human
 from soak.triage.abandoned import display_status, median_walls
-from soak.triage.lookup import iso_time, parse_cell, run_duration
-from soak.units import cell_label, finite, human
+from soak.triage.lookup import parse_cell, run_duration
 
 
 @dataclass(frozen=True)
@@ -102,26 +101,6 @@ class RunSummary:
     iterations_done: int | None
     iterations_planned: int | None
     worst: WorstMetric | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON/CSV row: plain values, times both as epoch and as local ISO text."""
-        return {
-            "id": self.id,
-            "started": iso_time(self.started_at),
-            "started_at": self.started_at,
-            "profile": self.profile,
-            "matrix": self.matrix,
-            "cell": cell_label(self.cell, MATRIX_KEYS) if self.cell else None,
-            "status": self.status,
-            "stored_status": self.stored_status,
-            "abandoned_reason": self.abandoned_reason or None,
-            "verdict": self.verdict,
-            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
-            "iterations_done": self.iterations_done,
-            "iterations_planned": self.iterations_planned,
-            "worst_metric": self.worst.metric if self.worst else None,
-            "worst": self.worst.describe() if self.worst else None,
-        }
 
 
 def list_runs(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,15 +10,16 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from soak.analysis.sites import SiteFinding, judge_sites, site_notes
-from soak.judging import purpose_of, rules_for, site_rule_for, verdict_note, verdict_rank
+from soak.analysis.run_verdict import verdict_note, verdict_rank
+from soak.analysis.site_verdict import SiteFinding, notes_with_total
+from soak.formatting import finite
+from soak.run_settings import purpose_of, site_rule_for, warmup_of
 from soak.store import PHASES, load_site_series, run_row
 from soak.store.rows import finding_from_row
 from soak.triage.abandoned import display_status, median_walls
-from soak.triage.lookup import iso_time, parse_cell, resolve_run, run_duration
+from soak.triage.lookup import resolve_run
 from soak.triton.facts import EVENT_KINDS as TRITON_EVENT_KINDS
 from soak.triton.facts import log_message as triton_message
-from soak.units import finite
 
 #: Messages shown per event kind in ``soak show`` (stack dumps are always shown in full).
 EVENT_EXAMPLES = 3
@@ -90,51 +90,7 @@ class RunDetail:
     phases: list[PhaseTiming]
     sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
     site_notes: list[str] = field(default_factory=list)  # what no site can explain
-    verdict_note: str = ""  # why the verdict is inconclusive (soak.judging.verdict_note)
-
-    def as_dict(self) -> dict[str, Any]:
-        header = {k: v for k, v in self.run.items() if k not in ("profile_text", "config")}
-        header["cell"] = parse_cell(self.run.get("cell")) or None
-        for key in ("started_at", "ended_at", "heartbeat_at"):
-            header[key.replace("_at", "")] = iso_time(self.run.get(key))
-        header["stored_status"] = self.run.get("status")
-        header["status"] = self.status
-        header["abandoned_reason"] = self.abandoned_reason or None
-        header["verdict_note"] = self.verdict_note or None
-        header["duration_s"] = run_duration(self.run)
-        findings, sites = [], []
-        for rows, out in ((self.findings, findings), (self.sites, sites)):
-            for row in rows:
-                row = dict(row)
-                row["slopes_per_unit"] = _units(row.get("slopes_per_unit"))
-                out.append(row)
-        return {
-            "run": header,
-            "findings": findings,
-            "events": [
-                {
-                    "kind": g.kind,
-                    "count": g.count,
-                    "distinct": g.distinct,
-                    "messages": [m.__dict__ for m in g.messages],
-                }
-                for g in self.events
-            ],
-            "phases": [p.__dict__ for p in self.phases],
-            # only for a run with attribution, so that the JSON of any other run is unchanged
-            **({"sites": sites, "site_notes": self.site_notes} if sites else {}),
-        }
-
-
-def _units(text: Any) -> dict[str, float | None]:
-    """slopes_per_unit JSON (which may hold NaN, as Python writes it) as finite-or-None."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text) if isinstance(text, str) else dict(text)
-    except (TypeError, ValueError):
-        return {}
-    return {str(k): finite(v) for k, v in value.items()}
+    verdict_note: str = ""  # why the verdict is inconclusive (soak.analysis.run_verdict)
 
 
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
@@ -205,7 +161,7 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
         run.get("verdict") or "",
         purpose_of(run) if run.get("status") == "passed" else "leaks",
         int(run.get("iterations_done") or 0),
-        rules_for(run)[1],
+        warmup_of(run),
     )
     return RunDetail(
         run,
@@ -249,10 +205,11 @@ def _site_notes(
     """What no site can explain (stubs that grow, growth no live allocation holds), as
     `soak analyze` said it: from the stored findings and the stored sum of every traced
     allocation (site 0)."""
-    total = load_site_series(db, run["id"]).get(0)
-    held = judge_sites([total], site_rule_for(run))[0].bytes if total is not None else None
-    return site_notes(
-        [finding_from_row(f) for f in findings], held, [site_finding_from_row(s) for s in sites]
+    return notes_with_total(
+        [finding_from_row(f) for f in findings],
+        load_site_series(db, run["id"]).get(0),
+        [site_finding_from_row(s) for s in sites],
+        site_rule_for(run),
     )
 
 

@@ -15,7 +15,6 @@ Long-lived servers are deleted by `close()`, once, also after a run stopped earl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
@@ -23,35 +22,6 @@ from soak.workload.lifecycle import Failure, Lifecycle, PhaseObserver
 from soak.workload.repos import COMMON_MODEL, own_model_name, write_new_version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScenarioInfo:
-    name: str
-    units: tuple[str, ...]  # what a slope can be stated per (soak.store.UNIT_COLUMNS)
-    warmup: str  # what the warm-up iterations cover, for the output and the README
-
-
-SCENARIOS = {
-    "servers": ScenarioInfo(
-        "servers",
-        ("server", "model_load", "failed_load", "inference", "error"),
-        "each iteration creates and deletes its servers; the warm-up covers one-time costs of "
-        "the process (Triton's and the backend's libraries, first allocator arenas).",
-    ),
-    "reload": ScenarioInfo(
-        "reload",
-        ("model_load", "failed_load", "inference", "error"),
-        "iteration 1 also creates the long-lived servers, so the warm-up covers their creation "
-        "and the first load cycles; later iterations are load-infer-unload cycles only.",
-    ),
-    "traffic": ScenarioInfo(
-        "traffic",
-        ("inference", "error"),
-        "iteration 1 also creates the servers and loads their models, so the warm-up covers "
-        "that and the first bursts; later iterations are bursts of inferences only.",
-    ),
-}
 
 
 class _LongLived(Workload):
@@ -120,17 +90,3 @@ def make_workload(
     """The workload of `config.scenario`; call its close() once after the last iteration."""
     kinds = {"servers": Workload, "reload": Reload, "traffic": Traffic}
     return kinds[config.scenario](config, workdir, backends_dir, log_file, observer)
-
-
-def describe(run: dict) -> str:
-    """One line for the output: the scenario, what its warm-up covers, its units."""
-    info = SCENARIOS[run["scenario"]]
-    warmup = run["warmup"]
-    behaviour = run["behaviour"]
-    if behaviour in ("execute_raises", "error_response"):
-        behaviour += f" on {run['error_fraction']:g} of the requests"
-    units = ", ".join(u.replace("_", " ") for u in info.units)
-    return (
-        f"scenario {info.name}, models {behaviour}; warm-up: {warmup} iteration(s) not judged: "
-        f"{info.warmup} Slopes per iteration and per {units}."
-    )

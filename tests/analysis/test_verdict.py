@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soak.analysis.verdict import Finding, MetricRule, Series, judge, overall
+from soak.analysis.verdict import Finding, MetricRule, Series, judge, overall, warmup_cut
 from tests.analysis.noise import rss_noise
 
 KiB = 1024.0
@@ -133,6 +133,25 @@ def test_warmup_ramp_is_cut_and_passes() -> None:
     found = judge(rss(y), RSS_RULE, warmup=0)
     assert found.warmup_cut > 5
     assert found.verdict == "pass", found.reason
+
+
+def test_warmup_cut_is_where_judge_cuts_without_the_rule() -> None:
+    """soak compare cuts an unjudged run with warmup_cut: the very cut judge would make."""
+    idx = np.arange(100)
+    ramp = rss(300 * MiB + rss_noise(5, 100) - 30 * MiB * np.exp(-idx / 3.0))
+    steps = counter([40] * 3 + [41] * 20)
+    missing = rss(np.full(10, np.nan))
+    short = rss(np.arange(4, dtype=float))
+    threads = MetricRule("threads", "counter", None, None, 0.0)
+    for series, rule, warmup in (
+        (ramp, RSS_RULE, 0),
+        (steps, threads, 2),
+        (missing, RSS_RULE, 1),
+        (short, RSS_RULE, 1),
+    ):
+        cut = judge(series, rule, warmup).warmup_cut
+        assert warmup_cut(series, rule.kind, warmup) == cut
+    assert warmup_cut(ramp, "memory", 0) > 5
 
 
 def test_suggestive_but_unproven_growth_is_inconclusive() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +21,8 @@ from soak.store import Store
 ITERATIONS = range(2, 32)
 
 
-@pytest.fixture
-def db(tmp_path):
-    path = tmp_path / "soak.db"
+def attributed_run(path: Path) -> tuple[Store, int]:
+    """A store at ``path`` holding one passed run with attribution on (warm-up 2)."""
     store = Store(path)
     run_id = store.create_run(
         {
@@ -31,6 +31,13 @@ def db(tmp_path):
             "status": "passed",
         }
     )
+    return store, run_id
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "soak.db"
+    store, run_id = attributed_run(path)
     rng = np.random.default_rng(3)
     sites = [
         {
@@ -136,14 +143,7 @@ def test_growth_no_site_holds_is_noted_by_analyze_and_by_show(tmp_path):
     note that no live allocation holds it comes with the sites in `soak analyze` and in
     `soak show` (table and JSON)."""
     path = tmp_path / "soak.db"
-    store = Store(path)
-    run_id = store.create_run(
-        {
-            "profile": "attributed",
-            "config": {"run": {"warmup": 2}, "attribution": {"enabled": True}},
-            "status": "passed",
-        }
-    )
+    store, run_id = attributed_run(path)
     rng = np.random.default_rng(5)
     for i in range(32):
         rss = 200 * 2**20 + 300 * 1024 * i + int(rng.normal(0, 16 * 1024))

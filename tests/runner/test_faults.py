@@ -23,7 +23,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from soak.profile import default_thresholds
 from soak.sampling.process import descendant_pids, wait_ended
 from soak.store import open_readonly
 from tests.conftest import REGION_PREFIX, SHM, all_stubs, shm_regions, stub_processes
-from tests.e2e import query, reaped, wait_for_iterations
+from tests.e2e import SOAK_CLI, query, reaped, soak, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -120,17 +119,7 @@ def start_soak(
         popen.update(stdout=sink, stderr=subprocess.STDOUT)
     try:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "soak.cli",
-                "run",
-                str(profile),
-                "--db",
-                str(db),
-                "--no-progress",
-                *args,
-            ],
+            [*SOAK_CLI, "run", str(profile), "--db", str(db), "--no-progress", *args],
             cwd=ROOT,
             text=True,
             env=soak_env(track.work, env),
@@ -144,14 +133,7 @@ def start_soak(
 
 
 def soak_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "soak.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return soak(*args, timeout=120, env={**os.environ, "COLUMNS": "200"})
 
 
 def output(proc: subprocess.CompletedProcess) -> str:

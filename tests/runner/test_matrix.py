@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from soak.errors import ExitCode
+from tests.e2e import soak
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,13 +22,7 @@ def test_matrix_runs_each_cell_tagged_in_one_database(tmp_path):
         '[matrix]\nservers = [1, 2]\ndatatype = ["int32", "fp32"]\n'
     )
     db = tmp_path / "r.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = soak("run", str(profile), "--db", str(db), "--no-progress")
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = conn.execute(
         "SELECT matrix, cell, servers, datatype, status, exit_code, iterations_done "

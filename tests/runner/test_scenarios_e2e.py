@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.conftest import stub_processes
-from tests.e2e import query, reaped, wait_for_iterations
+from tests.e2e import query, reaped, soak, wait_for_iterations
 from tests.runner.test_supervisor import ROOT, start_soak, write_profile
 
 pytestmark = pytest.mark.e2e
@@ -19,14 +18,8 @@ pytestmark = pytest.mark.e2e
 
 def soak_run(tmp_path, text: str, env: dict | None = None) -> subprocess.CompletedProcess:
     profile = write_profile(tmp_path, text)
-    return subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(tmp_path / "r.db")]
-        + ["--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    return soak(
+        "run", str(profile), "--db", str(tmp_path / "r.db"), "--no-progress", timeout=600, env=env
     )
 
 

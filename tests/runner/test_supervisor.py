@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from soak.triton.backends import STUB_EXECUTABLE
 from tests.conftest import shm_regions, stub_processes
-from tests.e2e import query, reaped, wait_for_iterations
+from tests.e2e import SOAK_CLI, query, reaped, soak, wait_for_iterations
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -29,7 +28,7 @@ def write_profile(tmp_path: Path, text: str, name: str = "p") -> Path:
 def start_soak(*args: str, env: dict | None = None, log: Path) -> subprocess.Popen:
     with log.open("w") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "soak.cli", "run", *args, "--no-progress"],
+            [*SOAK_CLI, "run", *args, "--no-progress"],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -51,13 +50,7 @@ objgraph_every = 1
 """,
     )
     db = tmp_path / "r.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = soak("run", str(profile), "--db", str(db), "--no-progress")
     assert proc.returncode in (0, 3), proc.stdout + proc.stderr  # passed or inconclusive
     ((run_id, status, triton, done, verdict),) = query(
         db, "SELECT id, status, triton_version, iterations_done, verdict FROM runs"
@@ -192,11 +185,12 @@ load = 4
     )
     db = tmp_path / "r.db"
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    proc = soak(
+        "run",
+        str(profile),
+        "--db",
+        str(db),
+        "--no-progress",
         timeout=120,
         env={**os.environ, "SOAK_STUB": str(stub)},
     )

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from soak.sampling.gpu import GpuSample, GpuSampler, parse_visible_devices
+from tests.e2e import soak
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,14 +319,7 @@ def test_run_in_a_pid_namespace_stores_null_and_says_why(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(REPO_ROOT)]),
         "CUDA_VISIBLE_DEVICES": "0",
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--db", str(db), "--no-progress"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = soak("run", str(profile), "--db", str(db), "--no-progress", env=env)
     assert query(db, "SELECT gpu_name FROM runs") == [("Fake H100",)], proc.stdout + proc.stderr
     quiet = query(
         db,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from soak.sampling import sites
-from tests.e2e import query
+from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[2]
 KiB = 1 << 10
@@ -136,7 +134,7 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
         windows = trace_quiet_points(server, capture, 12, between)
     result = sites.read_sites(capture, windows, depth=8, top=20)
     assert result.iterations == list(range(12))
-    from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
+    from soak.analysis.site_verdict import SiteRule, SiteSeries, judge_sites
 
     judged = judge_sites(
         [
@@ -205,13 +203,8 @@ objgraph_every = 0
 """
     )
     db = tmp_path / "soak.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(profile), "--attribute"]
-        + ["--db", str(db), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
+    proc = soak(
+        "run", str(profile), "--attribute", "--db", str(db), "--no-progress", timeout=RUN_TIMEOUT_S
     )
     output = proc.stdout + proc.stderr
     assert db.exists(), output

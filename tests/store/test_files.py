@@ -7,7 +7,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from soak.errors import StoreError
 from soak.store import Store, open_readonly
+from tests.e2e import SOAK_CLI
 
 
 def _digest(path: Path) -> str:
@@ -73,7 +73,7 @@ def test_results_in_a_folder_nobody_may_write_are_readable():
     for p in folder.iterdir():
         p.chmod(0o444)
     folder.chmod(0o555)
-    argv = _as_other_user([sys.executable, "-m", "soak.cli", "runs", "--db", str(db), "--json"])
+    argv = _as_other_user([*SOAK_CLI, "runs", "--db", str(db), "--json"])
     if argv is None:
         pytest.skip("running as root without setpriv: cannot make an unwritable folder")
     try:

@@ -10,7 +10,8 @@ import pytest
 
 from soak.analysis.verdict import Series
 from soak.bench.analysis import bench_run_analysis, write_synthetic_run
-from soak.judging import analyze_run, rules_for
+from soak.run_analysis import analyze_run
+from soak.run_settings import rules_for
 from soak.store import LATER_UNITS, LOAD_CHUNK, UNIT_COLUMNS, Store, load_series, run_row
 from soak.store import reads as store_module
 

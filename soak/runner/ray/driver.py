@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soak.errors import SoakError
+from soak.formatting import cell_label
 from soak.profile import Profile
 from soak.runner.ray import import_ray
 from soak.runner.ray.node import (
@@ -30,7 +31,6 @@ from soak.runner.ray.node import (
 from soak.runner.ray.placement import cell_resources, cpu_cap, on_node, unplaceable
 from soak.runner.views import RunOutcome, run_columns
 from soak.store import Store, event
-from soak.units import cell_label
 
 log = logging.getLogger(__name__)
 

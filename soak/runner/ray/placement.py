@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from soak.formatting import cell_label
 from soak.profile import Profile
-from soak.units import cell_label
 
 
 def cell_resources(cell: Profile, largest_node_cpus: float = 0.0) -> dict[str, Any]:

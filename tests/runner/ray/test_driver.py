@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from soak.runner.ray.driver import CellsProgress, CellState, RayMatrix
 from soak.runner.ray.node import MATRIX_ENV, NodeTag
 from soak.store import Store
 from tests.conftest import shm_regions, stub_processes
-from tests.e2e import query
+from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[3]
 MiB = 2**20
@@ -143,13 +142,8 @@ def test_matrix_runs_on_both_nodes_into_one_database_as_a_local_run_would(cluste
     path.write_text(text)
     db = tmp_path / "ray.db"
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(path), "--db", str(db)]
-        + ["--no-progress", "--ray", cluster.address],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    proc = soak(
+        "run", str(path), "--db", str(db), "--no-progress", "--ray", cluster.address, timeout=240
     )
     ray_wall = time.monotonic() - started
     runs = _runs(db)
@@ -208,14 +202,7 @@ def test_a_cell_no_node_can_take_is_refused_before_any_run(cluster, tmp_path):
     path = tmp_path / "h100.toml"
     path.write_text(SHORT.format(n=2) + "[ray]\nresources = {gpu_h100 = 1}\n")
     db = tmp_path / "r.db"
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak.cli", "run", str(path), "--db", str(db)]
-        + ["--ray", cluster.address],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = soak("run", str(path), "--db", str(db), "--ray", cluster.address, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"soak: error: {path}: cell [h100] needs gpu_h100=1, which no live node of the cluster has"

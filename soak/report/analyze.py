@@ -10,12 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from soak.analysis.sites import EXPLAINED_METRICS, SiteFinding
+from soak.analysis.site_verdict import EXPLAINED_METRICS, SiteFinding
 from soak.analysis.verdict import Finding
-from soak.units import cell_label, human
+from soak.formatting import cell_label, human
 
 if TYPE_CHECKING:
-    from soak.judging import RunAnalysis
+    from soak.run_analysis import RunAnalysis
 
 STATUS_STYLE = {
     "passed": "green",

@@ -1,4 +1,4 @@
-"""soak.judging's one line about an inconclusive verdict, and the machinery purpose."""
+"""soak.run_analysis's one line about an inconclusive verdict, and the machinery purpose."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 
+from soak.analysis.run_verdict import verdict_note
+from soak.analysis.trend import MIN_POINTS
 from soak.analysis.verdict import MetricRule, Series, judge
 from soak.errors import ExitCode
-from soak.judging import MIN_POINTS, analyze_run, purpose_of, verdict_note
+from soak.run_analysis import analyze_run
+from soak.run_settings import purpose_of
 from soak.store import Store
 
 RULE = MetricRule("fds", "counter", None, None, 0.0)

@@ -8,7 +8,7 @@ import math
 from rich.console import Console
 
 from soak.analysis.verdict import Finding
-from soak.report.console import findings_table
+from soak.report.analyze import findings_table
 
 
 def finding(per_unit: dict[str, float]) -> Finding:

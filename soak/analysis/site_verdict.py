@@ -22,9 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from soak.analysis.trend import theil_sen
-from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, _fmt, judge
+from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, judge
+from soak.formatting import by_kind
 
-__all__ = ["SiteFinding", "SiteRule", "SiteSeries", "judge_sites", "site_notes"]
+__all__ = [
+    "SiteFinding",
+    "SiteRule",
+    "SiteSeries",
+    "judge_sites",
+    "notes_with_total",
+    "site_notes",
+]
 
 #: A memory metric's growth counts as held by live allocations when they grow at least this
 #: share of it.
@@ -166,5 +174,14 @@ def site_notes(
     return notes
 
 
+def notes_with_total(
+    metrics: list[Finding], total: SiteSeries | None, sites: list[SiteFinding], rule: SiteRule
+) -> list[str]:
+    """:func:`site_notes`, the sum of every traced live allocation (``total``, site 0) judged
+    under ``rule`` first: what `soak analyze` and `soak show` both say."""
+    held = judge_sites([total], rule)[0].bytes if total is not None else None
+    return site_notes(metrics, held, sites)
+
+
 def _size(value: float) -> str:
-    return _fmt(value, "memory")
+    return by_kind(value, "memory")

@@ -1,4 +1,4 @@
-"""Tables of `soak runs` and `soak query` (results and the canned list) for the console."""
+"""Tables of `soak query` for the console: a query's results and the canned list."""
 
 from __future__ import annotations
 
@@ -7,46 +7,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from soak.profile.schema import MATRIX_KEYS
-from soak.report.console import STATUS_STYLE
+from soak.formatting import human
 from soak.triage.canned import CANNED, CannedQuery
-from soak.triage.lookup import local_time
 from soak.triage.query import QueryResult
-from soak.triage.runs import RunSummary
-from soak.units import cell_label, duration, human
-
-
-def runs_table(runs: list[RunSummary], db: str) -> Table:
-    """One row per run, newest first (as listed), status coloured."""
-    table = Table(title=Text(f"runs in {db}"))
-    for col in (
-        "id",
-        "started",
-        "profile",
-        "cell",
-        "status",
-        "verdict",
-        "duration",
-        "iterations",
-        "worst metric",
-    ):
-        table.add_column(
-            col, justify="right" if col in ("id", "duration", "iterations") else "left"
-        )
-    for r in runs:
-        table.add_row(
-            str(r.id),
-            local_time(r.started_at),
-            Text(r.profile),
-            Text(cell_label(r.cell, MATRIX_KEYS)),
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
-            Text(r.verdict or "-"),
-            duration(r.duration_s),
-            f"{r.iterations_done if r.iterations_done is not None else '-'}/"
-            f"{r.iterations_planned if r.iterations_planned is not None else '-'}",
-            Text(r.worst.describe() if r.worst else "-"),
-        )
-    return table
 
 
 def query_table(result: QueryResult, canned: CannedQuery | None, max_rows: int) -> Table:

@@ -1,11 +1,11 @@
-"""soak.units: the one home of value formatting and of NaN -> None cleaning."""
+"""soak.formatting: the one home of value formatting and of NaN -> None cleaning."""
 
 from __future__ import annotations
 
 import math
 
+from soak.formatting import binary_size, by_kind, cell_label, duration, finite, human, plain
 from soak.profile import MATRIX_KEYS
-from soak.units import binary_size, by_kind, cell_label, duration, finite, human, plain
 
 
 def test_formatting_helpers():

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from soak.analysis.sites import SiteRule, SiteSeries, judge_sites, site_notes
+from soak.analysis.site_verdict import SiteRule, SiteSeries, judge_sites, site_notes
 from soak.analysis.verdict import Finding
 
 N = 40

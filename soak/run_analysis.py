@@ -7,17 +7,17 @@ this module never sees Triton. Thresholds come from the profile text stored with
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from soak import profile as profiles
-from soak.analysis.sites import SiteFinding, SiteRule, judge_sites, site_notes
-from soak.analysis.verdict import Finding, MetricRule, judge, overall
-from soak.errors import ExitCode, SoakError
+from soak.analysis.run_verdict import verdict_note, verdict_rank
+from soak.analysis.site_verdict import SiteFinding, judge_sites, notes_with_total
+from soak.analysis.verdict import Finding, judge, overall
+from soak.errors import ExitCode
+from soak.run_settings import purpose_of, rules_for, site_rule_for
 from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
 from soak.store.rows import finding_row
 
@@ -27,15 +27,6 @@ EXIT_OF_VERDICT = {
     "inconclusive": ExitCode.INCONCLUSIVE,
 }
 VERDICT_STATUS = {"pass": "passed", "leak": "leaked", "inconclusive": "inconclusive"}
-#: How findings are listed everywhere: leaks first, then inconclusive, pass, no data.
-VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}
-#: Samples after the warm-up a metric needs before it is judged at all.
-MIN_POINTS = 5
-
-
-def verdict_rank(verdict: str | None) -> int:
-    """A finding's place in listings (:data:`VERDICT_ORDER`; unknown verdicts last)."""
-    return VERDICT_ORDER.get(verdict or "", len(VERDICT_ORDER))
 
 
 @dataclass(frozen=True)
@@ -53,55 +44,12 @@ class RunAnalysis:
     note: str = ""  # why an inconclusive verdict (see verdict_note); '' otherwise
 
 
-def purpose_of(run: dict[str, Any]) -> str:
-    """The run's profile `purpose` as stored in its config ('leaks' for runs made before the
-    key existed)."""
-    config = json.loads(run.get("config") or "{}")
-    return str(config.get("run", {}).get("purpose") or "leaks")
-
-
-def verdict_note(
-    findings: list[Finding], verdict: str, purpose: str, iterations: int, warmup: int
-) -> str:
-    """One line saying why a verdict is inconclusive ('' for any other verdict), so that a
-    newcomer's short run does not read as a failure; for a machinery check, that it passed."""
-    if verdict != "inconclusive":
-        return ""
-    open_ = [f for f in findings if f.verdict in ("inconclusive", "no_data")]
-    if open_ and all(f.n_used < MIN_POINTS for f in open_):
-        why = (
-            f"{iterations} iterations: a verdict needs at least {MIN_POINTS} after the "
-            f"warm-up ({warmup}); run the cpu profile for one"
-        )
-    else:
-        first = next((f for f in open_ if f.verdict == "inconclusive"), open_[0] if open_ else None)
-        why = f"{len(open_)} of {len(findings)} metrics undecided" + (
-            f"; first: {first.reason}" if first else ""
-        )
-    if purpose == "machinery":
-        return f"machinery check: {why}"
-    return f"inconclusive: {why}"
-
-
-def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
-    """Rules and warm-up from the profile stored with the run."""
-    try:
-        prof = profiles.parse(run["profile_text"] or "", run["profile_source"] or "<stored>")
-        thresholds = prof.thresholds
-    except SoakError:
-        thresholds = profiles.default_thresholds()
-    config = json.loads(run["config"] or "{}")
-    warmup = int(config.get("run", {}).get("warmup", 1))
-    rules = [rule for rule in thresholds.values() if rule.enabled]
-    return rules, warmup
-
-
 def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     """Judge every metric of a run; decides the status of a run that ran to its end."""
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
-    findings = [judge(series[r.metric], r, warmup, min_points=MIN_POINTS) for r in rules]
+    findings = [judge(series[r.metric], r, warmup) for r in rules]
     findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
     verdict = overall(findings)
     status = run["status"]
@@ -162,16 +110,6 @@ def reanalyze(path: str | Path, run_id: int | None = None) -> RunAnalysis:
 
 
 # -- allocation sites (attribution) ---------------------------------------------------------
-def site_rule_for(run: dict[str, Any]) -> SiteRule:
-    """The [attribution] thresholds stored with the run (defaults when absent)."""
-    config = json.loads(run["config"] or "{}").get("attribution") or {}
-    default = SiteRule()
-    return SiteRule(
-        float(config.get("slope_per_iteration", default.slope_per_iteration)),
-        float(config.get("allocations_per_iteration", default.allocations_per_iteration)),
-    )
-
-
 def analyze_sites(
     db: sqlite_utils.Database, run: dict[str, Any], findings: list[Finding]
 ) -> tuple[list[SiteFinding], list[str]]:
@@ -182,8 +120,7 @@ def analyze_sites(
     rule = site_rule_for(run)
     total = series.pop(0, None)
     judged = judge_sites(list(series.values()), rule)
-    total_finding = judge_sites([total], rule)[0].bytes if total is not None else None
-    return judged, site_notes(findings, total_finding, judged)
+    return judged, notes_with_total(findings, total, judged, rule)
 
 
 def site_finding_row(f: SiteFinding) -> dict[str, Any]:
