@@ -97,6 +97,11 @@ class Profile:
             overrides={**self.overrides, "attribute": True},
         )
 
+    @property
+    def matrix_tags(self) -> dict[str, Any]:
+        """What a cell's run row records of its matrix (nothing for a run outside one)."""
+        return {"matrix": self.name, "cell": self.cell} if self.cell else {}
+
     def cells(self) -> list[Profile]:
         """One profile per matrix cell (itself when it has no matrix)."""
         if not self.matrix:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from soak.errors import ProfileError
 from soak.profile.loading import Profile, flag_name
@@ -184,9 +184,7 @@ def run(
     for cell in profile.cells():
         if stopper.requested:
             break
-        tags: dict[str, Any] = {}
-        if cell.cell:
-            tags = {"matrix": profile.name, "cell": cell.cell}
+        tags = cell.matrix_tags
         if on_cell:
             on_cell(cell)
         supervisor = Supervisor(cell, store, on_iteration, tags, on_phase=on_phase)

@@ -141,6 +141,15 @@ def test_override_of_a_matrix_key_replaces_the_matrix_axis():
 # -- matrix ---------------------------------------------------------------------------------
 
 
+def test_a_cell_tags_its_run_with_the_matrix_and_a_plain_run_with_nothing():
+    prof = parse('servers = 2\n[matrix]\nservers = [1, 4]\n')
+    assert [c.matrix_tags for c in prof.cells()] == [
+        {"matrix": prof.name, "cell": {"servers": 1}},
+        {"matrix": prof.name, "cell": {"servers": 4}},
+    ]
+    assert parse("servers = 2\n").matrix_tags == {}
+
+
 def test_matrix_cells_are_the_product_in_order():
     prof = parse(
         'servers = 2\n[matrix]\nservers = [1, 4]\nmemory_type = ["system", "pinned"]\n'

@@ -194,7 +194,7 @@ class RayMatrix:
         task = ray.remote(max_retries=0)(run_cell_task)
         pending: dict[Any, int] = {}
         for i, cell in enumerate(cells):
-            tags = {"matrix": self.profile.name, "cell": cell.cell} if cell.cell else {}
+            tags = cell.matrix_tags
             opts = cell_resources(cell, cpu_cap(cell, nodes))
             ref = task.options(name=f"soak cell {self.states[i].label}", **opts).remote(
                 i, cell, tags, matrix_id, board
@@ -292,7 +292,7 @@ class RayMatrix:
             "status": status,
             "reason": f"Ray cell{where}: {reason}",
             "ended_at": time.time(),
-            **({"matrix": self.profile.name, "cell": cell.cell} if cell.cell else {}),
+            **cell.matrix_tags,
         }
         node = state.node
         row.update(host=node.host if node else None, ray_node_id=node.ray_node_id if node else None)
