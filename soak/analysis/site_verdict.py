@@ -1,7 +1,7 @@
 """Which allocation sites grow: each site's live bytes per quiet point judged like a metric.
 
 A site's series (bytes still live at each quiet point after the warm-up, from
-``soak.sampling.sites``) is judged with the very statistics of the memory metrics
+``soak.sampling.memray_sites``) is judged with the very statistics of the memory metrics
 (``verdict.judge``: Theil-Sen slope and interval, Hamed-Rao-corrected Mann-Kendall, automatic
 warm-up cut) against ``slope_per_iteration`` bytes. A growing site must also hold more live
 allocations every iteration (Theil-Sen slope of its count at least

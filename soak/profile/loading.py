@@ -55,7 +55,7 @@ class Profile:
     # [models] (repositories as absolute paths) and [model.<name>] (input_data absolute).
     models: dict[str, Any] = field(default_factory=lambda: {"repositories": [], "load": []})
     model: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # [attribution]: allocation sites traced with memray (soak.sampling.sites).
+    # [attribution]: allocation sites traced with memray (soak.sampling.memray_sites).
     attribution: dict[str, Any] = field(
         default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
     )

@@ -1,6 +1,6 @@
-"""The supervisor's side of allocation sites (soak.sampling.sites): hold each quiet point open
-long enough for memray to write a record inside it, remember when it was quiet, and read the
-worker's capture into the sites tables at the end of the run."""
+"""The supervisor's side of allocation sites (soak.sampling.memray_sites): hold each quiet
+point open long enough for memray to write a record inside it, remember when it was quiet,
+and read the worker's capture into the sites tables at the end of the run."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class QuietWindows:
         """Sleep until the quiet point has lasted `MIN_QUIET_S`, then remember its window."""
         if not self.enabled:
             return
-        from soak.sampling.sites import MIN_QUIET_S
+        from soak.sampling.memray_sites import MIN_QUIET_S
 
         time.sleep(max(0.0, began + MIN_QUIET_S - time.time()))
         self.windows[iteration] = (began, time.time())
@@ -34,7 +34,7 @@ class QuietWindows:
     def store_sites(self, store: Store, run_id: int, workdir: Path) -> list[dict[str, Any]]:
         """Read the worker's memray capture into the sites tables; the event that says how it
         went (none without attribution or capture). A failure costs the sites only."""
-        from soak.sampling import sites
+        from soak.sampling import memray_sites as sites
 
         capture = workdir / sites.CAPTURE_FILE
         if not self.enabled or not capture.exists():

@@ -32,7 +32,7 @@ class ProfileMessage:
     inject: dict[str, Any]
     models: dict[str, Any] = field(default_factory=dict)  # [models]: repositories, load
     model: dict[str, Any] = field(default_factory=dict)  # [model.<name>] settings
-    # [attribution]: allocation sites traced with memray (soak.sampling.sites)
+    # [attribution]: allocation sites traced with memray (soak.sampling.memray_sites)
     attribution: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

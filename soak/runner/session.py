@@ -94,7 +94,7 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
 
 def check_attribution(profile: Profile) -> None:
     """Attribution needs memray, which runs on Linux and macOS only: refused before any run."""
-    from soak.sampling.sites import unavailable
+    from soak.sampling.memray_sites import unavailable
 
     if not profile.attribution.get("enabled") or (problem := unavailable()) is None:
         return

@@ -227,13 +227,13 @@ def serve(channel: Channel) -> int:
         heap.start()
     iterations = profile.run["iterations"]
     done = 0
-    # Attribution: memray traces from the end of the warm-up to the end (soak.sampling.sites).
+    # Attribution: memray traces from the end of the warm-up to the end (sampling.memray_sites).
     tracker = None
     attribute_from = profile.run["warmup"] if profile.attribution.get("enabled") else None
     for index in range(iterations):
         current["iteration"] = index
         if index == attribute_from:
-            from soak.sampling import sites
+            from soak.sampling import memray_sites as sites
 
             tracker = sites.start_tracker(workdir / sites.CAPTURE_FILE)
         record = workload.run_iteration(index)

@@ -203,7 +203,7 @@ TABLES: dict[str, Table] = {
         pk=("run_id", "metric"),
         foreign_keys=_BY_RUN,
     ),
-    # Allocation sites (attribution, soak.sampling.sites): one row per kept site of a run;
+    # Allocation sites (attribution, soak.sampling.memray_sites): one row per kept site of a run;
     # site_samples: live bytes and allocations of each site at each quiet point after the
     # warm-up. site_id 0 is the sum over every tracked allocation.
     "sites": Table(

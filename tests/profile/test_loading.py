@@ -142,7 +142,7 @@ def test_override_of_a_matrix_key_replaces_the_matrix_axis():
 
 
 def test_a_cell_tags_its_run_with_the_matrix_and_a_plain_run_with_nothing():
-    prof = parse('servers = 2\n[matrix]\nservers = [1, 4]\n')
+    prof = parse("servers = 2\n[matrix]\nservers = [1, 4]\n")
     assert [c.matrix_tags for c in prof.cells()] == [
         {"matrix": prof.name, "cell": {"servers": 1}},
         {"matrix": prof.name, "cell": {"servers": 4}},

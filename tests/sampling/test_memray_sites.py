@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from soak.sampling import sites
+from soak.sampling import memray_sites as sites
 from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[2]
