@@ -1,0 +1,338 @@
+"""Native allocation sites of a tritonserver process (heaptrack): trace the server from its
+start, then read back, per allocation site, the bytes and allocations live at each quiet point
+in the same shapes memray's reader gives (soak.sampling.sites), so that store, judge and show
+take them unchanged.
+
+Why not `heaptrack -o FILE cmd`: that is a shell script that stays the parent of the command,
+so its pid is the shell's, not the server's, and a SIGTERM sent to it kills the shell alone
+(measured: tritonserver, heaptrack_interpret and zstd kept running, the capture empty).
+`wrap` does what the script does (a fifo, heaptrack_interpret | zstd behind it, the preload
+library in the environment) and then `exec`s the command: the pid soak starts is the server's
+pid, SIGTERM reaches it, and its process tree holds the server and its stubs only (the
+interpreter runs detached). The capture appears under its final name once it is complete.
+
+How the data meets the quiet points (heaptrack 1.4, file format 3, read from
+src/analyze/accumulatedtracedata.cpp): the capture is a text line stream; `s` strings, `i`
+instruction pointers with their frames, `t` trace nodes (ip, parent), `a` allocation infos
+(size, trace), `+`/`-` one allocation/free of an info, and `c` a timestamp (ms since the
+preload library started) every 10 ms. Live bytes per site at a time are the `+` minus `-` up
+to the `c` line of that time. `c` has no wall clock: `wrap` writes the epoch time just before
+the exec (`<capture>.start`); the dynamic loader ran 3 ms for tritonserver after that, so a
+quiet point is read at the `c` nearest the middle of its window.
+
+The python-backend stubs are exec'd children and stay untraced (the preload library removes
+itself from their environment).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from soak.errors import EnvironmentProblem
+from soak.sampling import sites
+from soak.sampling.sites import Frame, Site, SiteCapture
+
+HEAPTRACK = "heaptrack"
+HEAPTRACK_PRINT = "heaptrack_print"
+INSTALL = "heaptrack is the Debian package `heaptrack`: `apt-get install heaptrack`"
+#: heaptrack writes a timestamp this often (hard-coded in its timer thread).
+TIMESTAMP_EVERY_MS = 10
+START_SUFFIX = ".start"
+_FILE_VERSION = 3
+
+_SCRIPT = r"""
+out=$1 interp=$2 preload=$3 compress=$4; shift 4
+fifo="$out.fifo"
+rm -f "$fifo" "$out" "$out.part" "$out.start"
+mkfifo "$fifo" || exit 127
+( ( "$interp" < "$fifo" | $compress > "$out.part"; mv -f "$out.part" "$out"; rm -f "$fifo" ) & )
+if ! command -v "$1" > /dev/null; then : > "$fifo"; echo "soak: no executable $1" >&2; exit 127; fi
+date +%s.%N > "$out.start"
+LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}"
+DUMP_HEAPTRACK_OUTPUT="$fifo"
+export LD_PRELOAD DUMP_HEAPTRACK_OUTPUT
+exec "$@"
+"""
+
+
+def _parts() -> dict[str, Path] | None:
+    """heaptrack's pieces, found as its script finds them (relative to the script)."""
+    script = shutil.which(HEAPTRACK)
+    printer = shutil.which(HEAPTRACK_PRINT)
+    if not script or not printer:
+        return None
+    lib = Path(os.path.realpath(script)).parent.parent / "lib" / "heaptrack"
+    parts = {
+        "print": Path(printer),
+        "interpret": lib / "libexec" / "heaptrack_interpret",
+        "preload": lib / "libheaptrack_preload.so",
+    }
+    return parts if all(p.exists() for p in parts.values()) else None
+
+
+def unavailable() -> str | None:
+    """Why heaptrack cannot trace here (one line), or None when it can."""
+    if _parts() is None:
+        missing = [n for n in (HEAPTRACK, HEAPTRACK_PRINT) if not shutil.which(n)]
+        what = " and ".join(missing) if missing else "heaptrack's interpreter or preload library"
+        return f"heaptrack is not installed ({what} missing); {INSTALL}"
+    if not shutil.which("zstd") and not shutil.which("gzip"):
+        return "heaptrack's capture needs zstd or gzip on PATH"
+    return None
+
+
+def capture_file(capture_path: str | os.PathLike[str]) -> Path:
+    """The file the capture is written to: `capture_path` when it ends in .zst or .gz,
+    else `capture_path` + .zst (.gz where zstd is missing), as heaptrack's script names it."""
+    path = Path(capture_path)
+    if path.name.endswith((".zst", ".gz")):
+        return path
+    return path.with_name(path.name + (".zst" if shutil.which("zstd") else ".gz"))
+
+
+def wrap(command: Sequence[str], capture_path: str | os.PathLike[str]) -> list[str]:
+    """The argv that runs `command` under heaptrack, as the same process (exec): its pid is
+    the command's; the capture lands at `capture_file(capture_path)` once the process has
+    ended and the interpreter has written everything (`wait_capture`)."""
+    parts = _parts()
+    if parts is None:
+        raise EnvironmentProblem(unavailable() or INSTALL)
+    out = capture_file(capture_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compress = "zstd -q -c" if out.name.endswith(".zst") else "gzip -c"
+    args = [str(out), str(parts["interpret"]), str(parts["preload"]), compress]
+    return ["/bin/sh", "-c", _SCRIPT, "soak-heaptrack", *args, *command]
+
+
+def wait_capture(capture_path: str | os.PathLike[str], timeout_s: float = 60.0) -> Path:
+    """The complete capture, once the interpreter has finished it (it may still be reading
+    the fifo's backlog after the server has exited)."""
+    out = capture_file(capture_path)
+    deadline = time.monotonic() + timeout_s
+    while not out.exists():
+        if time.monotonic() > deadline:
+            raise EnvironmentProblem(f"heaptrack capture {out} not complete after {timeout_s:g} s")
+        time.sleep(0.05)
+    return out
+
+
+def started_at(capture: str | os.PathLike[str]) -> float | None:
+    """Epoch seconds at which the traced process was exec'd (written by `wrap`)."""
+    try:
+        return float(Path(str(capture_file(capture)) + START_SUFFIX).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _lines(path: Path) -> Iterator[str]:
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rt", errors="replace") as stream:
+            yield from stream
+        return
+    if not path.name.endswith(".zst"):
+        with open(path, errors="replace") as stream:
+            yield from stream
+        return
+    proc = subprocess.Popen(["zstd", "-dc", str(path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        with open(proc.stdout.fileno(), errors="replace", closefd=False) as stream:
+            yield from stream
+    finally:
+        proc.stdout.close()
+        proc.wait()
+
+
+class _Capture:
+    """One pass over a capture: the tables and the event stream, as flat lists."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = [""]  # 1-based in the file; 0 is "none"
+        self.ips: list[tuple[int, list[tuple[int, int, int]]]] = [(0, [])]  # (module, frames)
+        self.traces: list[tuple[int, int]] = [(0, 0)]  # (ip, parent)
+        self.info_size: list[int] = []
+        self.info_trace: list[int] = []
+        self.events: list[int] = []  # info index, +1 per allocation: ~(info) per free
+        self.stamps: list[int] = []  # ms
+        self.stamp_events: list[int] = []  # len(events) when each stamp was read
+
+    def read(self, lines: Iterable[str]) -> _Capture:
+        events, stamps, stamp_events = self.events, self.stamps, self.stamp_events
+        for line in lines:
+            mode = line[:1]
+            if mode == "+":
+                events.append(int(line[2:], 16))
+            elif mode == "-":
+                events.append(~int(line[2:], 16))
+            elif mode == "c":
+                stamps.append(int(line[2:], 16))
+                stamp_events.append(len(events))
+            elif mode == "a":
+                size, trace = line[2:].split()
+                self.info_size.append(int(size, 16))
+                self.info_trace.append(int(trace, 16))
+            elif mode == "t":
+                ip, parent = line[2:].split()
+                self.traces.append((int(ip, 16), int(parent, 16)))
+            elif mode == "i":
+                # ip module [function [file line [function file line]...]]
+                fields = [int(x, 16) for x in line[2:].split()]
+                frames = [(fields[2], 0, 0)] if len(fields) in (3, 4) else []
+                frames += [(*fields[k : k + 3],) for k in range(2, len(fields) - 2, 3)]
+                self.ips.append((fields[1], frames))  # type: ignore[arg-type]
+            elif mode == "s":
+                self.strings.append(line[2:].rstrip("\n").split(" ", 1)[-1])
+            elif mode == "v":
+                version = int(line.split()[2], 16) if len(line.split()) > 2 else 0
+                if version != _FILE_VERSION:
+                    raise EnvironmentProblem(
+                        f"heaptrack file format {version} is not the one soak reads "
+                        f"({_FILE_VERSION}, heaptrack 1.4)"
+                    )
+        return self
+
+    def frames(self, trace: int, depth: int) -> list[Frame]:
+        """The stack of a trace, innermost first, heaptrack's inlined frames included."""
+        out: list[Frame] = []
+        seen = 0
+        while trace and len(out) < depth and seen < 4096:
+            seen += 1
+            ip, trace = self.traces[trace]
+            module, frames = self.ips[ip]
+            library = os.path.basename(self.strings[module]) or "?"
+            # heaptrack lists the ip's own frame first, then the frames it was inlined into
+            for fn, file, line in frames or [(0, 0, 0)]:
+                out.append(
+                    Frame(
+                        self.strings[fn] or "<unknown>",
+                        self.strings[file] or "<unknown>",
+                        line,
+                        library,
+                    )
+                )
+        return out
+
+
+def _trimmed(frames: list[Frame]) -> list[Frame]:
+    start = 0
+    while start < len(frames) - 1 and (
+        frames[start].function in sites._ALLOCATOR_NAMES
+        or frames[start].function.startswith(sites._ALLOCATOR_PREFIXES)
+        or frames[start].library.startswith("libheaptrack")
+    ):
+        start += 1
+    return frames[start:]
+
+
+def _quiet_stamps(
+    stamps: np.ndarray, windows: Mapping[int, tuple[float, float]], start_s: float
+) -> tuple[list[int], np.ndarray]:
+    """(iterations, stamp index) for each quiet window that holds a timestamp: the one
+    nearest the window's middle."""
+    iterations, indices = [], []
+    for it in sorted(windows):
+        begin, end = ((t - start_s) * 1000 for t in windows[it])
+        if stamps.size == 0:
+            break
+        mid = (begin + end) / 2
+        at = int(np.searchsorted(stamps, mid))
+        near = min(
+            (k for k in (at - 1, at) if 0 <= k < stamps.size), key=lambda k: abs(stamps[k] - mid)
+        )
+        if math.ceil(begin) <= stamps[near] <= math.floor(end):
+            iterations.append(it)
+            indices.append(near)
+    return iterations, np.asarray(indices, dtype=np.int64)
+
+
+def read_sites(
+    capture: str | os.PathLike[str],
+    windows: Mapping[int, tuple[float, float]],
+    depth: int = 8,
+    top: int = 50,
+    start_s: float | None = None,
+) -> SiteCapture:
+    """Live bytes and counts per site at each quiet point (`windows`: iteration -> (begin,
+    end) in epoch seconds); keeps the `top` sites that grew most, and the sum of all.
+
+    `start_s`: epoch seconds of the capture's time 0 (default: what `wrap` wrote)."""
+    began = time.perf_counter()
+    path = capture_file(capture)
+    start = started_at(path) if start_s is None else start_s
+    if start is None:
+        raise EnvironmentProblem(f"{path}{START_SUFFIX}: missing (the capture's start time)")
+    data = _Capture().read(_lines(path))
+    stamps = np.asarray(data.stamps, dtype=np.int64)
+    iterations, quiet = _quiet_stamps(stamps, windows, start)
+    n = len(iterations)
+    # Site of each allocation info: its trimmed stack's first `depth` frames.
+    by_key: dict[str, int] = {}
+    site_frames: list[tuple[Frame, ...]] = []
+    site_of_trace: dict[int, int] = {}
+    info_site = np.empty(len(data.info_trace), dtype=np.int64)
+    for k, trace in enumerate(data.info_trace):
+        site = site_of_trace.get(trace)
+        if site is None:
+            frames = _trimmed(data.frames(trace, depth + sites.SHOWN_FRAMES))
+            key = " <- ".join(f"{f.function}@{f.library}" for f in frames[:depth])
+            site = by_key.get(key)
+            if site is None:
+                site = by_key[key] = len(site_frames)
+                site_frames.append(tuple(frames[: sites.SHOWN_FRAMES]))
+            site_of_trace[trace] = site
+        info_site[k] = site
+    events = np.asarray(data.events, dtype=np.int64)
+    sign = np.where(events >= 0, 1, -1)
+    info = np.where(events >= 0, events, ~events)
+    sizes = np.asarray(data.info_size, dtype=float)
+    # Quiet point j sees the events before stamp_events[quiet[j]]: segment of each event.
+    cut = np.asarray(data.stamp_events, dtype=np.int64)[quiet] if n else np.zeros(0, np.int64)
+    segment = np.searchsorted(cut, np.arange(events.size), side="right")
+    inside = segment < n
+    n_sites = len(site_frames)
+    flat = segment[inside] * n_sites + info_site[info[inside]]
+    size_ev = sizes[info[inside]] * sign[inside]
+    live_bytes = np.cumsum(
+        np.bincount(flat, weights=size_ev, minlength=n * n_sites).reshape(n, n_sites), axis=0
+    ).T
+    live_count = np.cumsum(
+        np.bincount(flat, weights=sign[inside], minlength=n * n_sites).reshape(n, n_sites),
+        axis=0,
+    ).T
+    order = sites._rank(live_bytes)[:top]
+    keys = list(by_key)
+    chosen = [Site(k + 1, keys[i], site_frames[i]) for k, i in enumerate(order)]
+    return SiteCapture(
+        iterations=iterations,
+        sites=chosen,
+        live_bytes=live_bytes[order],
+        live_count=live_count[order],
+        total_bytes=live_bytes.sum(axis=0),
+        total_count=live_count.sum(axis=0),
+        capture_bytes=path.stat().st_size,
+        stats={
+            "read_s": time.perf_counter() - began,
+            "events": float(events.size),
+            "duration_s": float(stamps[-1]) / 1000 if stamps.size else 0.0,
+        },
+    )
+
+
+__all__ = [
+    "INSTALL",
+    "capture_file",
+    "read_sites",
+    "started_at",
+    "unavailable",
+    "wait_capture",
+    "wrap",
+]
