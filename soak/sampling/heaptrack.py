@@ -16,9 +16,12 @@ src/analyze/accumulatedtracedata.cpp): the capture is a text line stream; `s` st
 instruction pointers with their frames, `t` trace nodes (ip, parent), `a` allocation infos
 (size, trace), `+`/`-` one allocation/free of an info, and `c` a timestamp (ms since the
 preload library started) every 10 ms. Live bytes per site at a time are the `+` minus `-` up
-to the `c` line of that time. `c` has no wall clock: `wrap` writes the epoch time just before
-the exec (`<capture>.start`); the dynamic loader ran 3 ms for tritonserver after that, so a
-quiet point is read at the `c` nearest the middle of its window.
+to the `c` line of that time. `c` has no wall clock: time 0 is when the preload library
+starts, just before it opens the fifo, so the reader side writes the epoch time when its open
+returns (`<capture>.start`, a `date` later). An anchor taken before the exec was 12 ms to
+over 85 ms early on the loaded 2-core machine (exec and dynamic loading of ~40 libraries), which
+put a 100 ms quiet point's reading inside the next burst. A quiet point is read at the `c`
+nearest the middle of its window, so an error up to half the window is harmless.
 
 The python-backend stubs are exec'd children and stay untraced (the preload library removes
 itself from their environment).
@@ -34,6 +37,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,9 +58,9 @@ out=$1 interp=$2 preload=$3 compress=$4; shift 4
 fifo="$out.fifo"
 rm -f "$fifo" "$out" "$out.part" "$out.start"
 mkfifo "$fifo" || exit 127
-( ( "$interp" < "$fifo" | $compress > "$out.part"; mv -f "$out.part" "$out"; rm -f "$fifo" ) & )
+( ( exec < "$fifo"; date +%s.%N > "$out.start"; "$interp" | $compress > "$out.part"
+    mv -f "$out.part" "$out"; rm -f "$fifo" ) & )
 if ! command -v "$1" > /dev/null; then : > "$fifo"; echo "soak: no executable $1" >&2; exit 127; fi
-date +%s.%N > "$out.start"
 LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}"
 DUMP_HEAPTRACK_OUTPUT="$fifo"
 export LD_PRELOAD DUMP_HEAPTRACK_OUTPUT
@@ -126,34 +130,58 @@ def wait_capture(capture_path: str | os.PathLike[str], timeout_s: float = 60.0) 
 
 
 def started_at(capture: str | os.PathLike[str]) -> float | None:
-    """Epoch seconds at which the traced process was exec'd (written by `wrap`)."""
+    """Epoch seconds of the capture's time 0 (when the traced process opened the fifo)."""
     try:
         return float(Path(str(capture_file(capture)) + START_SUFFIX).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _lines(path: Path) -> Iterator[str]:
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rt", errors="replace") as stream:
-            yield from stream
-        return
-    if not path.name.endswith(".zst"):
-        with open(path, errors="replace") as stream:
-            yield from stream
-        return
-    proc = subprocess.Popen(["zstd", "-dc", str(path)], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
+#: Bytes decompressed per step of the reader (a capture is ~7 bytes per event).
+CHUNK_BYTES = 32 << 20
+_HEX = np.full(256, -1, dtype=np.int64)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    """The decompressed capture in pieces that end at a line's end."""
+    if path.name.endswith(".zst"):
+        proc = subprocess.Popen(["zstd", "-dcq", str(path)], stdout=subprocess.PIPE)
+        stream: Any = proc.stdout
+    else:
+        proc = None
+        stream = gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+    rest = b""
     try:
-        with open(proc.stdout.fileno(), errors="replace", closefd=False) as stream:
-            yield from stream
+        while block := stream.read(CHUNK_BYTES):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            if cut:
+                yield block[:cut]
+        if rest:
+            yield rest + b"\n"
     finally:
-        proc.stdout.close()
-        proc.wait()
+        stream.close()
+        if proc is not None:
+            proc.wait()
+
+
+def _hex_fields(chunk: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The hex number from starts[i] to ends[i] of each line, vectorised one digit position
+    at a time: the bulk of a capture is one-number lines (`+`, `-`, `c`), ~550 per request."""
+    width = ends - starts
+    value = np.zeros(starts.size, dtype=np.int64)
+    for k in range(int(width.max()) if width.size else 0):
+        more = width > k
+        digit = _HEX[chunk[np.where(more, starts + k, 0)]]
+        value = np.where(more, value * 16 + digit, value)
+    return value
 
 
 class _Capture:
-    """One pass over a capture: the tables and the event stream, as flat lists."""
+    """One pass over a capture: the tables as lists, the event stream as arrays."""
 
     def __init__(self) -> None:
         self.strings: list[str] = [""]  # 1-based in the file; 0 is "none"
@@ -161,64 +189,100 @@ class _Capture:
         self.traces: list[tuple[int, int]] = [(0, 0)]  # (ip, parent)
         self.info_size: list[int] = []
         self.info_trace: list[int] = []
-        self.events: list[int] = []  # info index, +1 per allocation: ~(info) per free
-        self.stamps: list[int] = []  # ms
-        self.stamp_events: list[int] = []  # len(events) when each stamp was read
+        self._events: list[np.ndarray] = []  # info index per allocation, ~index per free
+        self._stamps: list[np.ndarray] = []  # ms
+        self._stamp_events: list[np.ndarray] = []  # events before each stamp
+        self._n_events = 0
+        self._frames: dict[int, list[Frame]] = {}
 
-    def read(self, lines: Iterable[str]) -> _Capture:
-        events, stamps, stamp_events = self.events, self.stamps, self.stamp_events
-        for line in lines:
-            mode = line[:1]
-            if mode == "+":
-                events.append(int(line[2:], 16))
-            elif mode == "-":
-                events.append(~int(line[2:], 16))
-            elif mode == "c":
-                stamps.append(int(line[2:], 16))
-                stamp_events.append(len(events))
-            elif mode == "a":
-                size, trace = line[2:].split()
-                self.info_size.append(int(size, 16))
-                self.info_trace.append(int(trace, 16))
-            elif mode == "t":
-                ip, parent = line[2:].split()
-                self.traces.append((int(ip, 16), int(parent, 16)))
-            elif mode == "i":
-                # ip module [function [file line [function file line]...]]
-                fields = [int(x, 16) for x in line[2:].split()]
-                frames = [(fields[2], 0, 0)] if len(fields) in (3, 4) else []
-                frames += [(*fields[k : k + 3],) for k in range(2, len(fields) - 2, 3)]
-                self.ips.append((fields[1], frames))  # type: ignore[arg-type]
-            elif mode == "s":
-                self.strings.append(line[2:].rstrip("\n").split(" ", 1)[-1])
-            elif mode == "v":
-                version = int(line.split()[2], 16) if len(line.split()) > 2 else 0
-                if version != _FILE_VERSION:
-                    raise EnvironmentProblem(
-                        f"heaptrack file format {version} is not the one soak reads "
-                        f"({_FILE_VERSION}, heaptrack 1.4)"
-                    )
+    @property
+    def events(self) -> np.ndarray:
+        return np.concatenate(self._events) if self._events else np.zeros(0, np.int64)
+
+    @property
+    def stamps(self) -> np.ndarray:
+        return np.concatenate(self._stamps) if self._stamps else np.zeros(0, np.int64)
+
+    @property
+    def stamp_events(self) -> np.ndarray:
+        return np.concatenate(self._stamp_events) if self._stamp_events else np.zeros(0, np.int64)
+
+    def read(self, chunks: Iterable[bytes]) -> _Capture:
+        for chunk in chunks:
+            self._read_chunk(chunk)
         return self
 
+    def _read_chunk(self, raw: bytes) -> None:
+        chunk = np.frombuffer(raw, dtype=np.uint8)
+        ends = np.flatnonzero(chunk == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        mode = chunk[np.minimum(starts, chunk.size - 1)]
+        mode[ends == starts] = ord("#")
+        plus, minus, stamp = mode == ord("+"), mode == ord("-"), mode == ord("c")
+        event = plus | minus
+        numbers = np.zeros(starts.size, dtype=np.int64)
+        simple = event | stamp
+        numbers[simple] = _hex_fields(chunk, starts[simple] + 2, ends[simple])
+        values = np.where(minus, ~numbers, numbers)[event]
+        before = np.cumsum(event) - event  # events before each line, in this chunk
+        self._events.append(values)
+        self._stamps.append(numbers[stamp])
+        self._stamp_events.append(before[stamp] + self._n_events)
+        self._n_events += int(values.size)
+        for k in np.flatnonzero(~simple & (mode != ord("#"))):
+            self._table_line(raw[starts[k] : ends[k]].decode("utf-8", "replace"))
+
+    def _table_line(self, line: str) -> None:
+        mode = line[:1]
+        if mode == "a":
+            size, trace = line[2:].split()
+            self.info_size.append(int(size, 16))
+            self.info_trace.append(int(trace, 16))
+        elif mode == "t":
+            ip, parent = line[2:].split()
+            self.traces.append((int(ip, 16), int(parent, 16)))
+        elif mode == "i":
+            # ip module [function [file line [function file line]...]]
+            fields = [int(x, 16) for x in line[2:].split()]
+            frames = [(fields[2], 0, 0)] if len(fields) in (3, 4) else []
+            frames += [(*fields[k : k + 3],) for k in range(2, len(fields) - 2, 3)]
+            self.ips.append((fields[1], frames))  # type: ignore[arg-type]
+        elif mode == "s":
+            self.strings.append(line[2:].split(" ", 1)[-1])
+        elif mode == "v":
+            parts = line.split()
+            version = int(parts[2], 16) if len(parts) > 2 else 0
+            if version != _FILE_VERSION:
+                raise EnvironmentProblem(
+                    f"heaptrack file format {version} is not the one soak reads "
+                    f"({_FILE_VERSION}, heaptrack 1.4)"
+                )
+
+    def _ip_frames(self, ip: int) -> list[Frame]:
+        """An ip's frames (its own first, then those it was inlined into), made once."""
+        made = self._frames.get(ip)
+        if made is None:
+            module, frames = self.ips[ip]
+            library = os.path.basename(self.strings[module]) or "?"
+            made = self._frames[ip] = [
+                Frame(
+                    self.strings[fn] or "<unknown>",
+                    self.strings[file] or "<unknown>",
+                    line,
+                    library,
+                )
+                for fn, file, line in frames or [(0, 0, 0)]
+            ]
+        return made
+
     def frames(self, trace: int, depth: int) -> list[Frame]:
-        """The stack of a trace, innermost first, heaptrack's inlined frames included."""
+        """The stack of a trace, innermost first."""
         out: list[Frame] = []
         seen = 0
         while trace and len(out) < depth and seen < 4096:
             seen += 1
             ip, trace = self.traces[trace]
-            module, frames = self.ips[ip]
-            library = os.path.basename(self.strings[module]) or "?"
-            # heaptrack lists the ip's own frame first, then the frames it was inlined into
-            for fn, file, line in frames or [(0, 0, 0)]:
-                out.append(
-                    Frame(
-                        self.strings[fn] or "<unknown>",
-                        self.strings[file] or "<unknown>",
-                        line,
-                        library,
-                    )
-                )
+            out += self._ip_frames(ip)
         return out
 
 
@@ -270,8 +334,8 @@ def read_sites(
     start = started_at(path) if start_s is None else start_s
     if start is None:
         raise EnvironmentProblem(f"{path}{START_SUFFIX}: missing (the capture's start time)")
-    data = _Capture().read(_lines(path))
-    stamps = np.asarray(data.stamps, dtype=np.int64)
+    data = _Capture().read(_chunks(path))
+    stamps = data.stamps
     iterations, quiet = _quiet_stamps(stamps, windows, start)
     n = len(iterations)
     # Site of each allocation info: its trimmed stack's first `depth` frames.
@@ -290,12 +354,12 @@ def read_sites(
                 site_frames.append(tuple(frames[: sites.SHOWN_FRAMES]))
             site_of_trace[trace] = site
         info_site[k] = site
-    events = np.asarray(data.events, dtype=np.int64)
+    events = data.events
     sign = np.where(events >= 0, 1, -1)
     info = np.where(events >= 0, events, ~events)
     sizes = np.asarray(data.info_size, dtype=float)
     # Quiet point j sees the events before stamp_events[quiet[j]]: segment of each event.
-    cut = np.asarray(data.stamp_events, dtype=np.int64)[quiet] if n else np.zeros(0, np.int64)
+    cut = data.stamp_events[quiet] if n else np.zeros(0, np.int64)
     segment = np.searchsorted(cut, np.arange(events.size), side="right")
     inside = segment < n
     n_sites = len(site_frames)
