@@ -18,6 +18,7 @@ import pytest
 
 from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
 from soak.sampling import heaptrack
+from tests.tritonserver.conftest import assert_gone
 
 MISSING = heaptrack.unavailable()
 needs_heaptrack = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -106,12 +107,9 @@ def test_capture_file_names_what_is_written(tmp_path):
 
 
 # -- a real tritonserver under heaptrack --------------------------------------------------------
-def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
-    """Start tritonserver under heaptrack, load model `m`, send BURSTS x PER_BURST requests
-    (each marked to fail) with a quiet point after each burst, SIGTERM; (capture, windows,
-    end)."""
-    import tritonclient.http as http
-
+def traced_server(tmp_path: Path, behaviour: str, **kwargs):
+    """A ServerProcess whose argv is wrapped (the hook the server target uses), serving one
+    model `m` with `behaviour`; not started."""
     from soak.tritonserver import executable
     from soak.tritonserver.process import ServerProcess
     from soak.workload import repos
@@ -122,7 +120,18 @@ def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
 
     exe = executable.prepare(tmp_path / "work")
     repos.write_model(tmp_path / "repo", "m", behaviour=repos.Behaviour(behaviour))
-    server = TracedServer(exe, [tmp_path / "repo"], tmp_path / "log", ready_timeout_s=90)
+    return TracedServer(exe, [tmp_path / "repo"], tmp_path / "log", **kwargs)
+
+
+def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
+    """Start tritonserver under heaptrack, load model `m`, send BURSTS x PER_BURST requests
+    (each marked to fail) with a quiet point after each burst, SIGTERM; (capture, windows,
+    end)."""
+    import tritonclient.http as http
+
+    from soak.workload import repos
+
+    server = traced_server(tmp_path, behaviour, ready_timeout_s=90)
     windows = {}
     with server:
         assert server.command(server.ports)[0] == "/bin/sh"
@@ -147,8 +156,6 @@ def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
             client.close()
     end = server.end
     capture = heaptrack.wait_capture(tmp_path / "heaptrack")
-    from tests.tritonserver.conftest import assert_gone
-
     assert_gone(server.pid)
     return capture, windows, end
 
@@ -197,3 +204,25 @@ def test_a_clean_model_grows_no_site_per_request(tmp_path):
     growth = (result.live_bytes[:, -1] - result.live_bytes[:, 1]) / requests
     assert growth.max() < 8, result.sites[int(growth.argmax())].stack_text()
     assert (result.total_bytes[-1] - result.total_bytes[1]) / requests < 8
+
+
+@needs_heaptrack
+def test_a_killed_server_still_leaves_a_complete_readable_capture(tmp_path):
+    import os
+    import signal
+
+    server = traced_server(tmp_path, "correct", ready_timeout_s=90).start()
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        end = server.stop()
+    assert end.crashed and end.signal == "SIGKILL"
+    capture = heaptrack.wait_capture(tmp_path / "heaptrack", timeout_s=60)
+    assert not Path(str(capture) + ".fifo").exists()
+    start = heaptrack.started_at(capture)
+    result = heaptrack.read_sites(capture, {0: (start, time.time())})
+    assert result.iterations == [0] and result.total_count[0] > 0
+    assert_gone(server.pid)
