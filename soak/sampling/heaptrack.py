@@ -53,13 +53,21 @@ TIMESTAMP_EVERY_MS = 10
 START_SUFFIX = ".start"
 _FILE_VERSION = 3
 
+#: $$ is this launch's id (and the command's pid after the exec): a relaunch with the same
+#: capture path (ServerProcess retries taken ports) never shares a fifo or partial file with
+#: an earlier launch, and only the last launch's pipeline puts its capture in place.
 _SCRIPT = r"""
 out=$1 interp=$2 preload=$3 compress=$4; shift 4
-fifo="$out.fifo"
-rm -f "$fifo" "$out" "$out.part" "$out.start"
+id=$$
+fifo="$out.$id.fifo"
+rm -f "$out" "$out.start"
+echo "$id" > "$out.owner"
 mkfifo "$fifo" || exit 127
-( ( exec < "$fifo"; date +%s.%N > "$out.start"; "$interp" | $compress > "$out.part"
-    mv -f "$out.part" "$out"; rm -f "$fifo" ) & )
+( ( exec < "$fifo"; rm -f "$fifo"; date +%s.%N > "$out.$id.start"
+    "$interp" | $compress > "$out.$id.part"
+    if [ "$(cat "$out.owner")" = "$id" ]; then
+      mv -f "$out.$id.start" "$out.start"; mv -f "$out.$id.part" "$out"
+    else rm -f "$out.$id.start" "$out.$id.part"; fi ) & )
 if ! command -v "$1" > /dev/null; then : > "$fifo"; echo "soak: no executable $1" >&2; exit 127; fi
 LD_PRELOAD="$preload${LD_PRELOAD:+:$LD_PRELOAD}"
 DUMP_HEAPTRACK_OUTPUT="$fifo"

@@ -221,8 +221,45 @@ def test_a_killed_server_still_leaves_a_complete_readable_capture(tmp_path):
         end = server.stop()
     assert end.crashed and end.signal == "SIGKILL"
     capture = heaptrack.wait_capture(tmp_path / "heaptrack", timeout_s=60)
-    assert not Path(str(capture) + ".fifo").exists()
+    assert list(tmp_path.glob("heaptrack*.fifo")) == []
+    assert list(tmp_path.glob("heaptrack*.part")) == []
     start = heaptrack.started_at(capture)
     result = heaptrack.read_sites(capture, {0: (start, time.time())})
     assert result.iterations == [0] and result.total_count[0] > 0
+    assert_gone(server.pid)
+
+
+@needs_heaptrack
+def test_a_start_retried_on_a_taken_port_keeps_the_capture_of_the_launch_that_ran(
+    tmp_path, monkeypatch
+):
+    import socket
+
+    from soak.tritonserver import process
+
+    squatter = socket.socket()
+    squatter.bind((process.LOOPBACK, 0))
+    squatter.listen()
+    real, calls = process.free_ports, []
+
+    def first_one_taken(count: int = 3) -> list[int]:
+        calls.append(count)
+        ports = real(count)
+        return [squatter.getsockname()[1], *ports[1:]] if len(calls) == 1 else ports
+
+    monkeypatch.setattr(process, "free_ports", first_one_taken)
+    try:
+        with traced_server(tmp_path, "correct", ready_timeout_s=90) as server:
+            assert len(server.attempts) == 1
+            port = server.ports.http
+    finally:
+        squatter.close()
+    assert server.end.clean, server.end.describe()
+    capture = heaptrack.wait_capture(tmp_path / "heaptrack")
+    time.sleep(1.0)  # the first launch's pipeline has long ended: nothing replaces the capture
+    text = b"".join(heaptrack._chunks(capture)).decode()
+    command = next(line for line in text.splitlines() if line.startswith("X "))
+    assert f"--http-port={port}" in command
+    assert list(tmp_path.glob("heaptrack*.part")) == []
+    assert list(tmp_path.glob("heaptrack*.fifo")) == []
     assert_gone(server.pid)
