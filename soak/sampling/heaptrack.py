@@ -25,6 +25,12 @@ nearest the middle of its window, so an error up to half the window is harmless.
 
 The python-backend stubs are exec'd children and stay untraced (the preload library removes
 itself from their environment).
+
+Cost (heaptrack 1.4, 2.51 wheel, HTTP, on a 2-core machine at load 6-17): ready in 4.3-7.8 s
+instead of 0.1-0.2 s (the server blocks on the fifo while heaptrack_interpret symbolises each
+new address); about 550 `+`/`-` events per inference, 15-20 KB of zstd capture per 1,000
+correct requests and 39 KB per 1,000 failed ones, on top of ~250 KB for the start; reading
+1.1 million events took 1.2-1.8 s (~0.6 s of it the start's tables).
 """
 
 from __future__ import annotations
