@@ -9,7 +9,8 @@ so its pid is the shell's, not the server's, and a SIGTERM sent to it kills the 
 `wrap` does what the script does (a fifo, heaptrack_interpret | zstd behind it, the preload
 library in the environment) and then `exec`s the command: the pid soak starts is the server's
 pid, SIGTERM reaches it, and its process tree holds the server and its stubs only (the
-interpreter runs detached). The capture appears under its final name once it is complete.
+interpreter runs detached, its stderr in `<capture>.log`, not the server's log). The capture
+appears under its final name once it is complete.
 
 How the data meets the quiet points (heaptrack 1.4, file format 3, read from
 src/analyze/accumulatedtracedata.cpp): the capture is a text line stream; `s` strings, `i`
@@ -70,7 +71,7 @@ rm -f "$out" "$out.start"
 echo "$id" > "$out.owner"
 mkfifo "$fifo" || exit 127
 ( ( exec < "$fifo"; rm -f "$fifo"; date +%s.%N > "$out.$id.start"
-    "$interp" | $compress > "$out.$id.part"
+    "$interp" 2> "$out.log" | $compress > "$out.$id.part"
     if [ "$(cat "$out.owner")" = "$id" ]; then
       mv -f "$out.$id.start" "$out.start"; mv -f "$out.$id.part" "$out"
     else rm -f "$out.$id.start" "$out.$id.part"; fi ) & )
