@@ -37,6 +37,7 @@ correct requests and 39 KB per 1,000 failed ones, on top of ~250 KB for the star
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import os
 import shutil
@@ -51,6 +52,8 @@ import numpy as np
 from soak.errors import EnvironmentProblem
 from soak.sampling import sites
 from soak.sampling.sites import Frame, Site, SiteCapture
+
+log = logging.getLogger(__name__)
 
 HEAPTRACK = "heaptrack"
 HEAPTRACK_PRINT = "heaptrack_print"
@@ -353,6 +356,14 @@ def read_sites(
     stamps = data.stamps
     iterations, quiet = _quiet_stamps(stamps, windows, start)
     n = len(iterations)
+    missed = sorted(set(windows) - set(iterations))
+    if missed:
+        log.warning(
+            "quiet points without a heaptrack timestamp: %s (capture %.3f..%.3f s)",
+            missed,
+            start,
+            start + (stamps[-1] / 1000 if stamps.size else 0),
+        )
     # Site of each allocation info: its trimmed stack's first `depth` frames.
     by_key: dict[str, int] = {}
     site_frames: list[tuple[Frame, ...]] = []
