@@ -1,6 +1,6 @@
 """Native allocation sites of a tritonserver process (heaptrack): trace the server from its
 start, then read back, per allocation site, the bytes and allocations live at each quiet point
-in the same shapes memray's reader gives (soak.sampling.sites), so that store, judge and show
+in the same shapes memray's reader gives (soak.sampling.memray_sites), so that store, judge and show
 take them unchanged.
 
 Why not `heaptrack -o FILE cmd`: that is a shell script that stays the parent of the command,
@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 
 from soak.errors import EnvironmentProblem
-from soak.sampling import sites
-from soak.sampling.sites import Frame, Site, SiteCapture
+from soak.sampling import memray_sites as sites
+from soak.sampling.memray_sites import Frame, Site, SiteCapture
 
 log = logging.getLogger(__name__)
 
