@@ -307,8 +307,8 @@ class _Capture:
 def _trimmed(frames: list[Frame]) -> list[Frame]:
     start = 0
     while start < len(frames) - 1 and (
-        frames[start].function in sites._ALLOCATOR_NAMES
-        or frames[start].function.startswith(sites._ALLOCATOR_PREFIXES)
+        frames[start].function in sites.ALLOCATOR_NAMES
+        or frames[start].function.startswith(sites.ALLOCATOR_PREFIXES)
         or frames[start].library.startswith("libheaptrack")
     ):
         start += 1
@@ -398,7 +398,7 @@ def read_sites(
         np.bincount(flat, weights=sign[inside], minlength=n * n_sites).reshape(n, n_sites),
         axis=0,
     ).T
-    order = sites._rank(live_bytes)[:top]
+    order = sites.rank_by_growth(live_bytes)[:top]
     keys = list(by_key)
     chosen = [Site(k + 1, keys[i], site_frames[i]) for k, i in enumerate(order)]
     return SiteCapture(

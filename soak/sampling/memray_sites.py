@@ -53,7 +53,7 @@ SHOWN_FRAMES = 24
 
 #: Leading frames that say "an allocation happened", not where: allocator entry points,
 #: Python's own allocators, memray's hooks. Trimmed before a stack is keyed.
-_ALLOCATOR_NAMES = {
+ALLOCATOR_NAMES = {
     "malloc",
     "calloc",
     "realloc",
@@ -70,7 +70,7 @@ _ALLOCATOR_NAMES = {
     "strndup",
     "<unknown>",
 }
-_ALLOCATOR_PREFIXES = (
+ALLOCATOR_PREFIXES = (
     "operator new",
     "memray::",
     "intercept::",
@@ -329,8 +329,8 @@ def _trimmed(stack: list[tuple[str, str, int]], make: _FrameMaker) -> list[Frame
     frames = [make.full(raw) for raw in stack]
     start = 0
     while start < len(frames) - 1 and (
-        frames[start].function in _ALLOCATOR_NAMES
-        or frames[start].function.startswith(_ALLOCATOR_PREFIXES)
+        frames[start].function in ALLOCATOR_NAMES
+        or frames[start].function.startswith(ALLOCATOR_PREFIXES)
     ):
         start += 1
     return frames[start:]
@@ -477,7 +477,7 @@ def read_sites(
     site_count = np.zeros((len(keys), n))
     np.add.at(site_bytes, site_of, per_record_bytes)
     np.add.at(site_count, site_of, per_record_count)
-    order = _rank(site_bytes)[:top]
+    order = rank_by_growth(site_bytes)[:top]
     sites = [Site(k + 1, keys[i], *frames_of[i]) for k, i in enumerate(order)]
     # Warm-up quiet points come before the first record: not missed, just not traced.
     start_s = times[0] / 1000 if times.size else math.inf
@@ -502,7 +502,7 @@ def read_sites(
     )
 
 
-def _rank(live_bytes: np.ndarray) -> np.ndarray:
+def rank_by_growth(live_bytes: np.ndarray) -> np.ndarray:
     """Sites ordered by growth (median of the last few quiet points minus the first few),
     then by bytes live at the end: the ones a leak hunt wants first."""
     if live_bytes.size == 0:
