@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from soak.analysis.sites import SiteRule, SiteSeries, judge_sites
 
+from soak.analysis.site_verdict import SiteRule, SiteSeries, judge_sites
 from soak.sampling import heaptrack
 from tests.tritonserver.conftest import assert_gone
 
