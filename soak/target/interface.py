@@ -39,6 +39,20 @@ class Output:
 
 
 @dataclass(frozen=True)
+class ServerFeatures:
+    """Server-wide Triton features a profile turns on (the same for every server of a run).
+
+    `strict_model_config` false lets a backend complete a config (python models'
+    `auto_complete_config`), so a model folder needs no config.pbtxt. `response_cache`
+    names a cache library ("local", or "" for none) of `response_cache_bytes` bytes, which
+    models with `response_cache { enable: true }` use."""
+
+    strict_model_config: bool = True
+    response_cache: str = ""
+    response_cache_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """What the workload asks of one server; each target turns it into its own options."""
 
@@ -47,6 +61,7 @@ class ServerSpec:
     server_id: str = "soak"
     log_file: Path | None = None
     exit_timeout_s: int = 30  # how long a stop waits for models still in use (Triton's default)
+    features: ServerFeatures = ServerFeatures()
 
 
 @dataclass(frozen=True)

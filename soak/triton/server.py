@@ -88,6 +88,25 @@ class ServerOptions:
     min_compute_capability: float | None = None
     pinned_pool_bytes: int | None = None
     serialize_new_delete: bool = True  # see _NEW_DELETE
+    # The response cache: "" none, else a cache library's name ("local") with its JSON
+    # config (local: {"size": bytes}); its folder defaults to the install's caches/.
+    cache: str = ""
+    cache_config: str = "{}"
+    cache_dir: Path | None = None
+
+
+def _set_cache(lib: ctypes.CDLL, opts: c_void_p, options: ServerOptions) -> None:
+    """The response cache: its library folder (the install's caches/ beside backends/) and
+    config; a core without the cache options cannot have one."""
+    if not capi.has("TRITONSERVER_ServerOptionsSetCacheConfig"):
+        raise TritonError("soak", "this Triton core has no response cache options (before 2.30)")
+    folder = options.cache_dir or capi.loaded().install.backends_dir.parent / "caches"
+    check(lib.TRITONSERVER_ServerOptionsSetCacheDirectory(opts, str(folder).encode()))
+    check(
+        lib.TRITONSERVER_ServerOptionsSetCacheConfig(
+            opts, options.cache.encode(), options.cache_config.encode()
+        )
+    )
 
 
 class _Inference:
@@ -336,6 +355,8 @@ class Server:
                         opts, options.pinned_pool_bytes
                     )
                 )
+            if options.cache:
+                _set_cache(lib, opts, options)
             handle = c_void_p()
             with _new_delete_guard(options):
                 check(lib.TRITONSERVER_ServerNew(byref(handle), opts))

@@ -17,7 +17,14 @@ import numpy as np
 
 from soak.errors import ServerError, SoakError
 from soak.target import default_target
-from soak.target.interface import MemoryType, ModelServer, Output, ServerSpec, ServerTarget
+from soak.target.interface import (
+    MemoryType,
+    ModelServer,
+    Output,
+    ServerFeatures,
+    ServerSpec,
+    ServerTarget,
+)
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
 from soak.workload.polling import wait_unloaded
@@ -400,6 +407,7 @@ def preflight(
     log_file: Path | None = None,
     timeout_s: float = 60.0,
     target: ServerTarget | None = None,
+    features: ServerFeatures | None = None,
 ) -> dict[str, ModelPlan]:
     """Before a run: every model's backend is installed, and one server loads every model and
     plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
@@ -409,7 +417,11 @@ def preflight(
         if problem:
             raise UserModelError(problem)
     spec = ServerSpec(
-        user.repositories, backends_dir, server_id="soak-preflight", log_file=log_file
+        user.repositories,
+        backends_dir,
+        server_id="soak-preflight",
+        log_file=log_file,
+        features=features or ServerFeatures(),
     )
     plans: dict[str, ModelPlan] = {}
     with (target or default_target()).new_server(spec) as server:
