@@ -442,6 +442,16 @@ MODEL_KEYS = (
     ),
     Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
     Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
+    Key(
+        "sequence_length",
+        int,
+        4,
+        "Sequence-batched models: requests per sequence, sent with one correlation id, START "
+        "on the first and END on the last; step k sends input_data's entry k (validation_data "
+        "then holds each step's expected output, a running sum for an accumulator).",
+        1,
+        1_000_000,
+    ),
 )
 RAY_KEYS = (
     Key(

@@ -142,6 +142,7 @@ def user_models(profile: ProfileMessage) -> UserModels:
                 input_data=Path(given["input_data"]) if given["input_data"] else None,
                 rtol=given["rtol"],
                 atol=given["atol"],
+                sequence_length=given.get("sequence_length", 4),
             )
         )
     return UserModels(tuple(Path(r) for r in models["repositories"]), tuple(settings))

@@ -28,6 +28,12 @@ class MemoryType(str, Enum):
     GPU = "gpu"
 
 
+#: Request flags of a sequence (Triton's TRITONSERVER_RequestFlag values, also its gRPC/HTTP
+#: sequence_start / sequence_end).
+SEQUENCE_START = 1
+SEQUENCE_END = 2
+
+
 @dataclass
 class Output:
     """One output tensor copied out of a response; BYTES as an object array of bytes, BF16 as
@@ -110,9 +116,11 @@ class ModelServer(Protocol):
         keep_response: bool = False,
         device: int = 0,
         datatypes: dict[str, str] | None = None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
         """One request, its final response awaited; the outputs of its first response.
-        `keep_response` never frees the response: an injected leak inside the server."""
+        `keep_response` never frees the response: an injected leak inside the server.
+        `sequence`: (correlation id, SEQUENCE_START | SEQUENCE_END flags); (0, 0) none."""
         ...
 
     def infer_responses(
@@ -124,6 +132,7 @@ class ModelServer(Protocol):
         timeout_s: float = 30.0,
         datatypes: dict[str, str] | None = None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the final one (decoupled models)."""
         ...

@@ -109,6 +109,15 @@ def _set_cache(lib: ctypes.CDLL, opts: c_void_p, options: ServerOptions) -> None
     )
 
 
+def _set_sequence(lib: ctypes.CDLL, request: c_void_p, sequence: tuple[int, int]) -> None:
+    """A sequence model's request: its sequence's correlation id and START/END flags."""
+    correlation_id, flags = sequence
+    if correlation_id:
+        check(lib.TRITONSERVER_InferenceRequestSetCorrelationId(request, correlation_id))
+    if flags:
+        check(lib.TRITONSERVER_InferenceRequestSetFlags(request, flags))
+
+
 class _Inference:
     """State of one in-flight request, reachable from callbacks by its integer id.
 
@@ -466,6 +475,7 @@ class Server:
         keep_response: bool = False,
         device: int = 0,
         datatypes: dict[str, str] | None = None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
         """Run one request and wait for its final response and its release.
 
@@ -473,9 +483,18 @@ class Server:
         `device` is the GPU that GPU input and output buffers live on.
         `datatypes` names an input's Triton datatype where its numpy dtype cannot (BF16).
         Returns the outputs of the first response (see `infer_responses` for decoupled models).
+        `sequence` is (correlation id, request flags) for a sequence model; (0, 0): none.
         """
         return self._run(
-            model, inputs, outputs, memory_type, timeout_s, keep_response, datatypes, device
+            model,
+            inputs,
+            outputs,
+            memory_type,
+            timeout_s,
+            keep_response,
+            datatypes,
+            device,
+            sequence=sequence,
         ).outputs
 
     def infer_responses(
@@ -487,11 +506,12 @@ class Server:
         timeout_s: float = 30.0,
         datatypes: dict[str, str] | None = None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the FINAL flag (a decoupled model sends any
         number; a final flag that comes without a response adds none)."""
         return self._run(
-            model, inputs, outputs, memory_type, timeout_s, False, datatypes, device
+            model, inputs, outputs, memory_type, timeout_s, False, datatypes, device, sequence
         ).responses
 
     def _run(
@@ -504,6 +524,7 @@ class Server:
         keep_response: bool,
         datatypes: dict[str, str] | None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> _Inference:
         lib = _lib()
         cb = _cb()
@@ -514,6 +535,7 @@ class Server:
         check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model.encode(), -1))
         started = False
         try:
+            _set_sequence(lib, request, sequence)
             for name, array in inputs.items():
                 array = np.asarray(array)
                 try:

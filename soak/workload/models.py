@@ -9,6 +9,7 @@ metadata promise, and equal to the expected output where the data file gives one
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 from soak.errors import ServerError, SoakError
 from soak.target import default_target
 from soak.target.interface import (
+    SEQUENCE_END,
+    SEQUENCE_START,
     MemoryType,
     ModelServer,
     Output,
@@ -57,6 +60,7 @@ class ModelSettings:
     input_data: Path | None = None
     rtol: float = 1e-5
     atol: float = 1e-8
+    sequence_length: int = 4  # requests per sequence (sequence-batched models)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class ModelPlan:
     cases: tuple[Request, ...]  # from the data file; empty: random data
     rtol: float
     atol: float
+    # Requests per sequence for a sequence-batched model (correlation ids, START/END); None:
+    # no sequences. Step k of each sequence sends the data file's entry k (k mod entries).
+    sequence_length: int | None = None
 
     def request(self, index: int, rng: np.random.Generator) -> Request:
         """The index-th request: the data file's entries in turn, else fresh random data."""
@@ -184,11 +191,6 @@ def random_tensor(datatype: str, shape: tuple[int, ...], rng: np.random.Generato
 def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPlan:
     """The plan of one loaded model; UserModelError names the model and what is missing."""
     name = settings.name
-    if "sequence_batching" in config:
-        raise UserModelError(
-            f"model {name!r} uses sequence batching (correlation ids with start/end flags), "
-            "which soak does not drive; take it out of models.load"
-        )
     max_batch = int(config.get("max_batch_size", 0))
     batching = max_batch > 0
     if batching and settings.batch_size > max_batch:
@@ -224,6 +226,7 @@ def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPl
         (),
         settings.rtol,
         settings.atol,
+        settings.sequence_length if "sequence_batching" in config else None,
     )
     if data is None:
         return plan
@@ -330,8 +333,14 @@ def exercise(
     times); a ServerError (ServerTimeout included) from the server propagates to the caller."""
     done = Exercise()
     names = [t.name for t in plan.outputs]
+    sequence = (0, 0)
     for index in range(count):
-        request = plan.request(index, rng)
+        step = index
+        if plan.sequence_length:
+            step = index % plan.sequence_length
+            correlation = next(_SEQUENCE_IDS) if step == 0 else sequence[0]
+            sequence = (correlation, _sequence_flags(plan, index, count))
+        request = plan.request(step, rng)
         if plan.decoupled:
             responses = server.infer_responses(
                 plan.name,
@@ -341,6 +350,7 @@ def exercise(
                 timeout_s,
                 request.datatypes,
                 device,
+                sequence=sequence,
             )
         else:
             responses = [
@@ -352,6 +362,7 @@ def exercise(
                     timeout_s,
                     device=device,
                     datatypes=request.datatypes,
+                    sequence=sequence,
                 )
             ]
         done.requests += 1
@@ -361,6 +372,18 @@ def exercise(
         if done.problems:
             break
     return done
+
+
+def _sequence_flags(plan: ModelPlan, index: int, count: int) -> int:
+    """START at each sequence's first step, END at its last (or at the last request, so that
+    no sequence is left open for Triton's idle timeout)."""
+    step = index % (plan.sequence_length or 1)
+    last = step == (plan.sequence_length or 1) - 1 or index == count - 1
+    return (SEQUENCE_START if step == 0 else 0) | (SEQUENCE_END if last else 0)
+
+
+# Correlation ids, unique in the process: no two sequences of one server share one.
+_SEQUENCE_IDS = itertools.count(1)
 
 
 # -- before any server -------------------------------------------------------------------------

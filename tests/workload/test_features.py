@@ -20,9 +20,10 @@ from tests.test_cli import ROOT, soak
 FEATURES = ROOT / "profiles" / "features.toml"
 EXAMPLES = ROOT / "examples"
 # Per lifecycle and iteration of profiles/features.toml (4 inferences per model): 4 generated
-# models (simple1, simple2, the ensemble, BLS) and 4 user models; count_decoupled answers
-# each request with 3 responses; cached_square cycles through 2 inputs.
-REQUESTS = 8 * 4
+# models (simple1, simple2, the ensemble, BLS) and 5 user models; count_decoupled answers
+# each request with 3 responses; cached_square cycles through 2 inputs; accumulate gets 2
+# sequences of 2 requests, each step's running sum checked.
+REQUESTS = 9 * 4
 RESPONSES = REQUESTS + 4 * (3 - 1)
 
 
@@ -74,7 +75,7 @@ def test_servers_scenario_counts_responses_and_cache_per_lifecycle(servers_run):
     # Every lifecycle is a fresh cache: the 2 distinct inputs are inserted, then hit twice.
     assert _counts(db) == [(REQUESTS, RESPONSES, 2, 2, 0)] * 2
     shown = " ".join(soak("show", "1", "--db", str(db)).stdout.split())  # as rich wraps it
-    assert f"work {2 * REQUESTS} inferences, {2 * RESPONSES} responses (1.25 per" in shown
+    assert f"work {2 * REQUESTS} inferences, {2 * RESPONSES} responses (1.22 per" in shown
     assert "response cache 4 hits, 4 insertions" in shown
 
 
@@ -99,7 +100,9 @@ def test_the_feature_units_are_units_of_the_series_slopes_are_stated_per(traffic
 
 
 def test_strict_model_config_refuses_a_model_without_config_saying_why(tmp_path):
-    text = f'[models]\nrepositories = ["{EXAMPLES / "models"}"]\nload = ["auto_double"]\n'
+    text = (
+        f'[models]\nrepositories = ["{EXAMPLES / "features" / "models"}"]\nload = ["auto_double"]\n'
+    )
     with pytest.raises(ProfileError, match="auto-complete off"):
         parse(text, str(tmp_path / "p.toml"))
     profile = parse("strict_model_config = false\n" + text, str(tmp_path / "p.toml"))
@@ -124,3 +127,35 @@ def test_composed_models_are_written_beside_the_add_sub_model(tmp_path):
     assert "TYPE_FP32" in ensemble
     assert "async_exec()" in (tmp_path / BLS_MODEL / "1" / "model.py").read_text()
     assert write_composed(tmp_path, False, "off") == ()
+
+
+def test_sequences_get_one_correlation_id_start_on_the_first_step_end_on_the_last():
+    import numpy as np
+
+    from soak.target.interface import SEQUENCE_END, SEQUENCE_START
+    from soak.workload.models import ModelSettings, build_plan, exercise
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def infer(self, model, inputs, outputs, *args, sequence=(0, 0), **kwargs):
+            self.sent.append(sequence)
+            return {}
+
+    plan = build_plan(
+        {"inputs": [], "outputs": []},
+        {"sequence_batching": {}},
+        ModelSettings("s", sequence_length=3),
+    )
+    server = Recorder()
+    exercise(server, plan, 5, np.random.default_rng(0))
+    ids = [cid for cid, _ in server.sent]
+    assert ids[0] == ids[1] == ids[2] != ids[3] == ids[4]
+    assert [flags for _, flags in server.sent] == [
+        SEQUENCE_START,
+        0,
+        SEQUENCE_END,
+        SEQUENCE_START,
+        SEQUENCE_END,  # the last request ends its sequence: none is left open
+    ]
