@@ -452,6 +452,16 @@ MODEL_KEYS = (
         1,
         1_000_000,
     ),
+    Key(
+        "sequence_abandon_fraction",
+        float,
+        0.0,
+        "Share of sequences whose END is never sent (chosen from the seed): Triton's "
+        "idle-sequence timeout (max_sequence_idle_microseconds) must free their slots and "
+        "state; the next sequence waits for it.",
+        0.0,
+        1.0,
+    ),
 )
 RAY_KEYS = (
     Key(

@@ -143,6 +143,7 @@ def user_models(profile: ProfileMessage) -> UserModels:
                 rtol=given["rtol"],
                 atol=given["atol"],
                 sequence_length=given.get("sequence_length", 4),
+                sequence_abandon_fraction=given.get("sequence_abandon_fraction", 0.0),
             )
         )
     return UserModels(tuple(Path(r) for r in models["repositories"]), tuple(settings))

@@ -61,6 +61,7 @@ class ModelSettings:
     rtol: float = 1e-5
     atol: float = 1e-8
     sequence_length: int = 4  # requests per sequence (sequence-batched models)
+    sequence_abandon_fraction: float = 0.0  # sequences whose END is never sent
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ModelPlan:
     # Requests per sequence for a sequence-batched model (correlation ids, START/END); None:
     # no sequences. Step k of each sequence sends the data file's entry k (k mod entries).
     sequence_length: int | None = None
+    sequence_abandon_fraction: float = 0.0
 
     def request(self, index: int, rng: np.random.Generator) -> Request:
         """The index-th request: the data file's entries in turn, else fresh random data."""
@@ -227,6 +229,7 @@ def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPl
         settings.rtol,
         settings.atol,
         settings.sequence_length if "sequence_batching" in config else None,
+        settings.sequence_abandon_fraction,
     )
     if data is None:
         return plan
@@ -333,13 +336,20 @@ def exercise(
     times); a ServerError (ServerTimeout included) from the server propagates to the caller."""
     done = Exercise()
     names = [t.name for t in plan.outputs]
-    sequence = (0, 0)
+    sequence, abandon = (0, 0), False
     for index in range(count):
         step = index
         if plan.sequence_length:
             step = index % plan.sequence_length
+            if step == 0:
+                abandon = bool(plan.sequence_abandon_fraction) and (
+                    rng.random() < plan.sequence_abandon_fraction
+                )
             correlation = next(_SEQUENCE_IDS) if step == 0 else sequence[0]
-            sequence = (correlation, _sequence_flags(plan, index, count))
+            flags = _sequence_flags(plan, index, count)
+            if abandon:  # never ended: Triton's idle-sequence timeout must release it
+                flags &= ~SEQUENCE_END
+            sequence = (correlation, flags)
         request = plan.request(step, rng)
         if plan.decoupled:
             responses = server.infer_responses(

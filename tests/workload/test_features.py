@@ -159,3 +159,39 @@ def test_sequences_get_one_correlation_id_start_on_the_first_step_end_on_the_las
         SEQUENCE_START,
         SEQUENCE_END,  # the last request ends its sequence: none is left open
     ]
+    abandoned = build_plan(
+        {"inputs": [], "outputs": []},
+        {"sequence_batching": {}},
+        ModelSettings("s", sequence_length=3, sequence_abandon_fraction=1.0),
+    )
+    server = Recorder()
+    exercise(server, abandoned, 5, np.random.default_rng(0))
+    assert [flags for _, flags in server.sent] == [SEQUENCE_START, 0, 0, SEQUENCE_START, 0]
+
+
+def test_abandoned_sequences_send_no_end_and_the_idle_timeout_frees_their_slot(runtime):
+    """accumulate has one sequence slot and a 5 s idle timeout: the second sequence is served
+    only once Triton let go of the first, never ended; START still resets the sum."""
+    import time
+
+    import numpy as np
+
+    from soak.triton import Server, ServerOptions
+    from soak.workload.models import ModelSettings, exercise, plan_on
+
+    repo = EXAMPLES / "features" / "models"
+    with Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-seq")) as server:
+        server.load_model("accumulate")
+        try:
+            settings = ModelSettings(
+                "accumulate",
+                input_data=EXAMPLES / "features" / "data" / "accumulate.json",
+                sequence_length=2,
+                sequence_abandon_fraction=1.0,
+            )
+            start = time.monotonic()
+            done = exercise(server, plan_on(server, settings), 4, np.random.default_rng(0))
+            assert (done.requests, done.problems) == (4, [])
+            assert time.monotonic() - start > 4  # waited for the idle timeout
+        finally:
+            server.unload_model("accumulate")
