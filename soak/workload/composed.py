@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soak.workload.repos import COMMON_MODEL
+from soak.workload.repos import COMMON_MODEL, Behaviour
 
 ENSEMBLE_MODEL = f"{COMMON_MODEL}_ensemble"
 BLS_MODEL = f"{COMMON_MODEL}_bls"
@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 MODE = "{mode}"
 TARGET = "{target}"
+RAISES = {raises}  # fail as the callee does: raise (execute_raises), else an error response
 
 
 class TritonPythonModel:
@@ -31,6 +32,8 @@ class TritonPythonModel:
 
     @staticmethod
     def _response(inner):
+        if inner.has_error() and RAISES:
+            raise RuntimeError(inner.error().message())
         if inner.has_error():
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(inner.error().message()))
         names = ("OUTPUT0", "OUTPUT1")
@@ -78,7 +81,7 @@ def write_ensemble(repository: Path, ttype: str) -> str:
     return ENSEMBLE_MODEL
 
 
-def write_bls(repository: Path, ttype: str, mode: str) -> str:
+def write_bls(repository: Path, ttype: str, mode: str, raises: bool = False) -> str:
     """A python model that sends each request on to the add/sub model, exec() or async_exec();
     a CPU instance whatever instance_kind says (its callee has that kind)."""
     model_dir = repository / BLS_MODEL
@@ -89,19 +92,24 @@ def write_bls(repository: Path, ttype: str, mode: str) -> str:
     )
     execute = _ASYNC_EXECUTE if mode == "async" else _SYNC_EXECUTE
     (model_dir / "1" / "model.py").write_text(
-        _BLS_PY.format(mode=mode, target=COMMON_MODEL, execute=execute)
+        _BLS_PY.format(mode=mode, target=COMMON_MODEL, raises=raises, execute=execute)
     )
     return BLS_MODEL
 
 
-def write_composed(common: Path, ensemble: bool, bls: str) -> tuple[str, ...]:
-    """The composed models a profile asks for, written beside the add/sub model; their names."""
+def write_composed(
+    common: Path, ensemble: bool, bls: str, behaviour: Behaviour = Behaviour.CORRECT
+) -> tuple[str, ...]:
+    """The composed models a profile asks for, written beside the add/sub model; their names.
+    Triton counts an error response as a success and a raise as a failure, so the BLS model
+    fails the way the behaviour makes the add/sub model fail."""
     ttype = _config_type(common / COMMON_MODEL / "config.pbtxt")
     names = []
     if ensemble:
         names.append(write_ensemble(common, ttype))
     if bls != "off":
-        names.append(write_bls(common, ttype, bls))
+        raises = behaviour is Behaviour.EXECUTE_RAISES
+        names.append(write_bls(common, ttype, bls, raises))
     return tuple(names)
 
 

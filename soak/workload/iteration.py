@@ -143,7 +143,9 @@ class Workload:
             config.error_message_chars,
             config.gpu_device,
         )
-        self.composed = write_composed(self.common, config.generated_ensemble, config.bls)
+        self.composed = write_composed(
+            self.common, config.generated_ensemble, config.bls, config.behaviour
+        )
         self.leaker = inject.ResponseLeaker(config.injection.unreleased_response_fraction)
 
     def lifecycle_config(self, instance: int, iteration: int) -> LifecycleConfig:

@@ -30,6 +30,7 @@ from soak.target.interface import (
 )
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload import inject
+from soak.workload.composed import ENSEMBLE_MODEL
 from soak.workload.models import (
     ModelPlan,
     ModelSettings,
@@ -546,8 +547,9 @@ class Lifecycle:
             success = sum(int(c["success"]["count"]) for c in counts)
             failed = sum(int(c["fail"]["count"]) for c in counts)
             ok, errors = self.answered.get(model, (0, 0))
-            # Triton counts an error response a python model returns as a success (2.51).
-            if self.config.behaviour is Behaviour.ERROR_RESPONSE:
+            # Triton counts an error response a python model returns as a success (2.51); the
+            # ensemble scheduler counts the same response of its step as a failure.
+            if self.config.behaviour is Behaviour.ERROR_RESPONSE and model != ENSEMBLE_MODEL:
                 ok, errors = ok + errors, 0
             self._count_cache(model, counts)
             if success < ok:

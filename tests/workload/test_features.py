@@ -13,7 +13,7 @@ import pytest
 from soak.errors import ProfileError
 from soak.profile import parse
 from soak.workload.composed import BLS_MODEL, ENSEMBLE_MODEL, write_composed
-from soak.workload.repos import write_model
+from soak.workload.repos import Behaviour, write_model
 from tests.e2e import query
 from tests.test_cli import ROOT, soak
 
@@ -127,6 +127,8 @@ def test_composed_models_are_written_beside_the_add_sub_model(tmp_path):
     assert "TYPE_FP32" in ensemble
     assert "async_exec()" in (tmp_path / BLS_MODEL / "1" / "model.py").read_text()
     assert write_composed(tmp_path, False, "off") == ()
+    write_composed(tmp_path, False, "sync", Behaviour.EXECUTE_RAISES)
+    assert "RAISES = True" in (tmp_path / BLS_MODEL / "1" / "model.py").read_text()
 
 
 def test_sequences_get_one_correlation_id_start_on_the_first_step_end_on_the_last():
@@ -195,3 +197,25 @@ def test_abandoned_sequences_send_no_end_and_the_idle_timeout_frees_their_slot(r
             assert time.monotonic() - start > 4  # waited for the idle timeout
         finally:
             server.unload_model("accumulate")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "scenario, behaviour, bls",
+    [("reload", "execute_raises", "sync"), ("traffic", "error_response", "async")],
+)
+def test_composed_models_fail_as_the_add_sub_model_they_call(tmp_path, scenario, behaviour, bls):
+    """The expected errors reach the client through the ensemble and BLS, and Triton's
+    statistics count them as soak expects (an error response: a success of a python model,
+    a failure of the ensemble)."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        f'purpose = "machinery"\nservers = 2\niterations = 2\nwarmup = 1\n'
+        f'inferences_per_model = 4\nscenario = "{scenario}"\nbehaviour = "{behaviour}"\n'
+        f'error_fraction = 0.5\ngenerated_ensemble = true\nbls = "{bls}"\n'
+    )
+    db = tmp_path / "r.db"
+    proc = soak("run", str(profile), "--db", str(db), "--no-progress")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = query(db, "SELECT inferences, errors, failures FROM iterations")
+    assert all(r == (2 * 4 * 4, r[1], 0) and 0 < r[1] < 32 for r in rows), rows
