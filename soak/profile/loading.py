@@ -6,6 +6,7 @@ what is allowed, in one line.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import stat
 import sys
@@ -238,21 +239,9 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         elif key == "model":
             model = _model_tables(source, value)
         else:
-            raise ProfileError(
-                f"{source}: unknown key {_dotted(key)}; allowed: "
-                + ", ".join(
-                    [
-                        *run_keys,
-                        *(f"[{s}]" for s in SECTIONS),
-                        "[thresholds]",
-                        "[matrix]",
-                        "[models]",
-                        "[model.<name>]",
-                    ]
-                )
-            )
+            raise ProfileError(_unknown_top_level(source, key, list(run_keys)))
     _check_run(source, run, matrix)
-    models, model = _user_models(source, models, model)
+    models, model = _user_models(source, models, model, run["strict_model_config"])
     _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
         name=name,
@@ -268,6 +257,25 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         model=model,
         attribution=sections["attribution"],
         ray=sections["ray"],
+    )
+
+
+def _unknown_top_level(source: str, key: str, run_keys: list[str]) -> str:
+    """One line for a key that is neither a run key nor a section: the closest name, then the
+    sections; the run keys are too many for one line (profiles/README.md lists them)."""
+    sections = [
+        *(f"[{s}]" for s in SECTIONS),
+        "[thresholds]",
+        "[matrix]",
+        "[models]",
+        "[model.<name>]",
+    ]
+    names = run_keys + [s.strip("[]") for s in sections]
+    close = difflib.get_close_matches(key, names, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"{source}: unknown key {_dotted(key)}{guess}; allowed: the run keys of "
+        f"profiles/README.md and the sections {', '.join(sections)}"
     )
 
 
@@ -295,7 +303,7 @@ def _model_tables(source: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 def _user_models(
-    source: str, models: dict[str, Any], model: dict[str, dict[str, Any]]
+    source: str, models: dict[str, Any], model: dict[str, dict[str, Any]], strict: bool = True
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Resolve paths against the profile's folder and check that every name is there."""
     base = Path(source).parent if not source.startswith("<") else Path.cwd()
@@ -320,10 +328,17 @@ def _user_models(
             raise ProfileError(
                 f"{source}: models.load names {name!r} but models.repositories is empty"
             )
-        if not any((r / name / "config.pbtxt").is_file() for r in repos):
+        folder = next((r / name for r in repos if (r / name).is_dir()), None)
+        if folder is None:
             raise ProfileError(
-                f"{source}: models.load: no model {name!r} (a folder with a config.pbtxt) in "
+                f"{source}: models.load: no model {name!r} (a folder) in "
                 + ", ".join(str(r) for r in repos)
+            )
+        if strict and not any((r / name / "config.pbtxt").is_file() for r in repos):
+            raise ProfileError(
+                f"{source}: models.load: model {name!r} ({folder}) has no config.pbtxt and "
+                "strict_model_config = true (Triton's auto-complete off) refuses it; set "
+                "strict_model_config = false to let its backend complete the config"
             )
     for name, settings in model.items():
         if name not in load:
@@ -424,6 +439,19 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
     matrix = matrix or {}
     scenarios = matrix.get("scenario", (run["scenario"],))
     behaviours = matrix.get("behaviour", (run["behaviour"],))
+    servers = max(matrix.get("servers", (run["servers"],)))
+    if run["response_cache"] != "none" and servers > 1:
+        raise ProfileError(
+            f"{source}: response_cache = {run['response_cache']!r} needs servers = 1: Triton's "
+            "cache manager is one per process, so a second in-process server with a cache fails "
+            "to start ('TritonCacheManager already holds a cache', Triton 2.51)"
+        )
+    composed = [k for k in ("generated_ensemble", "bls") if run[k] not in (False, "off")]
+    if composed and "init_raises" in behaviours:
+        raise ProfileError(
+            f"{source}: {composed[0]} needs the add/sub model it calls to load; it cannot go "
+            "with behaviour = 'init_raises'"
+        )
     if "traffic" in scenarios and "init_raises" in behaviours:
         label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
         raise ProfileError(

@@ -20,8 +20,19 @@ INSTANCE_KINDS = ("cpu", "gpu")
 DATATYPES = ("int32", "fp32")
 SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
 BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
+BLS_MODES = ("off", "sync", "async")  # soak.workload.repos
+RESPONSE_CACHES = ("none", "local")
 #: What a slope can be stated per: the unit counts stored with each iteration.
-UNITS = ("server", "model_load", "failed_load", "inference", "error")
+UNITS = (
+    "server",
+    "model_load",
+    "failed_load",
+    "inference",
+    "error",
+    "response",
+    "cache_hit",
+    "cache_insertion",
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,46 @@ RUN_KEYS = (
         bool,
         False,
         "reload: write version k+1 of each model before the load of iteration k.",
+    ),
+    Key(
+        "strict_model_config",
+        bool,
+        True,
+        "Triton's --strict-model-config: false lets a backend complete a model's config "
+        "(python models' auto_complete_config), so a model folder needs no config.pbtxt; "
+        "soak plans the model from the config Triton completed.",
+    ),
+    Key(
+        "generated_ensemble",
+        bool,
+        False,
+        "Also generate an ensemble over the add/sub model (`simple1_ensemble`, one step), "
+        "exercised and checked like it: the ensemble scheduler in every lifecycle.",
+    ),
+    Key(
+        "bls",
+        str,
+        "off",
+        "Also generate a python model (`simple1_bls`) that calls the add/sub model through "
+        "pb_utils.InferenceRequest: exec() (sync) or async_exec() (async); results checked.",
+        choices=BLS_MODES,
+    ),
+    Key(
+        "response_cache",
+        str,
+        "none",
+        "The server's response cache: local (the cache library in the install's caches/); "
+        "models with `response_cache { enable: true }` use it. Cache hits and insertions "
+        "(misses) are counted per iteration from the model statistics.",
+        choices=RESPONSE_CACHES,
+    ),
+    Key(
+        "response_cache_bytes",
+        int,
+        1 << 20,
+        "Size of the local response cache in bytes.",
+        1,
+        2**40,
     ),
     Key(
         "serialize_server_new_delete",
@@ -391,6 +442,26 @@ MODEL_KEYS = (
     ),
     Key("rtol", float, 1e-5, "Relative tolerance of floating-point output checks.", 0.0),
     Key("atol", float, 1e-8, "Absolute tolerance of floating-point output checks.", 0.0),
+    Key(
+        "sequence_length",
+        int,
+        4,
+        "Sequence-batched models: requests per sequence, sent with one correlation id, START "
+        "on the first and END on the last; step k sends input_data's entry k (validation_data "
+        "then holds each step's expected output, a running sum for an accumulator).",
+        1,
+        1_000_000,
+    ),
+    Key(
+        "sequence_abandon_fraction",
+        float,
+        0.0,
+        "Share of sequences whose END is never sent (chosen from the seed): Triton's "
+        "idle-sequence timeout (max_sequence_idle_microseconds) must free their slots and "
+        "state; the next sequence waits for it.",
+        0.0,
+        1.0,
+    ),
 )
 RAY_KEYS = (
     Key(

@@ -33,7 +33,16 @@ _STYLE = {"leak": "bold red", "inconclusive": "yellow", "pass": "green", "no_dat
 
 #: The unit the per-unit column shows: the first one the run has (servers have every unit,
 #: reload has no server lifecycle per iteration, traffic only inferences and errors).
-UNIT_ORDER = ("server", "model_load", "failed_load", "inference", "error")
+UNIT_ORDER = (
+    "server",
+    "model_load",
+    "failed_load",
+    "inference",
+    "error",
+    "response",
+    "cache_hit",
+    "cache_insertion",
+)
 
 
 def table_unit(findings: list[Finding]) -> str:

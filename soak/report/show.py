@@ -50,6 +50,7 @@ def detail_json(detail: RunDetail) -> dict[str, Any]:
         "phases": [p.__dict__ for p in detail.phases],
         # only for a run with attribution, so that the JSON of any other run is unchanged
         **({"sites": sites, "site_notes": detail.site_notes} if sites else {}),
+        **({"work": detail.work} if detail.work else {}),
     }
 
 
@@ -98,6 +99,7 @@ def _print_header(console: Console, detail: RunDetail) -> None:
             ),
         ),
         ("iterations", Text(f"{run.get('iterations_done')}/{run.get('iterations_planned')}")),
+        *([("work", Text(work_line(detail.work)))] if detail.work else []),
         ("started", Text(local_time(run.get("started_at")))),
         ("ended", Text(local_time(run.get("ended_at")))),
         ("heartbeat", Text(local_time(run.get("heartbeat_at")))),
@@ -106,6 +108,17 @@ def _print_header(console: Console, detail: RunDetail) -> None:
     console.print(Text(f"run {run['id']}", style="bold"))
     for key, value in lines:
         console.print(Text(f"  {key:<11}") + (value if isinstance(value, Text) else Text(value)))
+
+
+def work_line(work: dict[str, int]) -> str:
+    """Requests and what they brought back: responses per request (a decoupled model sends
+    any number) and the response cache's hits and insertions."""
+    requests, responses = work["inferences"], work["responses"]
+    per = f" ({responses / requests:.3g} per request)" if requests else ""
+    line = f"{requests} inferences, {responses} responses{per}"
+    if work["cache_hits"] or work["cache_insertions"]:
+        line += f"; response cache {work['cache_hits']} hits, {work['cache_insertions']} insertions"
+    return line
 
 
 def _print_findings(console: Console, detail: RunDetail) -> None:

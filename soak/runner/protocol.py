@@ -126,6 +126,9 @@ class Quiet(Message):
     heap: dict[str, Any] = field(default_factory=dict)
     failed_loads: int = 0  # loads that failed as the model's behaviour expects
     errors: int = 0  # inferences that ended in the expected error
+    responses: int = 0  # responses received (a decoupled request sends any number)
+    cache_hits: int = 0  # response cache hits in the model statistics this iteration
+    cache_insertions: int = 0  # response cache misses (each inserts a response)
 
 
 @dataclass(frozen=True)

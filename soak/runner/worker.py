@@ -37,7 +37,7 @@ from soak.runner.protocol import (
 )
 
 if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
-    from soak.target.interface import ServerTarget, TargetInfo
+    from soak.target.interface import ServerFeatures, ServerTarget, TargetInfo
     from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
     from soak.workload.lifecycle import PhaseObserver
     from soak.workload.models import UserModels
@@ -108,6 +108,21 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         error_message_chars=profile.run["error_message_chars"],
         reload_new_version=profile.run["reload_new_version"],
         target=make_target(profile),
+        features=server_features(profile),
+        generated_ensemble=profile.run.get("generated_ensemble", False),
+        bls=profile.run.get("bls", "off"),
+    )
+
+
+def server_features(profile: ProfileMessage) -> ServerFeatures:
+    """The profile's server-wide Triton features (auto-complete, response cache)."""
+    from soak.target.interface import ServerFeatures
+
+    cache = profile.run.get("response_cache", "none")
+    return ServerFeatures(
+        strict_model_config=profile.run.get("strict_model_config", True),
+        response_cache="" if cache == "none" else cache,
+        response_cache_bytes=profile.run.get("response_cache_bytes", 1 << 20),
     )
 
 
@@ -127,6 +142,8 @@ def user_models(profile: ProfileMessage) -> UserModels:
                 input_data=Path(given["input_data"]) if given["input_data"] else None,
                 rtol=given["rtol"],
                 atol=given["atol"],
+                sequence_length=given.get("sequence_length", 4),
+                sequence_abandon_fraction=given.get("sequence_abandon_fraction", 0.0),
             )
         )
     return UserModels(tuple(Path(r) for r in models["repositories"]), tuple(settings))
@@ -150,7 +167,13 @@ def prepare(
     info = config.target.prepare(workdir, memory, config.gpu_device, stub)
     triton_log = workdir / "triton.log"
     if config.user_models.models:  # one clear line now rather than N failures later
-        preflight(config.user_models, info.backends_dir, triton_log, target=config.target)
+        preflight(
+            config.user_models,
+            info.backends_dir,
+            triton_log,
+            target=config.target,
+            features=config.features,
+        )
     workload = make_workload(config, workdir, info.backends_dir, triton_log, observer)
     return info, workload
 
@@ -177,6 +200,9 @@ def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
         inferences=record.inferences,
         failed_loads=record.failed_loads,
         errors=record.errors,
+        responses=record.responses,
+        cache_hits=record.cache_hits,
+        cache_insertions=record.cache_insertions,
         phase_sum_s=record.phase_sum_s(),
         phase_max_s=record.phase_max_s(),
         failures=[f.__dict__ for f in record.failures],

@@ -55,9 +55,13 @@ UNIT_COLUMNS = {
     "failed_load": "failed_loads",
     "inference": "inferences",
     "error": "errors",
+    "response": "responses",
+    "cache_hit": "cache_hits",
+    "cache_insertion": "cache_insertions",
 }
-#: Units older runs do not count (their columns came with the scenarios): NULL there.
-LATER_UNITS = ("failed_load", "error")
+#: Units older runs do not count (their columns came with the scenarios or the Triton
+#: features): NULL there.
+LATER_UNITS = ("failed_load", "error", "response", "cache_hit", "cache_insertion")
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ TABLES: dict[str, Table] = {
             "failed_loads": int,
             "inferences": int,
             "errors": int,
+            "responses": int,
+            "cache_hits": int,
+            "cache_insertions": int,
             "failures": int,
             **{f"{p}_{stat}_s": float for p in PHASES for stat in ("sum", "max")},
         },

@@ -163,6 +163,7 @@ class Store:
                     "errors",
                 )
             },
+            **{k: quiet.get(k) for k in ("responses", "cache_hits", "cache_insertions")},
             "failures": len(quiet["failures"]),
         }
         for phase, value in quiet["phase_sum_s"].items():

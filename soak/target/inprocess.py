@@ -6,6 +6,7 @@ server-side injections (native and GPU bytes per server) are made in it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class InProcessTarget:
                 exit_timeout_s=spec.exit_timeout_s,
                 log_file=spec.log_file,
                 serialize_new_delete=self.serialize_new_delete,
+                strict_model_config=spec.features.strict_model_config,
+                cache=spec.features.response_cache,
+                cache_config=json.dumps({"size": spec.features.response_cache_bytes}),
             )
         )
 

@@ -28,6 +28,12 @@ class MemoryType(str, Enum):
     GPU = "gpu"
 
 
+#: Request flags of a sequence (Triton's TRITONSERVER_RequestFlag values, also its gRPC/HTTP
+#: sequence_start / sequence_end).
+SEQUENCE_START = 1
+SEQUENCE_END = 2
+
+
 @dataclass
 class Output:
     """One output tensor copied out of a response; BYTES as an object array of bytes, BF16 as
@@ -39,6 +45,20 @@ class Output:
 
 
 @dataclass(frozen=True)
+class ServerFeatures:
+    """Server-wide Triton features a profile turns on (the same for every server of a run).
+
+    `strict_model_config` false lets a backend complete a config (python models'
+    `auto_complete_config`), so a model folder needs no config.pbtxt. `response_cache`
+    names a cache library ("local", or "" for none) of `response_cache_bytes` bytes, which
+    models with `response_cache { enable: true }` use."""
+
+    strict_model_config: bool = True
+    response_cache: str = ""
+    response_cache_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """What the workload asks of one server; each target turns it into its own options."""
 
@@ -47,6 +67,7 @@ class ServerSpec:
     server_id: str = "soak"
     log_file: Path | None = None
     exit_timeout_s: int = 30  # how long a stop waits for models still in use (Triton's default)
+    features: ServerFeatures = ServerFeatures()
 
 
 @dataclass(frozen=True)
@@ -95,9 +116,11 @@ class ModelServer(Protocol):
         keep_response: bool = False,
         device: int = 0,
         datatypes: dict[str, str] | None = None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
         """One request, its final response awaited; the outputs of its first response.
-        `keep_response` never frees the response: an injected leak inside the server."""
+        `keep_response` never frees the response: an injected leak inside the server.
+        `sequence`: (correlation id, SEQUENCE_START | SEQUENCE_END flags); (0, 0) none."""
         ...
 
     def infer_responses(
@@ -109,6 +132,7 @@ class ModelServer(Protocol):
         timeout_s: float = 30.0,
         datatypes: dict[str, str] | None = None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the final one (decoupled models)."""
         ...

@@ -91,6 +91,8 @@ class RunDetail:
     sites: list[dict[str, Any]] = field(default_factory=list)  # site findings (attribution)
     site_notes: list[str] = field(default_factory=list)  # what no site can explain
     verdict_note: str = ""  # why the verdict is inconclusive (soak.analysis.run_verdict)
+    # Totals of the feature units (responses, cache); {} for a run stored before them.
+    work: dict[str, int] = field(default_factory=dict)
 
 
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
@@ -173,7 +175,24 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
         sites,
         _site_notes(db, run, findings, sites) if sites else [],
         note,
+        _work(db, run_id),
     )
+
+
+#: The counts `soak show` totals beside the inferences: what a request brought back.
+WORK_COLUMNS = ("inferences", "responses", "cache_hits", "cache_insertions")
+
+
+def _work(db: sqlite_utils.Database, run_id: int) -> dict[str, int]:
+    """The run's totals of WORK_COLUMNS; {} when it counted no responses (stored before)."""
+    stored = {row[1] for row in db.execute("PRAGMA table_info(iterations)").fetchall()}
+    if not set(WORK_COLUMNS) <= stored:
+        return {}
+    sums = ", ".join(f"SUM({c})" for c in WORK_COLUMNS)
+    row = db.execute(f"SELECT {sums} FROM iterations WHERE run_id = ?", [run_id]).fetchone()
+    if row is None or row[1] is None:
+        return {}
+    return {c: int(v or 0) for c, v in zip(WORK_COLUMNS, row, strict=True)}
 
 
 # -- allocation sites (attribution) ---------------------------------------------------------

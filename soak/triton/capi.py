@@ -172,6 +172,8 @@ _PROTOTYPES: dict[str, list] = {
     "TRITONSERVER_ServerOptionsSetBackendConfig": [_P, c_char_p, c_char_p, c_char_p],
     "TRITONSERVER_ServerOptionsSetPinnedMemoryPoolByteSize": [_P, c_uint64],
     "TRITONSERVER_ServerOptionsSetCudaMemoryPoolByteSize": [_P, c_int, c_uint64],
+    "TRITONSERVER_ServerOptionsSetCacheConfig": [_P, c_char_p, c_char_p],
+    "TRITONSERVER_ServerOptionsSetCacheDirectory": [_P, c_char_p],
     "TRITONSERVER_ServerNew": [_PP, _P],
     "TRITONSERVER_ServerDelete": [_P],
     "TRITONSERVER_ServerStop": [_P],
@@ -191,6 +193,8 @@ _PROTOTYPES: dict[str, list] = {
     "TRITONSERVER_InferenceRequestNew": [_PP, _P, c_char_p, c_int64],
     "TRITONSERVER_InferenceRequestDelete": [_P],
     "TRITONSERVER_InferenceRequestSetId": [_P, c_char_p],
+    "TRITONSERVER_InferenceRequestSetCorrelationId": [_P, c_uint64],
+    "TRITONSERVER_InferenceRequestSetFlags": [_P, c_uint32],
     "TRITONSERVER_InferenceRequestAddInput": [_P, c_char_p, c_int, POINTER(c_int64), c_uint64],
     "TRITONSERVER_InferenceRequestAppendInputData": [_P, c_char_p, _P, c_size_t, c_int, c_int64],
     "TRITONSERVER_InferenceRequestAddRequestedOutput": [_P, c_char_p],
@@ -215,8 +219,15 @@ _PROTOTYPES: dict[str, list] = {
 }
 #: Symbols an older core may lack; a missing one is left unset, and its caller checks
 #: `has()`. The load retry count came with the load retry itself (2.42): before it, a failed
-#: load was not retried, which is what soak sets the count to (0).
-OPTIONAL = frozenset({"TRITONSERVER_ServerOptionsSetModelLoadRetryCount"})
+#: load was not retried, which is what soak sets the count to (0). The cache options came with
+#: cache libraries (2.30); a profile asking for a cache on a core without them is refused.
+OPTIONAL = frozenset(
+    {
+        "TRITONSERVER_ServerOptionsSetModelLoadRetryCount",
+        "TRITONSERVER_ServerOptionsSetCacheConfig",
+        "TRITONSERVER_ServerOptionsSetCacheDirectory",
+    }
+)
 _RESTYPES = {
     "TRITONSERVER_ErrorNew": _ERR,
     "TRITONSERVER_ErrorDelete": None,

@@ -88,6 +88,34 @@ class ServerOptions:
     min_compute_capability: float | None = None
     pinned_pool_bytes: int | None = None
     serialize_new_delete: bool = True  # see _NEW_DELETE
+    # The response cache: "" none, else a cache library's name ("local") with its JSON
+    # config (local: {"size": bytes}); its folder defaults to the install's caches/.
+    cache: str = ""
+    cache_config: str = "{}"
+    cache_dir: Path | None = None
+
+
+def _set_cache(lib: ctypes.CDLL, opts: c_void_p, options: ServerOptions) -> None:
+    """The response cache: its library folder (the install's caches/ beside backends/) and
+    config; a core without the cache options cannot have one."""
+    if not capi.has("TRITONSERVER_ServerOptionsSetCacheConfig"):
+        raise TritonError("soak", "this Triton core has no response cache options (before 2.30)")
+    folder = options.cache_dir or capi.loaded().install.backends_dir.parent / "caches"
+    check(lib.TRITONSERVER_ServerOptionsSetCacheDirectory(opts, str(folder).encode()))
+    check(
+        lib.TRITONSERVER_ServerOptionsSetCacheConfig(
+            opts, options.cache.encode(), options.cache_config.encode()
+        )
+    )
+
+
+def _set_sequence(lib: ctypes.CDLL, request: c_void_p, sequence: tuple[int, int]) -> None:
+    """A sequence model's request: its sequence's correlation id and START/END flags."""
+    correlation_id, flags = sequence
+    if correlation_id:
+        check(lib.TRITONSERVER_InferenceRequestSetCorrelationId(request, correlation_id))
+    if flags:
+        check(lib.TRITONSERVER_InferenceRequestSetFlags(request, flags))
 
 
 class _Inference:
@@ -336,6 +364,8 @@ class Server:
                         opts, options.pinned_pool_bytes
                     )
                 )
+            if options.cache:
+                _set_cache(lib, opts, options)
             handle = c_void_p()
             with _new_delete_guard(options):
                 check(lib.TRITONSERVER_ServerNew(byref(handle), opts))
@@ -445,6 +475,7 @@ class Server:
         keep_response: bool = False,
         device: int = 0,
         datatypes: dict[str, str] | None = None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
         """Run one request and wait for its final response and its release.
 
@@ -452,9 +483,18 @@ class Server:
         `device` is the GPU that GPU input and output buffers live on.
         `datatypes` names an input's Triton datatype where its numpy dtype cannot (BF16).
         Returns the outputs of the first response (see `infer_responses` for decoupled models).
+        `sequence` is (correlation id, request flags) for a sequence model; (0, 0): none.
         """
         return self._run(
-            model, inputs, outputs, memory_type, timeout_s, keep_response, datatypes, device
+            model,
+            inputs,
+            outputs,
+            memory_type,
+            timeout_s,
+            keep_response,
+            datatypes,
+            device,
+            sequence=sequence,
         ).outputs
 
     def infer_responses(
@@ -466,11 +506,12 @@ class Server:
         timeout_s: float = 30.0,
         datatypes: dict[str, str] | None = None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the FINAL flag (a decoupled model sends any
         number; a final flag that comes without a response adds none)."""
         return self._run(
-            model, inputs, outputs, memory_type, timeout_s, False, datatypes, device
+            model, inputs, outputs, memory_type, timeout_s, False, datatypes, device, sequence
         ).responses
 
     def _run(
@@ -483,6 +524,7 @@ class Server:
         keep_response: bool,
         datatypes: dict[str, str] | None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> _Inference:
         lib = _lib()
         cb = _cb()
@@ -493,6 +535,7 @@ class Server:
         check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model.encode(), -1))
         started = False
         try:
+            _set_sequence(lib, request, sequence)
             for name, array in inputs.items():
                 array = np.asarray(array)
                 try:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from soak.phases import PHASES
 from soak.target import default_target
-from soak.target.interface import MemoryType, ServerTarget
+from soak.target.interface import MemoryType, ServerFeatures, ServerTarget
 from soak.workload import inject
+from soak.workload.composed import write_composed
 from soak.workload.lifecycle import (
     Failure,
     Lifecycle,
@@ -56,6 +57,9 @@ class WorkloadConfig:
     error_fraction: float = 1.0
     error_message_chars: int = DEFAULT_MESSAGE_CHARS
     reload_new_version: bool = False
+    features: ServerFeatures = field(default_factory=ServerFeatures)
+    generated_ensemble: bool = False  # repos.write_composed
+    bls: str = "off"  # off | sync | async (repos.write_composed)
     target: ServerTarget = field(default_factory=default_target)  # soak.target.make_target
 
 
@@ -89,6 +93,18 @@ class IterationRecord:
     @property
     def errors(self) -> int:
         return sum(r.errors for r in self.lifecycles)
+
+    @property
+    def responses(self) -> int:
+        return sum(r.responses for r in self.lifecycles)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(r.cache_hits for r in self.lifecycles)
+
+    @property
+    def cache_insertions(self) -> int:
+        return sum(r.cache_insertions for r in self.lifecycles)
 
     def phase_sum_s(self) -> dict[str, float]:
         return {p: sum(r.phase_s.get(p, 0.0) for r in self.lifecycles) for p in PHASES}
@@ -127,6 +143,9 @@ class Workload:
             config.error_message_chars,
             config.gpu_device,
         )
+        self.composed = write_composed(
+            self.common, config.generated_ensemble, config.bls, config.behaviour
+        )
         self.leaker = inject.ResponseLeaker(config.injection.unreleased_response_fraction)
 
     def lifecycle_config(self, instance: int, iteration: int) -> LifecycleConfig:
@@ -150,6 +169,8 @@ class Workload:
             behaviour=self.config.behaviour,
             error_fraction=self.config.error_fraction,
             target=self.config.target,
+            features=self.config.features,
+            composed=self.composed,
         )
 
     def run_iteration(self, index: int) -> IterationRecord:

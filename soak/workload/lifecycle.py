@@ -21,9 +21,16 @@ import numpy as np
 from soak.errors import ServerError, ServerTimeout, SoakError
 from soak.phases import PHASE_TIMEOUTS_S
 from soak.target import default_target
-from soak.target.interface import MemoryType, ModelServer, ServerSpec, ServerTarget
+from soak.target.interface import (
+    MemoryType,
+    ModelServer,
+    ServerFeatures,
+    ServerSpec,
+    ServerTarget,
+)
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload import inject
+from soak.workload.composed import ENSEMBLE_MODEL
 from soak.workload.models import (
     ModelPlan,
     ModelSettings,
@@ -87,6 +94,8 @@ class LifecycleConfig:
     error_fraction: float = 1.0  # share of requests an error behaviour fails
     user_models: UserModels = field(default_factory=UserModels)  # loaded alongside
     target: ServerTarget = field(default_factory=default_target)  # what makes the server
+    features: ServerFeatures = field(default_factory=ServerFeatures)
+    composed: tuple[str, ...] = ()  # generated models over the add/sub one (workload.composed)
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ class LifecycleRecord:
     failed_loads: int = 0  # loads that failed as the behaviour expects
     inferences: int = 0  # requests that completed: responses and expected errors
     errors: int = 0  # requests that ended in the expected error
+    responses: int = 0  # responses received: one per request, any number when decoupled
+    cache_hits: int = 0  # response cache hits and misses (insertions) Triton counted
+    cache_insertions: int = 0
     completed: bool = False  # reached delete
     hung_phase: str | None = None
     triton_version: str | None = None
@@ -181,6 +193,8 @@ class Lifecycle:
         self.loaded: list[str] = []
         # Per loaded model, since its load: (successes, expected errors), for the statistics.
         self.answered: dict[str, tuple[int, int]] = {}
+        # Per loaded model, the response cache's (hits, misses) counted so far since its load.
+        self.cache_seen: dict[str, tuple[int, int]] = {}
         # Per loaded user model, its plan: made once per load, from the server's metadata.
         self.plans: dict[str, ModelPlan] = {}
         self.settings = {s.name: s for s in config.user_models.models}
@@ -193,7 +207,7 @@ class Lifecycle:
     @property
     def models(self) -> list[str]:
         """Every model of this server: the generated ones, then the profile's user models."""
-        return [*self.generated, *self.config.user_models.names]
+        return [*self.generated, *self.config.composed, *self.config.user_models.names]
 
     def _must_fail_load(self, model: str) -> bool:
         return self.config.behaviour is Behaviour.INIT_RAISES and model in self.generated
@@ -285,6 +299,7 @@ class Lifecycle:
                 backends_dir=cfg.backends_dir,
                 server_id=f"soak-{cfg.instance}",
                 log_file=cfg.log_file,
+                features=cfg.features,
             )
             if cfg.injection.unreleased_response_fraction > 0:
                 spec = replace(spec, exit_timeout_s=PINNED_EXIT_TIMEOUT_S)
@@ -390,6 +405,7 @@ class Lifecycle:
             if error is None:
                 self.record.model_loads += 1
                 self.answered[model] = (0, 0)
+                self.cache_seen[model] = (0, 0)
                 self.plans.pop(model, None)  # planned again, once, for this load
                 if must_fail:
                     self._fail("load", f"{model} loaded, but its initialize must raise")
@@ -446,6 +462,7 @@ class Lifecycle:
                 self._fail("infer", f"{model}: {exc.message}")
                 return
             self.record.inferences += 1  # completed; whether it was right is checked next
+            self.record.responses += 1
             if must_fail:
                 self._fail(
                     "infer",
@@ -482,6 +499,7 @@ class Lifecycle:
             self._fail("infer", f"{settings.name}: {message}")
             return
         self.record.inferences += done.requests
+        self.record.responses += done.responses
         for problem in done.problems:
             self._fail("infer", problem)
         if not done.problems:
@@ -529,13 +547,25 @@ class Lifecycle:
             success = sum(int(c["success"]["count"]) for c in counts)
             failed = sum(int(c["fail"]["count"]) for c in counts)
             ok, errors = self.answered.get(model, (0, 0))
-            # Triton counts an error response a python model returns as a success (2.51).
-            if self.config.behaviour is Behaviour.ERROR_RESPONSE:
+            # Triton counts an error response a python model returns as a success (2.51); the
+            # ensemble scheduler counts the same response of its step as a failure.
+            if self.config.behaviour is Behaviour.ERROR_RESPONSE and model != ENSEMBLE_MODEL:
                 ok, errors = ok + errors, 0
+            self._count_cache(model, counts)
             if success < ok:
                 self._fail("statistics", f"{model}: {success} successful inferences, expected {ok}")
             if failed < errors:
                 self._fail("statistics", f"{model}: {failed} failed inferences, expected {errors}")
+
+    def _count_cache(self, model: str, counts: list[dict]) -> None:
+        """This iteration's response cache hits and misses (each miss inserts): the statistics
+        count since the load, so the increase since the last look."""
+        hits = sum(int(c.get("cache_hit", {}).get("count", 0)) for c in counts)
+        misses = sum(int(c.get("cache_miss", {}).get("count", 0)) for c in counts)
+        seen_hits, seen_misses = self.cache_seen.get(model, (0, 0))
+        self.record.cache_hits += max(0, hits - seen_hits)
+        self.record.cache_insertions += max(0, misses - seen_misses)
+        self.cache_seen[model] = (hits, misses)
 
     def _unload(self, server: ModelServer, models: list[str]) -> None:
         """Unload in parallel, then watch the model index (stop would poll once a second)."""

@@ -9,6 +9,7 @@ metadata promise, and equal to the expected output where the data file gives one
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,16 @@ import numpy as np
 
 from soak.errors import ServerError, SoakError
 from soak.target import default_target
-from soak.target.interface import MemoryType, ModelServer, Output, ServerSpec, ServerTarget
+from soak.target.interface import (
+    SEQUENCE_END,
+    SEQUENCE_START,
+    MemoryType,
+    ModelServer,
+    Output,
+    ServerFeatures,
+    ServerSpec,
+    ServerTarget,
+)
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
 from soak.workload.polling import wait_unloaded
@@ -50,6 +60,8 @@ class ModelSettings:
     input_data: Path | None = None
     rtol: float = 1e-5
     atol: float = 1e-8
+    sequence_length: int = 4  # requests per sequence (sequence-batched models)
+    sequence_abandon_fraction: float = 0.0  # sequences whose END is never sent
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,10 @@ class ModelPlan:
     cases: tuple[Request, ...]  # from the data file; empty: random data
     rtol: float
     atol: float
+    # Requests per sequence for a sequence-batched model (correlation ids, START/END); None:
+    # no sequences. Step k of each sequence sends the data file's entry k (k mod entries).
+    sequence_length: int | None = None
+    sequence_abandon_fraction: float = 0.0
 
     def request(self, index: int, rng: np.random.Generator) -> Request:
         """The index-th request: the data file's entries in turn, else fresh random data."""
@@ -177,11 +193,6 @@ def random_tensor(datatype: str, shape: tuple[int, ...], rng: np.random.Generato
 def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPlan:
     """The plan of one loaded model; UserModelError names the model and what is missing."""
     name = settings.name
-    if "sequence_batching" in config:
-        raise UserModelError(
-            f"model {name!r} uses sequence batching (correlation ids with start/end flags), "
-            "which soak does not drive; take it out of models.load"
-        )
     max_batch = int(config.get("max_batch_size", 0))
     batching = max_batch > 0
     if batching and settings.batch_size > max_batch:
@@ -217,6 +228,8 @@ def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPl
         (),
         settings.rtol,
         settings.atol,
+        settings.sequence_length if "sequence_batching" in config else None,
+        settings.sequence_abandon_fraction,
     )
     if data is None:
         return plan
@@ -323,8 +336,21 @@ def exercise(
     times); a ServerError (ServerTimeout included) from the server propagates to the caller."""
     done = Exercise()
     names = [t.name for t in plan.outputs]
+    sequence, abandon = (0, 0), False
     for index in range(count):
-        request = plan.request(index, rng)
+        step = index
+        if plan.sequence_length:
+            step = index % plan.sequence_length
+            if step == 0:
+                abandon = bool(plan.sequence_abandon_fraction) and (
+                    rng.random() < plan.sequence_abandon_fraction
+                )
+            correlation = next(_SEQUENCE_IDS) if step == 0 else sequence[0]
+            flags = _sequence_flags(plan, index, count)
+            if abandon:  # never ended: Triton's idle-sequence timeout must release it
+                flags &= ~SEQUENCE_END
+            sequence = (correlation, flags)
+        request = plan.request(step, rng)
         if plan.decoupled:
             responses = server.infer_responses(
                 plan.name,
@@ -334,6 +360,7 @@ def exercise(
                 timeout_s,
                 request.datatypes,
                 device,
+                sequence=sequence,
             )
         else:
             responses = [
@@ -345,6 +372,7 @@ def exercise(
                     timeout_s,
                     device=device,
                     datatypes=request.datatypes,
+                    sequence=sequence,
                 )
             ]
         done.requests += 1
@@ -354,6 +382,18 @@ def exercise(
         if done.problems:
             break
     return done
+
+
+def _sequence_flags(plan: ModelPlan, index: int, count: int) -> int:
+    """START at each sequence's first step, END at its last (or at the last request, so that
+    no sequence is left open for Triton's idle timeout)."""
+    step = index % (plan.sequence_length or 1)
+    last = step == (plan.sequence_length or 1) - 1 or index == count - 1
+    return (SEQUENCE_START if step == 0 else 0) | (SEQUENCE_END if last else 0)
+
+
+# Correlation ids, unique in the process: no two sequences of one server share one.
+_SEQUENCE_IDS = itertools.count(1)
 
 
 # -- before any server -------------------------------------------------------------------------
@@ -400,6 +440,7 @@ def preflight(
     log_file: Path | None = None,
     timeout_s: float = 60.0,
     target: ServerTarget | None = None,
+    features: ServerFeatures | None = None,
 ) -> dict[str, ModelPlan]:
     """Before a run: every model's backend is installed, and one server loads every model and
     plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
@@ -409,7 +450,11 @@ def preflight(
         if problem:
             raise UserModelError(problem)
     spec = ServerSpec(
-        user.repositories, backends_dir, server_id="soak-preflight", log_file=log_file
+        user.repositories,
+        backends_dir,
+        server_id="soak-preflight",
+        log_file=log_file,
+        features=features or ServerFeatures(),
     )
     plans: dict[str, ModelPlan] = {}
     with (target or default_target()).new_server(spec) as server:

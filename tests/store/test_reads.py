@@ -144,7 +144,8 @@ def test_units_of_the_scenarios_are_units_only_of_runs_that_counted_them(store: 
     older = write_synthetic_run(store, 40, seed=7)  # failed_loads and errors NULL throughout
     with store.transaction():
         store.conn.execute(
-            "UPDATE iterations SET failed_loads = 0, errors = iteration % 3 WHERE run_id = ?",
+            "UPDATE iterations SET failed_loads = 0, errors = iteration % 3, responses = 0, "
+            "cache_hits = 0, cache_insertions = 0 WHERE run_id = ?",
             [counted],
         )
     units = load_series(store.db, counted, ["rss_bytes"])["rss_bytes"].units

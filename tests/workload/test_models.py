@@ -227,12 +227,15 @@ def test_preflight_names_a_variable_dimension_without_a_shape(runtime):
         preflight(user, runtime.backends_dir)
 
 
-def test_sequence_batched_models_are_refused_by_name():
+def test_sequence_batched_models_are_planned_in_sequences_of_the_profile_length():
     from soak.workload.models import build_plan
 
     config = {"max_batch_size": 0, "sequence_batching": {"max_sequence_idle_microseconds": 1}}
-    with pytest.raises(UserModelError, match="'seq' uses sequence batching"):
-        build_plan({"inputs": [], "outputs": []}, config, ModelSettings("seq"))
+    plan = build_plan(
+        {"inputs": [], "outputs": []}, config, ModelSettings("seq", sequence_length=3)
+    )
+    assert plan.sequence_length == 3
+    assert build_plan({"inputs": [], "outputs": []}, {}, ModelSettings("m")).sequence_length is None
 
 
 def test_preflight_refuses_a_missing_backend_before_any_server(runtime, tmp_path):
