@@ -22,6 +22,12 @@ SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
 BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
 #: What a slope can be stated per: the unit counts stored with each iteration.
 UNITS = ("server", "model_load", "failed_load", "inference", "error")
+# What each scenario counts per iteration (soak.workload.scenarios.SCENARIOS[...].units).
+SCENARIO_UNITS = {
+    "servers": UNITS,
+    "reload": ("model_load", "failed_load", "inference", "error"),
+    "traffic": ("inference", "error"),
+}
 
 
 @dataclass(frozen=True)
