@@ -107,6 +107,7 @@ class Phase(Message):
     instance: int
     phase: str
     timeout_s: float
+    detail: str = ""  # what the phase does, naming its model (the preflight's loads)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Hung(Message):
     instance: int
     phase: str
     timeout_s: float
+    detail: str = ""  # the call that hung, naming its model ("inference on m")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class _Watch:
     first_rss: int | None = None
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
+    details: dict[int, str] = field(default_factory=dict)
+    """instance -> what its phase does, naming the model, where the worker said (Phase.detail)."""
 
 
 class Supervisor:
@@ -232,7 +234,7 @@ class Supervisor:
         expired = [(d, p, it, inst) for inst, (d, p, it) in watch.deadlines.items() if d < now]
         if expired:
             _, phase, it, inst = expired[0]
-            self._hang(watch, it, inst, phase)
+            self._hang(watch, it, inst, phase, watch.details.get(inst, ""))
             return True
         if not watch.got_hello and now > watch.hello_deadline:
             self._hang(watch, None, None, "startup")
@@ -244,6 +246,8 @@ class Supervisor:
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
+        watch.deadlines.clear()  # the preflight's phases (instance -1) are over
+        watch.details.clear()
         # Sample what holds the servers ([]: the worker itself); the worker is still the one
         # killed, dumped and cleaned up after.
         servers = message.server_pids or [message.pid]
@@ -257,11 +261,12 @@ class Supervisor:
         return False
 
     def _on_phase(self, watch: _Watch, message: proto.Phase) -> bool:
-        watch.deadlines[message.instance] = (
-            time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S,
-            message.phase,
-            message.iteration,
-        )
+        deadline = time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S
+        watch.deadlines[message.instance] = (deadline, message.phase, message.iteration)
+        watch.details[message.instance] = message.detail
+        if message.instance < 0:  # the preflight, before Hello: its timeout, not startup's
+            watch.hello_deadline = max(watch.hello_deadline, deadline + STARTUP_TIMEOUT_S)
+            return False
         self._current_phase = message.phase
         self._current_iteration = message.iteration
         if self.on_phase:
@@ -304,7 +309,7 @@ class Supervisor:
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:
-        self._hang(watch, message.iteration, message.instance, message.phase)
+        self._hang(watch, message.iteration, message.instance, message.phase, message.detail)
         return True
 
     def _on_failed(self, watch: _Watch, message: proto.Failed) -> bool:
@@ -442,7 +447,14 @@ class Supervisor:
         )
         outcome.status, outcome.reason = "crashed", reason
 
-    def _hang(self, watch: _Watch, iteration: int | None, instance: int | None, phase: str) -> None:
+    def _hang(
+        self,
+        watch: _Watch,
+        iteration: int | None,
+        instance: int | None,
+        phase: str,
+        detail: str = "",
+    ) -> None:
         stacks = teardown.dump_stacks(watch.proc, watch.workdir)
         try:
             # While the worker still lives: attribute every region it holds, so that what the
@@ -453,7 +465,13 @@ class Supervisor:
         what = f"phase {phase}" + (
             f" of instance {instance}" if instance is not None and instance >= 0 else ""
         )
-        reason = f"{what} exceeded its timeout in iteration {(iteration or 0) + 1}; worker killed"
+        when = (
+            "before iteration 1"
+            if instance == -1 and not watch.got_hello
+            else f"in iteration {(iteration or 0) + 1}"
+        )
+        reason = f"{what} exceeded its timeout {when}" + (f" ({detail})" if detail else "")
+        reason += "; worker killed"
         self._record(
             watch.run_id,
             [

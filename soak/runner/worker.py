@@ -150,7 +150,14 @@ def prepare(
     info = config.target.prepare(workdir, memory, config.gpu_device, stub)
     triton_log = workdir / "triton.log"
     if config.user_models.models:  # one clear line now rather than N failures later
-        preflight(config.user_models, info.backends_dir, triton_log, target=config.target)
+        preflight(
+            config.user_models,
+            info.backends_dir,
+            triton_log,
+            target=config.target,
+            timeouts=config.timeouts,
+            observer=observer,
+        )
     workload = make_workload(config, workdir, info.backends_dir, triton_log, observer)
     return info, workload
 
@@ -206,8 +213,8 @@ def serve(channel: Channel) -> int:
 
     fault = parse_fault(os.environ.get(FAULT_ENV, ""))
 
-    def observer(instance: int, phase: str, timeout_s: float) -> None:
-        send(Phase(current["iteration"], instance, phase, timeout_s))
+    def observer(instance: int, phase: str, timeout_s: float, detail: str = "") -> None:
+        send(Phase(current["iteration"], instance, phase, timeout_s, detail))
         if fault and fault["phase"] == phase and fault["iteration"] == current["iteration"]:
             trigger_fault(fault, workdir, profile)
 
@@ -239,7 +246,7 @@ def serve(channel: Channel) -> int:
         record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
-            send(Hung(index, h.instance, h.phase, h.timeout_s))
+            send(Hung(index, h.instance, h.phase, h.timeout_s, getattr(h, "what", "")))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
         send(quiet_message(record, heap.sample(index).as_dict()))

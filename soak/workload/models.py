@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from soak.target.interface import MemoryType, ModelServer, Output, ServerSpec, S
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
 from soak.workload.polling import wait_unloaded
+
+if TYPE_CHECKING:
+    from soak.workload.lifecycle import PhaseObserver, PhaseTimeouts
 
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16
@@ -400,10 +404,21 @@ def preflight(
     log_file: Path | None = None,
     timeout_s: float = 60.0,
     target: ServerTarget | None = None,
+    timeouts: PhaseTimeouts | None = None,
+    observer: PhaseObserver | None = None,
 ) -> dict[str, ModelPlan]:
     """Before a run: every model's backend is installed, and one server loads every model and
     plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
-    UserModelError instead of the same failure in every lifecycle."""
+    UserModelError instead of the same failure in every lifecycle. Each load and the unload
+    are announced to `observer` (instance -1) under `timeouts`, so that the supervisor's
+    watchdog ends a hung one within the profile's timeout, naming the model."""
+    load_s = timeouts.load if timeouts is not None else timeout_s
+    unload_s = timeouts.unload if timeouts is not None else timeout_s
+
+    def announce(phase: str, timeout: float, detail: str) -> None:
+        if observer is not None:
+            observer(-1, phase, timeout, f"preflight: {detail}")
+
     for settings in user.models:
         problem = backend_problem(user.repositories, settings.name, backends_dir)
         if problem:
@@ -416,6 +431,7 @@ def preflight(
         loaded = []
         try:
             for settings in user.models:
+                announce("load", load_s, f"loading model {settings.name!r}")
                 try:
                     server.load_model(settings.name)
                 except ServerError as exc:
@@ -428,8 +444,10 @@ def preflight(
                 except ServerError as exc:
                     raise UserModelError(f"model {settings.name!r}: {exc.message}") from None
         finally:
+            if loaded:
+                announce("unload", unload_s, f"unloading {', '.join(map(repr, loaded))}")
             for name in loaded:
                 server.unload_model(name)
             if loaded:
-                wait_unloaded(server, loaded, timeout_s)
+                wait_unloaded(server, loaded, unload_s)
     return plans
