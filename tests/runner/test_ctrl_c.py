@@ -63,7 +63,6 @@ def test_ctrl_c_in_a_real_terminal_leaves_nothing(tmp_path, track):  # noqa: F81
         f"{k}={v}"
         for k, v in {"TMPDIR": track.work, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}.items()
     )
-    import sys
 
     command = (
         f"cd {os.getcwd()} && env {env} {sys.executable} -m soak.cli run {profile} --db {db} "
