@@ -139,6 +139,7 @@ class Hung(Message):
     phase: str
     timeout_s: float
     detail: str = ""  # the call that hung, naming its model ("inference on m")
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the iteration's, so far
 
 
 @dataclass(frozen=True)

@@ -309,6 +309,14 @@ class Supervisor:
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:
+        # What went wrong before the hang (a stub that died: "... is not healthy") is news too.
+        self._record(
+            watch.run_id,
+            [
+                event("failure", f["message"], message.iteration, f["instance"], f["phase"])
+                for f in message.failures
+            ],
+        )
         self._hang(watch, message.iteration, message.instance, message.phase, message.detail)
         return True
 
@@ -460,8 +468,10 @@ class Supervisor:
             # While the worker still lives: attribute every region it holds, so that what the
             # kill leaves behind is known to be this run's and can be removed.
             watch.sampler.sample()
+            died = watch.sampler.died_holding_regions()
         except (psutil.Error, SoakError):
-            pass
+            died = []
+        self._record(watch.run_id, [teardown.stub_died(s, iteration) for s in died])
         what = f"phase {phase}" + (
             f" of instance {instance}" if instance is not None and instance >= 0 else ""
         )

@@ -246,7 +246,8 @@ def serve(channel: Channel) -> int:
         record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
-            send(Hung(index, h.instance, h.phase, h.timeout_s, getattr(h, "what", "")))
+            failures = [f.__dict__ for f in record.failures]
+            send(Hung(index, h.instance, h.phase, h.timeout_s, getattr(h, "what", ""), failures))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
         send(quiet_message(record, heap.sample(index).as_dict()))

@@ -7,6 +7,7 @@ python-backend model written per test.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ instance_group [{ kind: KIND_CPU count: 1 }]
 
 MODEL = """\
 import os
+import re
 import time
 
 import triton_python_backend_utils as pb_utils
@@ -102,4 +104,11 @@ def test_a_model_that_hangs_or_dies_in_execute_is_named(tmp_path, track, kind, e
     ((status, reason),) = query(db, "SELECT status, reason FROM runs")
     print(f"\n{kind}: {status}: {reason}")
     assert status == "hung" and said in reason and "slowpoke" in reason, reason
+    if kind == "exits":  # the stub's death, and what Triton said of it, are recorded
+        events = dict(query(db, "SELECT kind, message FROM events WHERE kind != 'stack_dump'"))
+        assert re.search(
+            r"stub process \d+ of model 'slowpoke' exited", events.get("stub_exit", "")
+        )
+        failures = [m for (m,) in query(db, "SELECT message FROM events WHERE kind = 'failure'")]
+        assert any("slowpoke" in m and "not healthy" in m for m in failures), failures
     track.check()
