@@ -26,7 +26,7 @@ import psutil
 from soak.errors import SoakError, StoreError
 from soak.profile.loading import Profile
 from soak.runner import protocol as proto
-from soak.runner import teardown
+from soak.runner import teardown, workdirs
 from soak.runner.attribution import QuietWindows
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
@@ -121,8 +121,10 @@ class Supervisor:
                 **self.run_tags,
             }
         )
+        workdirs.remove_abandoned()
         try:
-            with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"{workdirs.PREFIX}{run_id}-") as tmp:
+                workdirs.mark(Path(tmp))
                 outcome = self._supervise(run_id, Path(tmp))
         except Exception as exc:
             # The worker is gone and its leftovers removed (see _supervise); say on the run
