@@ -53,6 +53,23 @@ def iterations_done(db) -> int:
         return 0
 
 
+def test_sigint_to_the_process_group_in_the_first_iteration_leaves_nothing(tmp_path, track):  # noqa: F811
+    """Before any quiet point: the first iteration's stubs are starting or up."""
+    db = tmp_path / "r.db"
+    proc = start_soak(
+        track, two_servers(tmp_path), db, log=tmp_path / "log", start_new_session=True
+    )
+    with reaped(proc):
+        deadline = time.monotonic() + 60
+        while not track.new_stubs() and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "log").read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    assert code in (1, 3), (tmp_path / "log").read_text()
+    track.check()
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_ctrl_c_in_a_real_terminal_leaves_nothing(tmp_path, track):  # noqa: F811
     db = tmp_path / "r.db"
