@@ -446,8 +446,10 @@ def preflight(
         finally:
             if loaded:
                 announce("unload", unload_s, f"unloading {', '.join(map(repr, loaded))}")
+            # One at a time: unloads at once destroy their models on concurrent ModelDeleter
+            # threads, and Triton 2.51's rate limiter then crashed once in ~20 preflights
+            # (SIGSEGV in InstanceQueue::DecrementConsumerCount from ~TritonModelInstance).
             for name in loaded:
                 server.unload_model(name)
-            if loaded:
-                wait_unloaded(server, loaded, unload_s)
+                wait_unloaded(server, [name], unload_s)
     return plans
