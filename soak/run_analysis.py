@@ -70,6 +70,8 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     sites, notes = analyze_sites(db, run, findings)
     done = int(run.get("iterations_done") or 0)
     note = verdict_note(findings, verdict, purpose if status == "passed" else "leaks", done, warmup)
+    if code == ExitCode.FAILED:  # failed, hung, crashed: why it failed is the last word
+        note = f"{status}: {run.get('reason') or 'no reason recorded'}"
     return RunAnalysis(run_id, status, verdict, code, findings, warmup, sites, notes, note)
 
 

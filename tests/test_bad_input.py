@@ -250,6 +250,36 @@ CASES = [
         "matrix.servers = 100",
         RANGE_SERVERS,
     ),
+    profile_case(
+        "empty-matrix-table", "[matrix]\n", "[matrix] is empty", "varies nothing", "servers"
+    ),
+    # -- profiles: keys that would do nothing -------------------------------------------------
+    profile_case("empty-profile", "", "the profile sets nothing", "smoke"),
+    profile_case("comments-only-profile", "# nothing yet\n\n", "the profile sets nothing"),
+    profile_case(
+        "reload-new-version-in-servers",
+        "reload_new_version = true\n",
+        "reload_new_version = true does nothing",
+        "scenario = 'servers'",
+    ),
+    profile_case(
+        "reload-new-version-in-matrix-without-reload",
+        'reload_new_version = true\n[matrix]\nscenario = ["servers", "traffic"]\n',
+        "reload_new_version = true does nothing",
+        "matrix.scenario = 'servers', 'traffic'",
+    ),
+    profile_case(
+        "slope-per-server-in-traffic",
+        'scenario = "traffic"\n[thresholds.rss_bytes]\nslope_per_server = 1024\n',
+        "thresholds.rss_bytes.slope_per_server does nothing",
+        "scenario = 'traffic'",
+        "slope_per_iteration",
+    ),
+    profile_case(
+        "slope-per-model-load-in-traffic",
+        'scenario = "traffic"\n[thresholds.uss_bytes]\nslope_per_model_load = 1\n',
+        "thresholds.uss_bytes.slope_per_model_load does nothing",
+    ),
     # -- profiles: the user's own models ([models], [model.<name>]) --------------------------
     models_case(
         "models-unknown-key", '[models]\nrepos = ["repo"]\n', "models.repos", "repositories"
@@ -276,6 +306,17 @@ CASES = [
         '[models]\nrepositories = ["repo"]\nload = ["ghost"]\n',
         "models.load: no model 'ghost'",
         "{tmp}/repo",
+    ),
+    models_case(
+        "models-load-parent-path",
+        '[models]\nrepositories = ["repo"]\nload = ["../outside"]\n',
+        "models.load[0] = '../outside' is a path",
+        files={"outside": DIR, "outside/config.pbtxt": 'backend: "python"\n'},
+    ),
+    models_case(
+        "models-load-nested-path",
+        '[models]\nrepositories = ["."]\nload = ["repo/m"]\n',
+        "models.load[0] = 'repo/m' is a path",
     ),
     models_case(
         "model-not-in-load",

@@ -65,3 +65,22 @@ def test_a_machinery_run_that_completed_passes_and_a_leaks_run_is_inconclusive(t
     assert machinery.note.startswith("machinery check: 3 iterations")
     assert (leaks.status, leaks.exit_code) == ("inconclusive", ExitCode.INCONCLUSIVE)
     assert leaks.note.startswith("inconclusive: 3 iterations")
+
+
+def test_a_run_that_failed_before_its_first_iteration_ends_with_its_reason(tmp_path):
+    """Not "inconclusive: 0 iterations ... run the cpu profile": the failure is the news."""
+    store = Store(tmp_path / "r.db")
+    reason = "model 'm' does not load: boom"
+    try:
+        for status in ("failed", "hung", "crashed"):
+            run_id = store.create_run(
+                {"profile": "p", "iterations_planned": 5, "config": {"run": {"warmup": 1}}}
+            )
+            store.update_run(run_id, status=status, reason=reason, iterations_done=0)
+        analyses = [analyze_run(store.db, i) for i in (1, 2, 3)]
+    finally:
+        store.close()
+    for analysis, status in zip(analyses, ("failed", "hung", "crashed"), strict=True):
+        assert analysis.exit_code == ExitCode.FAILED
+        assert analysis.note == f"{status}: {reason}"
+        assert "cpu profile" not in analysis.note

@@ -536,6 +536,29 @@ def test_compare_refuses_different_profiles_unless_forced(db, ids):
         triage.compare(db, str(ids["flat"]), "grid")
 
 
+@pytest.mark.parametrize(
+    "key, base, candidate",
+    [
+        ("scenario", {"scenario": "servers"}, {"scenario": "traffic"}),
+        ("behaviour", {"behaviour": "correct"}, {"behaviour": "error_response"}),
+        ("target", {"config": {"run": {"target": "in-process"}}}, {"config": {"run": {}}}),
+    ],
+)
+def test_compare_refuses_a_same_name_profile_that_changed_its_setup(tmp_path, key, base, candidate):
+    from soak.store import Store
+
+    store = Store(tmp_path / "c.db")
+    try:
+        for extra in (base, candidate):
+            store.create_run({"profile": "p", "iterations_planned": 3, **extra})
+        with pytest.raises(StoreError, match=rf"runs 1 and 2 ran different {key}s .*--force"):
+            triage.compare(store.db, "1", "2")
+        forced = triage.compare(store.db, "1", "2", force=True)
+    finally:
+        store.close()
+    assert forced.cells[0].candidate_run == 2
+
+
 def test_compare_matrices_matches_cells(db, ids):
     result = triage.compare(db, f"grid@{ids['grid1_3']}", "grid")
     assert len(result.cells) == 4 and not result.base_only and not result.candidate_only

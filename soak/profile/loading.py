@@ -23,10 +23,12 @@ from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
 from soak.profile.schema import (
     ATTRIBUTION_KEYS,
+    FEATURE_UNITS,
     MATRIX_KEYS,
     MODEL_KEYS,
     MODELS_KEYS,
     RUN_KEYS,
+    SCENARIO_UNITS,
     SECTIONS,
     THRESHOLD_KEYS,
     UNITS,
@@ -194,7 +196,20 @@ def load(name_or_path: str) -> Profile:
             f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, column "
             f"{column}); profiles are TOML, which must be UTF-8"
         ) from exc
+    if _sets_nothing(text):
+        raise ProfileError(
+            f"{path}: the profile sets nothing (an empty file would run every default); "
+            "set at least a description, or run the shipped profile 'smoke'"
+        )
     return parse(text, str(path), path.stem)
+
+
+def _sets_nothing(text: str) -> bool:
+    """True when the text is a TOML document with no key at all (blank or comments only)."""
+    try:
+        return not tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
 
 
 def _file_kind(mode: int) -> str:
@@ -241,6 +256,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         else:
             raise ProfileError(_unknown_top_level(source, key, list(run_keys)))
     _check_run(source, run, matrix)
+    _check_units(source, run, matrix, thresholds, data.get("thresholds"))
     models, model = _user_models(source, models, model, run["strict_model_config"])
     _check_ray_resources(source, sections["ray"]["resources"])
     return Profile(
@@ -321,6 +337,11 @@ def _user_models(
         if not isinstance(name, str) or not name:
             raise ProfileError(
                 f"{source}: models.load[{i}] must be a model name, got {_show(name)}"
+            )
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ProfileError(
+                f"{source}: models.load[{i}] = {name!r} is a path; a model is named by its "
+                "folder's name inside one of models.repositories"
             )
         if load.count(name) > 1:
             raise ProfileError(f"{source}: models.load lists {name!r} more than once")
@@ -406,6 +427,11 @@ def _thresholds(source: str, value: Any, base: dict[str, MetricRule]) -> dict[st
 
 def _matrix(source: str, value: Any) -> dict[str, tuple]:
     table = _table(source, ("matrix",), value)
+    if not table:
+        raise ProfileError(
+            f"{source}: [matrix] is empty (it varies nothing); name a key with a list of "
+            f"values, or remove the table; matrix keys: {', '.join(MATRIX_KEYS)}"
+        )
     keys = {k.name: k for k in RUN_KEYS}
     out = {}
     for key, values in table.items():
@@ -459,6 +485,36 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"{label('scenario')} = 'traffic' (its models load once, before any traffic); "
             "use scenario 'servers' or 'reload' for failing loads"
         )
+
+
+def _check_units(
+    source: str,
+    run: dict[str, Any],
+    matrix: dict[str, tuple],
+    thresholds: dict[str, MetricRule],
+    given: Any,
+) -> None:
+    """Refuse keys that would do nothing in every scenario the run has: a user who wrote them
+    expects them to apply."""
+    scenarios = matrix.get("scenario", (run["scenario"],))
+    where = "matrix.scenario" if "scenario" in matrix else "scenario"
+    if run["reload_new_version"] and "reload" not in scenarios:
+        raise ProfileError(
+            f"{source}: reload_new_version = true does nothing with {where} = "
+            f"{', '.join(map(repr, scenarios))} (only scenario 'reload' loads new versions)"
+        )
+    for metric, rule in (given or {}).items():
+        for key in rule if isinstance(rule, dict) else ():
+            unit = key.removeprefix("slope_per_")
+            if key == "slope_per_iteration" or unit not in UNITS or unit in FEATURE_UNITS:
+                continue
+            if not any(unit in SCENARIO_UNITS[s] for s in scenarios):
+                raise ProfileError(
+                    f"{source}: {_dotted('thresholds', metric, key)} does nothing with {where} = "
+                    f"{', '.join(map(repr, scenarios))} (no {unit.replace('_', ' ')} counted per "
+                    f"iteration; its units: {', '.join(SCENARIO_UNITS[scenarios[0]])}); use "
+                    "slope_per_iteration"
+                )
 
 
 def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:

@@ -23,16 +23,16 @@ BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # w
 BLS_MODES = ("off", "sync", "async")  # soak.workload.repos
 RESPONSE_CACHES = ("none", "local")
 #: What a slope can be stated per: the unit counts stored with each iteration.
-UNITS = (
-    "server",
-    "model_load",
-    "failed_load",
-    "inference",
-    "error",
-    "response",
-    "cache_hit",
-    "cache_insertion",
-)
+#: Units every scenario counts when the feature is in use (decoupled responses, the cache).
+FEATURE_UNITS = ("response", "cache_hit", "cache_insertion")
+UNITS = ("server", "model_load", "failed_load", "inference", "error", *FEATURE_UNITS)
+# What each scenario counts per iteration besides FEATURE_UNITS
+# (soak.scenario_notes.SCENARIOS[...].units).
+SCENARIO_UNITS = {
+    "servers": ("server", "model_load", "failed_load", "inference", "error"),
+    "reload": ("model_load", "failed_load", "inference", "error"),
+    "traffic": ("inference", "error"),
+}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from soak.analysis.verdict import Finding
 from soak.errors import OutputError
 from soak.formatting import cell_label, plain
 from soak.report.junit import write_junit
-from soak.report.plots import write_report, write_sites_report
 from soak.run_analysis import RunAnalysis
 from soak.store import load_series, load_site_series, run_row
 
@@ -148,6 +147,9 @@ def _write_outputs(
         Path(json_path).write_text(json.dumps(findings_json(db, analyses), indent=2))
         written.append(Path(json_path))
     if out:
+        # matplotlib only once the arguments are checked: on import it may warn (no HOME).
+        from soak.report.plots import write_report, write_sites_report
+
         for a in analyses:
             run = run_row(db, a.run_id)
             series = load_series(db, a.run_id, [f.metric for f in a.findings])

@@ -107,6 +107,7 @@ class Phase(Message):
     instance: int
     phase: str
     timeout_s: float
+    detail: str = ""  # what the phase does, naming its model (the preflight's loads)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class Hung(Message):
     instance: int
     phase: str
     timeout_s: float
+    detail: str = ""  # the call that hung, naming its model ("inference on m")
+    failures: list[dict[str, Any]] = field(default_factory=list)  # the iteration's, so far
 
 
 @dataclass(frozen=True)

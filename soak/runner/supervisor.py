@@ -26,7 +26,7 @@ import psutil
 from soak.errors import SoakError, StoreError
 from soak.profile.loading import Profile
 from soak.runner import protocol as proto
-from soak.runner import teardown
+from soak.runner import teardown, workdirs
 from soak.runner.attribution import QuietWindows
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
@@ -58,6 +58,8 @@ class _Watch:
     first_rss: int | None = None
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
+    details: dict[int, str] = field(default_factory=dict)
+    """instance -> what its phase does, naming the model, where the worker said (Phase.detail)."""
 
 
 class Supervisor:
@@ -119,8 +121,10 @@ class Supervisor:
                 **self.run_tags,
             }
         )
+        workdirs.remove_abandoned()
         try:
-            with tempfile.TemporaryDirectory(prefix=f"soak-run{run_id}-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"{workdirs.PREFIX}{run_id}-") as tmp:
+                workdirs.mark(Path(tmp))
                 outcome = self._supervise(run_id, Path(tmp))
         except Exception as exc:
             # The worker is gone and its leftovers removed (see _supervise); say on the run
@@ -232,7 +236,7 @@ class Supervisor:
         expired = [(d, p, it, inst) for inst, (d, p, it) in watch.deadlines.items() if d < now]
         if expired:
             _, phase, it, inst = expired[0]
-            self._hang(watch, it, inst, phase)
+            self._hang(watch, it, inst, phase, watch.details.get(inst, ""))
             return True
         if not watch.got_hello and now > watch.hello_deadline:
             self._hang(watch, None, None, "startup")
@@ -244,6 +248,8 @@ class Supervisor:
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
+        watch.deadlines.clear()  # the preflight's phases (instance -1) are over
+        watch.details.clear()
         # Sample what holds the servers ([]: the worker itself); the worker is still the one
         # killed, dumped and cleaned up after.
         servers = message.server_pids or [message.pid]
@@ -257,11 +263,12 @@ class Supervisor:
         return False
 
     def _on_phase(self, watch: _Watch, message: proto.Phase) -> bool:
-        watch.deadlines[message.instance] = (
-            time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S,
-            message.phase,
-            message.iteration,
-        )
+        deadline = time.monotonic() + message.timeout_s + WATCHDOG_GRACE_S
+        watch.deadlines[message.instance] = (deadline, message.phase, message.iteration)
+        watch.details[message.instance] = message.detail
+        if message.instance < 0:  # the preflight, before Hello: its timeout, not startup's
+            watch.hello_deadline = max(watch.hello_deadline, deadline + STARTUP_TIMEOUT_S)
+            return False
         self._current_phase = message.phase
         self._current_iteration = message.iteration
         if self.on_phase:
@@ -304,7 +311,15 @@ class Supervisor:
         return False
 
     def _on_hung(self, watch: _Watch, message: proto.Hung) -> bool:
-        self._hang(watch, message.iteration, message.instance, message.phase)
+        # What went wrong before the hang (a stub that died: "... is not healthy") is news too.
+        self._record(
+            watch.run_id,
+            [
+                event("failure", f["message"], message.iteration, f["instance"], f["phase"])
+                for f in message.failures
+            ],
+        )
+        self._hang(watch, message.iteration, message.instance, message.phase, message.detail)
         return True
 
     def _on_failed(self, watch: _Watch, message: proto.Failed) -> bool:
@@ -442,18 +457,33 @@ class Supervisor:
         )
         outcome.status, outcome.reason = "crashed", reason
 
-    def _hang(self, watch: _Watch, iteration: int | None, instance: int | None, phase: str) -> None:
+    def _hang(
+        self,
+        watch: _Watch,
+        iteration: int | None,
+        instance: int | None,
+        phase: str,
+        detail: str = "",
+    ) -> None:
         stacks = teardown.dump_stacks(watch.proc, watch.workdir)
         try:
             # While the worker still lives: attribute every region it holds, so that what the
             # kill leaves behind is known to be this run's and can be removed.
             watch.sampler.sample()
+            died = watch.sampler.died_holding_regions()
         except (psutil.Error, SoakError):
-            pass
+            died = []
+        self._record(watch.run_id, [teardown.stub_died(s, iteration) for s in died])
         what = f"phase {phase}" + (
             f" of instance {instance}" if instance is not None and instance >= 0 else ""
         )
-        reason = f"{what} exceeded its timeout in iteration {(iteration or 0) + 1}; worker killed"
+        when = (
+            "before iteration 1"
+            if instance == -1 and not watch.got_hello
+            else f"in iteration {(iteration or 0) + 1}"
+        )
+        reason = f"{what} exceeded its timeout {when}" + (f" ({detail})" if detail else "")
+        reason += "; worker killed"
         self._record(
             watch.run_id,
             [

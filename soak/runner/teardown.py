@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from soak.runner import protocol as proto
-from soak.sampling.process import ProcessTreeSampler, wait_ended
+from soak.sampling.process import ProcessTreeSampler, StubProcess, wait_ended
 from soak.store import event
 
 
@@ -60,6 +60,18 @@ def dump_stacks(proc: subprocess.Popen, workdir: Path) -> str:
         if text and "File" in text and time.monotonic() > deadline - 2.4:
             break
     return text
+
+
+def stub_died(stub: StubProcess, iteration: int | None) -> dict[str, Any]:
+    """The event of a stub that died under a live worker. Its exit status is not to be had:
+    Triton, its parent, reaps it (no zombie is left to read) and logs nothing of it."""
+    model = f" of model {stub.model!r}" if stub.model else ""
+    return event(
+        "stub_exit",
+        f"python backend stub process {stub.pid}{model} exited while its server lived "
+        "(its region still there; its exit status is not visible: Triton, its parent, reaped it)",
+        iteration,
+    )
 
 
 def cleanup_leftovers(sampler: ProcessTreeSampler) -> list[dict[str, Any]]:

@@ -173,6 +173,8 @@ def prepare(
             triton_log,
             target=config.target,
             features=config.features,
+            timeouts=config.timeouts,
+            observer=observer,
         )
     workload = make_workload(config, workdir, info.backends_dir, triton_log, observer)
     return info, workload
@@ -232,8 +234,8 @@ def serve(channel: Channel) -> int:
 
     fault = parse_fault(os.environ.get(FAULT_ENV, ""))
 
-    def observer(instance: int, phase: str, timeout_s: float) -> None:
-        send(Phase(current["iteration"], instance, phase, timeout_s))
+    def observer(instance: int, phase: str, timeout_s: float, detail: str = "") -> None:
+        send(Phase(current["iteration"], instance, phase, timeout_s, detail))
         if fault and fault["phase"] == phase and fault["iteration"] == current["iteration"]:
             trigger_fault(fault, workdir, profile)
 
@@ -265,7 +267,8 @@ def serve(channel: Channel) -> int:
         record = workload.run_iteration(index)
         if record.hung is not None:
             h = record.hung
-            send(Hung(index, h.instance, h.phase, h.timeout_s))
+            failures = [f.__dict__ for f in record.failures]
+            send(Hung(index, h.instance, h.phase, h.timeout_s, getattr(h, "what", ""), failures))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
         send(quiet_message(record, heap.sample(index).as_dict()))

@@ -69,6 +69,7 @@ class StubProcess:
     ppid: int
     parent_pid_arg: int | None  # the pid of the process that launched it, from its argv
     region_names: tuple[str, ...]
+    model: str = ""  # the model folder its model.py is in (argv: <repo>/<model>/<version>/...)
 
     @property
     def key(self) -> tuple[int, float]:
@@ -175,8 +176,22 @@ def _classify(proc: psutil.Process, prefix: str) -> tuple[StubProcess | None, bo
         ppid=ppid,
         parent_pid_arg=parent_pid_arg,
         region_names=region_names_in(cmdline, prefix),
+        model=_model_of(cmdline[index + 1]) if index >= 0 and len(cmdline) > index + 1 else "",
     )
     return stub, final
+
+
+def _model_of(model_py: str) -> str:
+    parts = model_py.split("/")
+    return parts[-3] if len(parts) >= 3 else ""
+
+
+def _alive(stub: StubProcess) -> bool:
+    try:
+        proc = psutil.Process(stub.pid)
+        return proc.create_time() == stub.create_time_s and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _read_stub(proc: psutil.Process, prefix: str) -> StubProcess | None:
@@ -327,6 +342,17 @@ class ProcessTreeSampler:
     def stubs_seen(self) -> list[StubProcess]:
         """Every stub of this run seen so far, dead or alive."""
         return list(self._stubs.values())
+
+    def died_holding_regions(self) -> list[StubProcess]:
+        """Stubs of this run that are gone while a region their command line names is still
+        there: they died (a crash, os._exit), for a stub's unload removes its region."""
+        with self._lock:
+            present = {e.name for e in self._region_entries()}
+            return [
+                s
+                for s in self._stubs.values()
+                if present.intersection(s.region_names) and not _alive(s)
+            ]
 
     @property
     def regions_attributed(self) -> set[str]:

@@ -177,6 +177,20 @@ def matrix_runs(db: sqlite_utils.Database, spec: str) -> dict[str, int]:
     return cells
 
 
+def _setup(brow: dict[str, Any], crow: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What a same-name profile may still have changed between two runs: their slopes differ
+    then for reasons other than the software under test."""
+
+    def target(row: dict[str, Any]) -> Any:
+        return json.loads(row.get("config") or "{}").get("run", {}).get("target")
+
+    return {
+        "scenario": (brow.get("scenario"), crow.get("scenario")),
+        "behaviour": (brow.get("behaviour"), crow.get("behaviour")),
+        "target": (target(brow), target(crow)),
+    }
+
+
 def compare(
     db: sqlite_utils.Database, base: str, candidate: str, force: bool = False
 ) -> Comparison:
@@ -201,6 +215,12 @@ def compare(
                 f"runs {b} and {c} ran different profiles ({brow['profile']}, "
                 f"{crow['profile']}); pass --force to compare them anyway"
             )
+        for key, (bval, cval) in _setup(brow, crow).items():
+            if not force and bval != cval:
+                raise StoreError(
+                    f"runs {b} and {c} ran different {key}s ({bval}, {cval}) of profile "
+                    f"{brow['profile']}; pass --force to compare them anyway"
+                )
         if not force and bcell != ccell:
             raise StoreError(
                 f"runs {b} and {c} are different cells ({cell_label(bcell, MATRIX_KEYS)} vs "

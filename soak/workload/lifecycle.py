@@ -125,14 +125,15 @@ class LifecycleRecord:
 class PhaseHung(Exception):
     """A call into Triton overran its phase timeout and is still running."""
 
-    def __init__(self, instance: int, phase: str, timeout_s: float) -> None:
+    def __init__(self, instance: int, phase: str, timeout_s: float, what: str = "") -> None:
         super().__init__(f"instance {instance}: phase {phase} still running after {timeout_s:g} s")
         self.instance = instance
         self.phase = phase
         self.timeout_s = timeout_s
+        self.what = what  # which call, naming its model ("inference on m"); '' when unknown
 
 
-PhaseObserver = Callable[[int, str, float], None]
+PhaseObserver = Callable[..., None]  # (instance, phase, timeout_s, detail="")
 
 _retained_servers: list[ModelServer] = []  # skip_server_delete: never deleted, never collected
 
@@ -227,7 +228,7 @@ class Lifecycle:
         timeout = self.config.timeouts.of(phase)
         self.record.hung_phase = phase
         self._fail(phase, f"timed out: {what or phase} still running after {timeout:g} s")
-        return PhaseHung(self.config.instance, phase, timeout)
+        return PhaseHung(self.config.instance, phase, timeout, what)
 
     @contextmanager
     def _guarded(self, on_abort: str) -> Iterator[None]:
@@ -452,7 +453,7 @@ class Lifecycle:
                     keep_response=keep,
                 )
             except ServerTimeout as exc:
-                raise self._hang("infer") from exc
+                raise self._hang("infer", f"inference on {model}") from exc
             except ServerError as exc:
                 if must_fail and ERROR_TOKEN in exc.message:
                     self.record.inferences += 1

@@ -13,6 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from soak.target.interface import (
 from soak.triton.tensors import DatatypeError, numpy_dtype
 from soak.workload import perfdata
 from soak.workload.polling import wait_unloaded
+
+if TYPE_CHECKING:
+    from soak.workload.lifecycle import PhaseObserver, PhaseTimeouts
 
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16
@@ -441,10 +445,21 @@ def preflight(
     timeout_s: float = 60.0,
     target: ServerTarget | None = None,
     features: ServerFeatures | None = None,
+    timeouts: PhaseTimeouts | None = None,
+    observer: PhaseObserver | None = None,
 ) -> dict[str, ModelPlan]:
     """Before a run: every model's backend is installed, and one server loads every model and
     plans it, so that a missing backend, a failing load or a -1 without a shape is one clear
-    UserModelError instead of the same failure in every lifecycle."""
+    UserModelError instead of the same failure in every lifecycle. Each load and the unload
+    are announced to `observer` (instance -1) under `timeouts`, so that the supervisor's
+    watchdog ends a hung one within the profile's timeout, naming the model."""
+    load_s = timeouts.load if timeouts is not None else timeout_s
+    unload_s = timeouts.unload if timeouts is not None else timeout_s
+
+    def announce(phase: str, timeout: float, detail: str) -> None:
+        if observer is not None:
+            observer(-1, phase, timeout, f"preflight: {detail}")
+
     for settings in user.models:
         problem = backend_problem(user.repositories, settings.name, backends_dir)
         if problem:
@@ -461,6 +476,7 @@ def preflight(
         loaded = []
         try:
             for settings in user.models:
+                announce("load", load_s, f"loading model {settings.name!r}")
                 try:
                     server.load_model(settings.name)
                 except ServerError as exc:
@@ -473,8 +489,12 @@ def preflight(
                 except ServerError as exc:
                     raise UserModelError(f"model {settings.name!r}: {exc.message}") from None
         finally:
+            if loaded:
+                announce("unload", unload_s, f"unloading {', '.join(map(repr, loaded))}")
+            # One at a time: unloads at once destroy their models on concurrent ModelDeleter
+            # threads, and Triton 2.51's rate limiter then crashed once in ~20 preflights
+            # (SIGSEGV in InstanceQueue::DecrementConsumerCount from ~TritonModelInstance).
             for name in loaded:
                 server.unload_model(name)
-            if loaded:
-                wait_unloaded(server, loaded, timeout_s)
+                wait_unloaded(server, [name], unload_s)
     return plans

@@ -83,3 +83,33 @@ def test_output_paths_are_checked_before_anything_is_written(tmp_path):
             check_output_paths(**{kwargs[flag]: str(tmp_path / rel)})
         assert f"{flag} {tmp_path / rel}" in str(caught.value) and why in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]  # nothing made
+
+
+def test_report_checks_out_before_importing_matplotlib(tmp_path):
+    """An unwritable HOME makes matplotlib warn on import: the bad --out must be refused
+    first, in one line, and the check itself must not load matplotlib."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o500)
+    (tmp_path / "file").write_text("x")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    env["HOME"] = str(home)
+    code = (
+        "import sys\n"
+        "from soak.report.outputs import check_output_paths\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stdout + probe.stderr
+    argv = ["report", "1", "--db", str(tmp_path / "r.db"), "--out", str(tmp_path / "file")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak.cli", *argv], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("soak: error: "), proc.stderr
+    assert "--out" in lines[0] and "atplotlib" not in proc.stderr

@@ -246,3 +246,38 @@ def test_preflight_refuses_a_missing_backend_before_any_server(runtime, tmp_path
     user = UserModels((tmp_path,), (ModelSettings("m"),))
     with pytest.raises(UserModelError, match="needs the 'pytorch' backend, which is not in"):
         preflight(user, runtime.backends_dir)
+
+
+def test_preflight_unloads_one_model_at_a_time(monkeypatch):
+    """Concurrent unloads crashed Triton 2.51's rate limiter (issue 24 item 11): each model
+    is unloaded and gone before the next one's unload starts."""
+    from soak.workload import models
+    from soak.workload.models import UserModels, preflight
+
+    calls = []
+
+    class Fake:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            calls.append(("close",))
+
+        def load_model(self, name):
+            calls.append(("load", name))
+
+        def unload_model(self, name):
+            calls.append(("unload", name))
+
+    class Target:
+        def new_server(self, spec):
+            return Fake()
+
+    monkeypatch.setattr(models, "backend_problem", lambda *a: None)
+    monkeypatch.setattr(models, "plan_on", lambda server, settings: settings.name)
+    monkeypatch.setattr(
+        models, "wait_unloaded", lambda server, names, timeout: calls.append(("wait", *names))
+    )
+    user = UserModels((Path("/nowhere"),), (ModelSettings("a"), ModelSettings("b")))
+    assert preflight(user, Path("/nowhere"), target=Target()) == {"a": "a", "b": "b"}
+    assert calls[2:] == [("unload", "a"), ("wait", "a"), ("unload", "b"), ("wait", "b"), ("close",)]

@@ -10,7 +10,7 @@ import pytest
 
 from soak.workload.iteration import WorkloadConfig
 from soak.workload.repos import COMMON_MODEL, Behaviour, write_model
-from soak.workload.scenarios import make_workload
+from soak.workload.scenarios import SCENARIOS, make_workload
 from tests.conftest import stub_processes
 
 
@@ -150,3 +150,10 @@ def test_a_load_that_succeeds_or_fails_otherwise_is_a_failure(runtime, tmp_path)
         assert any("simple1" in f.message and "poll" in f.message for f in record.failures)
     finally:
         w.close()
+
+
+def test_profile_check_knows_each_scenarios_units():
+    """The profile check refuses slope_per_<unit> a scenario does not count: same units."""
+    from soak.profile.schema import SCENARIO_UNITS
+
+    assert {name: info.units for name, info in SCENARIOS.items()} == SCENARIO_UNITS
