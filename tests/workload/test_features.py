@@ -172,10 +172,10 @@ def test_sequences_get_one_correlation_id_start_on_the_first_step_end_on_the_las
 
 
 @pytest.mark.xfail(
-    reason="Triton 2.51 race, seen here: a sequence whose START waited in the backlog for the "
-    "idle timeout of an abandoned one can be released on getting the slot, and its next "
-    "request is refused 'must specify the START flag on the first request of the sequence' "
-    "(4 of 5 runs on a loaded 2-core machine)",
+    reason="Triton 2.51, seen in 3 of 3 runs on a loaded 2-core machine (it passed where it "
+    "was written): the second sequence's next request is refused 'must specify the START flag "
+    "on the first request of the sequence'. Believed: its START waited in the backlog for the "
+    "abandoned sequence's idle timeout, and the reaper released it on getting the slot",
     strict=False,
 )
 def test_abandoned_sequences_send_no_end_and_the_idle_timeout_frees_their_slot(runtime):
