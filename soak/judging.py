@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from soak import profile as profiles
@@ -96,11 +97,22 @@ def rules_for(run: dict[str, Any]) -> tuple[list[MetricRule], int]:
     return rules, warmup
 
 
+def measured_rules(rules: list[MetricRule], series: dict[str, Any]) -> list[MetricRule]:
+    """The rules a run is judged on: the client metrics only where the client was sampled
+    apart from the servers (target tritonserver); in-process they are NULL and not judged."""
+    return [
+        r
+        for r in rules
+        if r.metric not in profiles.CLIENT_METRICS or np.isfinite(series[r.metric].values).any()
+    ]
+
+
 def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     """Judge every metric of a run; decides the status of a run that ran to its end."""
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
+    rules = measured_rules(rules, series)
     findings = [judge(series[r.metric], r, warmup, min_points=MIN_POINTS) for r in rules]
     findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
     verdict = overall(findings)

@@ -6,6 +6,7 @@ what is allowed, in one line.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import stat
 import sys
@@ -60,6 +61,8 @@ class Profile:
         default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
     )
     ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
+    # [tritonserver]: extra flags of the server processes (target tritonserver)
+    tritonserver: dict[str, Any] = field(default_factory=lambda: {"args": []})
 
     @property
     def uses_gpu(self) -> bool:
@@ -233,11 +236,13 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         elif key == "model":
             model = _model_tables(source, value)
         else:
+            close = difflib.get_close_matches(key, run_keys, n=3)
             raise ProfileError(
-                f"{source}: unknown key {_dotted(key)}; allowed: "
+                f"{source}: unknown key {_dotted(key)}; "
+                + (f"did you mean {', '.join(close)}? " if close else "")
+                + "allowed: the run keys of profiles/README.md, "
                 + ", ".join(
                     [
-                        *run_keys,
                         *(f"[{s}]" for s in SECTIONS),
                         "[thresholds]",
                         "[matrix]",
@@ -249,6 +254,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     _check_run(source, run, matrix)
     models, model = _user_models(source, models, model)
     _check_ray_resources(source, sections["ray"]["resources"])
+    _check_tritonserver_args(source, sections["tritonserver"]["args"])
     return Profile(
         name=name,
         source=source,
@@ -263,6 +269,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         model=model,
         attribution=sections["attribution"],
         ray=sections["ray"],
+        tritonserver=sections["tritonserver"],
     )
 
 
@@ -417,6 +424,7 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
     matrix = matrix or {}
+    _check_target(source, run, matrix)
     scenarios = matrix.get("scenario", (run["scenario"],))
     behaviours = matrix.get("behaviour", (run["behaviour"],))
     if "traffic" in scenarios and "init_raises" in behaviours:
@@ -426,6 +434,41 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"{label('scenario')} = 'traffic' (its models load once, before any traffic); "
             "use scenario 'servers' or 'reload' for failing loads"
         )
+
+
+def _check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
+    """Client settings mean something only for a tritonserver process: every cell checked."""
+    label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
+    names = ("target", "protocol", "streaming", "shared_memory", "memory_type")
+    for combo in itertools.product(*(matrix.get(k, (run[k],)) for k in names)):
+        target, protocol, streaming, shared_memory, memory_type = combo
+        if target != "tritonserver":
+            if streaming or shared_memory != "none":
+                what = "streaming" if streaming else "shared_memory"
+                raise ProfileError(
+                    f"{source}: {label(what)} needs {label('target')} = 'tritonserver' "
+                    "(the in-process target has no client protocol)"
+                )
+            continue
+        if streaming and protocol != "grpc":
+            raise ProfileError(
+                f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
+                f"(HTTP has no stream), got {protocol!r}"
+            )
+        if memory_type != "system":
+            raise ProfileError(
+                f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "
+                "target 'tritonserver' uses system memory (shared_memory = 'system' for regions)"
+            )
+
+
+def _check_tritonserver_args(source: str, args: list[Any]) -> None:
+    for i, arg in enumerate(args):
+        if not isinstance(arg, str) or not arg.startswith("-"):
+            raise ProfileError(
+                f"{source}: tritonserver.args[{i}] must be a flag string such as "
+                f"'--log-verbose=1', got {_show(arg)}"
+            )
 
 
 def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:

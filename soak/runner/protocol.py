@@ -34,6 +34,7 @@ class ProfileMessage:
     model: dict[str, Any] = field(default_factory=dict)  # [model.<name>] settings
     # [attribution]: allocation sites traced with memray (soak.sampling.sites)
     attribution: dict[str, Any] = field(default_factory=dict)
+    tritonserver: dict[str, Any] = field(default_factory=dict)  # [tritonserver]: args
 
     @classmethod
     def of(cls, profile: Profile) -> ProfileMessage:
@@ -47,6 +48,7 @@ class ProfileMessage:
             profile.models,
             profile.model,
             profile.attribution,
+            profile.tritonserver,
         )
 
 

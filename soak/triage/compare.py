@@ -16,7 +16,7 @@ import sqlite_utils
 from soak.analysis.compare import MIN_POINTS, slope_after
 from soak.analysis.verdict import judge
 from soak.errors import StoreError
-from soak.judging import rules_for
+from soak.judging import measured_rules, rules_for
 from soak.profile.schema import MATRIX_KEYS
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
@@ -138,6 +138,7 @@ def run_slopes(
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
+    rules = measured_rules(rules, series)
     cuts = {
         row["metric"]: row["warmup_cut"]
         for row in db.query("SELECT metric, warmup_cut FROM findings WHERE run_id = ?", [run_id])
