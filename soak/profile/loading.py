@@ -255,6 +255,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     models, model = _user_models(source, models, model)
     _check_ray_resources(source, sections["ray"]["resources"])
     _check_tritonserver_args(source, sections["tritonserver"]["args"])
+    _check_remote_injections(source, run, matrix, sections["inject"])
     return Profile(
         name=name,
         source=source,
@@ -459,6 +460,20 @@ def _check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) ->
             raise ProfileError(
                 f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "
                 "target 'tritonserver' uses system memory (shared_memory = 'system' for regions)"
+            )
+
+
+def _check_remote_injections(
+    source: str, run: dict[str, Any], matrix: dict[str, tuple], inject: dict[str, Any]
+) -> None:
+    """Leaks made inside an in-process server have no meaning in a tritonserver process."""
+    if "tritonserver" not in matrix.get("target", (run["target"],)):
+        return
+    for key in ("native_bytes_per_server", "gpu_bytes_per_server", "unreleased_response_fraction"):
+        if inject[key]:
+            raise ProfileError(
+                f"{source}: inject.{key} is made inside an in-process server; "
+                "target 'tritonserver' cannot inject it"
             )
 
 

@@ -98,6 +98,9 @@ class Hello(Message):
     # The processes that hold the servers, as the worker's target reports them; the supervisor
     # samples these. [] means the worker itself (the in-process target).
     server_pids: list[int] = field(default_factory=list)
+    # True when the servers are processes of their own (target tritonserver): the worker is
+    # then only the client, sampled apart, and each Quiet names the live server processes.
+    client_apart: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class Quiet(Message):
     heap: dict[str, Any] = field(default_factory=dict)
     failed_loads: int = 0  # loads that failed as the model's behaviour expects
     errors: int = 0  # inferences that ended in the expected error
+    server_pids: list[int] = field(default_factory=list)  # live server processes (client_apart)
+    server_notes: list[str] = field(default_factory=list)  # what ended servers left, removed
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from soak.profile.loading import Profile
 from soak.runner import protocol as proto
 from soak.runner import teardown
 from soak.runner.attribution import QuietWindows
+from soak.runner.servers import ServerSampling, remove_client_regions
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
 from soak.sampling.process import ProcessTreeSampler
@@ -56,6 +57,7 @@ class _Watch:
     hello_deadline: float
     got_hello: bool = False
     first_rss: int | None = None
+    servers: ServerSampling | None = None  # servers apart from the worker (Hello says so)
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
 
@@ -244,6 +246,12 @@ class Supervisor:
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
+        if message.client_apart:  # the worker is the client; its Quiet names the servers
+            watch.servers = ServerSampling(watch.sampler)
+            self.store.update_run(watch.run_id, triton_library=message.triton_library)
+            self._current_iteration = 0
+            self._iteration_running.set()
+            return False
         # Sample what holds the servers ([]: the worker itself); the worker is still the one
         # killed, dumped and cleaned up after.
         servers = message.server_pids or [message.pid]
@@ -350,6 +358,9 @@ class Supervisor:
                 self.store.add_samples(watch.run_id, unsaved)
             except SoakError as exc:
                 log.warning("interval samples of the last iteration not stored: %s", exc)
+        if watch.servers is not None:
+            orphans = watch.servers.end_orphans() + remove_client_regions(watch.proc.pid)
+            self._record(watch.run_id, orphans, tolerant=True)
         self._record(watch.run_id, teardown.cleanup_leftovers(watch.sampler), tolerant=True)
         sites = self._quiet_windows.store_sites(self.store, watch.run_id, watch.workdir)
         self._record(watch.run_id, sites, tolerant=True)
@@ -359,7 +370,11 @@ class Supervisor:
         """Sample the quiet worker and store its iteration (one transaction); returns what a
         progress display shows."""
         run_id, outcome = watch.run_id, watch.outcome
-        sample = watch.sampler.sample().as_dict()
+        if watch.servers is not None:
+            sample, client = watch.servers.sample(message.server_pids)
+            sample = {**sample, **client}
+        else:
+            sample = watch.sampler.sample().as_dict()
         gpu = self.gpu.sample(watch.sampler.pid)
         row = sample_row(
             "quiet", message.iteration, None, watch.started, sample, message.heap, gpu.as_dict()
@@ -371,6 +386,9 @@ class Supervisor:
             for f in message.failures
         ]
         events += _log_events(watch.log_reader, message.iteration)
+        events += [
+            event("server_cleanup", note, message.iteration) for note in message.server_notes
+        ]
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
         self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
         if message.triton_version and outcome.iterations_done == 0:
@@ -397,7 +415,9 @@ class Supervisor:
                 continue
             sampler = watch.sampler
             try:
-                if not interval:
+                if watch.servers is not None:
+                    watch.servers.note_servers()
+                if not interval or watch.servers is not None:
                     sampler.observe()
                     continue
                 sample = sampler.sample().as_dict()
