@@ -9,13 +9,15 @@ process that dies by itself is reported once through `watch_crashes`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
@@ -33,32 +35,51 @@ _WATCH_EVERY_S = 0.2
 
 class ProcessServer:
     """A RemoteServer bound to the process it talks to: the lifecycle's stop ends the process
-    (SIGTERM and wait), delete closes the client. Every other call goes to the client."""
+    (SIGTERM and wait), delete closes the client. Every other call goes to the client.
 
-    def __init__(self, process: ServerProcess, client: RemoteServer, target: TritonServerTarget):
+    The client lives on one thread of its own for the server's life: the workload calls from
+    new threads every iteration, and tritonclient's HTTP client (gevent) fails once the
+    thread that made it has exited ("cannot switch to a different thread"); a client per
+    calling thread would also keep one more connection per iteration (measured: +2 fds per
+    server and iteration)."""
+
+    def __init__(
+        self, process: ServerProcess, make_client: Callable[[], RemoteServer], target: Any
+    ) -> None:
         self.process = process
-        self.client = client
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"tritonserver-{process.pid}")
+        self.client = self._thread.submit(make_client).result()
         self._target = target
         self.stopping = False  # soak is ending it: its exit is no crash
         self.log_file: Path | None = None
+        self.log_appended = False
 
-    def __getattr__(self, name: str):
-        return getattr(self.client, name)
+    def _on_thread(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._thread.submit(fn, *args, **kwargs).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(self._on_thread, attr)
 
     def is_live(self) -> bool:
-        return self.client.is_live()
+        return self._on_thread(self.client.is_live)
 
     def is_ready(self) -> bool:
-        return self.client.is_ready()
+        return self._on_thread(self.client.is_ready)
 
     def stop(self) -> None:
-        try:
-            self.client.release_shared_memory()  # unregistered while the server still listens
+        try:  # unregistered while the server still listens
+            self._on_thread(self.client.release_shared_memory)
         finally:
             self._target._stopped(self)
 
     def delete(self) -> None:
-        self.client.close()
+        try:
+            self._on_thread(self.client.close)
+        finally:
+            self._thread.shutdown(wait=False)
 
     def close(self) -> None:
         try:
@@ -131,14 +152,16 @@ class TritonServerTarget:
             exit_timeout_s=spec.exit_timeout_s,
         )
         process.start()
+        url = process.url(self.protocol)
         try:
-            client = RemoteServer(
-                process.url(self.protocol), self.protocol, self.streaming, self.shared_memory
+            server = ProcessServer(
+                process,
+                lambda: RemoteServer(url, self.protocol, self.streaming, self.shared_memory),
+                self,
             )
         except Exception:
             process.stop()
             raise
-        server = ProcessServer(process, client, self)
         server.log_file = spec.log_file
         with self._lock:
             self._servers.append(server)
@@ -157,7 +180,7 @@ class TritonServerTarget:
                 f"tritonserver {server.process.pid} {end.describe()} and left "
                 f"{end.leftovers.as_dict()}; removed"
             )
-        _append_log(server.process.log_path, server.log_file)
+        _append_log(server)
 
     def inject_server_leaks(self, injection: Injection, device: int = 0) -> None:
         if injection.native_bytes_per_server or injection.gpu_bytes_per_server:
@@ -192,7 +215,7 @@ class TritonServerTarget:
                         self._servers.remove(server)
                 for server in dead:
                     end = server.process.stop()  # removes its stubs and regions
-                    _append_log(server.process.log_path, server.log_file)
+                    _append_log(server)
                     report(
                         f"tritonserver {server.process.pid} {end.describe()}; "
                         f"log tail: {end.log_tail}"
@@ -212,12 +235,14 @@ class TritonServerTarget:
                 log.warning("stopping tritonserver %d: %s", server.process.pid, exc)
 
 
-def _append_log(source: Path, dest: Path | None) -> None:
-    """The process's log appended to the run's Triton log, which the supervisor reads."""
-    if dest is None:
+def _append_log(server: ProcessServer) -> None:
+    """The process's log appended (once) to the run's Triton log, which the supervisor reads."""
+    dest = server.log_file
+    if dest is None or server.log_appended:
         return
+    server.log_appended = True
     try:
-        data = source.read_bytes()
+        data = server.process.log_path.read_bytes()
     except OSError:
         return
     with open(dest, "ab") as out:
