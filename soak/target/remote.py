@@ -247,3 +247,26 @@ def _append_log(server: ProcessServer) -> None:
         return
     with open(dest, "ab") as out:
         out.write(data)
+
+
+def check_executable(triton_home: str | None, args: Sequence[str]) -> None:
+    """Before any run: the install has a tritonserver executable, and the profile's `args`
+    are flags it takes (one start and stop over an empty repository, ~0.5 s, only when
+    there are args), so a bad flag is one line rather than a failure in every lifecycle."""
+    import tempfile
+
+    from soak.triton import capi
+    from soak.tritonserver import executable
+    from soak.tritonserver.process import ServerProcess
+
+    install = capi.locate(triton_home)
+    executable.executable_path(install)
+    if not args:
+        return
+    with tempfile.TemporaryDirectory(prefix="soak-probe-") as tmp:
+        prepared = executable.prepare(Path(tmp), triton_home)
+        empty = Path(tmp) / "repository"
+        empty.mkdir()
+        probe = ServerProcess(prepared, [empty], Path(tmp) / "probe.log", args=tuple(args))
+        with probe:
+            pass
