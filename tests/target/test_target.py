@@ -14,7 +14,6 @@ from soak.runner import protocol as proto
 from soak.runner.worker import hello_message, workload_config
 from soak.target import make_target
 from soak.target.inprocess import InProcessTarget
-from soak.target.remote import TritonServerTarget
 from soak.target.interface import (
     MemoryType,
     ModelServer,
@@ -23,6 +22,7 @@ from soak.target.interface import (
     ServerTarget,
     TargetInfo,
 )
+from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload.inject import Injection
 from soak.workload.iteration import Workload, WorkloadConfig
