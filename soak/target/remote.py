@@ -70,16 +70,17 @@ class ProcessServer:
         return self._on_thread(self.client.is_ready)
 
     def stop(self) -> None:
-        try:  # unregistered while the server still listens
-            self._on_thread(self.client.release_shared_memory)
+        """Close the client (its regions unregistered while the server still listens), then
+        end the process: an HTTP keep-alive connection left open holds tritonserver's exit
+        for its whole exit timeout (measured: 30 s over HTTP, 0.6 s once closed)."""
+        try:
+            self._on_thread(self.client.close)
         finally:
             self._target._stopped(self)
 
     def delete(self) -> None:
-        try:
-            self._on_thread(self.client.close)
-        finally:
-            self._thread.shutdown(wait=False)
+        """The client's thread ends; the client and the process are already gone."""
+        self._thread.shutdown(wait=False)
 
     def close(self) -> None:
         try:
