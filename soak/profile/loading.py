@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
+from soak.profile import targets
 from soak.profile.schema import (
     ATTRIBUTION_KEYS,
     MATRIX_KEYS,
@@ -254,8 +255,8 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     _check_run(source, run, matrix)
     models, model = _user_models(source, models, model)
     _check_ray_resources(source, sections["ray"]["resources"])
-    _check_tritonserver_args(source, sections["tritonserver"]["args"])
-    _check_remote_injections(source, run, matrix, sections["inject"])
+    targets.check_args(source, sections["tritonserver"]["args"])
+    targets.check_injections(source, run, matrix, sections["inject"])
     return Profile(
         name=name,
         source=source,
@@ -425,7 +426,7 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
     matrix = matrix or {}
-    _check_target(source, run, matrix)
+    targets.check_target(source, run, matrix)
     scenarios = matrix.get("scenario", (run["scenario"],))
     behaviours = matrix.get("behaviour", (run["behaviour"],))
     if "traffic" in scenarios and "init_raises" in behaviours:
@@ -435,55 +436,6 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"{label('scenario')} = 'traffic' (its models load once, before any traffic); "
             "use scenario 'servers' or 'reload' for failing loads"
         )
-
-
-def _check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
-    """Client settings mean something only for a tritonserver process: every cell checked."""
-    label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
-    names = ("target", "protocol", "streaming", "shared_memory", "memory_type")
-    for combo in itertools.product(*(matrix.get(k, (run[k],)) for k in names)):
-        target, protocol, streaming, shared_memory, memory_type = combo
-        if target != "tritonserver":
-            if streaming or shared_memory != "none":
-                what = "streaming" if streaming else "shared_memory"
-                raise ProfileError(
-                    f"{source}: {label(what)} needs {label('target')} = 'tritonserver' "
-                    "(the in-process target has no client protocol)"
-                )
-            continue
-        if streaming and protocol != "grpc":
-            raise ProfileError(
-                f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
-                f"(HTTP has no stream), got {protocol!r}"
-            )
-        if memory_type != "system":
-            raise ProfileError(
-                f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "
-                "target 'tritonserver' uses system memory (shared_memory = 'system' for regions)"
-            )
-
-
-def _check_remote_injections(
-    source: str, run: dict[str, Any], matrix: dict[str, tuple], inject: dict[str, Any]
-) -> None:
-    """Leaks made inside an in-process server have no meaning in a tritonserver process."""
-    if "tritonserver" not in matrix.get("target", (run["target"],)):
-        return
-    for key in ("native_bytes_per_server", "gpu_bytes_per_server", "unreleased_response_fraction"):
-        if inject[key]:
-            raise ProfileError(
-                f"{source}: inject.{key} is made inside an in-process server; "
-                "target 'tritonserver' cannot inject it"
-            )
-
-
-def _check_tritonserver_args(source: str, args: list[Any]) -> None:
-    for i, arg in enumerate(args):
-        if not isinstance(arg, str) or not arg.startswith("-"):
-            raise ProfileError(
-                f"{source}: tritonserver.args[{i}] must be a flag string such as "
-                f"'--log-verbose=1', got {_show(arg)}"
-            )
 
 
 def _check_ray_resources(source: str, resources: dict[str, Any]) -> None:
