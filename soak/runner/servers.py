@@ -18,7 +18,13 @@ from typing import Any
 
 import psutil
 
-from soak.sampling.process import ProcessSample, ProcessTreeSampler, WorkerGoneError, wait_ended
+from soak.sampling.process import (
+    ProcessSample,
+    ProcessTreeSampler,
+    WorkerGoneError,
+    regions_held_by,
+    wait_ended,
+)
 from soak.store import event
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ class ServerSampling:
         self.worker = worker
         self._samplers: dict[int, ProcessTreeSampler] = {}
         self._seen: dict[tuple[int, float], psutil.Process] = {}
+        self._held: set[str] = set()  # regions the servers held just before a kill
 
     def sample(self, server_pids: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(server columns, client columns) now."""
@@ -77,6 +84,16 @@ class ServerSampling:
             except psutil.Error:
                 continue
 
+    def hold_regions(self) -> None:
+        """Before the tree is killed (a hang): the regions each live server maps, which a
+        stub's command line may not name (seen: one per hung reload left otherwise)."""
+        self.note_servers()
+        for proc in list(self._seen.values()):
+            try:
+                self._held |= regions_held_by(proc.pid, self.worker.prefix)
+            except psutil.Error:
+                continue
+
     def end_orphans(self) -> list[dict[str, Any]]:
         """After the worker has ended: kill the servers it left running (events say so)."""
         alive = []
@@ -92,10 +109,21 @@ class ServerSampling:
             except psutil.Error:
                 pass
         wait_ended(alive, 10.0)
-        return [
+        events = [
             event("leftover_server", f"tritonserver {p.pid} outlived the worker; killed")
             for p in alive
         ]
+        for name in sorted(self._held):
+            path = Path(self.worker.shm_dir) / name
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("could not remove %s: %s", path, exc)
+                continue
+            events.append(event("leftover_shm", f"region {path} of a killed server removed"))
+        return events
 
 
 def remove_client_regions(worker_pid: int, shm_dir: str = "/dev/shm") -> list[dict[str, Any]]:

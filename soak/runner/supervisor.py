@@ -31,7 +31,7 @@ from soak.runner.attribution import QuietWindows
 from soak.runner.servers import ServerSampling, remove_client_regions
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
-from soak.sampling.process import ProcessTreeSampler
+from soak.sampling.process import ProcessTreeSampler, WorkerGoneError
 from soak.store import Store, event, sample_row
 from soak.triton.facts import LogReader
 
@@ -246,16 +246,12 @@ class Supervisor:
 
     def _on_hello(self, watch: _Watch, message: proto.Hello) -> bool:
         watch.got_hello = True
-        if message.client_apart:  # the worker is the client; its Quiet names the servers
-            watch.servers = ServerSampling(watch.sampler)
-            self.store.update_run(watch.run_id, triton_library=message.triton_library)
-            self._current_iteration = 0
-            self._iteration_running.set()
-            return False
         # Sample what holds the servers ([]: the worker itself); the worker is still the one
-        # killed, dumped and cleaned up after.
+        # killed, dumped and cleaned up after. Apart: each Quiet names the live servers.
         servers = message.server_pids or [message.pid]
-        if servers != [watch.sampler.pid]:
+        if message.client_apart:
+            watch.servers = ServerSampling(watch.sampler)
+        elif servers != [watch.sampler.pid]:
             if len(servers) != 1:
                 raise SoakError(f"the worker named server processes {servers}; one is sampled")
             watch.sampler = ProcessTreeSampler(servers[0])
@@ -289,7 +285,11 @@ class Supervisor:
         quiet_began = time.time()
         watch.deadlines.clear()
         self._iteration_running.clear()
-        view = self._quiet_point(watch, message)
+        try:
+            view = self._quiet_point(watch, message)
+        except WorkerGoneError:  # it ended just after its report: that is how the run ends
+            self._worker_ended(watch)
+            return True
         if watch.first_rss is None:
             watch.first_rss = view.rss_bytes
         view.rss_delta_bytes = (
@@ -468,6 +468,8 @@ class Supervisor:
             # While the worker still lives: attribute every region it holds, so that what the
             # kill leaves behind is known to be this run's and can be removed.
             watch.sampler.sample()
+            if watch.servers is not None:
+                watch.servers.hold_regions()
         except (psutil.Error, SoakError):
             pass
         what = f"phase {phase}" + (
