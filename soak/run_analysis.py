@@ -17,7 +17,7 @@ from soak.analysis.run_verdict import verdict_note, verdict_rank
 from soak.analysis.site_verdict import SiteFinding, judge_sites, notes_with_total
 from soak.analysis.verdict import Finding, judge, overall
 from soak.errors import ExitCode
-from soak.run_settings import purpose_of, rules_for, site_rule_for
+from soak.run_settings import measured_rules, purpose_of, rules_for, site_rule_for
 from soak.store import Store, latest_run_id, load_series, load_site_series, open_readonly, run_row
 from soak.store.rows import finding_row
 
@@ -49,6 +49,7 @@ def analyze_run(db: sqlite_utils.Database, run_id: int) -> RunAnalysis:
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
+    rules = measured_rules(rules, series)
     findings = [judge(series[r.metric], r, warmup) for r in rules]
     findings.sort(key=lambda f: (verdict_rank(f.verdict), f.metric))
     verdict = overall(findings)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from soak import profile as profiles
 from soak.analysis.site_verdict import SiteRule
 from soak.analysis.verdict import MetricRule
@@ -48,3 +50,13 @@ def site_rule_for(run: dict[str, Any]) -> SiteRule:
         float(config.get("slope_per_iteration", default.slope_per_iteration)),
         float(config.get("allocations_per_iteration", default.allocations_per_iteration)),
     )
+
+
+def measured_rules(rules: list[MetricRule], series: dict[str, Any]) -> list[MetricRule]:
+    """The rules a run is judged on: the client metrics only where the client was sampled
+    apart from the servers (target tritonserver); in-process they are NULL and not judged."""
+    return [
+        r
+        for r in rules
+        if r.metric not in profiles.CLIENT_METRICS or np.isfinite(series[r.metric].values).any()
+    ]

@@ -97,6 +97,9 @@ def synthetic_quiet_samples(n: int, seed: int = 0) -> dict[str, np.ndarray | Non
         "mallinfo_free_bytes": np.round(30e6 + _ar1(rng, n, 0.5, 200 * KiB)),
         "gpu_process_bytes": None,
         "gpu_used_bytes": None,
+        "client_rss_bytes": None,  # in-process: the client is the server
+        "client_fds": None,
+        "client_threads": None,
     }
     return cols
 

@@ -20,6 +20,7 @@ from soak.profile.reference import key_reference
 from soak.profile.schema import (
     ATTRIBUTION_KEYS,
     BEHAVIOURS,
+    CLIENT_METRICS,
     COUNTER_METRICS,
     COUNTER_TOLERANCE,
     DATATYPES,
@@ -46,6 +47,7 @@ from soak.profile.schema import (
 __all__ = [
     "ATTRIBUTION_KEYS",
     "BEHAVIOURS",
+    "CLIENT_METRICS",
     "COUNTER_METRICS",
     "COUNTER_TOLERANCE",
     "DATATYPES",

@@ -21,6 +21,7 @@ else:  # pragma: no cover
 
 from soak.analysis.verdict import MetricRule
 from soak.errors import ProfileError
+from soak.profile import targets
 from soak.profile.schema import (
     ATTRIBUTION_KEYS,
     FEATURE_UNITS,
@@ -63,6 +64,8 @@ class Profile:
         default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
     )
     ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
+    # [tritonserver]: extra flags of the server processes (target tritonserver)
+    tritonserver: dict[str, Any] = field(default_factory=lambda: {"args": []})
 
     @property
     def uses_gpu(self) -> bool:
@@ -259,6 +262,8 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     _check_units(source, run, matrix, thresholds, data.get("thresholds"))
     models, model = _user_models(source, models, model, run["strict_model_config"])
     _check_ray_resources(source, sections["ray"]["resources"])
+    targets.check_args(source, sections["tritonserver"]["args"])
+    targets.check_injections(source, run, matrix, sections["inject"])
     return Profile(
         name=name,
         source=source,
@@ -273,6 +278,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         model=model,
         attribution=sections["attribution"],
         ray=sections["ray"],
+        tritonserver=sections["tritonserver"],
     )
 
 
@@ -463,6 +469,7 @@ def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None
             f"(iterations = {run['iterations']}); warmup must be smaller than iterations"
         )
     matrix = matrix or {}
+    targets.check_target(source, run, matrix)
     scenarios = matrix.get("scenario", (run["scenario"],))
     behaviours = matrix.get("behaviour", (run["behaviour"],))
     servers = max(matrix.get("servers", (run["servers"],)))

@@ -19,6 +19,9 @@ MEMORY_TYPES = ("system", "pinned", "gpu")
 INSTANCE_KINDS = ("cpu", "gpu")
 DATATYPES = ("int32", "fp32")
 SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
+TARGETS = ("in_process", "tritonserver")  # soak.target.make_target
+PROTOCOLS = ("http", "grpc")  # soak.tritonserver.client
+SHARED_MEMORY = ("none", "system")
 BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
 BLS_MODES = ("off", "sync", "async")  # soak.workload.repos
 RESPONSE_CACHES = ("none", "local")
@@ -254,6 +257,37 @@ RUN_KEYS = (
         "Triton install to use (<home>/lib/libtritonserver.so); empty: "
         "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel.",
     ),
+    Key(
+        "target",
+        str,
+        "in_process",
+        "in_process: servers inside the worker through the C API; tritonserver: each server "
+        "is a `tritonserver` process (<triton_home>/bin/tritonserver, else the wheel's) on "
+        "loopback ports soak picks, driven over `protocol` with tritonclient.",
+        choices=TARGETS,
+    ),
+    Key(
+        "protocol",
+        str,
+        "http",
+        "tritonserver target: how the client talks to the servers.",
+        choices=PROTOCOLS,
+    ),
+    Key(
+        "streaming",
+        bool,
+        False,
+        "tritonserver target, protocol grpc: every request through one gRPC stream (how "
+        "decoupled models are served).",
+    ),
+    Key(
+        "shared_memory",
+        str,
+        "none",
+        "tritonserver target: system = inputs and outputs through system shared-memory "
+        "regions registered with the server.",
+        choices=SHARED_MEMORY,
+    ),
 )
 TIMEOUT_KEYS = tuple(
     Key(
@@ -289,6 +323,15 @@ SAMPLING_KEYS = (
         bool,
         True,
         "Trace Python allocations in the worker (slower, but shows Python heap growth).",
+    ),
+)
+TRITONSERVER_KEYS = (
+    Key(
+        "args",
+        list,
+        [],
+        "Extra flags for every tritonserver process (target tritonserver), e.g. "
+        '["--log-verbose=1"]; soak sets the repositories, ports and model control.',
     ),
 )
 INJECT_KEYS = (
@@ -362,8 +405,21 @@ MEMORY_METRICS = {
     "mallinfo_inuse_bytes": (256 * 1024, 256 * 1024 * 1024),
     "gpu_process_bytes": (256 * 1024, 256 * 1024 * 1024),
     "gpu_used_bytes": (1024 * 1024, 512 * 1024 * 1024),
+    "client_rss_bytes": (256 * 1024, 256 * 1024 * 1024),
 }
-COUNTER_METRICS = ("fds", "threads", "children", "stubs_alive", "shm_regions", "gc_objects")
+COUNTER_METRICS = (
+    "fds",
+    "threads",
+    "children",
+    "stubs_alive",
+    "shm_regions",
+    "gc_objects",
+    "client_fds",
+    "client_threads",
+)
+#: Metrics of soak's client process, sampled apart from the servers only where the servers are
+#: other processes (target tritonserver); a run without them is not judged on them.
+CLIENT_METRICS = ("client_rss_bytes", "client_fds", "client_threads")
 COUNTER_TOLERANCE = {"gc_objects": 2000.0}
 THRESHOLD_KEYS = (
     Key(
@@ -404,6 +460,10 @@ MATRIX_KEYS = (
     "scenario",
     "behaviour",
     "error_fraction",
+    "target",
+    "protocol",
+    "streaming",
+    "shared_memory",
 )
 # The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
 # to feed one of them (soak.workload.models.ModelSettings).
@@ -478,6 +538,7 @@ SECTIONS = {
     "inject": INJECT_KEYS,
     "attribution": ATTRIBUTION_KEYS,
     "ray": RAY_KEYS,
+    "tritonserver": TRITONSERVER_KEYS,
 }
 
 

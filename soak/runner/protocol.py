@@ -34,6 +34,7 @@ class ProfileMessage:
     model: dict[str, Any] = field(default_factory=dict)  # [model.<name>] settings
     # [attribution]: allocation sites traced with memray (soak.sampling.memray_sites)
     attribution: dict[str, Any] = field(default_factory=dict)
+    tritonserver: dict[str, Any] = field(default_factory=dict)  # [tritonserver]: args
 
     @classmethod
     def of(cls, profile: Profile) -> ProfileMessage:
@@ -47,6 +48,7 @@ class ProfileMessage:
             profile.models,
             profile.model,
             profile.attribution,
+            profile.tritonserver,
         )
 
 
@@ -96,6 +98,9 @@ class Hello(Message):
     # The processes that hold the servers, as the worker's target reports them; the supervisor
     # samples these. [] means the worker itself (the in-process target).
     server_pids: list[int] = field(default_factory=list)
+    # True when the servers are processes of their own (target tritonserver): the worker is
+    # then only the client, sampled apart, and each Quiet names the live server processes.
+    client_apart: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ class Quiet(Message):
     responses: int = 0  # responses received (a decoupled request sends any number)
     cache_hits: int = 0  # response cache hits in the model statistics this iteration
     cache_insertions: int = 0  # response cache misses (each inserts a response)
+    server_pids: list[int] = field(default_factory=list)  # live server processes (client_apart)
+    server_notes: list[str] = field(default_factory=list)  # what ended servers left, removed
 
 
 @dataclass(frozen=True)

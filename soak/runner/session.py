@@ -81,6 +81,7 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
     can take is refused.
     """
     check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
+    check_tritonserver(profile)
     if ray_address:
         from soak.runner.ray import driver
 
@@ -115,6 +116,19 @@ def check_triton_home(profile: Profile) -> None:
     from soak.triton import capi
 
     capi.locate(profile.run["triton_home"] or None)
+
+
+def check_tritonserver(profile: Profile) -> None:
+    """A cell with target tritonserver needs the executable, and its `args` must be flags
+    tritonserver takes: refused here in one line (soak.target.remote.check_executable)."""
+    if "tritonserver" not in {c.run["target"] for c in profile.cells()}:
+        return
+    from soak.target.remote import check_executable
+
+    try:
+        check_executable(profile.run["triton_home"] or None, profile.tritonserver["args"])
+    except ProfileError as exc:
+        raise ProfileError(f"{profile.source}: {exc}") from None
 
 
 class Stoppable(Protocol):

@@ -28,9 +28,10 @@ from soak.profile.loading import Profile
 from soak.runner import protocol as proto
 from soak.runner import teardown, workdirs
 from soak.runner.attribution import QuietWindows
+from soak.runner.servers import ServerSampling, remove_client_regions
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
-from soak.sampling.process import ProcessTreeSampler
+from soak.sampling.process import ProcessTreeSampler, WorkerGoneError
 from soak.store import Store, event, sample_row
 from soak.triton.facts import LogReader
 
@@ -56,6 +57,7 @@ class _Watch:
     hello_deadline: float
     got_hello: bool = False
     first_rss: int | None = None
+    servers: ServerSampling | None = None  # servers apart from the worker (Hello says so)
     deadlines: dict[int, tuple[float, str, int]] = field(default_factory=dict)
     """instance -> (monotonic deadline, phase, iteration) of the phase it is in."""
     details: dict[int, str] = field(default_factory=dict)
@@ -251,9 +253,11 @@ class Supervisor:
         watch.deadlines.clear()  # the preflight's phases (instance -1) are over
         watch.details.clear()
         # Sample what holds the servers ([]: the worker itself); the worker is still the one
-        # killed, dumped and cleaned up after.
+        # killed, dumped and cleaned up after. Apart: each Quiet names the live servers.
         servers = message.server_pids or [message.pid]
-        if servers != [watch.sampler.pid]:
+        if message.client_apart:
+            watch.servers = ServerSampling(watch.sampler)
+        elif servers != [watch.sampler.pid]:
             if len(servers) != 1:
                 raise SoakError(f"the worker named server processes {servers}; one is sampled")
             watch.sampler = ProcessTreeSampler(servers[0])
@@ -288,7 +292,11 @@ class Supervisor:
         quiet_began = time.time()
         watch.deadlines.clear()
         self._iteration_running.clear()
-        view = self._quiet_point(watch, message)
+        try:
+            view = self._quiet_point(watch, message)
+        except WorkerGoneError:  # it ended just after its report: that is how the run ends
+            self._worker_ended(watch)
+            return True
         if watch.first_rss is None:
             watch.first_rss = view.rss_bytes
         view.rss_delta_bytes = (
@@ -365,6 +373,9 @@ class Supervisor:
                 self.store.add_samples(watch.run_id, unsaved)
             except SoakError as exc:
                 log.warning("interval samples of the last iteration not stored: %s", exc)
+        if watch.servers is not None:
+            orphans = watch.servers.end_orphans() + remove_client_regions(watch.proc.pid)
+            self._record(watch.run_id, orphans, tolerant=True)
         self._record(watch.run_id, teardown.cleanup_leftovers(watch.sampler), tolerant=True)
         sites = self._quiet_windows.store_sites(self.store, watch.run_id, watch.workdir)
         self._record(watch.run_id, sites, tolerant=True)
@@ -374,7 +385,11 @@ class Supervisor:
         """Sample the quiet worker and store its iteration (one transaction); returns what a
         progress display shows."""
         run_id, outcome = watch.run_id, watch.outcome
-        sample = watch.sampler.sample().as_dict()
+        if watch.servers is not None:
+            sample, client = watch.servers.sample(message.server_pids)
+            sample = {**sample, **client}
+        else:
+            sample = watch.sampler.sample().as_dict()
         gpu = self.gpu.sample(watch.sampler.pid)
         row = sample_row(
             "quiet", message.iteration, None, watch.started, sample, message.heap, gpu.as_dict()
@@ -386,6 +401,9 @@ class Supervisor:
             for f in message.failures
         ]
         events += _log_events(watch.log_reader, message.iteration)
+        events += [
+            event("server_cleanup", note, message.iteration) for note in message.server_notes
+        ]
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
         self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
         if message.triton_version and outcome.iterations_done == 0:
@@ -412,7 +430,9 @@ class Supervisor:
                 continue
             sampler = watch.sampler
             try:
-                if not interval:
+                if watch.servers is not None:
+                    watch.servers.note_servers()
+                if not interval or watch.servers is not None:
                     sampler.observe()
                     continue
                 sample = sampler.sample().as_dict()
@@ -471,6 +491,8 @@ class Supervisor:
             # kill leaves behind is known to be this run's and can be removed.
             watch.sampler.sample()
             died = watch.sampler.died_holding_regions()
+            if watch.servers is not None:
+                watch.servers.hold_regions()
         except (psutil.Error, SoakError):
             died = []
         self._record(watch.run_id, [teardown.stub_died(s, iteration) for s in died])

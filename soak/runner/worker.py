@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # imported when first used: an import error then reaches the 
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "SOAK_FAULT"
+_targets: list[ServerTarget] = []  # stopped before the worker exits, whatever happened
 
 
 def parse_fault(text: str) -> dict | None:
@@ -189,11 +190,15 @@ def hello_message(info: TargetInfo, target: ServerTarget) -> Hello:
         info.api_version,
         sys.version.split()[0],
         server_pids=target.server_pids(),
+        client_apart=target.client_pid() not in target.server_pids(),
     )
 
 
-def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
+def quiet_message(
+    record: IterationRecord, heap: dict[str, Any], target: ServerTarget | None = None
+) -> Quiet:
     """What the supervisor stores of an iteration, reported at its quiet point."""
+    apart = target is not None and target.client_pid() not in target.server_pids()
     return Quiet(
         iteration=record.index,
         wall_s=record.wall_s,
@@ -210,6 +215,8 @@ def quiet_message(record: IterationRecord, heap: dict[str, Any]) -> Quiet:
         failures=[f.__dict__ for f in record.failures],
         triton_version=record.triton_version,
         heap=heap,
+        server_pids=target.server_pids() if apart else [],
+        server_notes=target.take_notes() if target is not None else [],
     )
 
 
@@ -248,7 +255,16 @@ def serve(channel: Channel) -> int:
     except SoakError as exc:
         send(Failed(str(exc), setup=True))
         return 2
-    send(hello_message(info, workload.config.target))
+    target = workload.config.target
+    _targets.append(target)
+
+    def crashed(line: str) -> None:
+        send(Failed(line))
+        target.stop_all()
+        os._exit(1)
+
+    target.watch_crashes(crashed)
+    send(hello_message(info, target))
     sampling = profile.sampling
     heap = HeapSampler(sampling["objgraph_every"], sampling["malloc_trim"])
     if sampling["tracemalloc"]:
@@ -271,7 +287,7 @@ def serve(channel: Channel) -> int:
             send(Hung(index, h.instance, h.phase, h.timeout_s, getattr(h, "what", ""), failures))
             threading.Event().wait()  # the supervisor ends this process
         gc.collect()
-        send(quiet_message(record, heap.sample(index).as_dict()))
+        send(quiet_message(record, heap.sample(index).as_dict(), target))
         done = index + 1
         reply = channel.receive()
         if not isinstance(reply, Continue) or reply.stop:
@@ -293,6 +309,8 @@ def watch_parent(every_s: float = 1.0) -> None:
         while True:
             time.sleep(every_s)
             if os.getppid() != parent:
+                for target in _targets:
+                    target.stop_all()
                 os._exit(3)
 
     threading.Thread(target=watch, name="soak-parent-watch", daemon=True).start()
@@ -315,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         code = 1
+    for target in _targets:
+        target.stop_all()
     sys.stdout.flush()
     sys.stderr.flush()
     # Triton's threads and stub children may hold the interpreter at exit: leave at once.

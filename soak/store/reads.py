@@ -68,7 +68,9 @@ def load_series(db: sqlite_utils.Database, run_id: int, metrics: list[str]) -> d
     stored = {row[1] for row in db.execute("PRAGMA table_info(iterations)").fetchall()}
     # A database written before a unit existed has no column for it: no count, NULL.
     units = [f"i.{c}" if c in stored else "NULL" for c in UNIT_COLUMNS.values()]
-    columns = ["s.iteration", *(f"s.{m}" for m in metrics), *units]
+    sampled = {row[1] for row in db.execute("PRAGMA table_info(samples)").fetchall()}
+    values = [f"s.{m}" if m in sampled else "NULL" for m in metrics]  # a later metric: NULL
+    columns = ["s.iteration", *values, *units]
     source = (
         "FROM samples s "
         "LEFT JOIN iterations i ON i.run_id = s.run_id AND i.iteration = s.iteration "

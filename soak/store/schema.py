@@ -47,6 +47,10 @@ SAMPLE_COLUMNS: dict[str, type] = {
     "mallinfo_free_bytes": int,
     "gpu_process_bytes": int,
     "gpu_used_bytes": int,
+    # soak's client process, where it is not the server (target tritonserver); NULL otherwise
+    "client_rss_bytes": int,
+    "client_fds": int,
+    "client_threads": int,
 }
 #: Iteration columns that count work units: the denominators of per-unit slopes.
 UNIT_COLUMNS = {

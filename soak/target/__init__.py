@@ -16,9 +16,20 @@ if TYPE_CHECKING:
 
 def make_target(profile: ProfileMessage) -> ServerTarget:
     """The target a profile asks for; its `run` section is already validated."""
+    run = profile.run
+    if run.get("target", "in_process") == "tritonserver":
+        from soak.target.remote import TritonServerTarget
+
+        return TritonServerTarget(
+            triton_home=run["triton_home"] or None,
+            protocol=run["protocol"],
+            streaming=run["streaming"],
+            shared_memory=run["shared_memory"],
+            args=tuple((profile.tritonserver or {}).get("args", ())),
+            ready_timeout_s=profile.timeouts.get("wait_ready", 30.0),
+        )
     from soak.target.inprocess import InProcessTarget
 
-    run = profile.run
     return InProcessTarget(
         triton_home=run["triton_home"] or None,
         serialize_new_delete=run["serialize_server_new_delete"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -73,3 +73,12 @@ class InProcessTarget:
 
     def client_pid(self) -> int:
         return os.getpid()
+
+    def take_notes(self) -> list[str]:
+        return []
+
+    def watch_crashes(self, report: Callable[[str], None]) -> None:
+        return None
+
+    def stop_all(self) -> None:
+        return None  # in-process servers end with the worker

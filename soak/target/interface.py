@@ -8,7 +8,7 @@ plain Python and numpy, and every error a server reports is a `soak.errors.Serve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -185,4 +185,18 @@ class ServerTarget(Protocol):
 
     def client_pid(self) -> int:
         """The process that drives the servers: the worker."""
+        ...
+
+    def take_notes(self) -> list[str]:
+        """Lines about ended servers since the last call (what a stop had to remove)."""
+        ...
+
+    def stop_all(self) -> None:
+        """End every server still running: the worker's last act, whatever happened, so that
+        no server process outlives it."""
+        ...
+
+    def watch_crashes(self, report: Callable[[str], None]) -> None:
+        """Call `report` once with one line when a server dies that soak did not stop; a
+        crash of an in-process server ends the worker, which the supervisor sees itself."""
         ...

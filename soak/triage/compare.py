@@ -18,7 +18,7 @@ from soak.analysis.verdict import warmup_cut
 from soak.errors import StoreError
 from soak.formatting import cell_label
 from soak.profile.schema import MATRIX_KEYS
-from soak.run_settings import rules_for
+from soak.run_settings import measured_rules, rules_for
 from soak.store import load_series, run_row
 from soak.triage.lookup import matrix_names, no_matrix_error, parse_cell, resolve_run
 
@@ -96,6 +96,7 @@ def run_slopes(
     run = run_row(db, run_id)
     rules, warmup = rules_for(run)
     series = load_series(db, run_id, [r.metric for r in rules])
+    rules = measured_rules(rules, series)
     cuts = {
         row["metric"]: row["warmup_cut"]
         for row in db.query("SELECT metric, warmup_cut FROM findings WHERE run_id = ?", [run_id])

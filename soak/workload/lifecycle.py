@@ -143,6 +143,7 @@ _retained_servers: list[ModelServer] = []  # skip_server_delete: never deleted, 
 # stopping; with this exit timeout the stop gives up at once (instead of after 30 s) and the
 # server is deleted, leaving the pinned model behind as the injected leak.
 PINNED_EXIT_TIMEOUT_S = 0
+STATISTICS_SETTLE_S = 1.0  # how long a short statistics count is read again (see _counted)
 
 
 def _bounded(calls: list[Callable[[], None]], timeout_s: float) -> list[BaseException | None]:
@@ -538,20 +539,15 @@ class Lifecycle:
     def _check_statistics(self, server: ModelServer, models: list[str]) -> None:
         """Triton must have counted at least the successes and failures soak saw since load."""
         for model in models:
-            try:
-                stats = server.model_statistics(model)
-            except ServerError as exc:
-                self._fail("statistics", f"{model}: {exc.message}")
-                continue
-            entries = stats.get("model_stats", [])
-            counts = [e["inference_stats"] for e in entries]
-            success = sum(int(c["success"]["count"]) for c in counts)
-            failed = sum(int(c["fail"]["count"]) for c in counts)
             ok, errors = self.answered.get(model, (0, 0))
             # Triton counts an error response a python model returns as a success (2.51); the
             # ensemble scheduler counts the same response of its step as a failure.
             if self.config.behaviour is Behaviour.ERROR_RESPONSE and model != ENSEMBLE_MODEL:
                 ok, errors = ok + errors, 0
+            counted = self._counted(server, model, ok, errors)
+            if counted is None:
+                continue
+            success, failed, counts = counted
             self._count_cache(model, counts)
             if success < ok:
                 self._fail("statistics", f"{model}: {success} successful inferences, expected {ok}")
@@ -567,6 +563,27 @@ class Lifecycle:
         self.record.cache_hits += max(0, hits - seen_hits)
         self.record.cache_insertions += max(0, misses - seen_misses)
         self.cache_seen[model] = (hits, misses)
+
+    def _counted(
+        self, server: ModelServer, model: str, ok: int, errors: int
+    ) -> tuple[int, int, list[dict]] | None:
+        """(successes, failures, the statistics entries) Triton counted; None when it could
+        not say (recorded). A tritonserver process counts a request after its response left
+        (seen over HTTP: 9 of 10 right after the 10th answer), so a short count is read again
+        for up to 1 s."""
+        deadline = time.monotonic() + STATISTICS_SETTLE_S
+        while True:
+            try:
+                stats = server.model_statistics(model)
+            except ServerError as exc:
+                self._fail("statistics", f"{model}: {exc.message}")
+                return None
+            counts = [e["inference_stats"] for e in stats.get("model_stats", [])]
+            success = sum(int(c["success"]["count"]) for c in counts)
+            failed = sum(int(c["fail"]["count"]) for c in counts)
+            if (success >= ok and failed >= errors) or time.monotonic() > deadline:
+                return success, failed, counts
+            time.sleep(0.02)
 
     def _unload(self, server: ModelServer, models: list[str]) -> None:
         """Unload in parallel, then watch the model index (stop would poll once a second)."""

@@ -170,11 +170,19 @@ def test_matrix_cells_are_the_product_in_order():
     assert not cells[0].uses_gpu and cells[2].uses_gpu
 
 
+CLIENT_KEYS = ("streaming", "shared_memory")
+
+
 @pytest.mark.parametrize("key", MATRIX_KEYS)
 def test_every_matrix_key_can_vary(key: str):
     spec = {k.name: k for k in RUN_KEYS}[key]
-    values = list(spec.choices) if spec.choices else [int(spec.low), int(spec.low) + 1]
-    prof = parse(f"[matrix]\n{key} = {json.dumps(values)}\n")
+    if spec.kind is bool:
+        values = [False, True]
+    else:
+        values = list(spec.choices) if spec.choices else [int(spec.low), int(spec.low) + 1]
+    # Client settings vary only for a tritonserver process spoken to over gRPC.
+    needs = 'target = "tritonserver"\nprotocol = "grpc"\n' if key in CLIENT_KEYS else ""
+    prof = parse(f"{needs}[matrix]\n{key} = {json.dumps(values)}\n")
     assert [c.run[key] for c in prof.cells()] == values
 
 

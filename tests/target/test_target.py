@@ -22,6 +22,7 @@ from soak.target.interface import (
     ServerTarget,
     TargetInfo,
 )
+from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload.inject import Injection
 from soak.workload.iteration import Workload, WorkloadConfig
@@ -133,6 +134,15 @@ class FakeTarget:
     def client_pid(self) -> int:
         return 77
 
+    def take_notes(self) -> list[str]:
+        return []
+
+    def watch_crashes(self, report) -> None:
+        return None
+
+    def stop_all(self) -> None:
+        return None
+
 
 def fake_config(tmp_path: Path, target: FakeTarget, **kw) -> LifecycleConfig:
     return LifecycleConfig(
@@ -146,6 +156,7 @@ def test_the_fakes_satisfy_the_interface():
     spec = ServerSpec((), Path("/b"), server_id="soak-0")
     assert isinstance(FakeTarget().new_server(spec), ModelServer)
     assert isinstance(InProcessTarget(), ServerTarget)
+    assert isinstance(TritonServerTarget(), ServerTarget)
 
 
 def test_a_whole_lifecycle_runs_through_the_target(tmp_path):

@@ -1,0 +1,61 @@
+"""Checks of the keys that pick and configure the kind of server (`target`, the client's
+`protocol`, `streaming`, `shared_memory`, `[tritonserver]`): over every matrix cell, one
+line naming the key. Pure: nothing here starts a server (soak.runner.session probes one).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from soak.errors import ProfileError
+from soak.profile.schema import _show
+
+
+def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
+    """Client settings mean something only for a tritonserver process: every cell checked."""
+    label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
+    names = ("target", "protocol", "streaming", "shared_memory", "memory_type")
+    for combo in itertools.product(*(matrix.get(k, (run[k],)) for k in names)):
+        target, protocol, streaming, shared_memory, memory_type = combo
+        if target != "tritonserver":
+            if streaming or shared_memory != "none":
+                what = "streaming" if streaming else "shared_memory"
+                raise ProfileError(
+                    f"{source}: {label(what)} needs {label('target')} = 'tritonserver' "
+                    "(the in-process target has no client protocol)"
+                )
+            continue
+        if streaming and protocol != "grpc":
+            raise ProfileError(
+                f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
+                f"(HTTP has no stream), got {protocol!r}"
+            )
+        if memory_type != "system":
+            raise ProfileError(
+                f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "
+                "target 'tritonserver' uses system memory (shared_memory = 'system' for regions)"
+            )
+
+
+def check_injections(
+    source: str, run: dict[str, Any], matrix: dict[str, tuple], inject: dict[str, Any]
+) -> None:
+    """Leaks made inside an in-process server have no meaning in a tritonserver process."""
+    if "tritonserver" not in matrix.get("target", (run["target"],)):
+        return
+    for key in ("native_bytes_per_server", "gpu_bytes_per_server", "unreleased_response_fraction"):
+        if inject[key]:
+            raise ProfileError(
+                f"{source}: inject.{key} is made inside an in-process server; "
+                "target 'tritonserver' cannot inject it"
+            )
+
+
+def check_args(source: str, args: list[Any]) -> None:
+    for i, arg in enumerate(args):
+        if not isinstance(arg, str) or not arg.startswith("-"):
+            raise ProfileError(
+                f"{source}: tritonserver.args[{i}] must be a flag string such as "
+                f"'--log-verbose=1', got {_show(arg)}"
+            )
