@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -76,7 +77,8 @@ def test_list_runs_marks_abandoned_but_not_fresh_running(db, ids):
     shown = {r.id: r for r in triage.list_runs(db, limit=0)}
     assert shown[ids["abandoned"]].status == "abandoned"
     assert shown[ids["abandoned"]].stored_status == "running"
-    assert "heartbeat was 1h00m ago" in shown[ids["abandoned"]].abandoned_reason
+    # the database is built once per session: on a loaded machine this test can run minutes later
+    assert re.search(r"heartbeat was 1h\d\dm ago", shown[ids["abandoned"]].abandoned_reason)
     assert f"supervisor pid {dead_pid()} is not alive" in shown[ids["abandoned"]].abandoned_reason
     assert shown[ids["running"]].status == "running"
     assert shown[ids["running"]].abandoned_reason == ""

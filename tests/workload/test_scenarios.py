@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
+from soak.scenario_notes import SCENARIOS
 from soak.workload.iteration import WorkloadConfig
 from soak.workload.repos import COMMON_MODEL, Behaviour, write_model
-from soak.workload.scenarios import SCENARIOS, make_workload
+from soak.workload.scenarios import make_workload
 from tests.conftest import stub_processes
 
 
