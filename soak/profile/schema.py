@@ -203,6 +203,15 @@ RUN_KEYS = (
         "Triton install to use (<home>/lib/libtritonserver.so); empty: "
         "$SOAK_TRITON_HOME, /opt/tritonserver, then the nvidia-pytriton wheel.",
     ),
+    Key(
+        "triton",
+        str,
+        "",
+        "Triton to run, instead of triton_home: a version installed by `soak triton install` "
+        "('2.43.0'), the version of the core found without one (the wheel's, no install "
+        "needed), or a path to a home. A matrix key: `triton = ['2.43.0', '2.51.0']` runs "
+        "every cell on each (soak run --triton V, twice: soak compare --upgrade).",
+    ),
 )
 TIMEOUT_KEYS = tuple(
     Key(
@@ -353,6 +362,7 @@ MATRIX_KEYS = (
     "scenario",
     "behaviour",
     "error_fraction",
+    "triton",
 )
 # The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
 # to feed one of them (soak.workload.models.ModelSettings).
