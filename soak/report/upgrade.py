@@ -66,8 +66,9 @@ def _table(console: Console, cell: CellUpgrade, result: Upgrade) -> None:
     table = Table(box=None, padding=(0, 1), pad_edge=False)
     for col in ("metric", "per", result.old, result.new, "difference", "threshold", "verdict"):
         table.add_column(col, justify="left" if col in ("metric", "per", "verdict") else "right")
+    flat = _flat_metrics(cell)
     for m in cell.metrics:
-        if m.verdict == "no data":
+        if m.verdict == "no data" or m.metric in flat:
             continue
         table.add_row(
             m.metric,
@@ -79,8 +80,19 @@ def _table(console: Console, cell: CellUpgrade, result: Upgrade) -> None:
             Text(m.verdict, style=VERDICT_STYLE.get(m.verdict, "")),
         )
     console.print(table)
+    if flat:
+        console.print(f"  flat on both versions (slope 0 per every unit): {', '.join(flat)}")
     counts = {v: sum(m.verdict == v for m in cell.metrics) for v in VERDICT_STYLE}
     console.print("  " + ", ".join(f"{n} {v}" for v, n in counts.items() if n))
+
+
+def _flat_metrics(cell: CellUpgrade) -> list[str]:
+    """Metrics whose every slope and bound is exactly 0 on both sides: one line, not rows."""
+    rows: dict[str, list[bool]] = {}
+    for m in cell.metrics:
+        zero = all(v == 0 for u in (m.old, m.new) for v in (u.slope, u.low, u.high))
+        rows.setdefault(m.metric, []).append(zero)
+    return [metric for metric, zeros in rows.items() if all(zeros)]
 
 
 def _slope(side: UnitSlope, metric: str) -> str:

@@ -61,6 +61,7 @@ class Side:
     triton_version: str | None
     triton_home: str | None
     reason: str
+    first_failure: str | None = None  # the first failure event's message, when there is one
 
     @property
     def ran(self) -> bool:
@@ -81,7 +82,8 @@ class CellUpgrade:
         if self.new.status in BAD_STATUSES and self.old.status not in BAD_STATUSES:
             found.append(f"{self.new.status} on the newer version: {self.new.reason}")
         if self.new.failures and not self.old.failures:
-            found.append(f"{self.new.failures} failure(s) on the newer version, none before")
+            first = f" (first: {self.new.first_failure})" if self.new.first_failure else ""
+            found.append(f"{self.new.failures} failure(s) on the newer version, none before{first}")
         return found
 
     @property
@@ -116,6 +118,7 @@ class Upgrade:
                 "triton_version": s.triton_version,
                 "triton_home": s.triton_home,
                 "reason": s.reason,
+                "first_failure": s.first_failure,
             }
 
         def slope(u: UnitSlope) -> dict[str, float | None]:
@@ -186,9 +189,11 @@ def _side(db: sqlite_utils.Database, run_id: int | None) -> Side:
     if run_id is None:
         return Side(None, "never ran", 0, 0, None, None, "no run of this cell")
     row = run_row(db, run_id)
-    failures = db.execute(
-        "SELECT count(*) FROM events WHERE run_id = ? AND kind = 'failure'", [run_id]
-    ).fetchone()[0]
+    failures, first = db.execute(
+        "SELECT count(*), (SELECT message FROM events WHERE run_id = ?1 AND kind = 'failure' "
+        "ORDER BY id LIMIT 1) FROM events WHERE run_id = ?1 AND kind = 'failure'",
+        [run_id],
+    ).fetchone()
     return Side(
         run_id,
         row["status"],
@@ -197,6 +202,7 @@ def _side(db: sqlite_utils.Database, run_id: int | None) -> Side:
         row.get("triton_version"),
         row.get("triton_home"),
         row.get("reason") or "",
+        first,
     )
 
 

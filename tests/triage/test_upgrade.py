@@ -144,6 +144,7 @@ def test_equal_slopes_are_the_same_exit_0(tmp_path):
     data = json.loads(compare_cli(store, "--json").output)
     assert data["exit_code"] == 0 and len(data["cells"]) == 2
     assert data["cells"][0]["new"]["triton_home"] == f"/homes/{NEW}"
+    assert "fds, threads" in done.output  # flat on both: one line, not rows
 
 
 def test_a_cell_that_crashed_on_the_newer_version_is_named(tmp_path):
@@ -155,7 +156,10 @@ def test_a_cell_that_crashed_on_the_newer_version_is_named(tmp_path):
     result = upgrade(store.db, OLD, NEW, "up")
     (crashed,) = [c for c in result.cells if c.new_problems]
     assert crashed.cell == {"behaviour": "execute_raises"}
-    assert crashed.new_problems[0].startswith("crashed on the newer version: worker killed")
+    assert crashed.new_problems == [
+        "crashed on the newer version: worker killed by SIGSEGV",
+        "1 failure(s) on the newer version, none before (first: lost)",
+    ]
     assert int(result.exit_code) == 1
     done = compare_cli(store, "up")
     assert done.exit_code == 1
