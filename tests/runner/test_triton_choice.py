@@ -56,3 +56,19 @@ def test_two_triton_flags_make_a_matrix_axis_one_sets_the_key():
 def test_triton_and_triton_home_together_are_refused():
     with pytest.raises(ProfileError, match="triton and triton_home both"):
         parse('triton = "2.43.0"\ntriton_home = "/opt/t"\n')
+
+
+def test_soak_run_with_a_triton_not_installed_is_one_line_and_no_run(tmp_path):
+    from click.testing import CliRunner
+
+    from soak.cli import main
+
+    db = tmp_path / "r.db"
+    result = CliRunner().invoke(
+        main, ["run", "smoke", "--triton", "1.0.0", "--triton", "2.0.0", "--db", str(db)]
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("soak: error: ") and "--triton = '1.0.0'" in line
+    assert "run: soak triton install 1.0.0" in line
+    assert not db.exists()
