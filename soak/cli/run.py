@@ -19,6 +19,14 @@ from soak.errors import ExitCode
 @click.option("--servers", type=int, help="Override the profile's servers (N).")
 @click.option("--iterations", type=int, help="Override the profile's iterations.")
 @click.option("--memory-type", type=str, help="Override memory_type: system, pinned or gpu.")
+@click.option(
+    "--triton",
+    "tritons",
+    multiple=True,
+    metavar="VERSION|HOME",
+    help="Run on this Triton (an installed version, the default core's, or a home); twice "
+    "or more: every cell on each, as a matrix axis (then: soak compare --upgrade OLD NEW).",
+)
 @db_option("Results database (SQLite).", exists=False)
 @click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar.")
 @click.option(
@@ -39,6 +47,7 @@ def run(
     servers,
     iterations,
     memory_type,
+    tritons,
     db,
     no_progress,
     attribute,
@@ -54,8 +63,10 @@ def run(
     from soak.runner import session
     from soak.scenario_notes import describe
 
-    prof = profiles.load(profile).with_overrides(
-        servers=servers, iterations=iterations, memory_type=memory_type
+    prof = (
+        profiles.load(profile)
+        .with_overrides(servers=servers, iterations=iterations, memory_type=memory_type)
+        .with_tritons(tritons)
     )
     if attribute:
         prof = prof.with_attribution()

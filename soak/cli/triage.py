@@ -171,12 +171,28 @@ def query_command(
 
 
 @click.command("compare")
-@click.argument("base")
-@click.argument("candidate")
+@click.argument("base", required=False)
+@click.argument("candidate", required=False)
 @db_option()
 @click.option("--force", is_flag=True, help="Compare runs of different profiles or cells.")
+@click.option(
+    "--upgrade",
+    nargs=2,
+    metavar="OLD NEW",
+    help="One matrix run on two Triton versions (its triton axis): line up the cells that "
+    "differ only in triton and judge NEW against OLD per metric and unit. BASE, if given, "
+    "names the matrix (NAME or NAME@RUN; default: the newest with both). Exit 1: NEW "
+    "regresses; 2: a side did not run.",
+)
 @format_options(csv_too=False)
-def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | None) -> None:
+def compare_command(
+    base: str | None,
+    candidate: str | None,
+    db: str,
+    force: bool,
+    upgrade: tuple[str, str] | None,
+    fmt: str | None,
+) -> None:
     """Compare CANDIDATE with BASE metric by metric: two run ids, or two matrices.
 
     A matrix is NAME (each cell's latest run) or NAME@RUN (each cell's latest run up to run
@@ -186,11 +202,36 @@ def compare_command(base: str, candidate: str, db: str, force: bool, fmt: str | 
     """
     from soak.report.compare import comparison_json, print_comparison
 
+    if upgrade:
+        _compare_upgrade(db, upgrade, base, candidate, fmt)
+        return
+    if base is None or candidate is None:
+        raise click.UsageError(
+            f"Missing argument '{'BASE' if base is None else 'CANDIDATE'}'"
+            " (or give --upgrade OLD NEW)."
+        )
     with triage.readonly(db) as ro:
         result = triage.compare(ro, base, candidate, force)
     if echo_formatted(fmt, comparison_json(result)):
         return
     print_comparison(console(), result)
+
+
+def _compare_upgrade(
+    db: str, versions: tuple[str, str], matrix: str | None, extra: str | None, fmt: str | None
+) -> None:
+    from soak.report.upgrade import print_upgrade
+    from soak.triage.upgrade import upgrade
+
+    if extra is not None:
+        raise click.UsageError("--upgrade OLD NEW takes one matrix (NAME or NAME@RUN), not two")
+    with triage.readonly(db) as ro:
+        result = upgrade(ro, versions[0], versions[1], matrix)
+    if fmt == "json":
+        echo_json(result.as_dict())
+    else:
+        print_upgrade(console(), result)
+    sys.exit(int(result.exit_code))
 
 
 @click.command("browse")

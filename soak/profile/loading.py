@@ -95,6 +95,28 @@ class Profile:
         _check_run(f"{self.source} with {flags}" if flags else self.source, run, matrix)
         return replace(self, run=run, matrix=matrix, overrides=given)
 
+    def with_tritons(self, versions: tuple[str, ...]) -> Profile:
+        """`--triton V` (repeatable): one value sets `triton`, several make the matrix's
+        `triton` axis (replacing the file's); every other axis stays."""
+        if not versions:
+            return self
+        key = {k.name: k for k in RUN_KEYS}["triton"]
+        checked = tuple(key.check("", v, "--triton") for v in versions)
+        if len(set(checked)) != len(checked):
+            raise ProfileError(f"--triton names {', '.join(checked)}: each version once")
+        run, matrix = dict(self.run), dict(self.matrix)
+        matrix.pop("triton", None)
+        if len(checked) == 1:
+            run["triton"] = checked[0]
+        else:
+            run["triton"] = ""
+            matrix["triton"] = checked
+        flags = " ".join(f"--triton {v}" for v in checked)
+        _check_run(f"{self.source} with {flags}", run, matrix)
+        return replace(
+            self, run=run, matrix=matrix, overrides={**self.overrides, "triton": list(checked)}
+        )
+
     def with_attribution(self) -> Profile:
         """`--attribute`: allocation sites traced whatever the profile says."""
         return replace(
@@ -463,6 +485,16 @@ def _matrix(source: str, value: Any) -> dict[str, tuple]:
 
 
 def _check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None = None) -> None:
+    matrix = matrix or {}
+    if run["triton_home"] and (run["triton"] or "triton" in matrix):
+        label = "matrix.triton" if "triton" in matrix else "triton"
+        raise ProfileError(
+            f"{source}: {label} and triton_home both name the Triton to run; give one of them"
+        )
+    if any(not v.strip() for v in matrix.get("triton", ())):
+        raise ProfileError(
+            f"{source}: matrix.triton lists an empty value; name a version or a home in each"
+        )
     if run["warmup"] >= run["iterations"]:
         raise ProfileError(
             f"{source}: warmup = {run['warmup']} leaves no iteration to analyse "

@@ -288,6 +288,15 @@ RUN_KEYS = (
         "regions registered with the server.",
         choices=SHARED_MEMORY,
     ),
+    Key(
+        "triton",
+        str,
+        "",
+        "Triton to run, instead of triton_home: a version installed by `soak triton install` "
+        "('2.43.0'), the version of the core found without one (the wheel's, no install "
+        "needed), or a path to a home. A matrix key: `triton = ['2.43.0', '2.51.0']` runs "
+        "every cell on each (soak run --triton V, twice: soak compare --upgrade).",
+    ),
 )
 TIMEOUT_KEYS = tuple(
     Key(
@@ -464,6 +473,7 @@ MATRIX_KEYS = (
     "protocol",
     "streaming",
     "shared_memory",
+    "triton",
 )
 # The user's own models: `[models]` names repositories and models, `[model.<name>]` says how
 # to feed one of them (soak.workload.models.ModelSettings).

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from soak.errors import ProfileError
 from soak.profile.loading import Profile, flag_name
 from soak.run_analysis import RunAnalysis, analyze_and_store
+from soak.runner import triton_choice
 from soak.runner.supervisor import Supervisor
 from soak.runner.views import IterationView, PhaseView, RunOutcome
 from soak.store import Store
@@ -80,7 +81,8 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
     live nodes' resources (GPUs included) instead of this machine's GPU: a cell that no node
     can take is refused.
     """
-    check_triton_home(profile)  # first: a wrong triton_home is that, not a missing GPU
+    triton_choice.check(profile)  # first: a wrong triton or triton_home is that, not a GPU
+    check_triton_home(profile)
     check_tritonserver(profile)
     if ray_address:
         from soak.runner.ray import driver
@@ -88,7 +90,7 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
         driver.connect(ray_address)
         driver.check_placeable(profile)
     elif profile.uses_gpu:
-        check_gpu_settings(profile, gpu_problem(profile))
+        check_gpu_settings(profile, gpu_problem(triton_choice.resolved(profile.cells()[0])))
     check_attribution(profile)
     return Store(db)
 
@@ -115,7 +117,8 @@ def check_triton_home(profile: Profile) -> None:
     """
     from soak.triton import capi
 
-    capi.locate(profile.run["triton_home"] or None)
+    for cell in profile.cells():
+        capi.locate(triton_choice.resolved(cell).run["triton_home"] or None)
 
 
 def check_tritonserver(profile: Profile) -> None:

@@ -26,7 +26,7 @@ import psutil
 from soak.errors import SoakError, StoreError
 from soak.profile.loading import Profile
 from soak.runner import protocol as proto
-from soak.runner import teardown, workdirs
+from soak.runner import teardown, triton_choice, workdirs
 from soak.runner.attribution import QuietWindows
 from soak.runner.servers import ServerSampling, remove_client_regions
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
@@ -74,7 +74,9 @@ class Supervisor:
         stub: Path | None = None,
         on_phase: Callable[[PhaseView], None] | None = None,
     ) -> None:
-        self.profile = profile
+        # A `triton` version or home becomes the triton_home the worker loads (on a Ray node
+        # too: it is resolved where the cell runs).
+        self.profile = triton_choice.resolved(profile)
         self.store = store
         self.on_iteration = on_iteration
         self.on_phase = on_phase
@@ -117,6 +119,7 @@ class Supervisor:
         run_id = self.store.create_run(
             {
                 **run_columns(prof),
+                "triton_home": triton_choice.home_column(prof),
                 "python_version": sys.version.split()[0],
                 "gpu_name": ", ".join(gpu_info.get("gpu_names") or []) or None,
                 "gpu_driver": gpu_info.get("driver_version"),

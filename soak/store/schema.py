@@ -105,6 +105,7 @@ TABLES: dict[str, Table] = {
             "gpu_driver": str,
             "triton_version": str,
             "triton_library": str,
+            "triton_home": str,
             "python_version": str,
             "soak_version": str,
             "servers": int,

@@ -28,11 +28,14 @@ class ProbedCore:
     missing_symbols: tuple[str, ...]  # of soak's binding: soak cannot run this core if any
 
 
-def probe(home: str | os.PathLike, timeout_s: float = 120.0) -> ProbedCore:
-    """Load the library of `home` in a child interpreter and read its server version."""
+def probe(home: str | os.PathLike | None, timeout_s: float = 120.0) -> ProbedCore:
+    """Load the library of `home` (None: the core capi.locate finds without one) in a child
+    interpreter and read its server version."""
+    home_args = [] if home is None else [str(home)]
+    home = "the default Triton" if home is None else home
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "soak.triton.probe", str(home)],
+            [sys.executable, "-m", "soak.triton.probe", *home_args],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -54,7 +57,7 @@ def probe(home: str | os.PathLike, timeout_s: float = 120.0) -> ProbedCore:
     )
 
 
-def _report(home: Path) -> dict:
+def _report(home: Path | None) -> dict:
     """Load `home`'s library with the few prototypes a version read needs (not capi.load:
     an older core lacks symbols soak's binding declares, and must still say what it is)."""
     import ctypes
@@ -135,7 +138,7 @@ def main(argv: list[str]) -> int:
     from soak.errors import SoakError
 
     try:
-        print(json.dumps(_report(Path(argv[0]))))
+        print(json.dumps(_report(Path(argv[0]) if argv else None)))
     except SoakError as exc:
         print(exc, file=sys.stderr)
         return 2

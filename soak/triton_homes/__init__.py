@@ -138,6 +138,35 @@ def resolve(value: str) -> Path:
     return installed_home(text)
 
 
+def default_version() -> str:
+    """The version of the core soak finds with no home named ($SOAK_TRITON_HOME,
+    /opt/tritonserver, else the nvidia-pytriton wheel), asked of its library once per
+    process (a child interpreter: see soak.triton.probe)."""
+    key = os.environ.get("SOAK_TRITON_HOME", "")
+    if key not in _DEFAULT_VERSIONS:
+        _DEFAULT_VERSIONS[key] = probe(None).version
+    return _DEFAULT_VERSIONS[key]
+
+
+_DEFAULT_VERSIONS: dict[str, str] = {}
+
+
+def run_home(value: str) -> Path | None:
+    """The home a run with `triton = value` uses; None: the default core (capi's search).
+
+    A path or an installed version resolves as in :func:`resolve`; a version not installed
+    that is the default core's (the wheel's 2.51.0 in soak's venv) needs no install."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return resolve(text)
+    except ProfileError:
+        if _normal(text) == default_version():
+            return None
+        raise
+
+
 def install(spec: str) -> InstalledHome:
     """Install the Triton core `spec` names (`2.43.0` or `pytriton==0.5.3`), or return the
     home already installed for it. The version filed is the one the library reports."""
@@ -197,9 +226,11 @@ __all__ = [
     "ENV_CACHE",
     "InstalledHome",
     "cache_root",
+    "default_version",
     "install",
     "installed_home",
     "list_homes",
     "remove",
     "resolve",
+    "run_home",
 ]

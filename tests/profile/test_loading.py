@@ -178,8 +178,12 @@ def test_every_matrix_key_can_vary(key: str):
     spec = {k.name: k for k in RUN_KEYS}[key]
     if spec.kind is bool:
         values = [False, True]
+    elif spec.choices:
+        values = list(spec.choices)
+    elif spec.kind is str:  # triton: versions or homes
+        values = ["2.43.0", "2.51.0"]
     else:
-        values = list(spec.choices) if spec.choices else [int(spec.low), int(spec.low) + 1]
+        values = [int(spec.low), int(spec.low) + 1]
     # Client settings vary only for a tritonserver process spoken to over gRPC.
     needs = 'target = "tritonserver"\nprotocol = "grpc"\n' if key in CLIENT_KEYS else ""
     prof = parse(f"{needs}[matrix]\n{key} = {json.dumps(values)}\n")

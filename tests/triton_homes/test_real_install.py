@@ -109,3 +109,48 @@ def test_a_smoke_run_on_the_installed_home_records_its_version(which, request, t
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert query(db, "SELECT status, triton_version FROM runs") == [("passed", version)]
+
+
+@pytest.mark.e2e
+def test_a_two_version_smoke_matrix_records_both_versions_and_homes(cache, home, tmp_path):
+    """`[matrix] triton = [2.43.0, the wheel's]`: the wheel's version needs no install; each
+    run records the version its library reported and the home it came from."""
+    if python_version() not in ("3.8", "3.9", "3.10", "3.11"):
+        pytest.skip(f"Triton {VERSION} has no python backend stub for Python {python_version()}")
+    from soak.triton_homes import default_version
+
+    wheel = default_version()
+    profile = tmp_path / "two.toml"
+    profile.write_text(
+        f"purpose = 'machinery'\nservers = 1\niterations = 3\nwarmup = 1\n"
+        f"inferences_per_model = 2\n[matrix]\ntriton = ['{VERSION}', '{wheel}']\n"
+    )
+    db = tmp_path / "r.db"
+    done = soak(
+        "run", str(profile), "--no-progress", "--db", str(db), env={"SOAK_CACHE": str(cache)}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = query(db, "SELECT status, cell, triton_version, triton_home FROM runs ORDER BY id")
+    assert [(r[0], json.loads(r[1])["triton"], r[2]) for r in rows] == [
+        ("passed", VERSION, VERSION),
+        ("passed", wheel, wheel),
+    ]
+    assert rows[0][3] == str(home.resolve())
+    assert rows[1][3].endswith("tritonserver") and rows[1][3] != rows[0][3]
+    compared = soak(
+        "compare",
+        "--upgrade",
+        VERSION,
+        wheel,
+        "two",
+        "--db",
+        str(db),
+        env={"SOAK_CACHE": str(cache)},
+    )
+    # Too few iterations for slopes: no data, so no regression; both sides ran.
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert f"matrix two: Triton {VERSION} -> {wheel}" in compared.stdout
+    assert (
+        f"{VERSION}: run 1 passed" in compared.stdout
+        and f"{wheel}: run 2 passed" in compared.stdout
+    )
