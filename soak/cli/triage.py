@@ -19,6 +19,7 @@ from soak.cli.common import (
     db_option,
     echo_csv,
     echo_formatted,
+    echo_json,
     echo_json_records,
     format_options,
 )
