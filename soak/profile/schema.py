@@ -146,6 +146,15 @@ RUN_KEYS = (
         0,
         100_000,
     ),
+    Key(
+        "concurrency",
+        int,
+        1,
+        "Requests in flight per server: each model's inferences are sent asynchronously, at "
+        "most this many at a time, every response still checked (1: one at a time).",
+        1,
+        1024,
+    ),
     Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
     Key(
         "scenario",
