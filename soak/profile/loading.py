@@ -6,6 +6,7 @@ what is allowed, in one line.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import stat
 import sys
@@ -233,18 +234,19 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
         elif key == "model":
             model = _model_tables(source, value)
         else:
+            tables = [
+                *(f"[{s}]" for s in SECTIONS),
+                "[thresholds]",
+                "[matrix]",
+                "[models]",
+                "[model.<name>]",
+            ]
+            # A near miss names what was meant; the whole list of keys outgrew one line.
+            near = difflib.get_close_matches(str(key), list(run_keys), n=3)
+            meant = f"did you mean {', '.join(near)}? " if near else ""
             raise ProfileError(
-                f"{source}: unknown key {_dotted(key)}; allowed: "
-                + ", ".join(
-                    [
-                        *run_keys,
-                        *(f"[{s}]" for s in SECTIONS),
-                        "[thresholds]",
-                        "[matrix]",
-                        "[models]",
-                        "[model.<name>]",
-                    ]
-                )
+                f"{source}: unknown key {_dotted(key)}; {meant}(every key: profiles/README.md; "
+                f"tables: {', '.join(tables)})"
             )
     _check_run(source, run, matrix)
     models, model = _user_models(source, models, model)

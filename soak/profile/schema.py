@@ -226,6 +226,16 @@ TIMEOUT_KEYS = tuple(
 )
 SAMPLING_KEYS = (
     Key(
+        "triton_log_rows",
+        int,
+        20,
+        "Most rows of Triton log messages stored per iteration: each distinct warning or "
+        "error once with its count; past this many, one triton_log_dropped event counts the "
+        "lines not stored.",
+        1,
+        100_000,
+    ),
+    Key(
         "sample_interval_ms",
         int,
         0,
