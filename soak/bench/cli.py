@@ -42,7 +42,8 @@ def print_table(r: dict[str, Any]) -> None:
             )
         rows.append(
             (
-                f"traffic N={n}, {measure.TRAFFIC_PER_MODEL} requests per model per burst",
+                f"traffic N={n.replace('@', ', concurrency ')}, "
+                f"{measure.TRAFFIC_PER_MODEL} requests per model per burst",
                 f"{t['inferences_per_s']:.0f} inferences/s{share}",
             )
         )

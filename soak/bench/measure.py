@@ -111,9 +111,15 @@ class _PythonTime:
         self.wait_s = self.callback_s = 0.0
 
 
+#: Requests in flight of the traffic measurement at N=1 (more servers: 1 only); keyed
+#: "1" (concurrency 1, as before) and "1@4".
+TRAFFIC_CONCURRENCY = (1, 4)
+
+
 def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     """Inferences per second of the traffic scenario, and at N=1 the share of an inference's
-    wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting)."""
+    wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting);
+    at N=1 also with `TRAFFIC_CONCURRENCY` requests in flight."""
     from soak.triton import setup
     from soak.workload.iteration import WorkloadConfig
     from soak.workload.scenarios import make_workload
@@ -122,11 +128,16 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="soak-bench-traffic-") as tmp:
         runtime = setup(Path(tmp))
         timer = _PythonTime()
-        for n in servers:
-            work = Path(tmp) / f"n{n}"
+        cells = [(n, c) for n in servers for c in (TRAFFIC_CONCURRENCY if n == 1 else (1,))]
+        for n, concurrency in cells:
+            key = str(n) if concurrency == 1 else f"{n}@{concurrency}"
+            work = Path(tmp) / f"n{key}"
             work.mkdir()
             config = WorkloadConfig(
-                servers=n, inferences_per_model=TRAFFIC_PER_MODEL, scenario="traffic"
+                servers=n,
+                inferences_per_model=TRAFFIC_PER_MODEL,
+                scenario="traffic",
+                concurrency=concurrency,
             )
             workload = make_workload(config, work, runtime.backends_dir, work / "triton.log")
             try:
@@ -146,11 +157,11 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
                 "inferences_per_s": inferences / wall,
                 "failures": failures,
             }
-            if n == 1:
+            if key == "1":
                 python_s = wall - timer.wait_s + timer.callback_s
                 result["soak_python_share"] = python_s / wall
                 result["soak_python_us_per_inference"] = python_s / inferences * 1e6
-            out[str(n)] = result
+            out[key] = result
     return out
 
 

@@ -160,6 +160,15 @@ RUN_KEYS = (
         0,
         100_000,
     ),
+    Key(
+        "concurrency",
+        int,
+        1,
+        "Requests in flight per server: each model's inferences are sent asynchronously, at "
+        "most this many at a time, every response still checked (1: one at a time).",
+        1,
+        1024,
+    ),
     Key("datatype", str, "int32", "Tensor datatype of the add/sub models.", choices=DATATYPES),
     Key(
         "scenario",
@@ -310,6 +319,16 @@ TIMEOUT_KEYS = tuple(
     for p in PHASES
 )
 SAMPLING_KEYS = (
+    Key(
+        "triton_log_rows",
+        int,
+        20,
+        "Most rows of Triton log messages stored per iteration: each distinct warning or "
+        "error once with its count; past this many, one triton_log_dropped event counts the "
+        "lines not stored.",
+        1,
+        100_000,
+    ),
     Key(
         "sample_interval_ms",
         int,

@@ -29,6 +29,7 @@ from soak.runner import protocol as proto
 from soak.runner import teardown, triton_choice, workdirs
 from soak.runner.attribution import QuietWindows
 from soak.runner.servers import ServerSampling, remove_client_regions
+from soak.runner.tritonlog import TRITON_LOG_ROWS, log_events
 from soak.runner.views import IterationView, PhaseView, RunOutcome, run_columns
 from soak.sampling.gpu import GpuSampler
 from soak.sampling.process import ProcessTreeSampler, WorkerGoneError
@@ -77,6 +78,7 @@ class Supervisor:
         # A `triton` version or home becomes the triton_home the worker loads (on a Ray node
         # too: it is resolved where the cell runs).
         self.profile = triton_choice.resolved(profile)
+        self._log_rows = profile.sampling.get("triton_log_rows", TRITON_LOG_ROWS)
         self.store = store
         self.on_iteration = on_iteration
         self.on_phase = on_phase
@@ -368,7 +370,9 @@ class Supervisor:
         teardown.kill_tree(watch.proc)
         watch.channel.close()
         # A failing database (disk full) must not skip the cleanup of the worker's leftovers.
-        self._record(watch.run_id, _log_events(watch.log_reader, None), tolerant=True)
+        self._record(
+            watch.run_id, _log_events(watch.log_reader, None, self._log_rows), tolerant=True
+        )
         with self._interval_lock:
             unsaved, self._interval_samples = self._interval_samples, []
         if unsaved:  # taken during the iteration that crashed or hung: what led up to it
@@ -403,7 +407,7 @@ class Supervisor:
             event("failure", f["message"], message.iteration, f["instance"], f["phase"])
             for f in message.failures
         ]
-        events += _log_events(watch.log_reader, message.iteration)
+        events += _log_events(watch.log_reader, message.iteration, self._log_rows)
         events += [
             event("server_cleanup", note, message.iteration) for note in message.server_notes
         ]
@@ -526,6 +530,7 @@ class Supervisor:
         watch.outcome.status, watch.outcome.reason = "hung", reason
 
 
-def _log_events(reader: LogReader, iteration: int | None) -> list[dict[str, Any]]:
-    """Triton's new warning and error lines as events of the iteration they came in."""
-    return [event(line.kind, line.text, iteration) for line in reader.new_lines()]
+def _log_events(reader: LogReader, iteration: int | None, ceiling: int) -> list[dict[str, Any]]:
+    """Triton's new warning and error lines as events of the iteration they came in, the
+    same message once with its count (soak.runner.tritonlog)."""
+    return log_events(reader.new_lines(), iteration, ceiling)

@@ -99,6 +99,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         instance_kind=profile.run["instance_kind"],
         gpu_device=profile.run.get("gpu_device", 0),
         inferences_per_model=profile.run["inferences_per_model"],
+        concurrency=profile.run.get("concurrency", 1),
         datatype=profile.run["datatype"],
         timeouts=PhaseTimeouts(**profile.timeouts),
         injection=Injection(**profile.inject),

@@ -185,6 +185,8 @@ TABLES: dict[str, Table] = {
             "instance": int,
             "phase": str,
             "message": str,
+            "count": int,  # how many times it came (Triton's log lines); NULL: once
+            "last_t": float,  # when it last came, where count > 1
         },
         pk="id",
         foreign_keys=_BY_RUN,

@@ -8,13 +8,15 @@ plain Python and numpy, and every error a server reports is a `soak.errors.Serve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+from soak.errors import ServerError, ServerTimeout
 
 if TYPE_CHECKING:
     from soak.workload.inject import Injection
@@ -80,6 +82,45 @@ class TargetInfo:
     api_version: str
 
 
+#: What a burst hands on per request: (index, outputs of its first response or None, the
+#: ServerError it ended in or None) -> whether to go on.
+OnResult = Callable[[int, "dict[str, Output] | None", "ServerError | None"], bool]
+
+
+def infer_one_by_one(
+    server: ModelServer,
+    model: str,
+    inputs: Iterable[dict[str, np.ndarray]],
+    outputs: list[str],
+    on_result: OnResult,
+    memory_type: MemoryType = MemoryType.SYSTEM,
+    timeout_s: float = 30.0,
+    device: int = 0,
+    datatypes: dict[str, str] | None = None,
+    keep: Callable[[int], bool] | None = None,
+) -> int:
+    """`ModelServer.infer_many` at concurrency 1 from `infer`, for a server that has no
+    asynchronous path of its own."""
+    handed = 0
+    for index, item in enumerate(inputs):
+        keep_one = bool(keep is not None and keep(index))
+        try:
+            result = server.infer(
+                model, item, outputs, memory_type, timeout_s, keep_one, device, datatypes
+            )
+        except ServerTimeout:
+            raise
+        except ServerError as exc:
+            handed += 1
+            if not on_result(index, None, exc):
+                break
+            continue
+        handed += 1
+        if not on_result(index, result, None):
+            break
+    return handed
+
+
 @runtime_checkable
 class ModelServer(Protocol):
     """One server with explicit model control; `close()` (or the with-block) ends it once."""
@@ -135,6 +176,25 @@ class ModelServer(Protocol):
         sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the final one (decoupled models)."""
+        ...
+
+    def infer_many(
+        self,
+        model: str,
+        inputs: Iterable[dict[str, np.ndarray]],
+        outputs: list[str],
+        on_result: OnResult,
+        concurrency: int = 1,
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        device: int = 0,
+        datatypes: dict[str, str] | None = None,
+        keep: Callable[[int], bool] | None = None,
+    ) -> int:
+        """A burst of requests, at most `concurrency` in flight: each result handed to
+        `on_result(index, outputs, error)` in submission order (False stops the burst; what
+        is in flight is still awaited). `keep(index)` true never frees that response. Returns
+        how many results were handed on; ServerTimeout when one never completes."""
         ...
 
     def stop(self) -> None: ...

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
-from soak.target.interface import MemoryType, ServerSpec, TargetInfo
+from soak.target.interface import MemoryType, ServerSpec, TargetInfo, infer_one_by_one
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer
@@ -68,6 +68,25 @@ class ProcessServer:
 
     def is_ready(self) -> bool:
         return self._on_thread(self.client.is_ready)
+
+    def infer_many(
+        self,
+        model: str,
+        inputs: Any,
+        outputs: list[str],
+        on_result: Callable[..., bool],
+        concurrency: int = 1,
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        device: int = 0,
+        datatypes: dict[str, str] | None = None,
+        keep: Callable[[int], bool] | None = None,
+    ) -> int:
+        """One request at a time through `infer` (the profile refuses concurrency > 1 for
+        this target until the client submits asynchronously)."""
+        return infer_one_by_one(
+            self, model, inputs, outputs, on_result, memory_type, timeout_s, device, datatypes, keep
+        )
 
     def stop(self) -> None:
         """Close the client (its regions unregistered while the server still listens), then

@@ -193,12 +193,13 @@ WITH w AS (
                    AND substr(message, 1, 1) IN ('W', 'E', 'I', 'F')
                    AND substr(message, 2, 4) GLOB '[0-9][0-9][0-9][0-9]'
               THEN trim(substr(message, instr(message, '] ') + 2))
-              ELSE trim(message) END AS message
+              ELSE trim(message) END AS message,
+         COALESCE(count, 1) AS n
   FROM events
   WHERE kind IN ('triton_warning', 'triton_error') AND (:run IS NULL OR run_id = :run)
 )
 SELECT CASE kind WHEN 'triton_error' THEN 'error' ELSE 'warning' END AS level, message,
-       COUNT(*) AS count, COUNT(DISTINCT run_id) AS runs,
+       SUM(n) AS count, COUNT(DISTINCT run_id) AS runs,
        MIN(run_id) AS first_run, MAX(run_id) AS last_run
 FROM w
 GROUP BY kind, message

@@ -98,7 +98,8 @@ class RunDetail:
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
     rows = list(
         db.query(
-            "SELECT kind, iteration, instance, phase, message FROM events WHERE run_id = ? "
+            "SELECT kind, iteration, instance, phase, message, COALESCE(count, 1) AS n "
+            "FROM events WHERE run_id = ? "
             "ORDER BY id",
             [run_id],
         )
@@ -122,7 +123,7 @@ def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
             for e in events:
                 text = e["message"] or ""
                 text = triton_message(text) if kind in _TRITON_KINDS else text.strip()
-                counts[text] = counts.get(text, 0) + 1
+                counts[text] = counts.get(text, 0) + e["n"]
                 first.setdefault(text, e)
             messages = [
                 EventMessage(
@@ -131,7 +132,7 @@ def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
                 for t in list(first)[:EVENT_EXAMPLES]
             ]
             distinct = len(first)
-        groups.append(EventGroup(kind, len(events), messages, distinct))
+        groups.append(EventGroup(kind, sum(e["n"] for e in events), messages, distinct))
     return groups
 
 

@@ -15,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from ctypes import byref, c_bool, c_char_p, c_int, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,13 +527,111 @@ class Server:
         device: int = 0,
         sequence: tuple[int, int] = (0, 0),
     ) -> _Inference:
+        request, inf = self._submit(
+            model.encode(), inputs, outputs, memory_type, keep_response, datatypes, device, sequence
+        )
+        self._finish(model, request, inf, time.monotonic() + timeout_s, timeout_s)
+        if inf.error is not None:
+            raise inf.error
+        return inf
+
+    def infer_many(
+        self,
+        model: str,
+        inputs: Iterable[dict[str, np.ndarray]],
+        outputs: list[str],
+        on_result: Callable[[int, dict[str, Output] | None, ServerError | None], bool],
+        concurrency: int = 1,
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        device: int = 0,
+        datatypes: dict[str, str] | None = None,
+        keep: Callable[[int], bool] | None = None,
+    ) -> int:
+        """A burst: every request of `inputs`, at most `concurrency` in flight (Triton answers
+        on its own threads), each handed to `on_result(index, outputs, error)` in submission
+        order on this thread. `on_result` returning False stops the burst: nothing more is
+        sent, what is in flight is still awaited and freed (not handed on). `keep(index)`
+        true never deletes that request's response (the injected leak). Returns how many
+        results were handed on. InferenceTimeout when one request is not complete and
+        released within `timeout_s` of its submission; the others in flight are then left to
+        Triton as well (never freed: Triton may still call back)."""
+        window: deque[tuple[c_void_p, _Inference, float]] = deque()
+        name = model.encode()
+        handed = 0
+        going = True
+
+        def collect() -> None:
+            nonlocal handed, going
+            request, inf, deadline = window.popleft()
+            try:
+                self._finish(model, request, inf, deadline, timeout_s)
+            except InferenceTimeout:
+                abandon = _cb().abandoned
+                while window:
+                    request, inf, _ = window.popleft()
+                    abandon.append((request.value, inf))
+                raise
+            if going:
+                handed += 1
+                going = bool(on_result(handed - 1, inf.outputs, inf.error))
+
+        try:
+            for index, item in enumerate(inputs):
+                if not going:
+                    break
+                while len(window) >= max(1, concurrency):
+                    collect()
+                    if not going:
+                        break
+                if not going:
+                    break
+                keep_one = bool(keep is not None and keep(index))
+                try:
+                    request, inf = self._submit(
+                        name, item, outputs, memory_type, keep_one, datatypes, device
+                    )
+                except TritonError as exc:
+                    while window:
+                        collect()
+                    if going:
+                        handed += 1
+                        going = bool(on_result(index, None, exc))
+                    continue
+                window.append((request, inf, time.monotonic() + timeout_s))
+            while window:
+                collect()
+        except BaseException:
+            # An exception from on_result or the input iterator: what is in flight still
+            # completes and is freed (unless it never does: then it stays Triton's).
+            going = False
+            while window:
+                try:
+                    collect()
+                except InferenceTimeout:
+                    break
+            raise
+        return handed
+
+    def _submit(
+        self,
+        model: bytes,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        memory_type: MemoryType,
+        keep_response: bool,
+        datatypes: dict[str, str] | None,
+        device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
+    ) -> tuple[c_void_p, _Inference]:
+        """Build one request and send it; on failure everything it made is freed again."""
         lib = _lib()
         cb = _cb()
         inf = _Inference(next(cb.ids), memory_type, device)
         device_id = device if memory_type is MemoryType.GPU else 0
         inf.keep_response = keep_response
         request = c_void_p()
-        check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model.encode(), -1))
+        check(lib.TRITONSERVER_InferenceRequestNew(byref(request), self.handle, model, -1))
         started = False
         try:
             _set_sequence(lib, request, sequence)
@@ -589,9 +688,15 @@ class Server:
                 lib.TRITONSERVER_InferenceRequestDelete(request)
                 self._free_inputs(inf)
             raise
-        deadline = time.monotonic() + timeout_s
+        return request, inf
+
+    def _finish(
+        self, model: str, request: c_void_p, inf: _Inference, deadline: float, timeout_s: float
+    ) -> None:
+        """Wait for the final response and the release, then free the request (once)."""
+        cb = _cb()
         if not (
-            inf.completed.wait(timeout_s)
+            inf.completed.wait(max(0.0, deadline - time.monotonic()))
             and inf.released.wait(max(0.0, deadline - time.monotonic()))
         ):
             # Triton may still call back: keep everything alive, free nothing.
@@ -600,11 +705,8 @@ class Server:
                 "soak", f"inference on {model!r} did not complete within {timeout_s:g} s"
             )
         cb.inflight.pop(inf.ident, None)
-        check(lib.TRITONSERVER_InferenceRequestDelete(request))
+        check(_lib().TRITONSERVER_InferenceRequestDelete(request))
         self._free_inputs(inf)
-        if inf.error is not None:
-            raise inf.error
-        return inf
 
     @staticmethod
     def _free_inputs(inf: _Inference) -> None:

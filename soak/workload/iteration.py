@@ -48,6 +48,7 @@ class WorkloadConfig:
     instance_kind: str = "cpu"
     gpu_device: int = 0
     inferences_per_model: int = 10
+    concurrency: int = 1  # requests in flight per server
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
     injection: inject.Injection = field(default_factory=inject.Injection)
@@ -160,6 +161,7 @@ class Workload:
             memory_type=self.config.memory_type,
             gpu_device=self.config.gpu_device,
             inferences_per_model=self.config.inferences_per_model,
+            concurrency=self.config.concurrency,
             datatype=self.config.datatype,
             timeouts=self.config.timeouts,
             log_file=self.log_file,

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 
 _DTYPES = {"int32": np.int32, "fp32": np.float32}
+_OUTPUTS = ["OUTPUT0", "OUTPUT1"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class LifecycleConfig:
     memory_type: MemoryType = MemoryType.SYSTEM
     gpu_device: int = 0  # where GPU buffers (and the GPU injection) go
     inferences_per_model: int = 10
+    concurrency: int = 1  # requests in flight per server
     datatype: str = "int32"
     timeouts: PhaseTimeouts = field(default_factory=PhaseTimeouts)
     log_file: Path | None = None
@@ -430,53 +432,68 @@ class Lifecycle:
         return loaded
 
     def _infer(self, server: ModelServer, model: str) -> None:
+        """One burst of `inferences_per_model` requests, `concurrency` in flight; every
+        response checked exactly. The inputs and expected outputs are drawn and computed once
+        per burst, in the order one request at a time drew them (a, then b, per request)."""
         cfg = self.config
+        count = cfg.inferences_per_model
+        if count <= 0:
+            return
         dtype = _DTYPES[cfg.datatype]
-        outputs = ["OUTPUT0", "OUTPUT1"]
-        failing = cfg.behaviour in ERROR_BEHAVIOURS
-        for _ in range(cfg.inferences_per_model):
-            a = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
-            b = self.rng.integers(-1000, 1000, size=(1, 16)).astype(dtype)
-            must_fail = failing and self.fail_rng.random() < cfg.error_fraction
-            if must_fail:
-                a[0, 0] = FAIL_MARK
-            keep = self.leaker.keep_next()
-            if keep:
+        drawn = self.rng.integers(-1000, 1000, size=(count, 2, 1, 16)).astype(dtype)
+        a, b = drawn[:, 0], drawn[:, 1]
+        if cfg.behaviour in ERROR_BEHAVIOURS:
+            must_fail = self.fail_rng.random(count) < cfg.error_fraction
+            a[must_fail, 0, 0] = FAIL_MARK
+        else:
+            must_fail = np.zeros(count, bool)
+        sums, diffs = a + b, a - b
+
+        def keep(_index: int) -> bool:
+            kept = self.leaker.keep_next()
+            if kept:
                 self.pinned.add(model)
-            try:
-                result = server.infer(
-                    model,
-                    {"INPUT0": a, "INPUT1": b},
-                    outputs,
-                    memory_type=cfg.memory_type,
-                    device=cfg.gpu_device,
-                    timeout_s=cfg.timeouts.infer,
-                    keep_response=keep,
-                )
-            except ServerTimeout as exc:
-                raise self._hang("infer", f"inference on {model}") from exc
-            except ServerError as exc:
-                if must_fail and ERROR_TOKEN in exc.message:
+            return kept
+
+        def on_result(i: int, result: dict | None, error: ServerError | None) -> bool:
+            if error is not None:
+                if must_fail[i] and ERROR_TOKEN in error.message:
                     self.record.inferences += 1
                     self.record.errors += 1
                     self._answered(model, error=True)
-                    continue
-                self._fail("infer", f"{model}: {exc.message}")
-                return
+                    return True
+                self._fail("infer", f"{model}: {error.message}")
+                return False
             self.record.inferences += 1  # completed; whether it was right is checked next
             self.record.responses += 1
-            if must_fail:
+            if must_fail[i]:
                 self._fail(
                     "infer",
                     f"{model}: succeeded, but behaviour {cfg.behaviour.value} must fail this "
                     "request",
                 )
-                return
-            problems = self._validate(result, a, b)
+                return False
+            problems = self._validate(result or {}, sums[i], diffs[i])
             if problems:
                 self._fail("infer", f"{model}: {'; '.join(problems)}")
-                return
+                return False
             self._answered(model, error=False)
+            return True
+
+        try:
+            server.infer_many(
+                model,
+                ({"INPUT0": a[i], "INPUT1": b[i]} for i in range(count)),
+                _OUTPUTS,
+                on_result,
+                concurrency=cfg.concurrency,
+                memory_type=cfg.memory_type,
+                timeout_s=cfg.timeouts.infer,
+                device=cfg.gpu_device,
+                keep=keep,
+            )
+        except ServerTimeout as exc:
+            raise self._hang("infer", f"inference on {model}") from exc
 
     def _infer_user(self, server: ModelServer, settings: ModelSettings) -> None:
         """Exercise a user model, planned from this server's metadata once per load."""
@@ -513,9 +530,9 @@ class Lifecycle:
         ok, errors = self.answered.get(model, (0, 0))
         self.answered[model] = (ok + (not error), errors + error)
 
-    def _validate(self, result: dict, a: np.ndarray, b: np.ndarray) -> list[str]:
+    def _validate(self, result: dict, sums: np.ndarray, diffs: np.ndarray) -> list[str]:
         problems = []
-        for name, expected in (("OUTPUT0", a + b), ("OUTPUT1", a - b)):
+        for name, expected in (("OUTPUT0", sums), ("OUTPUT1", diffs)):
             out = result.get(name)
             if out is None:
                 problems.append(f"{name} missing from the response")

@@ -59,3 +59,6 @@ def test_traffic_bench_measures_throughput_and_python_share():
         assert result[n]["inferences_per_s"] > 0
     assert 0 < result["1"]["soak_python_share"] < 1
     assert "soak_python_share" not in result["2"]
+    assert result["1@4"]["failures"] == 0  # requests in flight, every response checked
+    assert result["1@4"]["inferences"] == result["1"]["inferences"]
+    assert "2@4" not in result

@@ -21,6 +21,7 @@ from soak.target.interface import (
     ServerSpec,
     ServerTarget,
     TargetInfo,
+    infer_one_by_one,
 )
 from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
@@ -87,6 +88,9 @@ class FakeServer:
 
     def infer_responses(self, *args, **kwargs) -> list[dict[str, Output]]:
         return [self.infer(*args, **kwargs)]
+
+    def infer_many(self, model, inputs, outputs, on_result, concurrency=1, **kw) -> int:
+        return infer_one_by_one(self, model, inputs, outputs, on_result, **kw)
 
     def stop(self) -> None:
         self.calls.append("stop")

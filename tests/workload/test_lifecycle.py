@@ -64,6 +64,18 @@ def test_two_concurrent_servers_complete_full_lifecycles(runtime, tmp_path):
         assert all(v >= 0 for v in life.phase_s.values())
 
 
+def test_requests_in_flight_are_each_validated(runtime, tmp_path):
+    """concurrency 4: every response of every model checked, counted once, none left over."""
+    from soak.triton import server as triton_server
+
+    config = make_config(runtime, tmp_path, concurrency=4, inferences_per_model=40)
+    record = Lifecycle(config).run()
+    assert record.failures == []
+    assert record.inferences == 2 * 40
+    assert record.completed
+    assert triton_server._cb().inflight == {}
+
+
 def test_isolation_failure_is_detected(runtime, tmp_path):
     config = make_config(runtime, tmp_path)
     # simple1 lives in this server's own (common) repository, so loading it again succeeds:
@@ -75,8 +87,10 @@ def test_isolation_failure_is_detected(runtime, tmp_path):
     assert record.completed
 
 
-def test_wrong_numbers_are_caught(runtime, tmp_path):
-    record = Lifecycle(make_config(runtime, tmp_path, Behaviour.WRONG_RESULT)).run()
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_wrong_numbers_are_caught(runtime, tmp_path, concurrency):
+    config = make_config(runtime, tmp_path, Behaviour.WRONG_RESULT, concurrency=concurrency)
+    record = Lifecycle(config).run()
     infer = [f for f in record.failures if f.phase == "infer"]
     assert len(infer) == 1
     assert own_model_name(record.instance) in infer[0].message
