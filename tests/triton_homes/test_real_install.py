@@ -154,3 +154,32 @@ def test_a_two_version_smoke_matrix_records_both_versions_and_homes(cache, home,
         f"{VERSION}: run 1 passed" in compared.stdout
         and f"{wheel}: run 2 passed" in compared.stdout
     )
+
+
+@pytest.mark.e2e
+def test_the_tritonserver_target_runs_the_executable_of_the_chosen_version(cache, home, tmp_path):
+    """`--triton 2.43.0` with target tritonserver: the server processes are that install's
+    bin/tritonserver, and the run records its version and home."""
+    if python_version() not in ("3.8", "3.9", "3.10", "3.11"):
+        pytest.skip(f"Triton {VERSION} has no python backend stub for Python {python_version()}")
+    profile = tmp_path / "remote.toml"
+    profile.write_text(
+        "purpose = 'machinery'\ntarget = 'tritonserver'\nprotocol = 'grpc'\n"
+        "scenario = 'traffic'\nservers = 1\niterations = 3\nwarmup = 1\n"
+        "inferences_per_model = 20\n"
+    )
+    db = tmp_path / "r.db"
+    done = soak(
+        "run",
+        str(profile),
+        "--triton",
+        VERSION,
+        "--no-progress",
+        "--db",
+        str(db),
+        env={"SOAK_CACHE": str(cache)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert query(db, "SELECT status, triton_version, triton_home FROM runs") == [
+        ("passed", VERSION, str(home))
+    ]
