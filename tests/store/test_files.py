@@ -83,3 +83,36 @@ def test_results_in_a_folder_nobody_may_write_are_readable():
         shutil.rmtree(base)
     assert proc.returncode == 0, proc.stderr
     assert '"profile": "ci-artifact"' in proc.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("command", [["run", "smoke", "--iterations", "2"], ["analyze"]])
+def test_a_read_only_database_is_one_error_line_and_untouched(command: list[str]):
+    """--db naming a file the user may read but not write: one `soak: error:` line naming
+    the file, exit 2, the file byte for byte as it was (issue 24 item 7; root writes any
+    file, so the command runs as nobody)."""
+    base = Path(tempfile.mkdtemp(prefix="soak-ro-"))  # pytest's own tmp is private to root
+    base.chmod(0o755)
+    db = base / "soak.db"
+    store = Store(db)
+    store.create_run({"profile": "kept"})
+    store.close()
+    for p in base.iterdir():
+        p.chmod(0o444)
+    before = {p.name: p.read_bytes() for p in base.iterdir()}
+    argv = _as_other_user([*SOAK_CLI, *command, "--no-progress", "--db", str(db)])
+    if command[0] == "analyze":
+        argv = argv and [a for a in argv if a != "--no-progress"]
+    if argv is None:
+        pytest.skip("running as root without setpriv: cannot make an unwritable file")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/")
+        after = {p.name: p.read_bytes() for p in base.iterdir()}
+    finally:
+        shutil.rmtree(base)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert lines == [
+        f"soak: error: {db}: cannot open for writing: attempt to write a readonly database"
+    ]
+    assert after == before
