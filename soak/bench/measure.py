@@ -32,7 +32,8 @@ def _rss() -> int:
 # -- lifecycle (child process: it loads Triton) ---------------------------------------------
 def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
     from soak.triton import setup
-    from soak.workload.iteration import Workload, WorkloadConfig
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.scenarios import Servers
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp:
@@ -40,7 +41,7 @@ def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
         for n in servers:
             work = Path(tmp) / f"n{n}"
             work.mkdir()
-            workload = Workload(
+            workload = Servers(
                 WorkloadConfig(servers=n, inferences_per_model=10),
                 work,
                 runtime.backends_dir,

@@ -2,7 +2,7 @@
 
 Triton's C++ multi-server test holds a mutex around each lifecycle and so runs them one
 after another; here they overlap, which is what a process hosting several servers does.
-`Workload` is the servers scenario; `soak.workload.scenarios` builds the others on it.
+`Workload` is what every scenario shares; `soak.workload.scenarios` holds the scenarios.
 """
 
 from __future__ import annotations
@@ -121,7 +121,9 @@ class IterationRecord:
 
 
 class Workload:
-    """Writes the repositories once, then runs iterations of N concurrent lifecycles."""
+    """What every scenario shares: the repositories written once, the lifecycle settings of
+    each server, and N lifecycles stepped together in threads. A scenario says what one
+    iteration does (`run_iteration`) and what ends with the run (`close`)."""
 
     def __init__(
         self,
@@ -176,16 +178,12 @@ class Workload:
         )
 
     def run_iteration(self, index: int) -> IterationRecord:
-        """Run N lifecycles released together; a hung one is reported in `hung`, not raised."""
-        lives = [
-            Lifecycle(self.lifecycle_config(i, index), self.observer, self.leaker)
-            for i in range(self.config.servers)
-        ]
-        return self.concurrently(index, lives, Lifecycle.run)
+        """One iteration of the scenario; a hung lifecycle is reported in `hung`, not raised."""
+        raise NotImplementedError
 
     def close(self) -> list[Failure]:
-        """End what outlives iterations (nothing here: every server died in its iteration)."""
-        return []
+        """End what outlives iterations; the failures of doing so."""
+        raise NotImplementedError
 
     def concurrently(
         self, index: int, lives: list[Lifecycle], step: Callable[[Lifecycle], object]

@@ -24,6 +24,21 @@ from soak.workload.repos import COMMON_MODEL, own_model_name, write_new_version
 log = logging.getLogger(__name__)
 
 
+class Servers(Workload):
+    """The seed scenario: every iteration creates N servers, runs their whole lifecycles
+    released together, and deletes them; nothing outlives an iteration."""
+
+    def run_iteration(self, index: int) -> IterationRecord:
+        lives = [
+            Lifecycle(self.lifecycle_config(i, index), self.observer, self.leaker)
+            for i in range(self.config.servers)
+        ]
+        return self.concurrently(index, lives, Lifecycle.run)
+
+    def close(self) -> list[Failure]:
+        return []
+
+
 class _LongLived(Workload):
     """Servers that outlive iterations: opened in the first iteration, closed by close()."""
 
@@ -88,5 +103,5 @@ def make_workload(
     observer: PhaseObserver | None = None,
 ) -> Workload:
     """The workload of `config.scenario`; call its close() once after the last iteration."""
-    kinds = {"servers": Workload, "reload": Reload, "traffic": Traffic}
+    kinds = {"servers": Servers, "reload": Reload, "traffic": Traffic}
     return kinds[config.scenario](config, workdir, backends_dir, log_file, observer)

@@ -26,9 +26,10 @@ from soak.target.interface import (
 from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload.inject import Injection
-from soak.workload.iteration import Workload, WorkloadConfig
+from soak.workload.iteration import WorkloadConfig
 from soak.workload.lifecycle import Lifecycle, LifecycleConfig
 from soak.workload.repos import COMMON_MODEL, own_model_name
+from soak.workload.scenarios import Servers
 
 
 class FakeServer:
@@ -206,7 +207,7 @@ def test_kept_responses_pin_their_model_through_the_target(tmp_path):
 
 def test_the_workload_hands_its_target_to_every_lifecycle(tmp_path):
     target = FakeTarget()
-    workload = Workload(WorkloadConfig(servers=2, target=target), tmp_path, tmp_path / "b")
+    workload = Servers(WorkloadConfig(servers=2, target=target), tmp_path, tmp_path / "b")
     record = workload.run_iteration(0)
     assert record.failures == [] and record.server_lifecycles == 2
     assert sorted(s.spec.server_id for s in target.servers) == ["soak-0", "soak-1"]

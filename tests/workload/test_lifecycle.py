@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from soak.triton import MemoryType
-from soak.workload.iteration import Workload, WorkloadConfig
+from soak.workload.iteration import WorkloadConfig
 from soak.workload.lifecycle import Lifecycle, LifecycleConfig
 from soak.workload.repos import Behaviour, own_model_name, write_model, write_repositories
+from soak.workload.scenarios import Servers
 from tests.conftest import kill_and_unlink, shm_regions, stub_processes
 
 _instances = itertools.count(10)
@@ -49,7 +50,7 @@ def test_phase_timeout_defaults_are_the_profiles():
 
 
 def test_two_concurrent_servers_complete_full_lifecycles(runtime, tmp_path):
-    workload = Workload(
+    workload = Servers(
         WorkloadConfig(servers=2, inferences_per_model=5), tmp_path, runtime.backends_dir
     )
     record = workload.run_iteration(0)
@@ -269,7 +270,7 @@ def test_cuda_error_in_a_phase_is_recorded_under_that_phase(runtime, tmp_path):
 
     if cuda_problem() is None:
         pytest.skip("this machine has a GPU: the injected cudaMalloc succeeds")
-    workload = Workload(
+    workload = Servers(
         WorkloadConfig(servers=1, injection=Injection(gpu_bytes_per_server=1024)),
         tmp_path,
         runtime.backends_dir,
@@ -307,7 +308,7 @@ def test_the_profile_decides_whether_server_new_and_delete_are_serialized(
     monkeypatch.setattr(inprocess, "Server", Recording)
     profile = ProfileMessage.of(load_profile("smoke"))
     run = {**profile.run, "servers": 2, "serialize_server_new_delete": serialize}
-    workload = Workload(workload_config(replace(profile, run=run)), tmp_path, runtime.backends_dir)
+    workload = Servers(workload_config(replace(profile, run=run)), tmp_path, runtime.backends_dir)
     record = workload.run_iteration(0)
     assert record.failures == []
     assert seen == [serialize, serialize]

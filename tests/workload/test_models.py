@@ -136,12 +136,12 @@ def test_servers_scenario_loads_user_models_alongside_the_generated_ones(runtime
     from soak.profile import load as load_profile
     from soak.runner.protocol import ProfileMessage
     from soak.runner.worker import workload_config
-    from soak.workload.iteration import Workload
+    from soak.workload.scenarios import Servers
 
     profile = ProfileMessage.of(load_profile(str(EXAMPLES / "profile.toml")))
     config = workload_config(profile)
     assert config.user_models.names == list(MODELS)
-    workload = Workload(config, tmp_path, runtime.backends_dir)
+    workload = Servers(config, tmp_path, runtime.backends_dir)
     record = workload.run_iteration(0)
     assert record.failures == []
     assert record.server_lifecycles == 2
