@@ -557,6 +557,13 @@ CASES = [
     ),
     cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
     cli_case(
+        "attribute-a-tritonserver-process",
+        "run {tmp}/p.toml --db {db} --attribute --no-progress",
+        "--attribute",
+        "tritonserver process (heaptrack) is not wired",
+        files={"p.toml": 'target = "tritonserver"\n'},
+    ),
+    cli_case(
         "query-sites-on-an-old-database",
         "query sites --db {tmp}/old.db",
         "query sites",
