@@ -9,6 +9,7 @@ import time
 import pytest
 
 from soak import triage
+from soak.report.show import detail_json
 from soak.runner.tritonlog import DROPPED_KIND, line_time, log_events
 from soak.store import Store
 from soak.triton.facts import LogLine
@@ -67,7 +68,7 @@ def test_show_the_query_and_json_report_the_counts(tmp_path):
         assert groups["triton_error"].messages[0].count == 1000
         assert groups["triton_warning"].count == 2 and groups["triton_warning"].distinct == 1
         assert groups[DROPPED_KIND].count == 4
-        as_json = json.loads(json.dumps(detail.as_dict()))
+        as_json = json.loads(json.dumps(detail_json(detail)))
         counts = {e["kind"]: e["count"] for e in as_json["events"]}
         assert counts == {"triton_error": 1000, "triton_warning": 2, DROPPED_KIND: 4}
         warnings = triage.run_canned(db, "triton-warnings").as_dicts()
