@@ -23,6 +23,7 @@ import tritonclient.utils.shared_memory as shm
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
+from soak.target.interface import SEQUENCE_END, SEQUENCE_START
 from soak.triton.memory import MemoryType
 from soak.triton.server import InferenceTimeout, Output, TritonError
 from soak.tritonserver.answers import proto_json, triton_error, version_arg
@@ -236,12 +237,16 @@ class RemoteServer:
         keep_response: bool = False,
         device: int = 0,
         datatypes: dict[str, str] | None = None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
         """One request; the outputs of its first response. `memory_type` must be system
-        (the client's buffers are host memory), `keep_response` has no remote meaning."""
+        (the client's buffers are host memory), `keep_response` has no remote meaning;
+        `sequence` is (correlation id, START/END flags) as for the in-process server."""
         if keep_response:
             raise TritonError("soak", "keep_response (an in-process injected leak) is not remote")
-        responses = self._responses(model, inputs, outputs, memory_type, timeout_s, datatypes)
+        responses = self._responses(
+            model, inputs, outputs, memory_type, timeout_s, datatypes, sequence
+        )
         return responses[0] if responses else {}
 
     def infer_responses(
@@ -253,10 +258,11 @@ class RemoteServer:
         timeout_s: float = 30.0,
         datatypes: dict[str, str] | None = None,
         device: int = 0,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         """Every response of one request until the final flag (gRPC streaming); without a
         stream a request has exactly one response."""
-        return self._responses(model, inputs, outputs, memory_type, timeout_s, datatypes)
+        return self._responses(model, inputs, outputs, memory_type, timeout_s, datatypes, sequence)
 
     def _responses(
         self,
@@ -266,6 +272,7 @@ class RemoteServer:
         memory_type: MemoryType,
         timeout_s: float,
         datatypes: dict[str, str] | None,
+        sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
         if memory_type is not MemoryType.SYSTEM:
             raise TritonError("soak", f"{memory_type.value} memory is not reachable remotely")
@@ -292,8 +299,18 @@ class RemoteServer:
                 region, offset, size = regions[name]
                 item.set_shared_memory(region.name, size, offset)
             requested.append(item)
+        correlation, flags = sequence
+        seq = (
+            {
+                "sequence_id": correlation,
+                "sequence_start": bool(flags & SEQUENCE_START),
+                "sequence_end": bool(flags & SEQUENCE_END),
+            }
+            if correlation
+            else {}
+        )
         if self.streaming:
-            results = self._stream(model, request_inputs, requested, timeout_s)
+            results = self._stream(model, request_inputs, requested, timeout_s, seq)
         elif self.grpc:
             results = [
                 self._call(
@@ -302,10 +319,13 @@ class RemoteServer:
                     request_inputs,
                     outputs=requested,
                     client_timeout=timeout_s,
+                    **seq,
                 )
             ]
         else:
-            results = [self._call(self._client().infer, model, request_inputs, outputs=requested)]
+            results = [
+                self._call(self._client().infer, model, request_inputs, outputs=requested, **seq)
+            ]
         return [self._read(result, outputs, regions) for result in results]
 
     def _read(self, result: Any, names: list[str], regions: dict) -> dict[str, Output]:
@@ -328,7 +348,9 @@ class RemoteServer:
             read[name] = Output(array, MemoryType.SYSTEM, datatype)
         return read
 
-    def _stream(self, model: str, inputs: list, outputs: list, timeout_s: float) -> list[Any]:
+    def _stream(
+        self, model: str, inputs: list, outputs: list, timeout_s: float, seq: dict | None = None
+    ) -> list[Any]:
         """One request on the stream and its responses up to the final flag; one request at a
         time per server (a stream's errors do not say which request they belong to)."""
         with self._stream_lock:
@@ -341,6 +363,7 @@ class RemoteServer:
                 inputs,
                 outputs=outputs,
                 enable_empty_final_response=True,
+                **(seq or {}),
             )
             results = []
             while True:
