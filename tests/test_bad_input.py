@@ -563,6 +563,56 @@ CASES = [
         "tritonserver process (heaptrack) is not wired",
         files={"p.toml": 'target = "tritonserver"\n'},
     ),
+    models_case(
+        "attach-remote-host",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://192.0.2.7:8000"\npid = 1\n',
+        "tritonserver.url",
+        "not loopback",
+    ),
+    models_case(
+        "attach-servers-scenario",
+        'target = "tritonserver"\nscenario = "servers"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 1\n',
+        "scenario = 'servers' starts and stops servers",
+    ),
+    models_case(
+        "attach-pid-not-running",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 2147483000\n',
+        "tritonserver.pid = 2147483000: no such process is running",
+    ),
+    models_case(
+        "attach-pid-not-the-listener",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:1"\npid = 1\n',
+        "tritonserver.pid = 1",
+        "is not the process listening on http://127.0.0.1:1",
+    ),
+    cli_case(
+        "attach-url-without-pid",
+        "run smoke --db {db} --no-progress --url http://127.0.0.1:8000",
+        "--url",
+        "needs --pid (or tritonserver.pid)",
+    ),
+    cli_case(
+        "attach-on-ray",
+        ("run", "{tmp}/p.toml", "--db", "{db}", "--ray", "local", "--no-progress"),
+        "--ray local",
+        "loopback, which a Ray node cannot reach",
+        files={
+            "p.toml": 'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+            '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+            '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 1\n',
+            "repo": DIR,
+            "repo/m": DIR,
+            "repo/m/config.pbtxt": 'backend: "python"\n',
+        },
+    ),
     cli_case(
         "query-sites-on-an-old-database",
         "query sites --db {tmp}/old.db",

@@ -361,6 +361,25 @@ TRITONSERVER_KEYS = (
         "Extra flags for every tritonserver process (target tritonserver), e.g. "
         '["--log-verbose=1"]; soak sets the repositories, ports and model control.',
     ),
+    Key(
+        "url",
+        str,
+        "",
+        "Attach to a tritonserver someone else started instead of starting one: its loopback "
+        "address for `protocol` ('http://127.0.0.1:8000', or '127.0.0.1:8001' for grpc); "
+        "needs `pid`. soak never starts or stops it, samples `pid` and its stubs, and loads "
+        "only the models.load its repository holds (explicit model control); scenario "
+        "'servers' is refused. soak run --url.",
+    ),
+    Key(
+        "pid",
+        int,
+        0,
+        "With `url`: the process id of the attached tritonserver (the one listening on url's "
+        "port); soak samples it. soak run --pid.",
+        0,
+        2**31 - 1,
+    ),
 )
 INJECT_KEYS = (
     Key(

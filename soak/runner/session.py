@@ -83,6 +83,11 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
     """
     triton_choice.check(profile)  # first: a wrong triton or triton_home is that, not a GPU
     check_triton_home(profile)
+    if ray_address and profile.attached:
+        raise ProfileError(
+            f"--ray {ray_address}: an attached server (tritonserver.url) is on this machine's "
+            "loopback, which a Ray node cannot reach; run without --ray"
+        )
     check_tritonserver(profile)
     if ray_address:
         from soak.runner.ray import driver
@@ -135,10 +140,27 @@ def check_tritonserver(profile: Profile) -> None:
     tritonserver takes: refused here in one line (soak.target.remote.check_executable)."""
     if "tritonserver" not in {c.run["target"] for c in profile.cells()}:
         return
+    if profile.attached:
+        check_attached_server(profile)
+        return
     from soak.target.remote import check_executable
 
     try:
         check_executable(profile.run["triton_home"] or None, profile.tritonserver["args"])
+    except ProfileError as exc:
+        raise ProfileError(f"{profile.source}: {exc}") from None
+
+
+def check_attached_server(profile: Profile) -> None:
+    """An attached server (`[tritonserver] url`/`pid`, or --url/--pid) must be running and be
+    the process listening on that url: one line naming the key or flag otherwise."""
+    from soak.target.attached import check_attached
+
+    server, flags = profile.tritonserver, profile.overrides
+    url_label = "--url" if "url" in flags else "tritonserver.url"
+    pid_label = "--pid" if "pid" in flags else "tritonserver.pid"
+    try:
+        check_attached(server["url"], server["pid"], profile.run["protocol"], url_label, pid_label)
     except ProfileError as exc:
         raise ProfileError(f"{profile.source}: {exc}") from None
 

@@ -27,6 +27,7 @@ class InProcessTarget:
     `serialize_new_delete` takes soak.triton.server._NEW_DELETE around ServerNew/Delete."""
 
     name: ClassVar[str] = "in-process"
+    writes_repositories: ClassVar[bool] = True
     triton_home: str | None = None
     serialize_new_delete: bool = True
 

@@ -218,6 +218,9 @@ class ServerTarget(Protocol):
     sample. Chosen from the profile in one place, `soak.target.make_target`."""
 
     name: str
+    #: Whether the repositories soak writes reach the servers (its generated models, new
+    #: versions); False for a server someone else started, which serves its own repository.
+    writes_repositories: bool
 
     def prepare(
         self,

@@ -120,6 +120,7 @@ class TritonServerTarget:
     the same core); `args` are the profile's extra tritonserver flags."""
 
     name: ClassVar[str] = "tritonserver"
+    writes_repositories: ClassVar[bool] = True
     triton_home: str | None = None
     protocol: str = "http"
     streaming: bool = False

@@ -205,7 +205,10 @@ class Lifecycle:
 
     @property
     def generated(self) -> list[str]:
-        """The add/sub models soak writes (the ones a behaviour applies to)."""
+        """The add/sub models soak writes (the ones a behaviour applies to); none on a server
+        whose repository soak cannot write (an attached one)."""
+        if not self.config.target.writes_repositories:
+            return []
         return [COMMON_MODEL, self.own_model]
 
     @property
@@ -423,7 +426,7 @@ class Lifecycle:
                 if must_fail and ERROR_TOKEN in error.message:
                     self.record.failed_loads += 1
                 else:
-                    missing = backend_problem(
+                    missing = self.config.target.writes_repositories and backend_problem(
                         self.config.user_models.repositories, model, self.config.backends_dir
                     )
                     self._fail("load", missing or f"{model}: {error.message}")

@@ -460,7 +460,9 @@ def preflight(
         if observer is not None:
             observer(-1, phase, timeout, f"preflight: {detail}")
 
-    for settings in user.models:
+    # An attached server's backends are its own: only its load can say one is missing.
+    checks_backends = target is None or target.writes_repositories
+    for settings in user.models if checks_backends else ():
         problem = backend_problem(user.repositories, settings.name, backends_dir)
         if problem:
             raise UserModelError(problem)

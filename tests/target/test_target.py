@@ -117,6 +117,7 @@ class FakeServer:
 @dataclass(frozen=True)
 class FakeTarget:
     name = "fake"
+    writes_repositories = True
     fail_load: dict[str, str] = field(default_factory=dict)
     servers: list[FakeServer] = field(default_factory=list)
     leaks: list[tuple[Injection, int]] = field(default_factory=list)
