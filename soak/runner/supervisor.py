@@ -409,9 +409,7 @@ class Supervisor:
             for f in message.failures
         ]
         events += _log_events(watch.log_reader, message.iteration, self._log_rows)
-        events += [
-            event("server_cleanup", note, message.iteration) for note in message.server_notes
-        ]
+        events += [event(kind, text, message.iteration) for kind, text in message.server_leftovers]
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
         self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events, apart)
         if message.triton_version and outcome.iterations_done == 0:

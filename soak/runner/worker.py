@@ -217,7 +217,7 @@ def quiet_message(
         triton_version=record.triton_version,
         heap=heap,
         server_pids=target.server_pids() if apart else [],
-        server_notes=target.take_notes() if target is not None else [],
+        server_leftovers=[list(x) for x in target.take_leftovers()] if target is not None else [],
     )
 
 

@@ -75,7 +75,7 @@ class InProcessTarget:
     def client_pid(self) -> int:
         return os.getpid()
 
-    def take_notes(self) -> list[str]:
+    def take_leftovers(self) -> list[tuple[str, str]]:
         return []
 
     def watch_crashes(self, report: Callable[[str], None]) -> None:

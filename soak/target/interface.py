@@ -250,8 +250,9 @@ class ServerTarget(Protocol):
         """The process that drives the servers: the worker."""
         ...
 
-    def take_notes(self) -> list[str]:
-        """Lines about ended servers since the last call (what a stop had to remove)."""
+    def take_leftovers(self) -> list[tuple[str, str]]:
+        """What servers ended since the last call left behind, as (event kind, message): stubs
+        and shm regions (removed), ports still listening; [] where a server is no process."""
         ...
 
     def stop_all(self) -> None:

@@ -129,7 +129,7 @@ class TritonServerTarget:
     ready_timeout_s: float = 30.0
     executable: ServerExecutable | None = None
     _servers: list[ProcessServer] = field(default_factory=list)
-    _notes: list[str] = field(default_factory=list)
+    _leftovers: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
 
@@ -196,11 +196,7 @@ class TritonServerTarget:
         with self._lock:
             if server in self._servers:
                 self._servers.remove(server)
-        if not end.leftovers.empty:
-            self._notes.append(
-                f"tritonserver {server.process.pid} {end.describe()} and left "
-                f"{end.leftovers.as_dict()}; removed"
-            )
+        self._leftovers += end.leftover_events(server.process.pid)
         _append_log(server)
 
     def inject_server_leaks(self, injection: Injection, device: int = 0) -> None:
@@ -217,10 +213,12 @@ class TritonServerTarget:
     def client_pid(self) -> int:
         return os.getpid()
 
-    def take_notes(self) -> list[str]:
+    def take_leftovers(self) -> list[tuple[str, str]]:
+        """What the servers stopped since the last call left (stubs, regions: removed; ports
+        still listening), as (event kind, message)."""
         with self._lock:
-            notes, self._notes = self._notes, []
-        return notes
+            left, self._leftovers = self._leftovers, []
+        return left
 
     def watch_crashes(self, report: Callable[[str], None]) -> None:
         """Call `report` once with a line (signal, log tail) when a server process ends that

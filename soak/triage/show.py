@@ -34,6 +34,7 @@ _EVENT_ORDER = (
     "failure",
     "leftover_stub",
     "leftover_shm",
+    "leftover_port",
     "cleanup",
     "triton_error",
     "triton_warning",

@@ -56,6 +56,24 @@ class ServerEnd:
     killed: bool
     leftovers: Leftovers  # stubs and regions it left, which stop() removed
     log_tail: str = ""
+    ports_bound: tuple[int, ...] = ()  # its ports still listening once it and its stubs ended
+
+    def leftover_events(self, pid: int) -> list[tuple[str, str]]:
+        """(event kind, message) of each thing it left: the kinds the supervisor uses for
+        what a dead worker leaves (leftover_stub, leftover_shm), and leftover_port."""
+        out = [
+            ("leftover_stub", f"stub process {s} of tritonserver {pid} outlived it; killed")
+            for s in self.leftovers.stub_pids
+        ]
+        out += [
+            ("leftover_shm", f"shared-memory region {p} of tritonserver {pid} outlived it; removed")
+            for p in self.leftovers.shm_paths
+        ]
+        out += [
+            ("leftover_port", f"port 127.0.0.1:{port} of tritonserver {pid} still listening")
+            for port in self.ports_bound
+        ]
+        return out
 
     @property
     def signal(self) -> str | None:
@@ -297,8 +315,14 @@ class ServerProcess:
             log.info("tritonserver %d left %s; removing them", popen.pid, left.as_dict())
             sampler.cleanup(left)
         assert popen.returncode is not None
+        ports = (self.ports.http, self.ports.grpc, self.ports.metrics) if self.ports else ()
         self.end = ServerEnd(
-            popen.returncode, not ended_by_itself, killed, left, tail(self.log_text(), 20)
+            popen.returncode,
+            not ended_by_itself,
+            killed,
+            left,
+            tail(self.log_text(), 20),
+            tuple(sorted(listening(ports))),
         )
         return self.end
 
@@ -308,6 +332,32 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self._popen is not None:
             self.stop()
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
+
+
+def listening(
+    ports: Sequence[int], tables: Sequence[str] = ("/proc/net/tcp", "/proc/net/tcp6")
+) -> set[int]:
+    """Those of `ports` some socket on this machine listens on: one read of the kernel's TCP
+    tables (psutil.net_connections would read every process's fds)."""
+    wanted, found = set(ports), set()
+    if not wanted:
+        return found
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == _LISTEN:
+                        port = int(fields[1].rsplit(":", 1)[1], 16)
+                        if port in wanted:
+                            found.add(port)
+        except OSError:
+            continue
+    return found
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:
@@ -336,4 +386,12 @@ def tail(text: str, lines: int) -> str:
     return " | ".join(kept[-lines:])
 
 
-__all__ = ["Ports", "ServerEnd", "ServerProcess", "ServerStartError", "free_ports", "tail"]
+__all__ = [
+    "Ports",
+    "ServerEnd",
+    "ServerProcess",
+    "ServerStartError",
+    "free_ports",
+    "listening",
+    "tail",
+]

@@ -140,7 +140,7 @@ class FakeTarget:
     def client_pid(self) -> int:
         return 77
 
-    def take_notes(self) -> list[str]:
+    def take_leftovers(self) -> list[tuple[str, str]]:
         return []
 
     def watch_crashes(self, report) -> None:
