@@ -260,7 +260,8 @@ CANNED: dict[str, CannedQuery] = {
         ),
         CannedQuery(
             "leftovers",
-            "Runs that left stub processes, shared-memory regions or listening ports behind, with counts.",
+            "Runs that left stub processes, shared-memory regions or listening ports behind, "
+            "with counts.",
             _LEFTOVERS_SQL,
             {"run": _RUN},
         ),
