@@ -315,7 +315,13 @@ class Supervisor:
         self._current_iteration = message.iteration + 1
         self._quiet_windows.hold(message.iteration, quiet_began)
         self._iteration_running.set()
-        watch.channel.send(proto.Continue(stop=stop))
+        try:
+            watch.channel.send(proto.Continue(stop=stop))
+        except BrokenPipeError:
+            # It ended after its report (a tritonserver it drove crashed: its Failed is
+            # already in the pipe, read next); the pipe's end says how it ended.
+            log.info("run %d: the worker ended after its quiet point", watch.run_id)
+            return False
         if stop:
             watch.outcome.status = "interrupted"
             watch.outcome.reason = (
