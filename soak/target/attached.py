@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WATCH_EVERY_S = 0.2
-_RESTORE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
