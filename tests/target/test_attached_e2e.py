@@ -206,3 +206,34 @@ def test_bad_attach_input_is_one_line(server, tmp_path, case, expected):
         assert text.format(port=port) in lines[0], lines[0]
     assert not db.exists()
     assert proc.running
+
+
+def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
+    """soak does not own it, so it cannot restart it: the run ends `crashed`, naming it."""
+    from tests.e2e import reaped, wait_for_iterations
+    from tests.runner.test_supervisor import start_soak
+
+    common, _ = repos.write_repositories(tmp_path / "repos", 1)
+    proc = ServerProcess(executable.prepare(tmp_path / "exe"), [common], tmp_path / "ts.log")
+    with proc:
+        profile = write_profile(
+            tmp_path,
+            attach_text(
+                [common],
+                'scenario = "traffic"\niterations = 1000\ninferences_per_model = 4\n'
+                f'[tritonserver]\nurl = "http://{proc.http_url}"\npid = {proc.pid}\n',
+                (COMMON,),
+            ),
+        )
+        db = tmp_path / "r.db"
+        before = client_regions()
+        soak = start_soak(str(profile), "--db", str(db), log=tmp_path / "out")
+        with reaped(soak):
+            wait_for_iterations(db, 2, soak)
+            os.kill(proc.pid, 9)
+            soak.wait(timeout=120)
+        end = proc.stop()
+    assert end.crashed and end.signal == "SIGKILL"
+    status, reason = query(db, "SELECT status, reason FROM runs")[0]
+    assert status == "crashed" and f"attached tritonserver {proc.pid}" in reason, reason
+    assert client_regions() == before
