@@ -95,6 +95,33 @@ def check_attached(
     return address
 
 
+#: What Triton answers a load or unload when its model control mode is not explicit.
+_NOT_EXPLICIT = "explicit model load / unload is not allowed"
+
+
+class AttachedServer(ProcessServer):
+    """A client of the attached server: a load or unload it refuses for want of explicit
+    model control says so, naming the flag (Triton's own words mention polling only)."""
+
+    def load_model(self, name: str) -> None:
+        self._explicit(self.client.load_model, name)
+
+    def unload_model(self, name: str) -> None:
+        self._explicit(self.client.unload_model, name)
+
+    def _explicit(self, call: Callable[[str], None], name: str) -> None:
+        try:
+            self._on_thread(call, name)
+        except ServerError as exc:
+            if _NOT_EXPLICIT not in exc.message:
+                raise
+            raise ServerError(
+                exc.code,
+                f"{exc.message}: the attached tritonserver must run with "
+                "--model-control-mode=explicit for soak to load and unload its models",
+            ) from None
+
+
 @dataclass
 class AttachedServerTarget:
     """The server at `url` (process `pid`): one, long-lived, never started or stopped here."""
@@ -151,13 +178,13 @@ class AttachedServerTarget:
 
         return RemoteServer(self._address, self.protocol, self.streaming, self.shared_memory)
 
-    def new_server(self, spec: ServerSpec) -> ProcessServer:
+    def new_server(self, spec: ServerSpec) -> AttachedServer:
         """A client of the attached server (the spec's repositories are not its: ignored)."""
         if self._process is None:
             raise EnvironmentProblem("attach: prepare() was not called")
         if not self._process.running:
             raise EnvironmentProblem(f"attached tritonserver {self.pid} is not running")
-        server = ProcessServer(self._process, self._client, self)  # type: ignore[arg-type]
+        server = AttachedServer(self._process, self._client, self)  # type: ignore[arg-type]
         with self._lock:
             self._servers.append(server)
         return server

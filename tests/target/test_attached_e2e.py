@@ -237,3 +237,26 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
     status, reason = query(db, "SELECT status, reason FROM runs")[0]
     assert status == "crashed" and f"attached tritonserver {proc.pid}" in reason, reason
     assert client_regions() == before
+
+
+def test_a_server_without_explicit_model_control_is_one_reason(tmp_path):
+    """Triton refuses every load of a server in model control mode none ('... if polling is
+    enabled'); the run fails before its first iteration saying which flag it needs."""
+    common, _ = repos.write_repositories(tmp_path / "repos", 1)
+    exe = executable.prepare(tmp_path / "exe")
+    args = ("--model-control-mode=none",)  # the last flag wins: tritonserver's own parser
+    with ServerProcess(exe, [common], tmp_path / "ts.log", args=args) as proc:
+        profile = write_profile(
+            tmp_path,
+            attach_text(
+                [common],
+                'scenario = "traffic"\niterations = 2\n'
+                f'[tritonserver]\nurl = "http://{proc.http_url}"\npid = {proc.pid}\n',
+                (COMMON,),
+            ),
+        )
+        done = soak_run(str(profile), "--db", str(tmp_path / "r.db"))
+        assert proc.running and ready_models(proc) == {COMMON}  # left as it was
+    assert done.returncode != 0
+    status, reason = query(tmp_path / "r.db", "SELECT status, reason FROM runs")[0]
+    assert status == "failed" and "--model-control-mode=explicit" in reason, reason
