@@ -72,7 +72,7 @@ def runs(server):
     """Traffic over HTTP with system shared memory (OWN among its models), then reload over
     gRPC, both attached; what was running before and after."""
     proc, repositories, tmp = server
-    before = (tritonservers(), client_regions())
+    servers_before = tritonservers()
     stubs_before = _stubs_of(proc.pid)
     traffic = write_profile(
         tmp,
@@ -107,8 +107,14 @@ def runs(server):
         ),
         soak_run(str(reload), "--db", str(db)),
     ]
-    after = (tritonservers(), client_regions())
-    return db, done, before, after, stubs_before, _stubs_of(proc.pid)
+    workers = [w for (w,) in query(db, "SELECT worker_pid FROM runs")]
+    left = (tritonservers() - servers_before, _client_regions_of(workers))
+    return db, done, left, stubs_before, _stubs_of(proc.pid)
+
+
+def _client_regions_of(workers: list[int]) -> set[str]:
+    """The client regions of these workers (their pid is in the name) still in /dev/shm."""
+    return {r for r in client_regions() for w in workers if r.startswith(f"soak_client_shm_{w}_")}
 
 
 def _stubs_of(pid: int) -> set[int]:
@@ -145,10 +151,10 @@ def test_samples_come_from_the_attached_process(runs, server):
 
 
 def test_the_server_still_runs_as_it_was_and_nothing_of_soak_is_left(runs, server):
-    _, _, before, after, stubs_before, stubs_after = runs
+    _, _, left, stubs_before, stubs_after = runs
     proc = server[0]
     assert proc.running
-    assert after == before  # no tritonserver started, no client region left
+    assert left == (set(), set())  # no tritonserver started, no client region left
     assert ready_models(proc) == {OWN}  # ready before soak attached, ready again; COMMON not
     assert len(stubs_after) == len(stubs_before) == 1  # OWN's stub (the server's own)
 
@@ -221,12 +227,12 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
             attach_text(
                 [common],
                 'scenario = "traffic"\niterations = 1000\ninferences_per_model = 4\n'
+                'shared_memory = "system"\n'
                 f'[tritonserver]\nurl = "http://{proc.http_url}"\npid = {proc.pid}\n',
                 (COMMON,),
             ),
         )
         db = tmp_path / "r.db"
-        before = client_regions()
         soak = start_soak(str(profile), "--db", str(db), log=tmp_path / "out")
         with reaped(soak):
             wait_for_iterations(db, 2, soak)
@@ -236,7 +242,8 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
     assert end.crashed and end.signal == "SIGKILL"
     status, reason = query(db, "SELECT status, reason FROM runs")[0]
     assert status == "crashed" and f"attached tritonserver {proc.pid}" in reason, reason
-    assert client_regions() == before
+    workers = [w for (w,) in query(db, "SELECT worker_pid FROM runs")]
+    assert _client_regions_of(workers) == set()
 
 
 def test_a_server_without_explicit_model_control_is_one_reason(tmp_path):
