@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.errors import SoakError, StoreError
-from soak.profile.loading import Profile
+from soak.profile.profile import Profile
 from soak.runner import endings, teardown, triton_choice, workdirs
 from soak.runner import protocol as proto
 from soak.runner.attribution import QuietWindows
