@@ -154,6 +154,7 @@ class TritonServerTarget:
         )
 
     def new_server(self, spec: ServerSpec) -> ProcessServer:
+        from soak.tritonserver import executable
         from soak.tritonserver.client import RemoteServer
         from soak.tritonserver.process import ServerProcess
 
@@ -167,7 +168,7 @@ class TritonServerTarget:
             self.executable,
             spec.repositories,
             logdir / f"tritonserver-{spec.server_id}-{number}.log",
-            args=tuple(self.args),
+            args=(*executable.feature_args(self.executable, spec.features), *self.args),
             ready_timeout_s=self.ready_timeout_s,
             exit_timeout_s=spec.exit_timeout_s,
         )

@@ -109,9 +109,11 @@ def test_strict_model_config_refuses_a_model_without_config_saying_why(tmp_path)
     assert profile.models["load"] == ["auto_double"]
 
 
-def test_a_response_cache_with_two_in_process_servers_is_refused(tmp_path):
+def test_a_response_cache_with_two_in_process_servers_is_refused_with_processes_not(tmp_path):
     with pytest.raises(ProfileError, match="TritonCacheManager already holds a cache"):
         parse('servers = 2\nresponse_cache = "local"\n', str(tmp_path / "p.toml"))
+    text = 'servers = 2\nresponse_cache = "local"\ntarget = "tritonserver"\n'
+    assert parse(text, str(tmp_path / "p.toml")).run["servers"] == 2  # a cache per process
 
 
 def test_composed_models_need_the_add_sub_model_to_load(tmp_path):
