@@ -27,7 +27,6 @@ def test_every_cache_miss_over_the_grpc_stream_fails_and_the_hit_after_it_succee
     assertion fails, Triton fixed it: lift the refusal in soak.profile.targets."""
     args = executable.feature_args(server_executable, ServerFeatures(True, "local", 1 << 20))
     with ServerProcess(server_executable, [FEATURES], tmp_path / "log", args=args) as process:
-        process.start()
         clients = {
             "stream": RemoteServer(process.url("grpc"), "grpc", True, "none"),
             "grpc": RemoteServer(process.url("grpc"), "grpc", False, "none"),
@@ -52,3 +51,4 @@ def test_every_cache_miss_over_the_grpc_stream_fails_and_the_hit_after_it_succee
         finally:
             for client in clients.values():
                 client.close()
+    assert process.end is not None and process.end.clean and process.end.leftovers.empty
