@@ -324,10 +324,17 @@ def _batched(plan: ModelPlan, tensor: perfdata.TensorData, datatype: str, shape)
 
 
 def plan_on(server: ModelServer, settings: ModelSettings) -> ModelPlan:
-    """Ask the server (model loaded) for metadata and config, then build the plan."""
-    return build_plan(
+    """Ask the server (model loaded) for metadata and config, then build the plan; a decoupled
+    model is refused where the server's client cannot receive its responses."""
+    plan = build_plan(
         server.model_metadata(settings.name), server.model_config(settings.name), settings
     )
+    if plan.decoupled and not server.receives_decoupled:
+        raise UserModelError(
+            f"model {settings.name!r} is decoupled: its responses come only over gRPC's "
+            "stream, not over HTTP or unary gRPC (protocol = 'grpc', streaming = true)"
+        )
+    return plan
 
 
 @dataclass

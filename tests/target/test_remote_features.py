@@ -109,3 +109,24 @@ def test_features_over_unary_grpc_insert_once_then_only_hit(tmp_path):
     )
     requests = 8 * 4
     assert rows == [(requests, requests, 2, 2, 0)] + [(requests, requests, 4, 0, 0)] * 2
+
+
+def test_a_decoupled_model_over_http_is_refused_before_the_run_naming_the_stream(tmp_path):
+    """Triton answers a decoupled model only through the C API or gRPC's stream: the
+    preflight says so in one line rather than every lifecycle failing the same way."""
+    from soak.target.remote import TritonServerTarget
+    from soak.workload.models import ModelSettings, UserModelError, UserModels, preflight
+
+    target = TritonServerTarget(protocol="http")
+    info = target.prepare(tmp_path)
+    user = UserModels(
+        (Path(__file__).resolve().parents[2] / "examples" / "features" / "models",),
+        (ModelSettings("count_decoupled"),),
+    )
+    before = tritonservers()
+    try:
+        with pytest.raises(UserModelError, match="'count_decoupled' is decoupled: .* stream"):
+            preflight(user, info.backends_dir, target=target)
+    finally:
+        target.stop_all()
+    assert tritonservers() <= before
