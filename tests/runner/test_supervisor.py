@@ -265,8 +265,8 @@ def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_pat
     from soak.runner import protocol as proto
     from soak.runner.servers import ServerSampling
     from soak.runner.supervisor import Supervisor
-    from soak.runner.watch import Watch
     from soak.runner.views import RunOutcome, run_columns
+    from soak.runner.watch import Watch
     from soak.sampling.process import ProcessTreeSampler
     from soak.store import Store
     from soak.triton.facts import LogReader
