@@ -22,7 +22,13 @@ SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
 TARGETS = ("in_process", "tritonserver")  # soak.target.make_target
 PROTOCOLS = ("http", "grpc")  # soak.tritonserver.client
 SHARED_MEMORY = ("none", "system")
-BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
+BEHAVIOURS = (  # workload.repos
+    "correct",
+    "execute_raises",
+    "error_response",
+    "init_raises",
+    "stub_leak",
+)
 BLS_MODES = ("off", "sync", "async")  # soak.workload.repos
 RESPONSE_CACHES = ("none", "local")
 #: What a slope can be stated per: the unit counts stored with each iteration.
@@ -185,7 +191,8 @@ RUN_KEYS = (
         "correct",
         "What the models do: correct (results checked), execute_raises / error_response "
         "(marked requests fail; counted as expected errors), init_raises (every load fails; "
-        "servers and reload only).",
+        "servers and reload only), stub_leak (correct, but each model's stub keeps 4 KiB per "
+        "request: proves that growth of the stubs, children_rss_bytes, is found).",
         choices=BEHAVIOURS,
     ),
     Key(
@@ -386,6 +393,15 @@ INJECT_KEYS = (
     Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
     Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
     Key(
+        "client_bytes_per_request",
+        int,
+        0,
+        "Bytes soak's own client keeps per request, never freed (target tritonserver: proves "
+        "a client leak shows on client_rss_bytes, not the server's metrics).",
+        0,
+        2**24,
+    ),
+    Key(
         "gpu_bytes_per_server",
         int,
         0,
@@ -400,8 +416,9 @@ ATTRIBUTION_KEYS = (
         "enabled",
         bool,
         False,
-        "Trace native and Python allocation sites (memray) from the end of the warm-up "
-        "(also: soak run --attribute); up to 2x slower.",
+        "Trace native and Python allocation sites from the end of the warm-up (also: soak run "
+        "--attribute): memray in-process, up to 2x slower; heaptrack for each tritonserver "
+        "process (reload, traffic), ready in seconds instead of 0.1 s.",
     ),
     Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
     Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),

@@ -481,7 +481,7 @@ class Lifecycle:
             return True
 
         try:
-            server.infer_many(
+            handed = server.infer_many(
                 model,
                 ({"INPUT0": a[i], "INPUT1": b[i]} for i in range(count)),
                 _OUTPUTS,
@@ -494,6 +494,7 @@ class Lifecycle:
             )
         except ServerTimeout as exc:
             raise self._hang("infer", f"inference on {model}") from exc
+        inject.per_request(cfg.injection, handed)
 
     def _infer_user(self, server: ModelServer, settings: ModelSettings) -> None:
         """Exercise a user model, planned from this server's metadata once per load."""
@@ -517,6 +518,7 @@ class Lifecycle:
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             self._fail("infer", f"{settings.name}: {message}")
             return
+        inject.per_request(cfg.injection, done.requests)
         self.record.inferences += done.requests
         self.record.responses += done.responses
         for problem in done.problems:

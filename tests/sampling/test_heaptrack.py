@@ -93,6 +93,33 @@ def test_live_bytes_per_site_are_read_at_the_stamp_nearest_each_quiet_window(tmp
     assert len(samples) == 3 * 3 and site_rows[0]["thread"] == "native"
 
 
+def test_the_captures_of_several_servers_are_summed_by_stack(tmp_path):
+    start = 1000.0
+    folder = tmp_path / heaptrack.CAPTURE_DIR
+    folder.mkdir()
+    for name in ("tritonserver-2.gz", "tritonserver-10.gz", "tritonserver-1.gz"):
+        with gzip.open(folder / name, "wt") as out:
+            out.write(CAPTURE)
+        (folder / f"{name}.start").write_text(f"{start}\n")
+        (folder / f"{name}.owner").write_text("1\n")
+    found = heaptrack.captures_in(folder)
+    assert [p.name for p in found] == [
+        "tritonserver-1.gz",
+        "tritonserver-2.gz",
+        "tritonserver-10.gz",
+    ]
+    windows = {
+        it: (start + (ms - 4) / 1000, start + (ms + 4) / 1000) for it, ms in {0: 20, 1: 30}.items()
+    }
+    one = heaptrack.read_sites(found[0], windows, depth=4, start_s=start)
+    three = heaptrack.read_servers(found, windows, depth=4)
+    assert three.iterations == [0, 1]
+    assert [s.site_id for s in three.sites] == [1, 2]
+    assert [s.key for s in three.sites] == [s.key for s in one.sites]
+    assert three.live_bytes.tolist() == (3 * one.live_bytes).tolist()
+    assert three.total_count.tolist() == (3 * one.total_count).tolist()
+
+
 def test_missing_heaptrack_is_one_line_naming_the_debian_package(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     message = heaptrack.unavailable()

@@ -117,6 +117,7 @@ class FakeServer:
 @dataclass(frozen=True)
 class FakeTarget:
     name = "fake"
+    attribution = "memray"
     fail_load: dict[str, str] = field(default_factory=dict)
     servers: list[FakeServer] = field(default_factory=list)
     leaks: list[tuple[Injection, int]] = field(default_factory=list)
@@ -141,6 +142,9 @@ class FakeTarget:
 
     def take_notes(self) -> list[str]:
         return []
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def watch_crashes(self, report) -> None:
         return None
