@@ -1,9 +1,8 @@
 """heaptrack attribution of a real tritonserver process: the site that grows with failed
 requests is found and named; a clean run grows no site; the reader on a hand-written capture.
 
-The server runs through ServerProcess with its argv wrapped (`TracedServer`), the way the
-server target hooks heaptrack in; quiet points are held between bursts as the supervisor holds
-them.
+The server runs through ServerProcess with `heaptrack_capture` set, the hook the server
+target uses; quiet points are held between bursts as the supervisor holds them.
 """
 
 from __future__ import annotations
@@ -135,19 +134,20 @@ def test_capture_file_names_what_is_written(tmp_path):
 
 # -- a real tritonserver under heaptrack --------------------------------------------------------
 def traced_server(tmp_path: Path, behaviour: str, **kwargs):
-    """A ServerProcess whose argv is wrapped (the hook the server target uses), serving one
-    model `m` with `behaviour`; not started."""
+    """A ServerProcess under heaptrack (its `heaptrack_capture`, the hook the server target
+    uses), serving one model `m` with `behaviour`; not started."""
     from soak.tritonserver import executable
-    from soak.tritonserver.process import ServerProcess
+    from soak.tritonserver.process import TRACED_READY_S, ServerProcess
     from soak.workload import repos
-
-    class TracedServer(ServerProcess):
-        def command(self, ports):
-            return heaptrack.wrap(super().command(ports), tmp_path / "heaptrack")
 
     exe = executable.prepare(tmp_path / "work")
     repos.write_model(tmp_path / "repo", "m", behaviour=repos.Behaviour(behaviour))
-    return TracedServer(exe, [tmp_path / "repo"], tmp_path / "log", **kwargs)
+    server = ServerProcess(
+        exe, [tmp_path / "repo"], tmp_path / "log", heaptrack_capture=tmp_path / "heaptrack",
+        **kwargs,
+    )  # fmt: skip
+    assert server.ready_timeout_s >= TRACED_READY_S
+    return server
 
 
 def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
@@ -158,7 +158,7 @@ def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
 
     from soak.workload import repos
 
-    server = traced_server(tmp_path, behaviour, ready_timeout_s=90)
+    server = traced_server(tmp_path, behaviour)
     windows = {}
     with server:
         assert server.command(server.ports)[0] == "/bin/sh"
@@ -238,7 +238,7 @@ def test_a_killed_server_still_leaves_a_complete_readable_capture(tmp_path):
     import os
     import signal
 
-    server = traced_server(tmp_path, "correct", ready_timeout_s=90).start()
+    server = traced_server(tmp_path, "correct").start()
     try:
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -276,7 +276,7 @@ def test_a_start_retried_on_a_taken_port_keeps_the_capture_of_the_launch_that_ra
 
     monkeypatch.setattr(process, "free_ports", first_one_taken)
     try:
-        with traced_server(tmp_path, "correct", ready_timeout_s=90) as server:
+        with traced_server(tmp_path, "correct") as server:
             assert len(server.attempts) == 1
             port = server.ports.http
     finally:

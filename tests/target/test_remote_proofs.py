@@ -3,11 +3,13 @@ executable (CPU): in the server process (the python backend's raising-execute le
 and gRPC), in its stubs (a model that keeps memory per request), in soak's own client (an
 injected client leak). Each leak flags its own process's metric and no other.
 
-Sizes (measured on an idle 2-core machine, 1 server, 200 requests per iteration): a raised
-execute keeps ~345 B per failed request in the server (100-character messages), 0-12 B per
-request with error responses; a stub_leak stub ~4.2 KiB per request; the injected client leak
-1 KiB per request + ~40 B. Slopes are Theil-Sen over the 6 iterations after a 2-iteration
-warm-up; at 200 requests per iteration their 95% intervals were within +-15% of the slope.
+Sizes measured on the 2-core machine (1 server): a raised execute keeps ~250 B + its message
+per failed request in the server (347 B over HTTP, 345 B over gRPC with 100 characters;
+~1.2 KiB with 1,000), error responses 0-12 B per request; a stub_leak stub ~4.2 KiB per
+request; the injected client leak 1 KiB per request + ~40 B. A verdict needs 5 iterations
+after the warm-up; with 100-character messages and 200 failed requests per iteration, 5 of
+them (7 iterations) found the leak at 128 B per inference but not at the profiles' 256 B (95%
+lower bound 44 KiB per iteration against 50): hence the longer messages here.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ warmup = 2
 inferences_per_model = {PER_MODEL}
 """
 #: The server profiles' rules (profiles/server-http.toml), and the stubs' by the same measure.
-#: The server's RSS is judged at 128 B per inference rather than 256: a failed request keeps
-#: ~345 B, too close to 256 for the 95% lower bound on a loaded machine; the clean control
-#: (error_response) measured 0-12 B per inference.
 THRESHOLDS = """
 [sampling]
 objgraph_every = 0
@@ -78,17 +77,37 @@ def findings(db: Path) -> dict[tuple[str, str], tuple[str, float]]:
     return out
 
 
+#: The error cells: 1,000-character messages (a failed request then keeps ~1.2 KiB, well above
+#: the 256 B per inference threshold) and few failed requests (50 per iteration, 400 per run),
+#: because after many raised executes Triton 2.51 can leave a model UNLOADING for good (seen
+#: here once in 2 runs of 1,200 over HTTP): the unload at the end then times out (10 s) and
+#: the server waits out its exit timeout (3 s instead of 30).
+ERROR_PER_MODEL = 25
+ERRORS = f"""target = "tritonserver"
+scenario = "traffic"
+servers = 1
+iterations = 8
+warmup = 2
+inferences_per_model = {ERROR_PER_MODEL}
+error_message_chars = 1000
+[matrix]
+protocol = ["http", "grpc"]
+behaviour = ["execute_raises", "error_response"]
+[timeouts]
+unload = 10
+[tritonserver]
+args = ["--exit-timeout-secs=3"]
+"""
+STUCK = "(UNLOADING) still running"
+SERVER_METRICS = ("rss_bytes", "children_rss_bytes", "fds", "threads", "stubs_alive", "shm_regions")
+
+
 @pytest.fixture(scope="module")
 def error_paths(tmp_path_factory):
     """HTTP and gRPC x a model whose execute raises and one that returns error responses."""
     tmp = tmp_path_factory.mktemp("errors")
     before = leftovers()
-    proc = soak_run(
-        tmp,
-        BASE + '[matrix]\nprotocol = ["http", "grpc"]\n'
-        'behaviour = ["execute_raises", "error_response"]\n' + THRESHOLDS.format(server=128),
-        "errors",
-    )
+    proc = soak_run(tmp, ERRORS + THRESHOLDS.format(server=256), "errors")
     return tmp / "r.db", proc, left_since(before)
 
 
@@ -98,11 +117,13 @@ def test_a_raised_execute_leaks_in_the_server_per_failed_request(error_paths, pr
     found = findings(db)
     verdict, per_inference = found[(f"{protocol}/execute_raises", "rss_bytes")]
     assert verdict == "leak", proc.stdout[-4000:]
-    assert 200 <= per_inference <= 1000, per_inference  # ~250 B + the 100-character message
+    assert 1000 <= per_inference <= 2000, per_inference  # ~250 B + the 1,000-character message
+    # not the client's or the stubs' (at 50 requests per iteration the client's RSS noise of
+    # a few KiB can leave its verdict inconclusive against 12.5 KiB per iteration)
     for metric in ("client_rss_bytes", "children_rss_bytes"):
-        assert found[(f"{protocol}/execute_raises", metric)][0] == "pass", metric
-    statuses = query(db, "SELECT json_extract(config, '$.run.behaviour'), status FROM runs")
-    assert ("execute_raises", "leaked") in statuses
+        assert found[(f"{protocol}/execute_raises", metric)][0] != "leak", metric
+    verdicts = query(db, "SELECT json_extract(config, '$.run.behaviour'), verdict FROM runs")
+    assert verdicts.count(("execute_raises", "leak")) == 2
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -110,16 +131,25 @@ def test_error_responses_keep_the_server_flat(error_paths, protocol):
     db, proc, _ = error_paths
     found = findings(db)
     cell = f"{protocol}/error_response"
-    judged = {m: v for (c, m), (v, _) in found.items() if c == cell and v != "no_data"}
-    assert judged and set(judged.values()) == {"pass"}, (judged, proc.stdout[-3000:])
+    # USS and PSS jump when another process mapping the same libraries exits (other test
+    # sessions' servers): RSS is the server's memory measure (soak's tritonserver notes)
+    judged = {m: found[(cell, m)][0] for m in SERVER_METRICS}
+    assert set(judged.values()) == {"pass"}, (judged, proc.stdout[-3000:])
 
 
 def test_the_error_runs_fail_no_check_and_leave_nothing(error_paths):
     db, proc, left = error_paths
-    assert query(db, "SELECT count(*) FROM events WHERE kind = 'failure'") == [(0,)], proc.stdout
+    failures = query(
+        db,
+        "SELECT json_extract(r.config, '$.run.behaviour'), e.phase, e.message FROM events e "
+        "JOIN runs r ON r.id = e.run_id WHERE e.kind = 'failure'",
+    )
+    # the one failure Triton may cause: a raising model stuck UNLOADING at the end (above)
+    other = [f for f in failures if f[:2] != ("execute_raises", "unload") or STUCK not in f[2]]
+    assert other == [], proc.stdout[-3000:]
     raising = "SELECT id FROM runs WHERE config LIKE '%execute_raises%'"
     errors = f"SELECT min(errors), max(errors) FROM iterations WHERE run_id IN ({raising})"
-    assert query(db, errors) == [(2 * PER_MODEL, 2 * PER_MODEL)]
+    assert query(db, errors) == [(2 * ERROR_PER_MODEL, 2 * ERROR_PER_MODEL)]
     assert left == [set()] * 4
 
 
