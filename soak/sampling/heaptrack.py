@@ -437,14 +437,17 @@ def read_servers(
     timeout_s: float = 60.0,
 ) -> SiteCapture:
     """The sites of several server processes summed by stack (N servers run the same code,
-    as their RSS is summed), at the quiet points every capture saw; the `top` that grew most.
-    Waits for each capture to be complete (`wait_capture`)."""
+    as their RSS is summed), at the quiet points every process that lived at one saw; the
+    `top` that grew most. Waits for each capture to be complete (`wait_capture`)."""
     began = time.perf_counter()
     results = [
         read_sites(wait_capture(c, timeout_s), windows, depth, top=1 << 30) for c in captures
     ]
     if not results:
         raise EnvironmentProblem("no heaptrack capture to read")
+    # A process that ended before the first quiet point (a user model's preflight) holds
+    # nothing at any: it takes no part.
+    results = [r for r in results if r.iterations] or results[:1]
     common = sorted(set.intersection(*(set(r.iterations) for r in results)))
     n = len(common)
     keys: dict[str, int] = {}

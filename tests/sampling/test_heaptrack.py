@@ -117,6 +117,13 @@ def test_the_captures_of_several_servers_are_summed_by_stack(tmp_path):
     assert [s.key for s in three.sites] == [s.key for s in one.sites]
     assert three.live_bytes.tolist() == (3 * one.live_bytes).tolist()
     assert three.total_count.tolist() == (3 * one.total_count).tolist()
+    # a process that ended before the first quiet point (a preflight) takes no part
+    with gzip.open(folder / "tritonserver-0.gz", "wt") as out:
+        out.write(CAPTURE)
+    (folder / "tritonserver-0.gz.start").write_text(f"{start - 60}\n")
+    (folder / "tritonserver-0.gz.owner").write_text("1\n")
+    four = heaptrack.read_servers(heaptrack.captures_in(folder), windows, depth=4)
+    assert four.iterations == [0, 1] and four.live_bytes.tolist() == three.live_bytes.tolist()
 
 
 def test_missing_heaptrack_is_one_line_naming_the_debian_package(monkeypatch):
