@@ -77,19 +77,24 @@ def findings(db: Path) -> dict[tuple[str, str], tuple[str, float]]:
     return out
 
 
-#: The error cells: 1,000-character messages (a failed request then keeps ~1.2 KiB, well above
-#: the 256 B per inference threshold) and few failed requests (50 per iteration, 400 per run),
-#: because after many raised executes Triton 2.51 can leave a model UNLOADING for good (seen
-#: here once in 2 runs of 1,200 over HTTP): the unload at the end then times out (10 s) and
-#: the server waits out its exit timeout (3 s instead of 30).
-ERROR_PER_MODEL = 25
+#: The error cells: 200 requests per iteration, a quarter of them failing with 2,000-character
+#: messages. The server's RSS moves by 10-20 KiB per iteration over gRPC whatever the model
+#: does, so the 256 B per inference of the server profiles needs ~200 requests per iteration
+#: to judge a clean model (at 50, error_response over gRPC came out inconclusive at load 15).
+#: Few of them raise (50 per iteration, 400 per run): after many raised executes Triton 2.51
+#: can leave a model UNLOADING for good (here in 5 of 16 runs of 1,200-2,000 raised requests,
+#: HTTP and gRPC): the unload at the end then times out (10 s) and the server waits out its
+#: exit timeout (3 s instead of 30). A failed request keeps ~2.3 KiB: ~560 B per inference.
+ERROR_PER_MODEL = 100
+ERROR_FRACTION = 0.25
 ERRORS = f"""target = "tritonserver"
 scenario = "traffic"
 servers = 1
 iterations = 8
 warmup = 2
 inferences_per_model = {ERROR_PER_MODEL}
-error_message_chars = 1000
+error_fraction = {ERROR_FRACTION}
+error_message_chars = 2000
 [matrix]
 protocol = ["http", "grpc"]
 behaviour = ["execute_raises", "error_response"]
@@ -117,11 +122,10 @@ def test_a_raised_execute_leaks_in_the_server_per_failed_request(error_paths, pr
     found = findings(db)
     verdict, per_inference = found[(f"{protocol}/execute_raises", "rss_bytes")]
     assert verdict == "leak", proc.stdout[-4000:]
-    assert 1000 <= per_inference <= 2000, per_inference  # ~250 B + the 1,000-character message
-    # not the client's or the stubs' (at 50 requests per iteration the client's RSS noise of
-    # a few KiB can leave its verdict inconclusive against 12.5 KiB per iteration)
+    # a quarter of the requests keep ~250 B + their 2,000-character message
+    assert 400 <= per_inference <= 1000, per_inference
     for metric in ("client_rss_bytes", "children_rss_bytes"):
-        assert found[(f"{protocol}/execute_raises", metric)][0] != "leak", metric
+        assert found[(f"{protocol}/execute_raises", metric)][0] == "pass", metric
     verdicts = query(db, "SELECT json_extract(config, '$.run.behaviour'), verdict FROM runs")
     assert verdicts.count(("execute_raises", "leak")) == 2
 
@@ -149,7 +153,8 @@ def test_the_error_runs_fail_no_check_and_leave_nothing(error_paths):
     assert other == [], proc.stdout[-3000:]
     raising = "SELECT id FROM runs WHERE config LIKE '%execute_raises%'"
     errors = f"SELECT min(errors), max(errors) FROM iterations WHERE run_id IN ({raising})"
-    assert query(db, errors) == [(2 * ERROR_PER_MODEL, 2 * ERROR_PER_MODEL)]
+    ((fewest, most),) = query(db, errors)
+    assert 0 < fewest <= most < 2 * ERROR_PER_MODEL
     assert left == [set()] * 4
 
 
