@@ -21,6 +21,9 @@ from tests.target.test_remote_e2e import tritonservers
 
 MISSING = heaptrack.unavailable()
 ITERATIONS, WARMUP, PER_MODEL = 8, 2, 100  # 2 models: 200 requests per iteration
+#: A quarter of them raise, and the final unload and exit are bounded: Triton 2.51 can leave a
+#: model whose execute raised UNLOADING for good (tests/target/test_remote_proofs.py).
+STUCK = "(UNLOADING) still running"
 
 PROFILE = f"""
 description = "heaptrack attribution of a tritonserver process"
@@ -31,10 +34,15 @@ servers = 1
 iterations = {ITERATIONS}
 warmup = {WARMUP}
 inferences_per_model = {PER_MODEL}
+error_fraction = 0.25
 [matrix]
 behaviour = ["execute_raises", "correct"]
 [sampling]
 objgraph_every = 0
+[timeouts]
+unload = 10
+[tritonserver]
+args = ["--exit-timeout-secs=3"]
 """
 
 
@@ -92,8 +100,11 @@ def test_the_failed_request_leak_is_the_one_growing_site_named_in_the_python_bac
     assert site["functions"][0] == "TRITONSERVER_ErrorNew", site["stack"]
     assert any("ModelInstanceState::ProcessRequests" in f for f in site["functions"][1:3])
     assert "libtriton_python.so" in site["libraries"]
-    # every request fails: ~270 B (an error and its 100-character message) per request
-    per_request = site["slope"] / (2 * PER_MODEL)
+    # ~270 B (an error and its 100-character message) per failed request
+    ((errors,),) = query(
+        db, "SELECT avg(errors) FROM iterations WHERE run_id = ? AND iteration >= ?", run_id, WARMUP
+    )
+    per_request = site["slope"] / errors
     assert 150 <= per_request <= 1000, per_request
     assert "GROWING SITE" in output and "TRITONSERVER_ErrorNew" in output
 
@@ -108,8 +119,11 @@ def test_a_clean_run_grows_no_site_beyond_the_threshold(attributed):
 
 @pytest.mark.e2e
 def test_both_runs_passed_their_checks_and_left_nothing(attributed):
-    db, _, output, left = attributed
-    assert query(db, "SELECT count(*) FROM events WHERE kind = 'failure'") == [(0,)], output
+    db, runs, output, left = attributed
+    failures = query(db, "SELECT run_id, phase, message FROM events WHERE kind = 'failure'")
+    raising = runs["execute_raises"]
+    other = [f for f in failures if f[:2] != (raising, "unload") or STUCK not in f[2]]
+    assert other == [], output[-3000:]
     assert left == [set(), set(), set()]
 
 
