@@ -52,16 +52,17 @@ def leftovers() -> tuple[set, ...]:
 
 
 def left_since(before: tuple[set, ...], db: Path) -> list[set]:
-    """What is new since `before` and still there 2 s later (other test sessions on the
-    machine create regions a moment before their stubs name them), and the client regions
-    (`soak_client_shm_<pid>_<n>`) of this database's workers."""
+    """What is new since `before` and still there 10 s later (other test sessions on the
+    machine create regions seconds before their stubs name them, under load), and the client
+    regions (`soak_client_shm_<pid>_<n>`) of this database's workers."""
     time.sleep(1.0)
-    first = [a - b for a, b in zip(leftovers(), before, strict=True)]
-    if any(first):
-        time.sleep(2.0)
-        first = [f & a for f, a in zip(first, leftovers(), strict=True)]
+    left = [a - b for a, b in zip(leftovers(), before, strict=True)]
+    deadline = time.monotonic() + 10.0
+    while any(left) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [f & a for f, a in zip(left, leftovers(), strict=True)]
     workers = {str(pid) for (pid,) in query(db, "SELECT worker_pid FROM runs")}
-    return [*first, {r for r in client_regions() if r.split("_")[3] in workers}]
+    return [*left, {r for r in client_regions() if r.split("_")[3] in workers}]
 
 
 def findings(db: Path) -> dict[tuple[str, str], tuple[str, float]]:
