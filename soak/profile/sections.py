@@ -182,7 +182,8 @@ MODEL_KEYS = (
         0.0,
         "Share of sequences whose END is never sent (chosen from the seed): Triton's "
         "idle-sequence timeout (max_sequence_idle_microseconds) must free their slots and "
-        "state; the next sequence waits for it.",
+        "state; soak starts no sequence while abandoned ones fill the model's sequence slots "
+        "(it waits until Triton has reaped them).",
         0.0,
         1.0,
     ),

@@ -31,6 +31,12 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
                 f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
                 f"(HTTP has no stream), got {protocol!r}"
             )
+        if streaming and run.get("response_cache", "none") != "none":
+            raise ProfileError(
+                f"{source}: {label('streaming')} = true cannot go with response_cache = "
+                f"{run['response_cache']!r}: Triton 2.51's gRPC stream fails every cache miss "
+                "('response output count mismatch'); use streaming = false (gRPC or HTTP)"
+            )
         if run.get("concurrency", 1) > 1:
             raise ProfileError(
                 f"{source}: concurrency = {run['concurrency']} is in-process only for now; "

@@ -36,6 +36,8 @@ from soak.workload.scenarios import Servers
 class FakeServer:
     """Adds and subtracts like soak's generated models; knows `models`, nothing else."""
 
+    receives_decoupled = True
+
     def __init__(self, spec: ServerSpec, models: set[str], fail_load: dict[str, str]) -> None:
         self.spec = spec
         self.models = models
