@@ -128,6 +128,9 @@ class AttachedServerTarget:
 
     name: ClassVar[str] = "tritonserver"
     writes_repositories: ClassVar[bool] = False  # its repository is its own
+    #: heaptrack, which must start the process it traces: --attribute is refused for a server
+    #: someone else started (soak.runner.session.check_attribution).
+    attribution: ClassVar[str] = "heaptrack"
     url: str = ""
     pid: int = 0
     protocol: str = "http"
@@ -208,6 +211,9 @@ class AttachedServerTarget:
 
     def client_pid(self) -> int:
         return os.getpid()
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def take_leftovers(self) -> list[tuple[str, str]]:
         return []

@@ -28,6 +28,8 @@ class InProcessTarget:
 
     name: ClassVar[str] = "in-process"
     writes_repositories: ClassVar[bool] = True
+    #: Allocation sites come from memray tracing the worker, which hosts the servers.
+    attribution: ClassVar[str] = "memray"
     triton_home: str | None = None
     serialize_new_delete: bool = True
 
@@ -74,6 +76,9 @@ class InProcessTarget:
 
     def client_pid(self) -> int:
         return os.getpid()
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def take_leftovers(self) -> list[tuple[str, str]]:
         return []

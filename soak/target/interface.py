@@ -225,6 +225,9 @@ class ServerTarget(Protocol):
     #: Whether the repositories soak writes reach the servers (its generated models, new
     #: versions); False for a server someone else started, which serves its own repository.
     writes_repositories: bool
+    #: Who finds allocation sites (`--attribute`): "memray" (the worker traces itself from the
+    #: end of the warm-up) or "heaptrack" (each server process is traced from its start).
+    attribution: str
 
     def prepare(
         self,
@@ -252,6 +255,11 @@ class ServerTarget(Protocol):
 
     def client_pid(self) -> int:
         """The process that drives the servers: the worker."""
+        ...
+
+    def phase_floors(self) -> dict[str, float]:
+        """Least timeouts (seconds) of phases that take longer with this target as set up
+        (a server traced by heaptrack starts in seconds); the profile's larger ones stand."""
         ...
 
     def take_leftovers(self) -> list[tuple[str, str]]:

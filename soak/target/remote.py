@@ -128,12 +128,15 @@ class TritonServerTarget:
 
     name: ClassVar[str] = "tritonserver"
     writes_repositories: ClassVar[bool] = True
+    #: Allocation sites come from each server process, traced by heaptrack from its start.
+    attribution: ClassVar[str] = "heaptrack"
     triton_home: str | None = None
     protocol: str = "http"
     streaming: bool = False
     shared_memory: str = "none"
     args: Sequence[str] = ()
     ready_timeout_s: float = 30.0
+    heaptrack: bool = False  # every server runs under heaptrack (soak run --attribute)
     executable: ServerExecutable | None = None
     _servers: list[ProcessServer] = field(default_factory=list)
     _leftovers: list[tuple[str, str]] = field(default_factory=list)
@@ -156,6 +159,11 @@ class TritonServerTarget:
             )
         self.executable = executable.prepare(workdir, self.triton_home, stub=stub)
         self._workdir = Path(workdir)
+        if self.heaptrack:
+            from soak.sampling import heaptrack
+
+            if (problem := heaptrack.unavailable()) is not None:
+                raise EnvironmentProblem(problem)
         install = self.executable.install
         return TargetInfo(
             self.executable.backends_dir, str(self.executable.path), install.source, ""
@@ -179,6 +187,7 @@ class TritonServerTarget:
             args=(*executable.feature_args(self.executable, spec.features), *self.args),
             ready_timeout_s=self.ready_timeout_s,
             exit_timeout_s=spec.exit_timeout_s,
+            heaptrack_capture=self._capture(number),
         )
         process.start()
         url = process.url(self.protocol)
@@ -195,6 +204,23 @@ class TritonServerTarget:
         with self._lock:
             self._servers.append(server)
         return server
+
+    def _capture(self, number: int) -> Path | None:
+        """Where server `number`'s heaptrack capture goes (the supervisor reads every one)."""
+        if not self.heaptrack:
+            return None
+        from soak.sampling import heaptrack
+
+        return self._workdir / heaptrack.CAPTURE_DIR / f"tritonserver-{number}"
+
+    def phase_floors(self) -> dict[str, float]:
+        """A server under heaptrack starts in seconds, not 0.1 s: `server_new` (which waits
+        until it is ready) gets as long as its ready timeout."""
+        if not self.heaptrack:
+            return {}
+        from soak.tritonserver.process import TRACED_READY_S
+
+        return {"server_new": TRACED_READY_S + 10.0}
 
     def _stopped(self, server: ProcessServer) -> None:
         """End the process; what its stop had to remove is noted, its log joins the run's."""

@@ -183,6 +183,7 @@ def test_show_states_the_slopes_of_the_attached_server(runs, server):
         ("not-the-listener", ["--pid", "is not the process listening on"]),
         ("servers-scenario", ["scenario = 'servers' starts and stops servers", "--url"]),
         ("no-pid", ["--url", "needs --pid"]),
+        ("attribute", ["--attribute", "an attached server", "cannot be traced"]),
     ],
 )
 def test_bad_attach_input_is_one_line(server, tmp_path, case, expected):
@@ -203,6 +204,7 @@ def test_bad_attach_input_is_one_line(server, tmp_path, case, expected):
         tmp_path, attach_text(repositories, f'scenario = "{scenario}"\niterations = 2\n', (COMMON,))
     )
     flags = ["--url", url] + ([] if case == "no-pid" else ["--pid", pid])
+    flags += ["--attribute"] if case == "attribute" else []
     db = tmp_path / "r.db"
     done = soak_run(str(profile), "--db", str(db), *flags)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -121,6 +121,7 @@ class FakeServer:
 class FakeTarget:
     name = "fake"
     writes_repositories = True
+    attribution = "memray"
     fail_load: dict[str, str] = field(default_factory=dict)
     servers: list[FakeServer] = field(default_factory=list)
     leaks: list[tuple[Injection, int]] = field(default_factory=list)
@@ -145,6 +146,9 @@ class FakeTarget:
 
     def take_leftovers(self) -> list[tuple[str, str]]:
         return []
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def watch_crashes(self, report) -> None:
         return None
@@ -246,3 +250,12 @@ def test_the_workload_loads_no_c_api_until_a_server_is_made():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_tritonserver_target_under_heaptrack_gives_its_servers_time_to_start():
+    from soak.tritonserver.process import TRACED_READY_S
+
+    assert TritonServerTarget().phase_floors() == {}
+    assert InProcessTarget().phase_floors() == {}
+    assert TritonServerTarget(heaptrack=True).phase_floors()["server_new"] > TRACED_READY_S
+    assert (InProcessTarget.attribution, TritonServerTarget.attribution) == ("memray", "heaptrack")
