@@ -28,7 +28,7 @@ from soak.target.interface import (
     ServerSpec,
     ServerTarget,
 )
-from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
+from soak.triton.facts import EXIT_TIMEOUT_EXPIRED, error_response_count
 from soak.workload import inject
 from soak.workload.composed import ENSEMBLE_MODEL
 from soak.workload.models import (
@@ -49,6 +49,7 @@ from soak.workload.repos import (
     Behaviour,
     own_model_name,
 )
+from soak.workload.statistics import expected_statistics
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class Lifecycle:
         self.own_model = own_model_name(config.instance)
         self.pinned: set[str] = set()  # models with a kept response: they cannot unload
         self.server: ModelServer | None = None
+        self.triton_version: str | None = None  # what the server said; its statistics differ
         self.loaded: list[str] = []
         # Per loaded model, since its load: (successes, expected errors), for the statistics.
         self.answered: dict[str, tuple[int, int]] = {}
@@ -311,7 +313,8 @@ class Lifecycle:
             cfg.target.inject_server_leaks(cfg.injection, cfg.gpu_device)
         with self._phase("wait_ready"):
             self._wait_ready(self.server)
-            self.record.triton_version = self.server.metadata().get("version")
+            self.triton_version = self.server.metadata().get("version")
+            self.record.triton_version = self.triton_version
 
     def _exercise(self, load: bool, unload: bool, version: int | None = None) -> None:
         server = self.server
@@ -557,10 +560,12 @@ class Lifecycle:
         """Triton must have counted at least the successes and failures soak saw since load."""
         for model in models:
             ok, errors = self.answered.get(model, (0, 0))
-            # Triton counts an error response a python model returns as a success (2.51); the
-            # ensemble scheduler counts the same response of its step as a failure.
+            # The ensemble scheduler counts an error response of its step as a failure in
+            # every version; a python model's own is counted as the version counts it.
+            how = "failure"
             if self.config.behaviour is Behaviour.ERROR_RESPONSE and model != ENSEMBLE_MODEL:
-                ok, errors = ok + errors, 0
+                how = error_response_count(self.triton_version)
+            ok, errors, total = expected_statistics(ok, errors, how)
             counted = self._counted(server, model, ok, errors)
             if counted is None:
                 continue
@@ -570,6 +575,12 @@ class Lifecycle:
                 self._fail("statistics", f"{model}: {success} successful inferences, expected {ok}")
             if failed < errors:
                 self._fail("statistics", f"{model}: {failed} failed inferences, expected {errors}")
+            if success + failed < total:
+                self._fail(
+                    "statistics",
+                    f"{model}: {success} successful and {failed} failed inferences, "
+                    f"expected {total} in all",
+                )
 
     def _count_cache(self, model: str, counts: list[dict]) -> None:
         """This iteration's response cache hits and misses (each miss inserts): the statistics
