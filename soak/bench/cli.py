@@ -194,9 +194,10 @@ PARTS = (
     help="Comma-separated parts to run (the table shows what ran).",
 )
 @click.option(
-    "--quick",
+    "--all-cells",
     is_flag=True,
-    help="store_growth: the first cell of each profile only (every traffic behaviour still).",
+    help="store_growth: every cell of every profile (default: the first of each, and every "
+    "traffic behaviour).",
 )
 @click.option(
     "--db-iterations",
@@ -214,7 +215,7 @@ def main(
     out: str,
     traffic_servers: str,
     only: str,
-    quick: bool,
+    all_cells: bool,
     db_iterations: int,
     lifecycle_only: str | None,
     traffic_only: str | None,
@@ -261,7 +262,7 @@ def main(
         "perf_analyzer": lambda: anchors.perf_analyzer(
             measure.TRAFFIC_CONCURRENCY, anchors.PROTOCOLS
         ),
-        "store_growth": lambda: store_growth.store_growth(quick, db_iterations),
+        "store_growth": lambda: store_growth.store_growth(all_cells, db_iterations),
     }
     for name in [p for p in PARTS if p in parts]:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
