@@ -47,11 +47,15 @@ def traffic_comparison_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     for key, t in r.get("traffic_remote", {}).items():
         protocol, c = key.split("@")
         anchor = pa.get(key, {}).get("inferences_per_s")
-        against = f" (perf_analyzer {anchor:,.0f}: x{t['inferences_per_s'] / anchor:.2f})"
+        against = (
+            f" (perf_analyzer {anchor:,.0f}: x{t['inferences_per_s'] / anchor:.2f})"
+            if anchor
+            else ""
+        )
         rows.append(
             (
                 f"traffic N=1 c={c}: soak on tritonserver over {protocol}",
-                f"{t['inferences_per_s']:,.0f} inferences/s" + (against if anchor else ""),
+                f"{t['inferences_per_s']:,.0f} inferences/s{against}",
             )
         )
     for key, a in pa.items():

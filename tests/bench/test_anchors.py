@@ -24,9 +24,13 @@ def test_throughput_is_read_per_concurrency_from_the_summary():
 def test_rows_give_the_ratio_against_perf_analyzer_at_the_same_concurrency():
     result = {
         "traffic": {"1": {"inferences_per_s": 1300.0}, "1@4": {"inferences_per_s": 1800.0}},
-        "traffic_remote": {"http@1": {"inferences_per_s": 900.0}},
+        "traffic_remote": {
+            "http@1": {"inferences_per_s": 900.0},
+            "grpc@1": {"inferences_per_s": 800.0},
+        },
         "perf_analyzer": {
             "grpc@1": {"inferences_per_s": 2600.0},
+            "grpc@2": {"inferences_per_s": None, "returncode": 1},
             "grpc@4": {"inferences_per_s": None, "returncode": 2},
             "http@1": {"inferences_per_s": 1800.0},
         },
@@ -40,3 +44,6 @@ def test_rows_give_the_ratio_against_perf_analyzer_at_the_same_concurrency():
         "900 inferences/s (perf_analyzer 1,800: x0.50)"
     )
     assert rows["perf_analyzer grpc@4"] == "no figure (exit 2)"
+    assert rows["traffic N=1 c=1: soak on tritonserver over grpc"] == (
+        "800 inferences/s (perf_analyzer 2,600: x0.31)"
+    )
