@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from soak.errors import ProfileError
-from soak.profile.schema import _show
+from soak.profile.keys import show_value
 
 
 def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
@@ -62,5 +62,5 @@ def check_args(source: str, args: list[Any]) -> None:
         if not isinstance(arg, str) or not arg.startswith("-"):
             raise ProfileError(
                 f"{source}: tritonserver.args[{i}] must be a flag string such as "
-                f"'--log-verbose=1', got {_show(arg)}"
+                f"'--log-verbose=1', got {show_value(arg)}"
             )

@@ -34,7 +34,8 @@ from soak.workload import perfdata
 from soak.workload.polling import wait_unloaded
 
 if TYPE_CHECKING:
-    from soak.workload.lifecycle import PhaseObserver, PhaseTimeouts
+    from soak.workload.config import PhaseTimeouts
+    from soak.workload.record import PhaseObserver
 
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16

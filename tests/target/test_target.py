@@ -25,9 +25,10 @@ from soak.target.interface import (
 )
 from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
+from soak.workload.config import LifecycleConfig
 from soak.workload.inject import Injection
 from soak.workload.iteration import WorkloadConfig
-from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+from soak.workload.lifecycle import Lifecycle
 from soak.workload.repos import COMMON_MODEL, own_model_name
 from soak.workload.scenarios import Servers
 

@@ -1,10 +1,10 @@
-"""soak.workload.statistics: what Triton's model statistics must count, per way of counting
+"""soak.workload.tally: what Triton's model statistics must count, per way of counting
 an error response (the version's: soak.triton.facts.error_response_count)."""
 
 import pytest
 
 from soak.triton.facts import error_response_count
-from soak.workload.statistics import expected_statistics
+from soak.workload.tally import expected_statistics
 
 
 def test_on_2_51_error_responses_are_successes():
