@@ -146,6 +146,17 @@ CASES = [
         "[thresholds]\nrss_bytes = 5\n",
         "thresholds.rss_bytes must be a table",
     ),
+    profile_case(
+        "cache-with-two-in-process-servers",
+        'servers = 2\nresponse_cache = "local"\n',
+        "response_cache = 'local' needs servers = 1 with target 'in_process'",
+    ),
+    profile_case(
+        "cache-over-the-grpc-stream",
+        'target = "tritonserver"\nprotocol = "grpc"\nstreaming = true\nresponse_cache = "local"\n',
+        "streaming = true cannot go with response_cache = 'local'",
+        "response output count mismatch",
+    ),
     # -- profiles: out of range ------------------------------------------------------------
     profile_case("zero-servers", "servers = 0\n", "servers = 0", "out of range", RANGE_SERVERS),
     profile_case("huge-servers", "servers = 65\n", "servers = 65", RANGE_SERVERS),
@@ -176,6 +187,18 @@ CASES = [
         "[inject]\nunreleased_response_fraction = 1.5\n",
         "inject.unreleased_response_fraction = 1.5",
         "0 .. 1",
+    ),
+    profile_case(
+        "inject-client-bytes-in-process",
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs target = 'tritonserver'",
+        "client is the servers' own process",
+    ),
+    profile_case(
+        "inject-client-bytes-in-process-matrix-cell",
+        '[matrix]\ntarget = ["tritonserver", "in_process"]\n'
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs matrix.target = 'tritonserver'",
     ),
     profile_case(
         "negative-threshold",
@@ -557,10 +580,10 @@ CASES = [
     ),
     cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
     cli_case(
-        "attribute-a-tritonserver-process",
+        "attribute-tritonserver-processes-of-the-servers-scenario",
         "run {tmp}/p.toml --db {db} --attribute --no-progress",
         "--attribute",
-        "tritonserver process (heaptrack) is not wired",
+        "no process lives at a quiet point",
         files={"p.toml": 'target = "tritonserver"\n'},
     ),
     cli_case(

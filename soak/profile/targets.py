@@ -31,6 +31,12 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
                 f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
                 f"(HTTP has no stream), got {protocol!r}"
             )
+        if streaming and run.get("response_cache", "none") != "none":
+            raise ProfileError(
+                f"{source}: {label('streaming')} = true cannot go with response_cache = "
+                f"{run['response_cache']!r}: Triton 2.51's gRPC stream fails every cache miss "
+                "('response output count mismatch'); use streaming = false (gRPC or HTTP)"
+            )
         if run.get("concurrency", 1) > 1:
             raise ProfileError(
                 f"{source}: concurrency = {run['concurrency']} is in-process only for now; "
@@ -46,8 +52,17 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
 def check_injections(
     source: str, run: dict[str, Any], matrix: dict[str, tuple], inject: dict[str, Any]
 ) -> None:
-    """Leaks made inside an in-process server have no meaning in a tritonserver process."""
-    if "tritonserver" not in matrix.get("target", (run["target"],)):
+    """Leaks made inside an in-process server have no meaning in a tritonserver process; a
+    client leak means something only where the client is a process of its own."""
+    targets = matrix.get("target", (run["target"],))
+    if inject.get("client_bytes_per_request") and "in_process" in targets:
+        label = "matrix.target" if "target" in matrix else "target"
+        raise ProfileError(
+            f"{source}: inject.client_bytes_per_request needs {label} = 'tritonserver': "
+            "in-process the client is the servers' own process, so its leak could not be "
+            "told from theirs"
+        )
+    if "tritonserver" not in targets:
         return
     for key in ("native_bytes_per_server", "gpu_bytes_per_server", "unreleased_response_fraction"):
         if inject[key]:

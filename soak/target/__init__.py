@@ -27,6 +27,7 @@ def make_target(profile: ProfileMessage) -> ServerTarget:
             shared_memory=run["shared_memory"],
             args=tuple((profile.tritonserver or {}).get("args", ())),
             ready_timeout_s=profile.timeouts.get("wait_ready", 30.0),
+            heaptrack=bool(profile.attribution.get("enabled")),
         )
     from soak.target.inprocess import InProcessTarget
 

@@ -123,7 +123,11 @@ def infer_one_by_one(
 
 @runtime_checkable
 class ModelServer(Protocol):
-    """One server with explicit model control; `close()` (or the with-block) ends it once."""
+    """One server with explicit model control; `close()` (or the with-block) ends it once.
+    `receives_decoupled`: whether its client can take a decoupled model's responses (Triton
+    serves them through the C API or gRPC's stream, never over HTTP or unary gRPC)."""
+
+    receives_decoupled: bool
 
     def is_live(self) -> bool: ...
 
@@ -218,6 +222,9 @@ class ServerTarget(Protocol):
     sample. Chosen from the profile in one place, `soak.target.make_target`."""
 
     name: str
+    #: Who finds allocation sites (`--attribute`): "memray" (the worker traces itself from the
+    #: end of the warm-up) or "heaptrack" (each server process is traced from its start).
+    attribution: str
 
     def prepare(
         self,
@@ -245,6 +252,11 @@ class ServerTarget(Protocol):
 
     def client_pid(self) -> int:
         """The process that drives the servers: the worker."""
+        ...
+
+    def phase_floors(self) -> dict[str, float]:
+        """Least timeouts (seconds) of phases that take longer with this target as set up
+        (a server traced by heaptrack starts in seconds); the profile's larger ones stand."""
         ...
 
     def take_notes(self) -> list[str]:
