@@ -31,11 +31,6 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
                 f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
                 f"(HTTP has no stream), got {protocol!r}"
             )
-        if run.get("concurrency", 1) > 1:
-            raise ProfileError(
-                f"{source}: concurrency = {run['concurrency']} is in-process only for now; "
-                "target 'tritonserver' sends one request at a time (concurrency = 1)"
-            )
         if memory_type != "system":
             raise ProfileError(
                 f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "

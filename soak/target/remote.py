@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
-from soak.target.interface import MemoryType, ServerSpec, TargetInfo, infer_one_by_one
+from soak.target.interface import MemoryType, ServerSpec, TargetInfo
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer
@@ -82,11 +82,11 @@ class ProcessServer:
         datatypes: dict[str, str] | None = None,
         keep: Callable[[int], bool] | None = None,
     ) -> int:
-        """One request at a time through `infer` (the profile refuses concurrency > 1 for
-        this target until the client submits asynchronously)."""
-        return infer_one_by_one(
-            self, model, inputs, outputs, on_result, memory_type, timeout_s, device, datatypes, keep
-        )
+        """The client's burst, on its thread: `concurrency` requests in flight."""
+        return self._on_thread(
+            self.client.infer_many, model, inputs, outputs, on_result, concurrency,
+            memory_type, timeout_s, device, datatypes, keep,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Close the client (its regions unregistered while the server still listens), then
@@ -124,6 +124,7 @@ class TritonServerTarget:
     protocol: str = "http"
     streaming: bool = False
     shared_memory: str = "none"
+    concurrency: int = 1
     args: Sequence[str] = ()
     ready_timeout_s: float = 30.0
     executable: ServerExecutable | None = None
@@ -176,7 +177,13 @@ class TritonServerTarget:
         try:
             server = ProcessServer(
                 process,
-                lambda: RemoteServer(url, self.protocol, self.streaming, self.shared_memory),
+                lambda: RemoteServer(
+                    url,
+                    self.protocol,
+                    self.streaming,
+                    self.shared_memory,
+                    concurrency=self.concurrency,
+                ),
                 self,
             )
         except Exception:

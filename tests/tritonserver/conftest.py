@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from soak.tritonserver import executable
-from soak.tritonserver.client import CLIENT_REGION_PREFIX
+from soak.tritonserver.regions import CLIENT_REGION_PREFIX
 from soak.tritonserver.process import ServerProcess
 from soak.workload import repos
 
