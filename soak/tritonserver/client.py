@@ -299,6 +299,7 @@ class RemoteServer:
         device: int = 0,
         datatypes: dict[str, str] | None = None,
         keep: Callable[[int], bool] | None = None,
+        expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
     ) -> int:
         """A burst with `concurrency` requests in flight through tritonclient's async_infer,
         results handed on in submission order (soak.tritonserver.window). A stream sends one
