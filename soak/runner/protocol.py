@@ -137,6 +137,11 @@ class Quiet(Message):
     cache_insertions: int = 0  # response cache misses (each inserts a response)
     server_pids: list[int] = field(default_factory=list)  # live server processes (client_apart)
     server_notes: list[str] = field(default_factory=list)  # what ended servers left, removed
+    # The servers' Prometheus counters this iteration (tritonserver target); None: not read.
+    metrics_successes: int | None = None
+    metrics_failures: int | None = None
+    metrics_failure_reasons: dict[str, int] | None = None  # failures by reason (BACKEND, ...)
+    metrics_pending: int | None = None  # requests pending when read (a gauge)
 
 
 @dataclass(frozen=True)

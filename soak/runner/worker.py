@@ -200,6 +200,7 @@ def quiet_message(
 ) -> Quiet:
     """What the supervisor stores of an iteration, reported at its quiet point."""
     apart = target is not None and target.client_pid() not in target.server_pids()
+    counted = record.counted
     return Quiet(
         iteration=record.index,
         wall_s=record.wall_s,
@@ -218,6 +219,10 @@ def quiet_message(
         heap=heap,
         server_pids=target.server_pids() if apart else [],
         server_notes=target.take_notes() if target is not None else [],
+        metrics_successes=counted.successes if counted else None,
+        metrics_failures=counted.failures if counted else None,
+        metrics_failure_reasons=dict(counted.reasons) if counted else None,
+        metrics_pending=counted.pending if counted else None,
     )
 
 

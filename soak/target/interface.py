@@ -19,6 +19,7 @@ import numpy as np
 from soak.errors import ServerError, ServerTimeout
 
 if TYPE_CHECKING:
+    from soak.tritonserver.metrics import ModelCounters
     from soak.workload.inject import Injection
 
 
@@ -150,6 +151,11 @@ class ModelServer(Protocol):
     def model_config(self, name: str, version: int = -1) -> dict: ...
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict: ...
+
+    def request_counters(self) -> dict[str, ModelCounters] | None:
+        """The server's own request counters per model (tritonserver's Prometheus /metrics:
+        successes, failures by reason, pending); None where there are none (in-process)."""
+        ...
 
     def infer(
         self,

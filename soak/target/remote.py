@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
+from soak.triton.server import TritonError
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer
     from soak.tritonserver.executable import ServerExecutable
+    from soak.tritonserver.metrics import ModelCounters
     from soak.tritonserver.perf_load import PerfAnalyzerLoad
     from soak.tritonserver.process import ServerProcess
     from soak.workload.inject import Injection
@@ -99,6 +101,15 @@ class ProcessServer:
             self.client.infer_many, model, inputs, outputs, on_result, concurrency,
             memory_type, timeout_s, device, datatypes, keep,
         )  # fmt: skip
+
+    def request_counters(self) -> dict[str, ModelCounters]:
+        """The process's /metrics per model; TritonError when it does not answer."""
+        from soak.tritonserver import metrics
+
+        try:
+            return metrics.read(self.process.metrics_url)
+        except OSError as exc:
+            raise TritonError("Unavailable", f"{self.process.metrics_url}: {exc}") from None
 
     def stop(self) -> None:
         """Close the client (its regions unregistered while the server still listens), then

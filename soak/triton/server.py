@@ -455,6 +455,10 @@ class Server:
         call = _lib().TRITONSERVER_ServerModelStatistics
         return self._json(call, name.encode(), version)  # type: ignore[return-value]
 
+    def request_counters(self) -> None:
+        """No Prometheus endpoint in process (the C API's metrics are not read): None."""
+        return None
+
     def model_metadata(self, name: str, version: int = -1) -> dict:
         """The model's metadata (inputs and outputs with datatype and shape, -1 variable)."""
         call = _lib().TRITONSERVER_ServerModelMetadata

@@ -19,6 +19,7 @@ from soak.target import default_target
 from soak.target.interface import MemoryType, ServerFeatures, ServerTarget
 from soak.workload import inject
 from soak.workload.composed import write_composed
+from soak.workload.counters import Counted
 from soak.workload.lifecycle import (
     Failure,
     Lifecycle,
@@ -114,6 +115,17 @@ class IterationRecord:
         return {
             p: max((r.phase_s.get(p, 0.0) for r in self.lifecycles), default=0.0) for p in PHASES
         }
+
+    @property
+    def counted(self) -> Counted | None:
+        """What the servers' /metrics counted this iteration, summed (None: not measured)."""
+        found = [r.counted for r in self.lifecycles if r.counted is not None]
+        if not found:
+            return None
+        total = Counted()
+        for c in found:
+            total.add(c)
+        return total
 
     @property
     def triton_version(self) -> str | None:

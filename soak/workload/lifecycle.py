@@ -32,6 +32,7 @@ from soak.target.interface import (
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload import inject
 from soak.workload.composed import ENSEMBLE_MODEL
+from soak.workload.counters import Counted, CounterCheck
 from soak.workload.models import (
     ModelPlan,
     ModelSettings,
@@ -122,6 +123,9 @@ class LifecycleRecord:
     cache_insertions: int = 0
     completed: bool = False  # reached delete
     hung_phase: str | None = None
+    # Per generated model this iteration: (successes, expected errors) soak counted.
+    per_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    counted: Counted | None = None  # what the server's /metrics counted (None: no /metrics)
     triton_version: str | None = None
 
 
@@ -203,6 +207,7 @@ class Lifecycle:
         # Per loaded user model, its plan: made once per load, from the server's metadata.
         self.plans: dict[str, ModelPlan] = {}
         self.settings = {s.name: s for s in config.user_models.models}
+        self.counters = CounterCheck()  # the server's /metrics, as last seen
 
     @property
     def generated(self) -> list[str]:
@@ -331,6 +336,7 @@ class Lifecycle:
                         self._infer(server, model)
             with self._phase("statistics"):
                 self._check_statistics(server, self.loaded)
+                self._check_counters(server, self.loaded)
         if unload:
             with self._phase("unload"):
                 self._unload(server, self.loaded)
@@ -430,6 +436,10 @@ class Lifecycle:
                     self._fail("load", missing or f"{model}: {error.message}")
             else:
                 raise error
+        try:
+            self.counters.baseline(server, loaded)
+        except ServerError as exc:
+            self._fail("load", f"/metrics: {exc.message}")
         return loaded
 
     def _infer(self, server: ModelServer, model: str) -> None:
@@ -533,9 +543,31 @@ class Lifecycle:
             self.answered[settings.name] = (ok + done.requests, errors)
 
     def _answered(self, model: str, error: bool) -> None:
-        """One more success or expected error of `model` since its load (for statistics)."""
+        """One more success or expected error of `model` since its load (for statistics) and
+        in this iteration (for the server's counters)."""
         ok, errors = self.answered.get(model, (0, 0))
         self.answered[model] = (ok + (not error), errors + error)
+        ok, errors = self.record.per_model.get(model, (0, 0))
+        self.record.per_model[model] = (ok + (not error), errors + error)
+
+    def _check_counters(self, server: ModelServer, models: list[str]) -> None:
+        """The server's /metrics against soak's counts of this iteration's generated models;
+        not judged with composed models (their steps are requests of the add/sub model too)
+        or after a failed inference (the burst stopped with requests in flight)."""
+        judged: dict[str, tuple[int, int]] = {}
+        infer_failed = any(f.phase == "infer" for f in self.record.failures)
+        if not self.config.composed and not infer_failed:
+            for model in self.generated:
+                if model not in models:
+                    continue
+                ok, errors = self.record.per_model.get(model, (0, 0))
+                # Triton counts a python model's error response as a success (2.51).
+                if self.config.behaviour is Behaviour.ERROR_RESPONSE:
+                    ok, errors = ok + errors, 0
+                judged[model] = (ok, errors)
+        self.record.counted = self.counters.check(
+            server, models, judged, lambda line: self._fail("statistics", line)
+        )
 
     def _validate(self, result: dict, sums: np.ndarray, diffs: np.ndarray) -> list[str]:
         problems = []
