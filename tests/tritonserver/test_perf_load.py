@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from soak.target.interface import NOT_CHECKED
+from soak.triton import InferenceTimeout
 from soak.tritonserver import executable, metrics, perf_analyzer
 from soak.tritonserver.client import RemoteServer
 from soak.tritonserver.perf_load import PerfAnalyzerLoad
@@ -142,3 +143,14 @@ def test_perf_analyzer_cannot_check_answers_through_shared_memory(loaded, env, t
     assert perf_analyzer.thread_errors(done.output) == ["Output size doesn't match expected size"]
     plain = perf_analyzer.burst("simple1", url, protocol, 1, 5, env, 60, input_data=data)
     assert plain.ok and plain.completed == 5
+
+
+def test_a_burst_past_the_infer_timeout_is_killed_as_a_timeout(loaded, env, tmp_path):
+    items, answers = _burst(5000, seed=10)
+    load = _load(loaded, env, tmp_path, "http")
+    with pytest.raises(InferenceTimeout, match="ran past 0.5 s"):
+        load.infer_many(
+            "simple1", iter(items), OUTPUTS, lambda *a: True, 1, 0.5, answers.__getitem__
+        )
+    assert _perf_analyzers() == []
+    assert list(tmp_path.glob("perf-input-*")) == []
