@@ -24,8 +24,9 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 from soak.target.interface import SEQUENCE_END, SEQUENCE_START, OnResult, infer_one_by_one
 from soak.triton.memory import MemoryType
 from soak.triton.server import InferenceTimeout, Output, TritonError
-from soak.tritonserver.answers import proto_json, triton_error, version_arg
+from soak.tritonserver.answers import index_entries, proto_json, triton_error, version_arg
 from soak.tritonserver.regions import Region, tensor_sizes
+from soak.tritonserver.window import HttpThreads, infer_window
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class RemoteServer:
         self.streaming = streaming
         self.shared_memory = shared_memory
         self.network_timeout_s = network_timeout_s
-        self.concurrency = max(1, concurrency)  # an HTTP client's requests in flight at most
+        self.concurrency = max(1, concurrency)  # HTTP threads for requests in flight
         self._local = _PerThread()
         self._clients: list[Any] = []
         self._all_regions: list[tuple[Any, Region]] = []
@@ -79,6 +80,7 @@ class RemoteServer:
         self._stream_results: queue.Queue = queue.Queue()
         self._output_specs: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self._generation = 0
+        self._pool: HttpThreads | None = None  # HTTP requests in flight (window.submit)
         self._closed = False
         self._client()  # a bad url fails here, not at the first call
 
@@ -99,12 +101,25 @@ class RemoteServer:
                     self.url,
                     connection_timeout=self.network_timeout_s,
                     network_timeout=self.network_timeout_s,
-                    concurrency=self.concurrency,
                 )
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
         return client
+
+    def forget_thread_client(self) -> None:
+        """Close this thread's client (before the thread ends) and forget it."""
+        client, self._local.client = self._local.client, None
+        if client is not None:
+            with self._lock:
+                self._clients = [c for c in self._clients if c is not client]
+            client.close()
+
+    def http_threads(self) -> HttpThreads:
+        """`concurrency` HTTP threads (own client and regions each), as long-lived as this."""
+        if self._pool is None:
+            self._pool = HttpThreads(self, self.concurrency)
+        return self._pool
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -132,6 +147,8 @@ class RemoteServer:
         The server process is not this object's to stop."""
         if self._closed:
             return
+        if self._pool is not None:
+            self._pool.close()
         try:
             self.release_shared_memory()
         finally:
@@ -192,15 +209,7 @@ class RemoteServer:
             models = [MessageToDict(m, preserving_proto_field_name=True) for m in answer.models]
         else:
             models = self._call(self._client().get_model_repository_index)
-        index = []
-        for model in models:
-            entry = {k: model[k] for k in ("name", "version", "state") if k in model}
-            if model.get("reason"):
-                entry["reason"] = model["reason"]
-            index.append(entry)
-        if ready_only:
-            index = [m for m in index if m.get("state") == "READY"]
-        return index
+        return index_entries(models, ready_only)
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict:
         return self._json("get_inference_statistics", name, version_arg(version))
@@ -301,7 +310,7 @@ class RemoteServer:
         keep: Callable[[int], bool] | None = None,
         expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
     ) -> int:
-        """A burst with `concurrency` requests in flight through tritonclient's async_infer,
+        """A burst with `concurrency` requests in flight (gRPC async_infer, HTTP threads),
         results handed on in submission order (soak.tritonserver.window). A stream sends one
         request at a time: its errors do not say which request they belong to."""
         if concurrency <= 1 or self.streaming:
@@ -311,8 +320,6 @@ class RemoteServer:
             )  # fmt: skip
         if memory_type is not MemoryType.SYSTEM:
             raise TritonError("soak", f"{memory_type.value} memory is not reachable remotely")
-        from soak.tritonserver.window import infer_window
-
         return infer_window(
             self, model, inputs, outputs, on_result, concurrency, timeout_s, datatypes, keep
         )
@@ -480,9 +487,9 @@ class RemoteServer:
             regions, self._all_regions = self._all_regions, []
             self._generation += 1  # every thread's regions are gone
         first: Exception | None = None
-        for client, region in regions:
-            try:
-                self._call(client.unregister_system_shared_memory, region.name)
+        for _, region in regions:
+            try:  # through this thread's client: the one that registered it may have ended
+                self._call(self._client().unregister_system_shared_memory, region.name)
             except TritonError as exc:
                 first = first or exc
             finally:

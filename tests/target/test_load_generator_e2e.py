@@ -52,7 +52,9 @@ def runs(tmp_path_factory):
         soak_run(
             tmp,
             BASE + f'scenario = "traffic"\niterations = 3\ninferences_per_model = {COUNT}\n'
-            'behaviour = "execute_raises"\nconcurrency = 2\nload_generator = "perf_analyzer"\n',
+            # one in flight: with several, Triton 2.51 sometimes never finishes unloading a
+            # model that raised (tests/tritonserver/conftest.py)
+            'behaviour = "execute_raises"\nload_generator = "perf_analyzer"\n',
             "raising",
         ),
     ]
@@ -110,10 +112,10 @@ def test_a_raising_model_through_perf_analyzer_counts_its_failed_requests(runs):
     assert run["behaviour"] == "execute_raises" and status == "passed"
     counts = query(db, ITERATION_COUNTS, run_id)
     assert len(counts) == done == 3
-    # one failed request per perf_analyzer thread that reported one: 1 or 2 per model; the
-    # server counted the same, all failed in the backend
+    # one failed request per perf_analyzer thread that reported one: 1 per model at
+    # concurrency 1; the server counted the same, all failed in the backend
     for inferences, errors, successes, failures, reasons, pending in counts:
-        assert inferences == errors and 2 <= errors <= 4
+        assert inferences == errors == 2
         assert (successes, failures, pending) == (0, errors, 0)
         assert json.loads(reasons) == {"BACKEND": errors}
 

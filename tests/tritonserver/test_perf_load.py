@@ -16,6 +16,8 @@ from soak.tritonserver.client import RemoteServer
 from soak.tritonserver.perf_load import PerfAnalyzerLoad
 from soak.workload.repos import ERROR_TOKEN, FAIL_MARK
 
+from .conftest import wait_unloaded
+
 OUTPUTS = ["OUTPUT0", "OUTPUT1"]
 
 
@@ -23,10 +25,11 @@ OUTPUTS = ["OUTPUT0", "OUTPUT1"]
 def loaded(running):
     with RemoteServer(running.http_url) as server:
         server.load_model("simple1")
-        server.load_model("raising")
+        server.load_model("erroring")
         yield running
         server.unload_model("simple1")
-        server.unload_model("raising")
+        server.unload_model("erroring")
+        wait_unloaded(server, ["simple1", "erroring"])
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +114,7 @@ def test_a_wrong_answer_even_the_last_one_fails_the_burst(loaded, env, tmp_path,
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_raising_model_hands_on_one_error_per_thread_that_saw_one(
+def test_failing_requests_hand_on_one_error_per_thread_that_saw_one(
     loaded, env, tmp_path, protocol
 ):
     items, answers = _burst(40, seed=6, fail=True)
@@ -124,7 +127,7 @@ def test_a_raising_model_hands_on_one_error_per_thread_that_saw_one(
 
     load = _load(loaded, env, tmp_path, protocol)
     handed = load.infer_many(
-        "raising", iter(items), OUTPUTS, on_result, 4, 30.0, answers.__getitem__
+        "erroring", iter(items), OUTPUTS, on_result, 4, 30.0, answers.__getitem__
     )
     assert 1 <= handed <= 4 and len(errors) == handed
     assert all(ERROR_TOKEN in e for e in errors)

@@ -10,7 +10,12 @@ from soak.tritonserver import metrics
 from soak.tritonserver.client import RemoteServer
 from soak.workload.counters import CounterCheck
 from soak.workload.repos import ERROR_TOKEN, FAIL_MARK
-from tests.tritonserver.conftest import repositories, running, server_executable  # noqa: F401
+from tests.tritonserver.conftest import (  # noqa: F401
+    repositories,
+    running,
+    server_executable,
+    wait_unloaded,
+)
 
 OUTPUTS = ["OUTPUT0", "OUTPUT1"]
 
@@ -38,6 +43,7 @@ def client(running):  # noqa: F811
         yield server
         server.unload_model("simple1")
         server.unload_model("raising")
+        wait_unloaded(server, ["simple1", "raising"])
 
 
 def _send(client: RemoteServer, model: str, count: int, fail_every: int = 0) -> tuple[int, int]:
