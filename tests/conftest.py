@@ -10,8 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from soak.sampling.process import REGION_PREFIX, wait_ended
+from soak.sampling.waiting import wait_ended
 from soak.triton.backends import STUB_EXECUTABLE
+from soak.triton.facts import REGION_PREFIX
 
 SHM = Path("/dev/shm")
 #: Every process this test session starts inherits this marker (workers, and through them the

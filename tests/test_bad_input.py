@@ -146,6 +146,17 @@ CASES = [
         "[thresholds]\nrss_bytes = 5\n",
         "thresholds.rss_bytes must be a table",
     ),
+    profile_case(
+        "cache-with-two-in-process-servers",
+        'servers = 2\nresponse_cache = "local"\n',
+        "response_cache = 'local' needs servers = 1 with target 'in_process'",
+    ),
+    profile_case(
+        "cache-over-the-grpc-stream",
+        'target = "tritonserver"\nprotocol = "grpc"\nstreaming = true\nresponse_cache = "local"\n',
+        "streaming = true cannot go with response_cache = 'local'",
+        "response output count mismatch",
+    ),
     # -- profiles: out of range ------------------------------------------------------------
     profile_case(
         "perf-analyzer-in-process",

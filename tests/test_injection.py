@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from soak.sampling.process import find_stub_processes
+from soak.sampling.stubs import find_stub_processes
 from tests.conftest import shm_regions
 from tests.e2e import query, soak
 

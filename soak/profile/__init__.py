@@ -6,41 +6,44 @@ generated from it by `reference.key_reference`). An error names the file, the ke
 is allowed.
 """
 
+from soak.profile.keys import Key
 from soak.profile.loading import (
     MAX_PROFILE_BYTES,
     PROFILES_DIR,
-    Profile,
-    flag_name,
     load,
     parse,
     resolve_path,
     shipped_names,
 )
+from soak.profile.profile import Profile, flag_name
 from soak.profile.reference import key_reference
 from soak.profile.schema import (
-    ATTRIBUTION_KEYS,
     BEHAVIOURS,
-    CLIENT_METRICS,
-    COUNTER_METRICS,
-    COUNTER_TOLERANCE,
     DATATYPES,
-    INJECT_KEYS,
     INSTANCE_KINDS,
     MATRIX_KEYS,
-    MEMORY_METRICS,
     MEMORY_TYPES,
+    RUN_KEYS,
+    SCENARIOS,
+    all_keys,
+)
+from soak.profile.sections import (
+    ATTRIBUTION_KEYS,
+    INJECT_KEYS,
     MODEL_KEYS,
     MODELS_KEYS,
     RAY_KEYS,
-    RUN_KEYS,
     SAMPLING_KEYS,
-    SCENARIOS,
     SECTIONS,
-    THRESHOLD_KEYS,
     TIMEOUT_KEYS,
+)
+from soak.profile.thresholds import (
+    CLIENT_METRICS,
+    COUNTER_METRICS,
+    COUNTER_TOLERANCE,
+    MEMORY_METRICS,
+    THRESHOLD_KEYS,
     UNITS,
-    Key,
-    all_keys,
     default_thresholds,
 )
 

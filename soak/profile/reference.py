@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from soak.profile.schema import (
-    MATRIX_KEYS,
-    UNITS,
-    Key,
-    _fmt,
-    _type_name,
-    all_keys,
-    default_thresholds,
-)
+from soak.profile.keys import Key, fmt_number, type_name
+from soak.profile.schema import MATRIX_KEYS, all_keys
+from soak.profile.thresholds import UNITS, default_thresholds
 
 
 def _toml(value: Any) -> str:
@@ -55,7 +49,7 @@ def key_reference() -> str:
     ]
     for name, key in all_keys():
         default = "per metric (below)" if name.startswith("thresholds.") else _toml(key.default)
-        kind = _type_name(key.kind).removeprefix("an ").removeprefix("a ")
+        kind = type_name(key.kind).removeprefix("an ").removeprefix("a ")
         lines.append(f"| `{name}` | {kind} | {default} | {_range(key)} | {key.doc} |")
     lines += [
         "",
@@ -75,7 +69,7 @@ def key_reference() -> str:
     ]
     for metric, t in default_thresholds().items():
         cols = [t.slope_per_iteration, t.growth_budget, t.tolerance]
-        shown = ["-" if c is None else _fmt(c) for c in cols]
+        shown = ["-" if c is None else fmt_number(c) for c in cols]
         lines.append(f"| `{metric}` | {t.kind} | {' | '.join(shown)} | {_toml(t.enabled)} |")
     lines += [
         "",

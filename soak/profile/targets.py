@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from soak.errors import ProfileError
-from soak.profile.schema import _show
+from soak.profile.keys import show_value
 
 
 def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
@@ -33,6 +33,12 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
             raise ProfileError(
                 f"{source}: {label('streaming')} = true needs {label('protocol')} = 'grpc' "
                 f"(HTTP has no stream), got {protocol!r}"
+            )
+        if streaming and run.get("response_cache", "none") != "none":
+            raise ProfileError(
+                f"{source}: {label('streaming')} = true cannot go with response_cache = "
+                f"{run['response_cache']!r}: Triton 2.51's gRPC stream fails every cache miss "
+                "('response output count mismatch'); use streaming = false (gRPC or HTTP)"
             )
         if memory_type != "system":
             raise ProfileError(
@@ -76,5 +82,5 @@ def check_args(source: str, args: list[Any]) -> None:
         if not isinstance(arg, str) or not arg.startswith("-"):
             raise ProfileError(
                 f"{source}: tritonserver.args[{i}] must be a flag string such as "
-                f"'--log-verbose=1', got {_show(arg)}"
+                f"'--log-verbose=1', got {show_value(arg)}"
             )

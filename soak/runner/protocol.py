@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from soak.profile.loading import Profile
+    from soak.profile.profile import Profile
 
 STACKS_FILE = "stacks.txt"
 """File in the run's folder where the worker dumps its threads' stacks on SIGUSR1."""

@@ -18,13 +18,9 @@ from typing import Any
 
 import psutil
 
-from soak.sampling.process import (
-    ProcessSample,
-    ProcessTreeSampler,
-    WorkerGoneError,
-    regions_held_by,
-    wait_ended,
-)
+from soak.sampling.process import ProcessSample, ProcessTreeSampler, WorkerGoneError
+from soak.sampling.procfs import regions_held_by
+from soak.sampling.waiting import wait_ended
 from soak.store import event
 
 log = logging.getLogger(__name__)

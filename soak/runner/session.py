@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from soak.errors import ProfileError
-from soak.profile.loading import Profile, flag_name
+from soak.profile.profile import Profile, flag_name
 from soak.run_analysis import RunAnalysis, analyze_and_store
 from soak.runner import triton_choice
 from soak.runner.supervisor import Supervisor

@@ -16,7 +16,9 @@ from typing import Any
 import psutil
 
 from soak.runner import protocol as proto
-from soak.sampling.process import ProcessTreeSampler, StubProcess, wait_ended
+from soak.sampling.process import ProcessTreeSampler
+from soak.sampling.stubs import StubProcess
+from soak.sampling.waiting import wait_ended
 from soak.store import event
 
 

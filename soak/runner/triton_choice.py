@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from soak.errors import ProfileError
-from soak.profile.loading import Profile
+from soak.profile.profile import Profile
 
 
 def resolved(profile: Profile) -> Profile:

@@ -39,8 +39,8 @@ from soak.runner.protocol import (
 if TYPE_CHECKING:  # imported when first used: an import error then reaches the supervisor
     from soak.target.interface import ServerFeatures, ServerTarget, TargetInfo
     from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
-    from soak.workload.lifecycle import PhaseObserver
     from soak.workload.models import UserModels
+    from soak.workload.record import PhaseObserver
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def trigger_fault(
 def workload_config(profile: ProfileMessage) -> WorkloadConfig:
     from soak.target import make_target
     from soak.target.interface import MemoryType
+    from soak.workload.config import PhaseTimeouts
     from soak.workload.inject import Injection
     from soak.workload.iteration import WorkloadConfig
-    from soak.workload.lifecycle import PhaseTimeouts
     from soak.workload.repos import Behaviour
 
     return WorkloadConfig(

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from soak.sampling.process import descendant_pids
+from soak.sampling.procfs import descendant_pids
 
 log = logging.getLogger(__name__)
 

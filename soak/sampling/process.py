@@ -8,22 +8,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from soak.errors import SoakError
-from soak.triton.facts import REGION_PREFIX, STUB_EXECUTABLE
+from soak.sampling.procfs import descendant_pids, regions_held_by
+from soak.sampling.stubs import StubProcess, classify, find_stub_processes, read_stub, stub_alive
+from soak.sampling.waiting import wait_ended
+from soak.triton.facts import REGION_PREFIX
 
 log = logging.getLogger(__name__)
 
-_COMM_LEN = 15  # the kernel truncates a process name (comm) to 15 characters
 _FOREIGN_AFTER_S = 2.0  # an unknown region younger than this may still be being set up by us
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
 
@@ -61,23 +62,6 @@ class ProcessSample:
 
 
 @dataclass(frozen=True)
-class StubProcess:
-    """A python backend stub seen on the machine, with what its command line says."""
-
-    pid: int
-    create_time_s: float
-    ppid: int
-    parent_pid_arg: int | None  # the pid of the process that launched it, from its argv
-    region_names: tuple[str, ...]
-    model: str = ""  # the model folder its model.py is in (argv: <repo>/<model>/<version>/...)
-
-    @property
-    def key(self) -> tuple[int, float]:
-        """(pid, create time): identifies a process even after its pid is reused."""
-        return (self.pid, self.create_time_s)
-
-
-@dataclass(frozen=True)
 class Leftovers:
     """Stubs and shared-memory files of this run still present after its worker ended."""
 
@@ -92,198 +76,6 @@ class Leftovers:
     def as_dict(self) -> dict[str, list[int] | list[str]]:
         """Plain dict for JSON lines and SQL rows."""
         return dataclasses.asdict(self)
-
-
-def region_names_in(args: Iterable[str], prefix: str = REGION_PREFIX) -> tuple[str, ...]:
-    """Region names (no slash, no /dev/shm) found anywhere in ``args``.
-
-    The name appears as ``/triton_..._<uuid>``, ``triton_..._<uuid>`` or a full
-    ``/dev/shm/...`` path depending on the Triton version and on where it is read from (argv, fd
-    link, maps line), so search each string rather than parse a position.
-    """
-    pattern = _region_pattern(prefix)
-    found: dict[str, None] = {}
-    for arg in args:
-        for match in pattern.finditer(arg):
-            found[match.group(0)] = None
-    return tuple(found)
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _region_pattern(prefix: str) -> re.Pattern[str]:
-    pattern = _PATTERNS.get(prefix)
-    if pattern is None:
-        pattern = re.compile(re.escape(prefix) + r"[A-Za-z0-9_.\-]+")
-        _PATTERNS[prefix] = pattern
-    return pattern
-
-
-def _stub_arg_index(name: str, cmdline: Sequence[str], exe: str) -> int | None:
-    """Index of the stub path in ``cmdline``, -1 if a stub without one, None if no stub.
-
-    A stub is recognised by its name, its executable's file name, or argv[0]; a stub that is a
-    script run through a shebang shows the interpreter in argv[0] and the script in argv[1],
-    with the script's (truncated) name as comm, which is how the tests' fake stubs look.
-    """
-    if cmdline and os.path.basename(cmdline[0]) == STUB_EXECUTABLE:
-        return 0
-    if (
-        len(cmdline) > 1
-        and STUB_EXECUTABLE.startswith(name[:_COMM_LEN])
-        and len(name) >= _COMM_LEN
-        and os.path.basename(cmdline[1]) == STUB_EXECUTABLE
-    ):
-        return 1
-    if name == STUB_EXECUTABLE or os.path.basename(exe) == STUB_EXECUTABLE:
-        return -1
-    return None
-
-
-def _classify(proc: psutil.Process, prefix: str) -> tuple[StubProcess | None, bool]:
-    """(stub record or None, whether that answer is final). Raises NoSuchProcess if gone.
-
-    Not final while the command line reads empty: during exec the kernel switches to the new
-    image and sets its name before it has written the new argv, so a process caught then looks
-    like a stub-named process without arguments, and must be classified again later.
-    """
-    with proc.oneshot():
-        name = proc.name()
-        zombie = False
-        try:
-            cmdline = proc.cmdline()
-        except psutil.ZombieProcess:
-            cmdline, zombie = [], True
-        except psutil.AccessDenied:
-            cmdline = []
-        try:
-            exe = proc.exe()
-        except (psutil.AccessDenied, psutil.ZombieProcess):
-            exe = ""
-        final = bool(cmdline) or zombie
-        index = _stub_arg_index(name, cmdline, exe)
-        if index is None:
-            return None, final
-        create_time_s = proc.create_time()
-        ppid = proc.ppid()
-    parent_pid_arg = None
-    if index >= 0 and len(cmdline) > index + 5 and cmdline[index + 5].isdigit():
-        parent_pid_arg = int(cmdline[index + 5])
-    stub = StubProcess(
-        pid=proc.pid,
-        create_time_s=create_time_s,
-        ppid=ppid,
-        parent_pid_arg=parent_pid_arg,
-        region_names=region_names_in(cmdline, prefix),
-        model=_model_of(cmdline[index + 1]) if index >= 0 and len(cmdline) > index + 1 else "",
-    )
-    return stub, final
-
-
-def _model_of(model_py: str) -> str:
-    parts = model_py.split("/")
-    return parts[-3] if len(parts) >= 3 else ""
-
-
-def _alive(stub: StubProcess) -> bool:
-    try:
-        proc = psutil.Process(stub.pid)
-        return proc.create_time() == stub.create_time_s and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _read_stub(proc: psutil.Process, prefix: str) -> StubProcess | None:
-    """The stub record of ``proc``, or None when it is no stub. Raises NoSuchProcess if gone."""
-    return _classify(proc, prefix)[0]
-
-
-def is_stub_process(proc: psutil.Process) -> bool:
-    """True when ``proc`` is a python backend stub (False when it has gone)."""
-    try:
-        return _read_stub(proc, REGION_PREFIX) is not None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def find_stub_processes(prefix: str = REGION_PREFIX) -> list[StubProcess]:
-    """Every python backend stub on the machine, whoever started it.
-
-    Reads three /proc files of every process: meant for leftover detection after a run, not
-    for sampling.
-    """
-    stubs = []
-    for proc in psutil.process_iter():
-        try:
-            stub = _read_stub(proc, prefix)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if stub is not None:
-            stubs.append(stub)
-    return stubs
-
-
-def descendant_pids(pid: int) -> list[int]:
-    """Pids of all descendants of ``pid`` (breadth first), zombies included.
-
-    Reads ``/proc/<pid>/task/<tid>/children`` of every thread (a stub is forked by whichever
-    Triton thread loads the model, and lands in that thread's list). That costs one small read
-    per thread of the tree, independent of how many processes run on the machine; psutil's
-    ``children(recursive=True)`` reads the stat file of every process on the machine instead
-    and is the fallback where the kernel lacks CONFIG_PROC_CHILDREN. Both took about 1.4 ms
-    here for a 100-thread process among 80 processes, but a CI machine has many processes.
-    """
-    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
-        try:
-            return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        parent = queue.pop(0)
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", "rb") as handle:
-                    text = handle.read()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue  # the thread ended between listing and reading
-            for child in text.split():
-                found.append(int(child))
-                queue.append(int(child))
-    return found
-
-
-def regions_held_by(pid: int, prefix: str = REGION_PREFIX) -> set[str]:
-    """Region names ``pid`` holds open (fd links) or mapped (``/proc/<pid>/maps``).
-
-    Costs milliseconds for a Triton process with thousands of mappings, so it is called only
-    when an unknown region file turns up. Empty when the process has gone.
-    """
-    names: set[str] = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        fds = []
-    links = []
-    for fd in fds:
-        try:
-            links.append(os.readlink(f"{fd_dir}/{fd}"))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    names.update(region_names_in(links, prefix))
-    try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
-            names.update(region_names_in([handle.read()], prefix))
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return names
 
 
 class ProcessTreeSampler:
@@ -351,7 +143,7 @@ class ProcessTreeSampler:
             return [
                 s
                 for s in self._stubs.values()
-                if present.intersection(s.region_names) and not _alive(s)
+                if present.intersection(s.region_names) and not stub_alive(s)
             ]
 
     @property
@@ -431,7 +223,7 @@ class ProcessTreeSampler:
                     if key in self._kinds:
                         stub = self._kinds[key]
                     else:
-                        stub, final = _classify(proc, self.prefix)
+                        stub, final = classify(proc, self.prefix)
             except _GONE:
                 continue  # ended between listing and reading: normal
             except psutil.AccessDenied:
@@ -568,7 +360,7 @@ class ProcessTreeSampler:
     def _own_stub_process(self, pid: int) -> psutil.Process | None:
         try:
             proc = psutil.Process(pid)
-            stub = _read_stub(proc, self.prefix)
+            stub = read_stub(proc, self.prefix)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
         expected = self._pending_cleanup.get(pid)
@@ -597,46 +389,6 @@ class ProcessTreeSampler:
         for proc in still:
             log.warning("stub %d survived SIGKILL for %.1f s", proc.pid, timeout_s)
         return [p.pid for p in signalled if p not in still]
-
-
-def wait_ended(
-    procs: Sequence[psutil.Process], timeout_s: float, reap: bool = False
-) -> list[psutil.Process]:
-    """Those of ``procs`` still running after up to ``timeout_s``; the one way soak waits for
-    processes to end.
-
-    A zombie has ended (it holds no memory, fd or mapping): psutil.wait_procs would wait for it
-    to be reaped, and a killed worker's stubs are orphans that only init reaps, 1.4 s later on
-    the CI VM and never under an init that does not reap. A pid that now names another process
-    has ended too. ``reap``: also reap those that are our own children, so that they do not
-    stay zombies (not for a subprocess.Popen child, whose exit status Popen must read).
-    """
-    deadline = time.monotonic() + timeout_s
-    alive = list(procs)
-    while alive:
-        if reap:
-            _reap_own(alive)
-        alive = [p for p in alive if _running(p)]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.01)
-    return alive
-
-
-def _reap_own(procs: list[psutil.Process]) -> None:
-    """Reap those that are our own children, so that they do not stay zombies."""
-    for proc in procs:
-        try:
-            proc.wait(timeout=0)
-        except (psutil.TimeoutExpired, psutil.NoSuchProcess):
-            pass
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:  # ZombieProcess included
-        return False
 
 
 def measure_sample_cost(sampler: ProcessTreeSampler, n: int) -> list[float]:

@@ -128,7 +128,11 @@ def infer_one_by_one(
 
 @runtime_checkable
 class ModelServer(Protocol):
-    """One server with explicit model control; `close()` (or the with-block) ends it once."""
+    """One server with explicit model control; `close()` (or the with-block) ends it once.
+    `receives_decoupled`: whether its client can take a decoupled model's responses (Triton
+    serves them through the C API or gRPC's stream, never over HTTP or unary gRPC)."""
+
+    receives_decoupled: bool
 
     def is_live(self) -> bool: ...
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from soak.profile.schema import COUNTER_METRICS, MATRIX_KEYS, MEMORY_METRICS
+from soak.profile.schema import MATRIX_KEYS
+from soak.profile.thresholds import COUNTER_METRICS, MEMORY_METRICS
 from soak.store import PHASES
 
 

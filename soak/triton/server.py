@@ -307,6 +307,8 @@ def _new_delete_guard(options: ServerOptions) -> contextlib.AbstractContextManag
 class Server:
     """One in-process Triton server; close() (or the with-block) stops and deletes it once."""
 
+    receives_decoupled = True  # the C API delivers every response
+
     def __init__(self, options: ServerOptions) -> None:
         lib = _lib()
         self.options = options

@@ -23,7 +23,9 @@ from pathlib import Path
 import psutil
 
 from soak.errors import EnvironmentProblem, ProfileError, SoakError
-from soak.sampling.process import Leftovers, ProcessTreeSampler, descendant_pids, wait_ended
+from soak.sampling.process import Leftovers, ProcessTreeSampler
+from soak.sampling.procfs import descendant_pids
+from soak.sampling.waiting import wait_ended
 from soak.tritonserver.executable import ServerExecutable
 
 log = logging.getLogger(__name__)

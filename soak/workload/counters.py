@@ -14,10 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soak.errors import ServerError
 from soak.target.interface import ModelServer
+from soak.workload.repos import Behaviour
+
+if TYPE_CHECKING:
+    from soak.workload.record import LifecycleRecord
 
 SETTLE_S = 1.0
 _PAUSE_S = 0.02
@@ -113,3 +117,26 @@ class CounterCheck:
         for c in counted.values():
             total.add(c)
         return total
+
+
+def judged_models(
+    record: LifecycleRecord,
+    generated: list[str],
+    loaded: list[str],
+    behaviour: Behaviour,
+    composed: bool = False,
+) -> dict[str, tuple[int, int]]:
+    """Soak's (successes, failures) this iteration for each generated model the counters are
+    held to. None with composed models (ensemble and BLS steps are requests of the add/sub
+    model too) or after a failed inference (the burst stopped with requests in flight)."""
+    if composed or any(f.phase == "infer" for f in record.failures):
+        return {}
+    judged = {}
+    for model in generated:
+        if model in loaded:
+            ok, errors = record.per_model.get(model, (0, 0))
+            # Triton counts a python model's error response as a success (2.51).
+            if behaviour is Behaviour.ERROR_RESPONSE:
+                ok, errors = ok + errors, 0
+            judged[model] = (ok, errors)
+    return judged

@@ -19,17 +19,11 @@ from soak.target import default_target
 from soak.target.interface import MemoryType, ServerFeatures, ServerTarget
 from soak.workload import inject
 from soak.workload.composed import write_composed
+from soak.workload.config import LifecycleConfig, PhaseTimeouts
 from soak.workload.counters import Counted
-from soak.workload.lifecycle import (
-    Failure,
-    Lifecycle,
-    LifecycleConfig,
-    LifecycleRecord,
-    PhaseHung,
-    PhaseObserver,
-    PhaseTimeouts,
-)
+from soak.workload.lifecycle import Lifecycle
 from soak.workload.models import UserModels
+from soak.workload.record import Failure, LifecycleRecord, PhaseHung, PhaseObserver
 from soak.workload.repos import (
     DEFAULT_MESSAGE_CHARS,
     Behaviour,

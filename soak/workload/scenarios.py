@@ -18,7 +18,8 @@ import logging
 from pathlib import Path
 
 from soak.workload.iteration import IterationRecord, Workload, WorkloadConfig
-from soak.workload.lifecycle import Failure, Lifecycle, PhaseObserver
+from soak.workload.lifecycle import Lifecycle
+from soak.workload.record import Failure, PhaseObserver
 from soak.workload.repos import COMMON_MODEL, own_model_name, write_new_version
 
 log = logging.getLogger(__name__)

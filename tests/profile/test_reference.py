@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from soak.profile.loading import PROFILES_DIR
 from soak.profile.reference import key_reference
-from soak.profile.schema import MATRIX_KEYS, all_keys, default_thresholds
+from soak.profile.schema import MATRIX_KEYS, all_keys
+from soak.profile.thresholds import default_thresholds
 
 README = PROFILES_DIR / "README.md"
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from soak import profile as profiles
-from soak.profile.schema import RUN_KEYS, SECTIONS, Key, all_keys
+from soak.profile.keys import Key
+from soak.profile.schema import RUN_KEYS, all_keys
+from soak.profile.sections import SECTIONS
 from tests.profile.helpers import SOURCE, error_of, toml_for
 
 

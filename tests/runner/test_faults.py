@@ -32,7 +32,8 @@ import pytest
 
 from soak import triage
 from soak.profile import CLIENT_METRICS, default_thresholds
-from soak.sampling.process import descendant_pids, wait_ended
+from soak.sampling.procfs import descendant_pids
+from soak.sampling.waiting import wait_ended
 from soak.store import open_readonly
 from tests.conftest import REGION_PREFIX, SHM, all_stubs, shm_regions, stub_processes
 from tests.e2e import SOAK_CLI, query, reaped, soak, wait_for_iterations

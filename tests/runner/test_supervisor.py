@@ -223,8 +223,9 @@ def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
 
     from soak import profile as profiles
     from soak.runner import protocol as proto
-    from soak.runner.supervisor import Supervisor, _Watch
+    from soak.runner.supervisor import Supervisor
     from soak.runner.views import RunOutcome, run_columns
+    from soak.runner.watch import Watch
     from soak.sampling.process import ProcessTreeSampler
     from soak.store import Store
     from soak.triton.facts import LogReader
@@ -236,7 +237,7 @@ def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
     worker = subprocess.Popen(["sleep", "30"])
     server = subprocess.Popen(["sleep", "30"])
     try:
-        watch = _Watch(
+        watch = Watch(
             run_id, tmp_path, worker, None, ProcessTreeSampler(worker.pid),
             LogReader(tmp_path / "triton.log"), RunOutcome(run_id, "running", "", 0, 0),
             time.time(), time.monotonic() + 60,

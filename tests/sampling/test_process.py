@@ -20,18 +20,17 @@ import pytest
 
 from soak.sampling import process as process_module
 from soak.sampling.process import (
-    REGION_PREFIX,
     Leftovers,
     ProcessSample,
     ProcessTreeSampler,
     WorkerGoneError,
-    descendant_pids,
-    find_stub_processes,
     measure_sample_cost,
-    region_names_in,
-    wait_ended,
 )
+from soak.sampling.procfs import descendant_pids
+from soak.sampling.stubs import find_stub_processes, is_stub_process, region_names_in
+from soak.sampling.waiting import wait_ended
 from soak.triton.backends import STUB_EXECUTABLE
+from soak.triton.facts import REGION_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -535,7 +534,7 @@ def test_stub_script_runs_as_a_named_process(stub_exe: Path) -> None:
         proc = psutil.Process(popen.pid)
         _wait_for(lambda: proc.cmdline()[1:2] == [str(stub_exe)])
         assert proc.name().startswith(STUB_EXECUTABLE[:15])
-        assert process_module.is_stub_process(proc)
+        assert is_stub_process(proc)
     finally:
         popen.kill()
         popen.wait()

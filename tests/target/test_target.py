@@ -25,15 +25,18 @@ from soak.target.interface import (
 )
 from soak.target.remote import TritonServerTarget
 from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
+from soak.workload.config import LifecycleConfig
 from soak.workload.inject import Injection
 from soak.workload.iteration import WorkloadConfig
-from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+from soak.workload.lifecycle import Lifecycle
 from soak.workload.repos import COMMON_MODEL, own_model_name
 from soak.workload.scenarios import Servers
 
 
 class FakeServer:
     """Adds and subtracts like soak's generated models; knows `models`, nothing else."""
+
+    receives_decoupled = True
 
     def __init__(self, spec: ServerSpec, models: set[str], fail_load: dict[str, str]) -> None:
         self.spec = spec

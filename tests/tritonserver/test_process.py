@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from soak.errors import ProfileError
-from soak.sampling.process import REGION_PREFIX
+from soak.triton.facts import REGION_PREFIX
 from soak.tritonserver import process
 from soak.tritonserver.process import ServerProcess
 

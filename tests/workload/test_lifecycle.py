@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from soak.triton import MemoryType
+from soak.workload.config import LifecycleConfig
 from soak.workload.iteration import WorkloadConfig
-from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+from soak.workload.lifecycle import Lifecycle
 from soak.workload.repos import Behaviour, own_model_name, write_model, write_repositories
 from soak.workload.scenarios import Servers
 from tests.conftest import kill_and_unlink, shm_regions, stub_processes
@@ -40,7 +41,7 @@ def make_config(runtime, tmp_path: Path, behaviour=Behaviour.CORRECT, **kw) -> L
 
 def test_phase_timeout_defaults_are_the_profiles():
     from soak.profile import TIMEOUT_KEYS
-    from soak.workload.lifecycle import PhaseTimeouts
+    from soak.workload.config import PhaseTimeouts
 
     defaults = PhaseTimeouts()
     assert {k.name: defaults.of(k.name) for k in TIMEOUT_KEYS} == {
@@ -105,7 +106,8 @@ INIT_RAISES_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from soak.triton import setup
-    from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+    from soak.workload.config import LifecycleConfig
+    from soak.workload.lifecycle import Lifecycle
     from soak.workload.repos import Behaviour, write_model, write_repositories
     work = Path(sys.argv[1])
     rt = setup(work)
@@ -182,7 +184,9 @@ HANG_SCRIPT = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     from soak.triton import setup
-    from soak.workload.lifecycle import Lifecycle, LifecycleConfig, PhaseHung, PhaseTimeouts
+    from soak.workload.config import LifecycleConfig, PhaseTimeouts
+    from soak.workload.lifecycle import Lifecycle
+    from soak.workload.record import PhaseHung
     from soak.workload.repos import Behaviour, own_model_name, write_model, write_repositories
     work = Path(sys.argv[1])
     rt = setup(work)

@@ -161,7 +161,7 @@ def test_long_lived_scenarios_exercise_user_models_planned_once_per_load(
     from soak.profile import load as load_profile
     from soak.runner.protocol import ProfileMessage
     from soak.runner.worker import workload_config
-    from soak.workload import lifecycle
+    from soak.workload import inference
     from soak.workload.scenarios import make_workload
     from tests.conftest import stub_processes
 
@@ -171,7 +171,7 @@ def test_long_lived_scenarios_exercise_user_models_planned_once_per_load(
         planned.append(settings.name)
         return plan_on(server, settings)
 
-    monkeypatch.setattr(lifecycle, "plan_on", counted_plan_on)
+    monkeypatch.setattr(inference, "plan_on", counted_plan_on)
 
     profile = ProfileMessage.of(load_profile(str(EXAMPLES / "profile.toml")))
     run = {**profile.run, "scenario": scenario, "reload_new_version": scenario == "reload"}
@@ -200,7 +200,8 @@ def test_long_lived_scenarios_exercise_user_models_planned_once_per_load(
 
 
 def test_a_wrong_output_in_a_lifecycle_is_a_failure(runtime, tmp_path):
-    from soak.workload.lifecycle import Lifecycle, LifecycleConfig
+    from soak.workload.config import LifecycleConfig
+    from soak.workload.lifecycle import Lifecycle
     from soak.workload.models import UserModels
     from soak.workload.repos import write_repositories
 

@@ -155,6 +155,6 @@ def test_a_load_that_succeeds_or_fails_otherwise_is_a_failure(runtime, tmp_path)
 
 def test_profile_check_knows_each_scenarios_units():
     """The profile check refuses slope_per_<unit> a scenario does not count: same units."""
-    from soak.profile.schema import SCENARIO_UNITS
+    from soak.profile.thresholds import SCENARIO_UNITS
 
     assert {name: info.units for name, info in SCENARIOS.items()} == SCENARIO_UNITS
