@@ -212,6 +212,18 @@ CASES = [
         "0 .. 1",
     ),
     profile_case(
+        "inject-client-bytes-in-process",
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs target = 'tritonserver'",
+        "client is the servers' own process",
+    ),
+    profile_case(
+        "inject-client-bytes-in-process-matrix-cell",
+        '[matrix]\ntarget = ["tritonserver", "in_process"]\n'
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs matrix.target = 'tritonserver'",
+    ),
+    profile_case(
         "negative-threshold",
         "[thresholds.rss_bytes]\nslope_per_iteration = -1\n",
         "thresholds.rss_bytes.slope_per_iteration = -1.0",
@@ -591,10 +603,10 @@ CASES = [
     ),
     cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
     cli_case(
-        "attribute-a-tritonserver-process",
+        "attribute-tritonserver-processes-of-the-servers-scenario",
         "run {tmp}/p.toml --db {db} --attribute --no-progress",
         "--attribute",
-        "tritonserver process (heaptrack) is not wired",
+        "no process lives at a quiet point",
         files={"p.toml": 'target = "tritonserver"\n'},
     ),
     cli_case(

@@ -85,6 +85,15 @@ INJECT_KEYS = (
     Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
     Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
     Key(
+        "client_bytes_per_request",
+        int,
+        0,
+        "Bytes soak's own client keeps per request, never freed (target tritonserver: proves "
+        "a client leak shows on client_rss_bytes, not the server's metrics).",
+        0,
+        2**24,
+    ),
+    Key(
         "gpu_bytes_per_server",
         int,
         0,
@@ -99,8 +108,9 @@ ATTRIBUTION_KEYS = (
         "enabled",
         bool,
         False,
-        "Trace native and Python allocation sites (memray) from the end of the warm-up "
-        "(also: soak run --attribute); up to 2x slower.",
+        "Trace native and Python allocation sites from the end of the warm-up (also: soak run "
+        "--attribute): memray in-process, up to 2x slower; heaptrack for each tritonserver "
+        "process (reload, traffic), ready in seconds instead of 0.1 s.",
     ),
     Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
     Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),

@@ -66,8 +66,17 @@ def _check_perf_analyzer(
 def check_injections(
     source: str, run: dict[str, Any], matrix: dict[str, tuple], inject: dict[str, Any]
 ) -> None:
-    """Leaks made inside an in-process server have no meaning in a tritonserver process."""
-    if "tritonserver" not in matrix.get("target", (run["target"],)):
+    """Leaks made inside an in-process server have no meaning in a tritonserver process; a
+    client leak means something only where the client is a process of its own."""
+    targets = matrix.get("target", (run["target"],))
+    if inject.get("client_bytes_per_request") and "in_process" in targets:
+        label = "matrix.target" if "target" in matrix else "target"
+        raise ProfileError(
+            f"{source}: inject.client_bytes_per_request needs {label} = 'tritonserver': "
+            "in-process the client is the servers' own process, so its leak could not be "
+            "told from theirs"
+        )
+    if "tritonserver" not in targets:
         return
     for key in ("native_bytes_per_server", "gpu_bytes_per_server", "unreleased_response_fraction"):
         if inject[key]:

@@ -96,8 +96,10 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
 
 
 def check_attribution(profile: Profile) -> None:
-    """Attribution needs memray, which runs on Linux and macOS only: refused before any run."""
-    from soak.sampling.memray_sites import unavailable
+    """Attribution needs its tracer, refused before any run: memray (Linux and macOS) for
+    in-process servers, heaptrack for tritonserver processes, which it reads at quiet points
+    where a server lives (not the `servers` scenario, whose processes end every iteration)."""
+    from soak.sampling import heaptrack, memray_sites
 
     if not profile.attribution.get("enabled"):
         return
@@ -106,16 +108,21 @@ def check_attribution(profile: Profile) -> None:
         if profile.overrides.get("attribute")
         else f"{profile.source}: attribution.enabled = true"
     )
-    targets = {c.run.get("target", "in_process") for c in profile.cells()}
-    if "tritonserver" in targets:
-        # memray would trace soak's client, not the server: heaptrack's reader
-        # (soak.sampling.heaptrack) is not yet hooked into the run.
+    cells = profile.cells()
+    if any(c.run["target"] == "tritonserver" and c.run["scenario"] == "servers" for c in cells):
         raise ProfileError(
-            f"{where}: attribution of a tritonserver process (heaptrack) is not wired into "
-            "soak run yet; attribute with target = 'in_process'"
+            f"{where}: target 'tritonserver' in scenario 'servers' ends every server process "
+            "within its iteration, so no process lives at a quiet point to read allocation "
+            "sites from; attribute scenario 'reload' or 'traffic'"
         )
-    if (problem := unavailable()) is not None:
-        raise ProfileError(f"{where}: {problem}")
+    targets = {c.run["target"] for c in cells}
+    problems = [
+        memray_sites.unavailable() if "in_process" in targets else None,
+        heaptrack.unavailable() if "tritonserver" in targets else None,
+    ]
+    for problem in problems:
+        if problem is not None:
+            raise ProfileError(f"{where}: {problem}")
 
 
 def check_triton_home(profile: Profile) -> None:

@@ -75,7 +75,7 @@ class Supervisor:
             proto.Failed: self._on_failed,
             proto.Done: self._on_done,
         }
-        self._quiet_windows = QuietWindows(profile.attribution)
+        self._quiet_windows = QuietWindows(profile.attribution, profile.run["warmup"])
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self, by: str = "Ctrl-C") -> None:

@@ -29,6 +29,7 @@ def make_target(profile: ProfileMessage) -> ServerTarget:
             load_generator=run.get("load_generator", "soak"),
             args=tuple((profile.tritonserver or {}).get("args", ())),
             ready_timeout_s=profile.timeouts.get("wait_ready", 30.0),
+            heaptrack=bool(profile.attribution.get("enabled")),
         )
     from soak.target.inprocess import InProcessTarget
 

@@ -27,6 +27,8 @@ class InProcessTarget:
     `serialize_new_delete` takes soak.triton.server._NEW_DELETE around ServerNew/Delete."""
 
     name: ClassVar[str] = "in-process"
+    #: Allocation sites come from memray tracing the worker, which hosts the servers.
+    attribution: ClassVar[str] = "memray"
     triton_home: str | None = None
     serialize_new_delete: bool = True
 
@@ -73,6 +75,9 @@ class InProcessTarget:
 
     def client_pid(self) -> int:
         return os.getpid()
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def take_notes(self) -> list[str]:
         return []

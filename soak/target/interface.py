@@ -236,6 +236,9 @@ class ServerTarget(Protocol):
     sample. Chosen from the profile in one place, `soak.target.make_target`."""
 
     name: str
+    #: Who finds allocation sites (`--attribute`): "memray" (the worker traces itself from the
+    #: end of the warm-up) or "heaptrack" (each server process is traced from its start).
+    attribution: str
 
     def prepare(
         self,
@@ -263,6 +266,11 @@ class ServerTarget(Protocol):
 
     def client_pid(self) -> int:
         """The process that drives the servers: the worker."""
+        ...
+
+    def phase_floors(self) -> dict[str, float]:
+        """Least timeouts (seconds) of phases that take longer with this target as set up
+        (a server traced by heaptrack starts in seconds); the profile's larger ones stand."""
         ...
 
     def take_notes(self) -> list[str]:

@@ -150,6 +150,8 @@ class TritonServerTarget:
     the same core); `args` are the profile's extra tritonserver flags."""
 
     name: ClassVar[str] = "tritonserver"
+    #: Allocation sites come from each server process, traced by heaptrack from its start.
+    attribution: ClassVar[str] = "heaptrack"
     triton_home: str | None = None
     protocol: str = "http"
     streaming: bool = False
@@ -158,6 +160,7 @@ class TritonServerTarget:
     load_generator: str = "soak"  # or "perf_analyzer"
     args: Sequence[str] = ()
     ready_timeout_s: float = 30.0
+    heaptrack: bool = False  # every server runs under heaptrack (soak run --attribute)
     executable: ServerExecutable | None = None
     _servers: list[ProcessServer] = field(default_factory=list)
     _notes: list[str] = field(default_factory=list)
@@ -186,6 +189,11 @@ class TritonServerTarget:
             self._perf_env = executable.perf_analyzer_environment(
                 self.executable.install, self._workdir / "perf_analyzer_libs"
             )
+        if self.heaptrack:
+            from soak.sampling import heaptrack
+
+            if (problem := heaptrack.unavailable()) is not None:
+                raise EnvironmentProblem(problem)
         install = self.executable.install
         return TargetInfo(
             self.executable.backends_dir, str(self.executable.path), install.source, ""
@@ -209,6 +217,7 @@ class TritonServerTarget:
             args=(*executable.feature_args(self.executable, spec.features), *self.args),
             ready_timeout_s=self.ready_timeout_s,
             exit_timeout_s=spec.exit_timeout_s,
+            heaptrack_capture=self._capture(number),
         )
         process.start()
         url = process.url(self.protocol)
@@ -241,6 +250,23 @@ class TritonServerTarget:
         return PerfAnalyzerLoad(
             url, self.protocol, self.streaming, self.shared_memory, self._perf_env, self._workdir
         )
+
+    def _capture(self, number: int) -> Path | None:
+        """Where server `number`'s heaptrack capture goes (the supervisor reads every one)."""
+        if not self.heaptrack:
+            return None
+        from soak.sampling import heaptrack
+
+        return self._workdir / heaptrack.CAPTURE_DIR / f"tritonserver-{number}"
+
+    def phase_floors(self) -> dict[str, float]:
+        """A server under heaptrack starts in seconds, not 0.1 s: `server_new` (which waits
+        until it is ready) gets as long as its ready timeout."""
+        if not self.heaptrack:
+            return {}
+        from soak.tritonserver.process import TRACED_READY_S
+
+        return {"server_new": TRACED_READY_S + 10.0}
 
     def _stopped(self, server: ProcessServer) -> None:
         """End the process; what its stop had to remove is noted, its log joins the run's."""

@@ -98,7 +98,7 @@ class Inference:
             self.tally.add(model, ok=1)
             return True
 
-        server.infer_many(
+        handed = server.infer_many(
             model,
             burst.inputs(),
             addsub.OUTPUTS,
@@ -114,6 +114,7 @@ class Inference:
                 else {addsub.OUTPUTS[0]: burst.sums[i], addsub.OUTPUTS[1]: burst.diffs[i]}
             ),
         )
+        inject.per_request(cfg.injection, handed)
 
     def _user(
         self, server: ModelServer, settings: ModelSettings, record: LifecycleRecord, fail: Fail
@@ -139,6 +140,7 @@ class Inference:
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             fail("infer", f"{settings.name}: {message}")
             return
+        inject.per_request(cfg.injection, done.requests)
         record.inferences += done.requests
         record.responses += done.responses
         for problem in done.problems:

@@ -125,6 +125,7 @@ class FakeServer:
 @dataclass(frozen=True)
 class FakeTarget:
     name = "fake"
+    attribution = "memray"
     fail_load: dict[str, str] = field(default_factory=dict)
     servers: list[FakeServer] = field(default_factory=list)
     leaks: list[tuple[Injection, int]] = field(default_factory=list)
@@ -149,6 +150,9 @@ class FakeTarget:
 
     def take_notes(self) -> list[str]:
         return []
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def watch_crashes(self, report) -> None:
         return None
@@ -250,3 +254,12 @@ def test_the_workload_loads_no_c_api_until_a_server_is_made():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_tritonserver_target_under_heaptrack_gives_its_servers_time_to_start():
+    from soak.tritonserver.process import TRACED_READY_S
+
+    assert TritonServerTarget().phase_floors() == {}
+    assert InProcessTarget().phase_floors() == {}
+    assert TritonServerTarget(heaptrack=True).phase_floors()["server_new"] > TRACED_READY_S
+    assert (InProcessTarget.attribution, TritonServerTarget.attribution) == ("memray", "heaptrack")
