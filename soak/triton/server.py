@@ -457,6 +457,10 @@ class Server:
         call = _lib().TRITONSERVER_ServerModelStatistics
         return self._json(call, name.encode(), version)  # type: ignore[return-value]
 
+    def request_counters(self) -> None:
+        """No Prometheus endpoint in process (the C API's metrics are not read): None."""
+        return None
+
     def model_metadata(self, name: str, version: int = -1) -> dict:
         """The model's metadata (inputs and outputs with datatype and shape, -1 variable)."""
         call = _lib().TRITONSERVER_ServerModelMetadata
@@ -549,13 +553,15 @@ class Server:
         device: int = 0,
         datatypes: dict[str, str] | None = None,
         keep: Callable[[int], bool] | None = None,
+        expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
     ) -> int:
         """A burst: every request of `inputs`, at most `concurrency` in flight (Triton answers
         on its own threads), each handed to `on_result(index, outputs, error)` in submission
         order on this thread. `on_result` returning False stops the burst: nothing more is
         sent, what is in flight is still awaited and freed (not handed on). `keep(index)`
         true never deletes that request's response (the injected leak). Returns how many
-        results were handed on. InferenceTimeout when one request is not complete and
+        results were handed on (`expected` is for generators that check answers themselves:
+        `on_result` checks these). InferenceTimeout when one request is not complete and
         released within `timeout_s` of its submission; the others in flight are then left to
         Triton as well (never freed: Triton may still call back)."""
         window: deque[tuple[c_void_p, _Inference, float]] = deque()
