@@ -23,9 +23,9 @@ import tritonclient.utils.shared_memory as shm
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
-from soak.target.interface import SEQUENCE_END, SEQUENCE_START
+from soak.target.interface import SEQUENCE_END, SEQUENCE_START, Output
 from soak.triton.memory import MemoryType
-from soak.triton.server import InferenceTimeout, Output, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver.answers import proto_json, triton_error, version_arg
 
 log = logging.getLogger(__name__)

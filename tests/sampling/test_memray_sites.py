@@ -85,7 +85,8 @@ def test_attribute_is_refused_where_memray_cannot_run(monkeypatch, tmp_path):
 # -- a leak inside Triton's own API, in this process ----------------------------------------------
 def _metadata_message(server) -> ctypes.c_void_p:
     """A message TRITONSERVER_ServerMetadata returns: the caller owns it and must delete it."""
-    from soak.triton.server import _lib, check
+    from soak.triton.returns import check
+    from soak.triton.returns import triton_lib as _lib
 
     message = ctypes.c_void_p()
     check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
@@ -95,7 +96,8 @@ def _metadata_message(server) -> ctypes.c_void_p:
 def leak_server_metadata(server, times: int) -> None:
     """Test-only: never delete the message (soak's Server.metadata does). It calls Triton
     itself, so that the stack's Python frame is this function."""
-    from soak.triton.server import _lib, check
+    from soak.triton.returns import check
+    from soak.triton.returns import triton_lib as _lib
 
     for _ in range(times):
         message = ctypes.c_void_p()
@@ -121,7 +123,8 @@ def trace_quiet_points(server, capture: Path, iterations: int, between) -> dict:
 def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_function(
     runtime, tmp_path
 ):
-    from soak.triton.server import Server, ServerOptions
+    from soak.triton.creation import ServerOptions
+    from soak.triton.server import Server
     from soak.workload.repos import write_repositories
 
     def between(server, _iteration):
@@ -157,7 +160,9 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
 def test_an_allocation_held_at_one_quiet_point_is_in_the_total_but_in_no_site(runtime, tmp_path):
     """A temporary that straddles one quiet point is no trend: only records held at
     MIN_HELD_POINTS quiet points or more are keyed on sites; the total counts everything."""
-    from soak.triton.server import Server, ServerOptions, _lib
+    from soak.triton.creation import ServerOptions
+    from soak.triton.returns import triton_lib as _lib
+    from soak.triton.server import Server
     from soak.workload.repos import write_repositories
 
     messages = {}
