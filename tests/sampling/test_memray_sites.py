@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from soak.sampling import memray_frames
 from soak.sampling import memray_sites as sites
+from soak.sampling.allocation_sites import Frame
 from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +36,7 @@ def test_allocator_and_memray_frames_are_trimmed_from_the_key():
         ("ffi_call", "<unknown>", 0),
         ("metadata", "/x/soak/triton/server.py", 362),
     ]
-    frames, soak, phase = sites._site_frames(stack)
+    frames, soak, phase = memray_frames.site_frames(stack)
     assert [f.function for f in frames] == ["TRITONSERVER_ServerMetadata", "ffi_call", "metadata"]
     assert frames[0].library == "libtritonserver"
     assert frames[1].library == "libffi"
@@ -47,8 +49,8 @@ def test_phase_is_read_from_the_lifecycle_source():
 
     source = Path(lifecycle.__file__).read_text().splitlines()
     line = next(i for i, text in enumerate(source, 1) if 'self._phase("infer")' in text) + 2
-    frames = [sites.Frame("run", lifecycle.__file__, line, "python")]
-    assert sites._phase_of(frames) == "infer"
+    frames = [Frame("run", lifecycle.__file__, line, "python")]
+    assert memray_frames.phase_of(frames) == "infer"
 
 
 def test_a_quiet_window_takes_the_first_memory_record_inside_it():
