@@ -146,6 +146,17 @@ CASES = [
         "[thresholds]\nrss_bytes = 5\n",
         "thresholds.rss_bytes must be a table",
     ),
+    profile_case(
+        "cache-with-two-in-process-servers",
+        'servers = 2\nresponse_cache = "local"\n',
+        "response_cache = 'local' needs servers = 1 with target 'in_process'",
+    ),
+    profile_case(
+        "cache-over-the-grpc-stream",
+        'target = "tritonserver"\nprotocol = "grpc"\nstreaming = true\nresponse_cache = "local"\n',
+        "streaming = true cannot go with response_cache = 'local'",
+        "response output count mismatch",
+    ),
     # -- profiles: out of range ------------------------------------------------------------
     profile_case("zero-servers", "servers = 0\n", "servers = 0", "out of range", RANGE_SERVERS),
     profile_case("huge-servers", "servers = 65\n", "servers = 65", RANGE_SERVERS),
@@ -176,6 +187,18 @@ CASES = [
         "[inject]\nunreleased_response_fraction = 1.5\n",
         "inject.unreleased_response_fraction = 1.5",
         "0 .. 1",
+    ),
+    profile_case(
+        "inject-client-bytes-in-process",
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs target = 'tritonserver'",
+        "client is the servers' own process",
+    ),
+    profile_case(
+        "inject-client-bytes-in-process-matrix-cell",
+        '[matrix]\ntarget = ["tritonserver", "in_process"]\n'
+        "[inject]\nclient_bytes_per_request = 1024\n",
+        "inject.client_bytes_per_request needs matrix.target = 'tritonserver'",
     ),
     profile_case(
         "negative-threshold",
@@ -557,11 +580,61 @@ CASES = [
     ),
     cli_case("ray-address-malformed", "run smoke --db {db} --ray nonsense", "--ray nonsense"),
     cli_case(
-        "attribute-a-tritonserver-process",
+        "attribute-tritonserver-processes-of-the-servers-scenario",
         "run {tmp}/p.toml --db {db} --attribute --no-progress",
         "--attribute",
-        "tritonserver process (heaptrack) is not wired",
+        "no process lives at a quiet point",
         files={"p.toml": 'target = "tritonserver"\n'},
+    ),
+    models_case(
+        "attach-remote-host",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://192.0.2.7:8000"\npid = 1\n',
+        "tritonserver.url",
+        "not loopback",
+    ),
+    models_case(
+        "attach-servers-scenario",
+        'target = "tritonserver"\nscenario = "servers"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 1\n',
+        "scenario = 'servers' starts and stops servers",
+    ),
+    models_case(
+        "attach-pid-not-running",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 2147483000\n',
+        "tritonserver.pid = 2147483000: no such process is running",
+    ),
+    models_case(
+        "attach-pid-not-the-listener",
+        'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+        '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+        '[tritonserver]\nurl = "http://127.0.0.1:1"\npid = 1\n',
+        "tritonserver.pid = 1",
+        "is not the process listening on http://127.0.0.1:1",
+    ),
+    cli_case(
+        "attach-url-without-pid",
+        "run smoke --db {db} --no-progress --url http://127.0.0.1:8000",
+        "--url",
+        "needs --pid (or tritonserver.pid)",
+    ),
+    cli_case(
+        "attach-on-ray",
+        ("run", "{tmp}/p.toml", "--db", "{db}", "--ray", "local", "--no-progress"),
+        "--ray local",
+        "loopback, which a Ray node cannot reach",
+        files={
+            "p.toml": 'target = "tritonserver"\nscenario = "traffic"\nservers = 1\n'
+            '[models]\nrepositories = ["repo"]\nload = ["m"]\n'
+            '[tritonserver]\nurl = "http://127.0.0.1:8000"\npid = 1\n',
+            "repo": DIR,
+            "repo/m": DIR,
+            "repo/m/config.pbtxt": 'backend: "python"\n',
+        },
     ),
     cli_case(
         "query-sites-on-an-old-database",

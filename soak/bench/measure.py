@@ -122,8 +122,6 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting);
     at N=1 also with `TRAFFIC_CONCURRENCY` requests in flight."""
     from soak.triton import setup
-    from soak.workload.iteration import WorkloadConfig
-    from soak.workload.scenarios import make_workload
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="soak-bench-traffic-") as tmp:
@@ -134,31 +132,9 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
             key = str(n) if concurrency == 1 else f"{n}@{concurrency}"
             work = Path(tmp) / f"n{key}"
             work.mkdir()
-            config = WorkloadConfig(
-                servers=n,
-                inferences_per_model=TRAFFIC_PER_MODEL,
-                scenario="traffic",
-                concurrency=concurrency,
-            )
-            workload = make_workload(config, work, runtime.backends_dir, work / "triton.log")
-            try:
-                failures = len(workload.run_iteration(0).failures)  # servers, loads, a burst
-                timer.reset()
-                wall, inferences = 0.0, 0
-                for i in range(1, bursts + 1):
-                    record = workload.run_iteration(i)
-                    failures += len(record.failures)
-                    wall += record.wall_s
-                    inferences += record.inferences
-            finally:
-                failures += len(workload.close())
-            result = {
-                "bursts": bursts,
-                "inferences": inferences,
-                "inferences_per_s": inferences / wall,
-                "failures": failures,
-            }
+            result = _traffic_cell(n, concurrency, bursts, work, runtime.backends_dir, timer=timer)
             if key == "1":
+                wall, inferences = result["wall_s"], result["inferences"]
                 python_s = wall - timer.wait_s + timer.callback_s
                 result["soak_python_share"] = python_s / wall
                 result["soak_python_us_per_inference"] = python_s / inferences * 1e6
@@ -166,8 +142,82 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     return out
 
 
-def lifecycle_child(servers: list[int], iterations: int, part: str = "lifecycle") -> dict[str, Any]:
-    """`lifecycle` or `traffic` in a child process (they load Triton)."""
+#: Requests in flight of soak's tritonserver-target traffic: the remote target sends one
+#: request at a time (the profile refuses concurrency > 1 there), so 1 only.
+REMOTE_CONCURRENCY = (1,)
+
+
+def traffic_remote(protocols: list[str], bursts: int) -> dict[str, Any]:
+    """Inferences per second of soak's traffic scenario on the tritonserver target, N=1, per
+    protocol ("grpc@1" keys): the same model and requests as in-process, over loopback."""
+    from soak.target.remote import TritonServerTarget
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="soak-bench-remote-") as tmp:
+        for protocol in protocols:
+            for concurrency in REMOTE_CONCURRENCY:
+                work = Path(tmp) / f"{protocol}{concurrency}"
+                work.mkdir()
+                target = TritonServerTarget(protocol=protocol)
+                try:
+                    info = target.prepare(work)
+                    out[f"{protocol}@{concurrency}"] = _traffic_cell(
+                        1, concurrency, bursts, work, info.backends_dir, target=target
+                    )
+                finally:
+                    target.stop_all()
+    return out
+
+
+def _traffic_cell(
+    servers: int,
+    concurrency: int,
+    bursts: int,
+    work: Path,
+    backends_dir: Path,
+    target: Any = None,
+    timer: _PythonTime | None = None,
+) -> dict[str, Any]:
+    """One traffic workload: a first iteration (servers, loads, a burst) untimed, then
+    `bursts` timed iterations; the timer, if any, is reset after the first."""
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.scenarios import make_workload
+
+    extra = {"target": target} if target is not None else {}
+    config = WorkloadConfig(
+        servers=servers,
+        inferences_per_model=TRAFFIC_PER_MODEL,
+        scenario="traffic",
+        concurrency=concurrency,
+        **extra,
+    )
+    workload = make_workload(config, work, backends_dir, work / "triton.log")
+    try:
+        failures = len(workload.run_iteration(0).failures)
+        if timer is not None:
+            timer.reset()
+        wall, inferences = 0.0, 0
+        for i in range(1, bursts + 1):
+            record = workload.run_iteration(i)
+            failures += len(record.failures)
+            wall += record.wall_s
+            inferences += record.inferences
+    finally:
+        failures += len(workload.close())
+    return {
+        "bursts": bursts,
+        "inferences": inferences,
+        "inferences_per_s": inferences / wall,
+        "wall_s": wall,
+        "failures": failures,
+    }
+
+
+def lifecycle_child(
+    servers: list[int], iterations: int, part: str = "lifecycle", *extra: str
+) -> dict[str, Any]:
+    """`lifecycle`, `traffic` or `traffic-remote` in a child process (they load Triton or
+    start servers); `extra` are more of the child's flags."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
             [
@@ -180,6 +230,7 @@ def lifecycle_child(servers: list[int], iterations: int, part: str = "lifecycle"
                 ",".join(map(str, servers)),
                 "--iterations",
                 str(iterations),
+                *extra,
             ],
             check=True,
         )

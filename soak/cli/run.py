@@ -41,6 +41,14 @@ from soak.errors import ExitCode
     help="Run the cells as tasks on a Ray cluster: auto (the running cluster), local (start "
     "one here) or an address. Needs pip install 'soak[ray]'.",
 )
+@click.option(
+    "--url",
+    metavar="URL",
+    help="Attach to a tritonserver someone else started, at this loopback address "
+    "(http://127.0.0.1:PORT, or 127.0.0.1:PORT for grpc); needs --pid. Never started or "
+    "stopped by soak.",
+)
+@click.option("--pid", type=int, help="With --url: the attached tritonserver's process id.")
 @file_options
 def run(
     profile: str,
@@ -52,6 +60,8 @@ def run(
     no_progress,
     attribute,
     ray_address,
+    url,
+    pid,
     junit,
     json_path,
     out,
@@ -67,6 +77,7 @@ def run(
         profiles.load(profile)
         .with_overrides(servers=servers, iterations=iterations, memory_type=memory_type)
         .with_tritons(tritons)
+        .with_attach(url, pid)
     )
     if attribute:
         prof = prof.with_attribution()

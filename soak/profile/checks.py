@@ -34,11 +34,13 @@ def check_run(source: str, run: dict[str, Any], matrix: dict[str, tuple] | None 
     scenarios = matrix.get("scenario", (run["scenario"],))
     behaviours = matrix.get("behaviour", (run["behaviour"],))
     servers = max(matrix.get("servers", (run["servers"],)))
-    if run["response_cache"] != "none" and servers > 1:
+    in_process = "in_process" in matrix.get("target", (run["target"],))
+    if run["response_cache"] != "none" and servers > 1 and in_process:
         raise ProfileError(
-            f"{source}: response_cache = {run['response_cache']!r} needs servers = 1: Triton's "
-            "cache manager is one per process, so a second in-process server with a cache fails "
-            "to start ('TritonCacheManager already holds a cache', Triton 2.51)"
+            f"{source}: response_cache = {run['response_cache']!r} needs servers = 1 with "
+            "target 'in_process': Triton's cache manager is one per process, so a second "
+            "in-process server with a cache fails to start ('TritonCacheManager already holds "
+            "a cache', Triton 2.51); target 'tritonserver' gives each server its own process"
         )
     composed = [k for k in ("generated_ensemble", "bls") if run[k] not in (False, "off")]
     if composed and "init_raises" in behaviours:

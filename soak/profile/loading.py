@@ -167,6 +167,7 @@ def parse(text: str, source: str = "<string>", name: str = "profile") -> Profile
     checks.check_ray_resources(source, sections["ray"]["resources"])
     targets.check_args(source, sections["tritonserver"]["args"])
     targets.check_injections(source, run, matrix, sections["inject"])
+    targets.check_attach(source, run, matrix, sections["tritonserver"], models)
     return Profile(
         name=name,
         source=source,

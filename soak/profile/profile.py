@@ -12,6 +12,7 @@ from soak.errors import ProfileError
 from soak.profile.checks import check_run
 from soak.profile.schema import RUN_KEYS
 from soak.profile.sections import ATTRIBUTION_KEYS
+from soak.profile.targets import check_attach
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class Profile:
         default_factory=lambda: {k.name: k.default for k in ATTRIBUTION_KEYS}
     )
     ray: dict[str, Any] = field(default_factory=lambda: {"resources": {}})  # [ray] section
-    # [tritonserver]: extra flags of the server processes (target tritonserver)
-    tritonserver: dict[str, Any] = field(default_factory=lambda: {"args": []})
+    # [tritonserver]: extra flags of the server processes, or the url and pid of a server
+    # soak attaches to (target tritonserver)
+    tritonserver: dict[str, Any] = field(default_factory=lambda: {"args": [], "url": "", "pid": 0})
 
     @property
     def uses_gpu(self) -> bool:
@@ -63,7 +65,9 @@ class Profile:
             given[name] = run[name]
         flags = " ".join(f"{flag_name(k)} {v}" for k, v in given.items())
         matrix = {k: v for k, v in self.matrix.items() if values.get(k) is None}
-        check_run(f"{self.source} with {flags}" if flags else self.source, run, matrix)
+        where = f"{self.source} with {flags}" if flags else self.source
+        check_run(where, run, matrix)
+        check_attach(where, run, matrix, self.tritonserver, self.models)
         return replace(self, run=run, matrix=matrix, overrides=given)
 
     def with_tritons(self, versions: tuple[str, ...]) -> Profile:
@@ -87,6 +91,34 @@ class Profile:
         return replace(
             self, run=run, matrix=matrix, overrides={**self.overrides, "triton": list(checked)}
         )
+
+    def with_attach(self, url: str | None, pid: int | None) -> Profile:
+        """`--url URL --pid N`: soak the tritonserver at URL (process N) that someone else
+        started; sets target = 'tritonserver', checked like the file's keys, naming the flags."""
+        if url is None and pid is None:
+            return self
+        server = dict(self.tritonserver)
+        given = dict(self.overrides)
+        labels = {}
+        if url is not None:
+            server["url"], given["url"], labels["url"] = url, url, "--url"
+        if pid is not None:
+            if pid <= 0:
+                raise ProfileError(f"--pid {pid} is not a process id")
+            server["pid"], given["pid"], labels["pid"] = pid, pid, "--pid"
+        for key in ("url", "pid"):  # one not given: either way of giving it is named
+            labels.setdefault(key, f"--{key} (or tritonserver.{key})")
+        run = {**self.run, "target": "tritonserver"} if server.get("url") else self.run
+        flags = " ".join(f"{flag_name(k)} {v}" for k, v in given.items())
+        where = f"{self.source} with {flags}"
+        check_run(where, run, self.matrix)
+        check_attach(where, run, self.matrix, server, self.models, labels)
+        return replace(self, run=run, tritonserver=server, overrides=given)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the run soaks a tritonserver someone else started ([tritonserver] url)."""
+        return bool(self.tritonserver.get("url"))
 
     def with_attribution(self) -> Profile:
         """`--attribute`: allocation sites traced whatever the profile says."""

@@ -19,7 +19,13 @@ SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
 TARGETS = ("in_process", "tritonserver")  # soak.target.make_target
 PROTOCOLS = ("http", "grpc")  # soak.tritonserver.client
 SHARED_MEMORY = ("none", "system")
-BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")  # workload.repos
+BEHAVIOURS = (  # workload.repos
+    "correct",
+    "execute_raises",
+    "error_response",
+    "init_raises",
+    "stub_leak",
+)
 BLS_MODES = ("off", "sync", "async")  # soak.workload.repos
 RESPONSE_CACHES = ("none", "local")
 
@@ -88,7 +94,8 @@ RUN_KEYS = (
         "correct",
         "What the models do: correct (results checked), execute_raises / error_response "
         "(marked requests fail; counted as expected errors), init_raises (every load fails; "
-        "servers and reload only).",
+        "servers and reload only), stub_leak (correct, but each model's stub keeps 4 KiB per "
+        "request: proves that growth of the stubs, children_rss_bytes, is found).",
         choices=BEHAVIOURS,
     ),
     Key(

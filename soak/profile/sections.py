@@ -60,6 +60,25 @@ TRITONSERVER_KEYS = (
         "Extra flags for every tritonserver process (target tritonserver), e.g. "
         '["--log-verbose=1"]; soak sets the repositories, ports and model control.',
     ),
+    Key(
+        "url",
+        str,
+        "",
+        "Attach to a tritonserver someone else started instead of starting one: its loopback "
+        "address for `protocol` ('http://127.0.0.1:8000', or '127.0.0.1:8001' for grpc); "
+        "needs `pid`. soak never starts or stops it, samples `pid` and its stubs, and loads "
+        "only the models.load its repository holds (explicit model control); scenario "
+        "'servers' is refused. soak run --url.",
+    ),
+    Key(
+        "pid",
+        int,
+        0,
+        "With `url`: the process id of the attached tritonserver (the one listening on url's "
+        "port); soak samples it. soak run --pid.",
+        0,
+        2**31 - 1,
+    ),
 )
 INJECT_KEYS = (
     Key(
@@ -85,6 +104,15 @@ INJECT_KEYS = (
     Key("threads_per_iteration", int, 0, "Threads started and never ended per iteration.", 0, 100),
     Key("skip_server_delete", bool, False, "Stop servers but never delete them."),
     Key(
+        "client_bytes_per_request",
+        int,
+        0,
+        "Bytes soak's own client keeps per request, never freed (target tritonserver: proves "
+        "a client leak shows on client_rss_bytes, not the server's metrics).",
+        0,
+        2**24,
+    ),
+    Key(
         "gpu_bytes_per_server",
         int,
         0,
@@ -99,8 +127,9 @@ ATTRIBUTION_KEYS = (
         "enabled",
         bool,
         False,
-        "Trace native and Python allocation sites (memray) from the end of the warm-up "
-        "(also: soak run --attribute); up to 2x slower.",
+        "Trace native and Python allocation sites from the end of the warm-up (also: soak run "
+        "--attribute): memray in-process, up to 2x slower; heaptrack for each tritonserver "
+        "process (reload, traffic), ready in seconds instead of 0.1 s.",
     ),
     Key("top_sites", int, 50, "Allocation sites kept per run (those that grew most).", 1, 10_000),
     Key("stack_depth", int, 8, "Frames a site is keyed on, after allocator frames.", 1, 64),
@@ -172,7 +201,8 @@ MODEL_KEYS = (
         0.0,
         "Share of sequences whose END is never sent (chosen from the seed): Triton's "
         "idle-sequence timeout (max_sequence_idle_microseconds) must free their slots and "
-        "state; the next sequence waits for it.",
+        "state; soak starts no sequence while abandoned ones fill the model's sequence slots "
+        "(it waits until Triton has reaped them).",
         0.0,
         1.0,
     ),

@@ -9,12 +9,12 @@ from rich.table import Table
 from rich.text import Text
 
 from soak.analysis.site_verdict import SiteFinding
-from soak.formatting import cell_label, duration
+from soak.formatting import cell_label, duration, human
 from soak.profile.schema import MATRIX_KEYS
 from soak.report.analyze import STATUS_STYLE, findings_table
 from soak.store.rows import finding_from_row, slopes_from_json
 from soak.triage.lookup import iso_time, local_time, parse_cell, run_duration
-from soak.triage.show import RunDetail, site_finding_from_row
+from soak.triage.show import SERVER_SLOPE_METRICS, RunDetail, site_finding_from_row
 
 
 def detail_json(detail: RunDetail) -> dict[str, Any]:
@@ -51,6 +51,8 @@ def detail_json(detail: RunDetail) -> dict[str, Any]:
         # only for a run with attribution, so that the JSON of any other run is unchanged
         **({"sites": sites, "site_notes": detail.site_notes} if sites else {}),
         **({"work": detail.work} if detail.work else {}),
+        # only where server processes were sampled apart (target tritonserver)
+        **({"servers": [s.__dict__ for s in detail.servers]} if detail.servers else {}),
     }
 
 
@@ -58,8 +60,25 @@ def print_run_detail(console: Console, detail: RunDetail) -> None:
     """Everything `soak show` prints about one run, in order."""
     _print_header(console, detail)
     _print_findings(console, detail)
+    _print_servers(console, detail)
     _print_events(console, detail)
     _print_phases(console, detail)
+
+
+def _print_servers(console: Console, detail: RunDetail) -> None:
+    """Each server process apart (target tritonserver): nothing for an in-process run."""
+    if not detail.servers:
+        return
+    console.print()
+    table = Table(title="per server: slope per iteration after the warm-up")
+    heads = ("server", "pid", "samples", "rss", "uss", "fds", "threads", "stubs", "stub rss")
+    for col in heads:
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for s in detail.servers:
+        cells = [human(s.slopes.get(m), m) for m in SERVER_SLOPE_METRICS]
+        pids = ", ".join(map(str, s.pids))
+        table.add_row(str(s.server), pids, str(s.iterations), *cells)
+    console.print(table)
 
 
 def _print_header(console: Console, detail: RunDetail) -> None:

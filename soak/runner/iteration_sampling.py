@@ -43,8 +43,9 @@ class IterationSampling:
         """Sample the quiet worker and store its iteration (one transaction); returns what a
         progress display shows."""
         run_id, outcome = watch.run_id, watch.outcome
+        apart: list[dict[str, Any]] = []  # each server process's own row (client apart)
         if watch.servers is not None:
-            sample, client = watch.servers.sample(message.server_pids)
+            sample, client, apart = watch.servers.sample(message.server_pids)
             sample = {**sample, **client}
         else:
             sample = watch.sampler.sample().as_dict()
@@ -59,11 +60,9 @@ class IterationSampling:
             for f in message.failures
         ]
         events += log_events(watch.log_reader.new_lines(), message.iteration, self.log_rows)
-        events += [
-            event("server_cleanup", note, message.iteration) for note in message.server_notes
-        ]
+        events += [event(kind, text, message.iteration) for kind, text in message.server_leftovers]
         events += [event("gpu_sampling", note, message.iteration) for note in gpu.notes]
-        self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events)
+        self.store.write_quiet_point(run_id, asdict(message), [*interval_rows, row], events, apart)
         if message.triton_version and outcome.iterations_done == 0:
             self.store.update_run(run_id, triton_version=message.triton_version)
         outcome.iterations_done = message.iteration + 1

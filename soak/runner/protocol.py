@@ -136,7 +136,9 @@ class Quiet(Message):
     cache_hits: int = 0  # response cache hits in the model statistics this iteration
     cache_insertions: int = 0  # response cache misses (each inserts a response)
     server_pids: list[int] = field(default_factory=list)  # live server processes (client_apart)
-    server_notes: list[str] = field(default_factory=list)  # what ended servers left, removed
+    # (event kind, message) of what ended servers left: leftover_stub, leftover_shm (removed),
+    # leftover_port (still listening)
+    server_leftovers: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

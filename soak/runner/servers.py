@@ -21,7 +21,7 @@ import psutil
 from soak.sampling.process import ProcessSample, ProcessTreeSampler, WorkerGoneError
 from soak.sampling.procfs import regions_held_by
 from soak.sampling.waiting import wait_ended
-from soak.store import event
+from soak.store import SERVER_SAMPLE_COLUMNS, event
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,28 @@ class ServerSampling:
         self._seen: dict[tuple[int, float], psutil.Process] = {}
         self._held: set[str] = set()  # regions the servers held just before a kill
 
-    def sample(self, server_pids: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(server columns, client columns) now."""
+    def sample(
+        self, server_pids: list[int]
+    ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+        """(server columns summed, client columns, each server's own row) now; a server's row
+        is its index among `server_pids`, its pid and SERVER_SAMPLE_COLUMNS."""
         tree = self.worker.sample()
         self.note_servers()
         self._samplers = {p: s for p, s in self._samplers.items() if p in server_pids}
         samples: list[ProcessSample] = []
-        for pid in server_pids:
+        apart: list[dict[str, Any]] = []
+        for index, pid in enumerate(server_pids):
             try:
                 sampler = self._samplers.get(pid) or ProcessTreeSampler(pid)
                 self._samplers[pid] = sampler
-                samples.append(sampler.sample())
+                one = sampler.sample()
             except WorkerGoneError:
                 self._samplers.pop(pid, None)
+                continue
+            samples.append(one)
+            apart.append(
+                {"server": index, "pid": pid} | {c: getattr(one, c) for c in SERVER_SAMPLE_COLUMNS}
+            )
         names = [f.name for f in fields(ProcessSample)]
         if samples:
             row = {n: _sum(getattr(s, n) for s in samples) for n in names}
@@ -64,7 +73,7 @@ class ServerSampling:
             "client_fds": tree.fds,
             "client_threads": tree.threads,
         }
-        return row, client
+        return row, client, apart
 
     def note_servers(self) -> None:
         """Remember the tritonserver processes now under the worker (cheap: a tree walk)."""

@@ -83,6 +83,11 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
     """
     triton_choice.check(profile)  # first: a wrong triton or triton_home is that, not a GPU
     check_triton_home(profile)
+    if ray_address and profile.attached:
+        raise ProfileError(
+            f"--ray {ray_address}: an attached server (tritonserver.url) is on this machine's "
+            "loopback, which a Ray node cannot reach; run without --ray"
+        )
     check_tritonserver(profile)
     if ray_address:
         from soak.runner.ray import driver
@@ -96,8 +101,10 @@ def prepare(profile: Profile, db: str | Path, ray_address: str | None = None) ->
 
 
 def check_attribution(profile: Profile) -> None:
-    """Attribution needs memray, which runs on Linux and macOS only: refused before any run."""
-    from soak.sampling.memray_sites import unavailable
+    """Attribution needs its tracer, refused before any run: memray (Linux and macOS) for
+    in-process servers, heaptrack for tritonserver processes, which it reads at quiet points
+    where a server lives (not the `servers` scenario, whose processes end every iteration)."""
+    from soak.sampling import heaptrack, memray_sites
 
     if not profile.attribution.get("enabled"):
         return
@@ -106,16 +113,27 @@ def check_attribution(profile: Profile) -> None:
         if profile.overrides.get("attribute")
         else f"{profile.source}: attribution.enabled = true"
     )
-    targets = {c.run.get("target", "in_process") for c in profile.cells()}
-    if "tritonserver" in targets:
-        # memray would trace soak's client, not the server: heaptrack's reader
-        # (soak.sampling.heaptrack) is not yet hooked into the run.
+    if profile.attached:
         raise ProfileError(
-            f"{where}: attribution of a tritonserver process (heaptrack) is not wired into "
-            "soak run yet; attribute with target = 'in_process'"
+            f"{where}: heaptrack traces a tritonserver it starts; an attached server "
+            "(tritonserver.url) was started by someone else, so its allocation sites cannot be "
+            "traced; attribute a run that starts its servers"
         )
-    if (problem := unavailable()) is not None:
-        raise ProfileError(f"{where}: {problem}")
+    cells = profile.cells()
+    if any(c.run["target"] == "tritonserver" and c.run["scenario"] == "servers" for c in cells):
+        raise ProfileError(
+            f"{where}: target 'tritonserver' in scenario 'servers' ends every server process "
+            "within its iteration, so no process lives at a quiet point to read allocation "
+            "sites from; attribute scenario 'reload' or 'traffic'"
+        )
+    targets = {c.run["target"] for c in cells}
+    problems = [
+        memray_sites.unavailable() if "in_process" in targets else None,
+        heaptrack.unavailable() if "tritonserver" in targets else None,
+    ]
+    for problem in problems:
+        if problem is not None:
+            raise ProfileError(f"{where}: {problem}")
 
 
 def check_triton_home(profile: Profile) -> None:
@@ -135,10 +153,27 @@ def check_tritonserver(profile: Profile) -> None:
     tritonserver takes: refused here in one line (soak.target.remote.check_executable)."""
     if "tritonserver" not in {c.run["target"] for c in profile.cells()}:
         return
+    if profile.attached:
+        check_attached_server(profile)
+        return
     from soak.target.remote import check_executable
 
     try:
         check_executable(profile.run["triton_home"] or None, profile.tritonserver["args"])
+    except ProfileError as exc:
+        raise ProfileError(f"{profile.source}: {exc}") from None
+
+
+def check_attached_server(profile: Profile) -> None:
+    """An attached server (`[tritonserver] url`/`pid`, or --url/--pid) must be running and be
+    the process listening on that url: one line naming the key or flag otherwise."""
+    from soak.target.attached import check_attached
+
+    server, flags = profile.tritonserver, profile.overrides
+    url_label = "--url" if "url" in flags else "tritonserver.url"
+    pid_label = "--pid" if "pid" in flags else "tritonserver.pid"
+    try:
+        check_attached(server["url"], server["pid"], profile.run["protocol"], url_label, pid_label)
     except ProfileError as exc:
         raise ProfileError(f"{profile.source}: {exc}") from None
 

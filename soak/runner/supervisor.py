@@ -75,7 +75,7 @@ class Supervisor:
             proto.Failed: self._on_failed,
             proto.Done: self._on_done,
         }
-        self._quiet_windows = QuietWindows(profile.attribution)
+        self._quiet_windows = QuietWindows(profile.attribution, profile.run["warmup"])
 
     # -- signals ----------------------------------------------------------------------------
     def request_stop(self, by: str = "Ctrl-C") -> None:
@@ -288,7 +288,13 @@ class Supervisor:
         self.sampling.current_iteration = message.iteration + 1
         self._quiet_windows.hold(message.iteration, quiet_began)
         self.sampling.iteration_running.set()
-        watch.channel.send(proto.Continue(stop=stop))
+        try:
+            watch.channel.send(proto.Continue(stop=stop))
+        except BrokenPipeError:
+            # It ended after its report (a tritonserver it drove crashed: its Failed is
+            # already in the pipe, read next); the pipe's end says how it ended.
+            log.info("run %d: the worker ended after its quiet point", watch.run_id)
+            return False
         if stop:
             watch.outcome.status = "interrupted"
             watch.outcome.reason = (

@@ -93,6 +93,9 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
     from soak.workload.iteration import WorkloadConfig
     from soak.workload.repos import Behaviour
 
+    target = make_target(profile)
+    floors = target.phase_floors()
+    timeouts = {k: max(v, floors.get(k, 0.0)) for k, v in profile.timeouts.items()}
     return WorkloadConfig(
         servers=profile.run["servers"],
         memory_type=MemoryType(profile.run["memory_type"]),
@@ -101,7 +104,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         inferences_per_model=profile.run["inferences_per_model"],
         concurrency=profile.run.get("concurrency", 1),
         datatype=profile.run["datatype"],
-        timeouts=PhaseTimeouts(**profile.timeouts),
+        timeouts=PhaseTimeouts(**timeouts),
         injection=Injection(**profile.inject),
         user_models=user_models(profile),
         scenario=profile.run["scenario"],
@@ -109,7 +112,7 @@ def workload_config(profile: ProfileMessage) -> WorkloadConfig:
         error_fraction=profile.run["error_fraction"],
         error_message_chars=profile.run["error_message_chars"],
         reload_new_version=profile.run["reload_new_version"],
-        target=make_target(profile),
+        target=target,
         features=server_features(profile),
         generated_ensemble=profile.run.get("generated_ensemble", False),
         bls=profile.run.get("bls", "off"),
@@ -217,7 +220,7 @@ def quiet_message(
         triton_version=record.triton_version,
         heap=heap,
         server_pids=target.server_pids() if apart else [],
-        server_notes=target.take_notes() if target is not None else [],
+        server_leftovers=[list(x) for x in target.take_leftovers()] if target is not None else [],
     )
 
 
@@ -272,9 +275,11 @@ def serve(channel: Channel) -> int:
         heap.start()
     iterations = profile.run["iterations"]
     done = 0
-    # Attribution: memray traces from the end of the warm-up to the end (sampling.memray_sites).
+    # Attribution: memray traces from the end of the warm-up to the end (sampling.memray_sites);
+    # a tritonserver target traces each server process itself (sampling.heaptrack).
     tracker = None
-    attribute_from = profile.run["warmup"] if profile.attribution.get("enabled") else None
+    memray = profile.attribution.get("enabled") and target.attribution == "memray"
+    attribute_from = profile.run["warmup"] if memray else None
     for index in range(iterations):
         current["iteration"] = index
         if index == attribute_from:

@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ INSTALL = "heaptrack is the Debian package `heaptrack`: `apt-get install heaptra
 #: heaptrack writes a timestamp this often (hard-coded in its timer thread).
 TIMESTAMP_EVERY_MS = 10
 START_SUFFIX = ".start"
+#: The run's captures, one per server process, under the worker's work folder.
+CAPTURE_DIR = "heaptrack"
+_OWNER_SUFFIX = ".owner"
 _FILE_VERSION = 3
 
 #: $$ is this launch's id (and the command's pid after the exec): a relaunch with the same
@@ -417,9 +421,74 @@ def read_sites(
     )
 
 
+def captures_in(folder: str | os.PathLike[str]) -> list[Path]:
+    """The capture of every process launched under `wrap` into `folder` (complete or not
+    yet), in launch order: each launch writes `<capture>.owner` before the exec."""
+    owners = Path(folder).glob(f"*{_OWNER_SUFFIX}")
+    found = [p.with_name(p.name[: -len(_OWNER_SUFFIX)]) for p in owners]
+    return sorted(found, key=lambda p: (len(p.name), p.name))
+
+
+def read_servers(
+    captures: Sequence[Path],
+    windows: Mapping[int, tuple[float, float]],
+    depth: int = 8,
+    top: int = 50,
+    timeout_s: float = 60.0,
+) -> SiteCapture:
+    """The sites of several server processes summed by stack (N servers run the same code,
+    as their RSS is summed), at the quiet points every process that lived at one saw; the
+    `top` that grew most. Waits for each capture to be complete (`wait_capture`)."""
+    began = time.perf_counter()
+    results = [
+        read_sites(wait_capture(c, timeout_s), windows, depth, top=1 << 30) for c in captures
+    ]
+    if not results:
+        raise EnvironmentProblem("no heaptrack capture to read")
+    # A process that ended before the first quiet point (a user model's preflight) holds
+    # nothing at any: it takes no part.
+    results = [r for r in results if r.iterations] or results[:1]
+    common = sorted(set.intersection(*(set(r.iterations) for r in results)))
+    n = len(common)
+    keys: dict[str, int] = {}
+    frames: list[Site] = []
+    rows_bytes: list[np.ndarray] = []
+    rows_count: list[np.ndarray] = []
+    total_bytes, total_count = np.zeros(n), np.zeros(n)
+    for result in results:
+        cols = [result.iterations.index(it) for it in common]
+        total_bytes += result.total_bytes[cols]
+        total_count += result.total_count[cols]
+        for k, site in enumerate(result.sites):
+            row = keys.get(site.key)
+            if row is None:
+                row = keys[site.key] = len(frames)
+                frames.append(site)
+                rows_bytes.append(np.zeros(n))
+                rows_count.append(np.zeros(n))
+            rows_bytes[row] += result.live_bytes[k, cols]
+            rows_count[row] += result.live_count[k, cols]
+    live_bytes = np.asarray(rows_bytes).reshape(len(frames), n)
+    live_count = np.asarray(rows_count).reshape(len(frames), n)
+    order = sites.rank_by_growth(live_bytes)[:top]
+    return SiteCapture(
+        iterations=common,
+        sites=[replace(frames[i], site_id=k + 1) for k, i in enumerate(order)],
+        live_bytes=live_bytes[order],
+        live_count=live_count[order],
+        total_bytes=total_bytes,
+        total_count=total_count,
+        capture_bytes=sum(r.capture_bytes for r in results),
+        stats={"read_s": time.perf_counter() - began, "captures": float(len(results))},
+    )
+
+
 __all__ = [
+    "CAPTURE_DIR",
     "INSTALL",
+    "captures_in",
     "capture_file",
+    "read_servers",
     "read_sites",
     "started_at",
     "unavailable",

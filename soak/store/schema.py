@@ -52,6 +52,18 @@ SAMPLE_COLUMNS: dict[str, type] = {
     "client_fds": int,
     "client_threads": int,
 }
+#: What server_samples keeps of each server process (the samples columns of that name).
+SERVER_SAMPLE_COLUMNS = (
+    "rss_bytes",
+    "uss_bytes",
+    "pss_bytes",
+    "fds",
+    "threads",
+    "children",
+    "children_rss_bytes",
+    "stubs_alive",
+    "shm_regions",
+)
 #: Iteration columns that count work units: the denominators of per-unit slopes.
 UNIT_COLUMNS = {
     "server": "server_lifecycles",
@@ -239,6 +251,19 @@ TABLES: dict[str, Table] = {
     "site_samples": Table(
         {"run_id": int, "iteration": int, "site_id": int, "live_bytes": int, "live_count": int},
         pk=("run_id", "site_id", "iteration"),
+        foreign_keys=_BY_RUN,
+    ),
+    # Each server process of a run apart (target tritonserver), at each quiet point: the
+    # samples row sums them. `server` is its index among the iteration's live servers.
+    "server_samples": Table(
+        {
+            "run_id": int,
+            "iteration": int,
+            "server": int,
+            "pid": int,
+            **{c: SAMPLE_COLUMNS[c] for c in SERVER_SAMPLE_COLUMNS},
+        },
+        pk=("run_id", "iteration", "server"),
         foreign_keys=_BY_RUN,
     ),
 }

@@ -118,8 +118,10 @@ class Store:
         samples: list[dict[str, Any]],
         heap_types: list[dict[str, Any]],
         events: list[dict[str, Any]],
+        server_samples: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Everything of one iteration in one transaction: all of it lands, or none."""
+        """Everything of one iteration in one transaction: all of it lands, or none.
+        `server_samples`: each server process apart (server, pid, SERVER_SAMPLE_COLUMNS)."""
 
         def write() -> None:
             self.db["iterations"].insert({"run_id": run_id, **iteration}, replace=True)
@@ -132,6 +134,14 @@ class Store:
                 self.db["heap_types"].insert_all([{"run_id": run_id, **h} for h in heap_types])
             if events:
                 self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
+            if server_samples:
+                self.db["server_samples"].insert_all(
+                    [
+                        {"run_id": run_id, "iteration": iteration["iteration"], **s}
+                        for s in server_samples
+                    ],
+                    replace=True,
+                )
             self.db["runs"].update(
                 run_id,
                 {"iterations_done": iteration["iteration"] + 1, "heartbeat_at": time.time()},
@@ -145,6 +155,7 @@ class Store:
         quiet: Mapping[str, Any],
         samples: list[dict[str, Any]],
         events: list[dict[str, Any]],
+        server_samples: list[dict[str, Any]] | None = None,
     ) -> None:
         """One quiet point, as `write_iteration`; ``quiet`` is the worker's report as a dict
         (`soak.runner.protocol.Quiet`), whose fields are named as the iterations columns."""
@@ -174,7 +185,7 @@ class Store:
             {"iteration": iteration, "type_name": name, "count": count, "increase": increase}
             for name, count, increase in quiet["heap"].get("growth") or []
         ]
-        self.write_iteration(run_id, row, samples, heap_types, events)
+        self.write_iteration(run_id, row, samples, heap_types, events, server_samples)
 
     def add_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
         """Samples outside an iteration's transaction: the interval samples of a last,
@@ -234,6 +245,9 @@ class Store:
             self.db["heap_types"].insert_all([{**h, "run_id": run_id} for h in rows["heap_types"]])
             events = [{k: v for k, v in e.items() if k != "id"} for e in rows["events"]]
             self.db["events"].insert_all([{**e, "run_id": run_id} for e in events])
+            self.db["server_samples"].insert_all(
+                [{**s, "run_id": run_id} for s in rows.get("server_samples", [])]
+            )
             return run_id
 
         return self._write(write)

@@ -1,8 +1,8 @@
 """Which kind of server a run drives, behind one interface (`soak.target.interface`).
 
-`make_target` is the one place a profile chooses: in-process servers (the C API) today, a
-`tritonserver` process next. Nothing is imported here eagerly, so the interface module stays
-free of any server library.
+`make_target` is the one place a profile chooses: in-process servers (the C API),
+`tritonserver` processes soak starts, or one a user started that soak attaches to. Nothing is
+imported here eagerly, so the interface module stays free of any server library.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 def make_target(profile: ProfileMessage) -> ServerTarget:
     """The target a profile asks for; its `run` section is already validated."""
     run = profile.run
+    server = profile.tritonserver or {}
+    if run.get("target", "in_process") == "tritonserver" and server.get("url"):
+        from soak.target.attached import AttachedServerTarget
+
+        return AttachedServerTarget(
+            url=server["url"],
+            pid=server["pid"],
+            protocol=run["protocol"],
+            streaming=run["streaming"],
+            shared_memory=run["shared_memory"],
+        )
     if run.get("target", "in_process") == "tritonserver":
         from soak.target.remote import TritonServerTarget
 
@@ -27,6 +38,7 @@ def make_target(profile: ProfileMessage) -> ServerTarget:
             shared_memory=run["shared_memory"],
             args=tuple((profile.tritonserver or {}).get("args", ())),
             ready_timeout_s=profile.timeouts.get("wait_ready", 30.0),
+            heaptrack=bool(profile.attribution.get("enabled")),
         )
     from soak.target.inprocess import InProcessTarget
 

@@ -28,6 +28,9 @@ class InProcessTarget:
     `serialize_new_delete` takes soak.triton.creation.NEW_DELETE around ServerNew/Delete."""
 
     name: ClassVar[str] = "in-process"
+    writes_repositories: ClassVar[bool] = True
+    #: Allocation sites come from memray tracing the worker, which hosts the servers.
+    attribution: ClassVar[str] = "memray"
     triton_home: str | None = None
     serialize_new_delete: bool = True
 
@@ -75,7 +78,10 @@ class InProcessTarget:
     def client_pid(self) -> int:
         return os.getpid()
 
-    def take_notes(self) -> list[str]:
+    def phase_floors(self) -> dict[str, float]:
+        return {}
+
+    def take_leftovers(self) -> list[tuple[str, str]]:
         return []
 
     def watch_crashes(self, report: Callable[[str], None]) -> None:

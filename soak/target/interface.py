@@ -123,7 +123,11 @@ def infer_one_by_one(
 
 @runtime_checkable
 class ModelServer(Protocol):
-    """One server with explicit model control; `close()` (or the with-block) ends it once."""
+    """One server with explicit model control; `close()` (or the with-block) ends it once.
+    `receives_decoupled`: whether its client can take a decoupled model's responses (Triton
+    serves them through the C API or gRPC's stream, never over HTTP or unary gRPC)."""
+
+    receives_decoupled: bool
 
     def is_live(self) -> bool: ...
 
@@ -218,6 +222,12 @@ class ServerTarget(Protocol):
     sample. Chosen from the profile in one place, `soak.target.make_target`."""
 
     name: str
+    #: Whether the repositories soak writes reach the servers (its generated models, new
+    #: versions); False for a server someone else started, which serves its own repository.
+    writes_repositories: bool
+    #: Who finds allocation sites (`--attribute`): "memray" (the worker traces itself from the
+    #: end of the warm-up) or "heaptrack" (each server process is traced from its start).
+    attribution: str
 
     def prepare(
         self,
@@ -247,8 +257,14 @@ class ServerTarget(Protocol):
         """The process that drives the servers: the worker."""
         ...
 
-    def take_notes(self) -> list[str]:
-        """Lines about ended servers since the last call (what a stop had to remove)."""
+    def phase_floors(self) -> dict[str, float]:
+        """Least timeouts (seconds) of phases that take longer with this target as set up
+        (a server traced by heaptrack starts in seconds); the profile's larger ones stand."""
+        ...
+
+    def take_leftovers(self) -> list[tuple[str, str]]:
+        """What servers ended since the last call left behind, as (event kind, message): stubs
+        and shm regions (removed), ports still listening; [] where a server is no process."""
         ...
 
     def stop_all(self) -> None:

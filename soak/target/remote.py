@@ -98,8 +98,15 @@ class ProcessServer:
             self._target._stopped(self)
 
     def delete(self) -> None:
-        """The client's thread ends; the client and the process are already gone."""
-        self._thread.shutdown(wait=False)
+        """The client's thread ends; the client and the process are already gone. An HTTP
+        client's thread also had gevent's hub (tritonclient.http runs on gevent), whose loop
+        holds an epoll fd and an eventfd until the hub is destroyed on its own thread
+        (measured: +2 client fds per server lifecycle otherwise)."""
+        try:
+            if not self.client.grpc:
+                self._thread.submit(_destroy_gevent_hub).result()
+        finally:
+            self._thread.shutdown(wait=False)
 
     def close(self) -> None:
         try:
@@ -120,15 +127,19 @@ class TritonServerTarget:
     the same core); `args` are the profile's extra tritonserver flags."""
 
     name: ClassVar[str] = "tritonserver"
+    writes_repositories: ClassVar[bool] = True
+    #: Allocation sites come from each server process, traced by heaptrack from its start.
+    attribution: ClassVar[str] = "heaptrack"
     triton_home: str | None = None
     protocol: str = "http"
     streaming: bool = False
     shared_memory: str = "none"
     args: Sequence[str] = ()
     ready_timeout_s: float = 30.0
+    heaptrack: bool = False  # every server runs under heaptrack (soak run --attribute)
     executable: ServerExecutable | None = None
     _servers: list[ProcessServer] = field(default_factory=list)
-    _notes: list[str] = field(default_factory=list)
+    _leftovers: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _count: int = 0
 
@@ -148,12 +159,18 @@ class TritonServerTarget:
             )
         self.executable = executable.prepare(workdir, self.triton_home, stub=stub)
         self._workdir = Path(workdir)
+        if self.heaptrack:
+            from soak.sampling import heaptrack
+
+            if (problem := heaptrack.unavailable()) is not None:
+                raise EnvironmentProblem(problem)
         install = self.executable.install
         return TargetInfo(
             self.executable.backends_dir, str(self.executable.path), install.source, ""
         )
 
     def new_server(self, spec: ServerSpec) -> ProcessServer:
+        from soak.tritonserver import executable
         from soak.tritonserver.client import RemoteServer
         from soak.tritonserver.process import ServerProcess
 
@@ -167,9 +184,10 @@ class TritonServerTarget:
             self.executable,
             spec.repositories,
             logdir / f"tritonserver-{spec.server_id}-{number}.log",
-            args=tuple(self.args),
+            args=(*executable.feature_args(self.executable, spec.features), *self.args),
             ready_timeout_s=self.ready_timeout_s,
             exit_timeout_s=spec.exit_timeout_s,
+            heaptrack_capture=self._capture(number),
         )
         process.start()
         url = process.url(self.protocol)
@@ -187,6 +205,23 @@ class TritonServerTarget:
             self._servers.append(server)
         return server
 
+    def _capture(self, number: int) -> Path | None:
+        """Where server `number`'s heaptrack capture goes (the supervisor reads every one)."""
+        if not self.heaptrack:
+            return None
+        from soak.sampling import heaptrack
+
+        return self._workdir / heaptrack.CAPTURE_DIR / f"tritonserver-{number}"
+
+    def phase_floors(self) -> dict[str, float]:
+        """A server under heaptrack starts in seconds, not 0.1 s: `server_new` (which waits
+        until it is ready) gets as long as its ready timeout."""
+        if not self.heaptrack:
+            return {}
+        from soak.tritonserver.process import TRACED_READY_S
+
+        return {"server_new": TRACED_READY_S + 10.0}
+
     def _stopped(self, server: ProcessServer) -> None:
         """End the process; what its stop had to remove is noted, its log joins the run's."""
         with self._lock:
@@ -195,11 +230,7 @@ class TritonServerTarget:
         with self._lock:
             if server in self._servers:
                 self._servers.remove(server)
-        if not end.leftovers.empty:
-            self._notes.append(
-                f"tritonserver {server.process.pid} {end.describe()} and left "
-                f"{end.leftovers.as_dict()}; removed"
-            )
+        self._leftovers += end.leftover_events(server.process.pid)
         _append_log(server)
 
     def inject_server_leaks(self, injection: Injection, device: int = 0) -> None:
@@ -216,10 +247,12 @@ class TritonServerTarget:
     def client_pid(self) -> int:
         return os.getpid()
 
-    def take_notes(self) -> list[str]:
+    def take_leftovers(self) -> list[tuple[str, str]]:
+        """What the servers stopped since the last call left (stubs, regions: removed; ports
+        still listening), as (event kind, message)."""
         with self._lock:
-            notes, self._notes = self._notes, []
-        return notes
+            left, self._leftovers = self._leftovers, []
+        return left
 
     def watch_crashes(self, report: Callable[[str], None]) -> None:
         """Call `report` once with a line (signal, log tail) when a server process ends that
@@ -253,6 +286,12 @@ class TritonServerTarget:
                 server.process.stop(grace_s=5.0)
             except Exception as exc:  # noqa: BLE001 - the others must still go
                 log.warning("stopping tritonserver %d: %s", server.process.pid, exc)
+
+
+def _destroy_gevent_hub() -> None:
+    import gevent
+
+    gevent.get_hub().destroy(destroy_loop=True)
 
 
 def _append_log(server: ProcessServer) -> None:

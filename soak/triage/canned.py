@@ -163,11 +163,13 @@ _LEFTOVERS_SQL = """
 SELECT r.id AS run, r.profile, r.cell, r.status,
        SUM(e.kind = 'leftover_stub') AS leftover_stubs,
        SUM(e.kind = 'leftover_shm') AS leftover_shm,
+       SUM(e.kind = 'leftover_port') AS leftover_ports,
        (SELECT e2.message FROM events e2
-        WHERE e2.run_id = r.id AND e2.kind IN ('leftover_stub', 'leftover_shm')
+        WHERE e2.run_id = r.id AND e2.kind IN ('leftover_stub', 'leftover_shm', 'leftover_port')
         ORDER BY e2.id LIMIT 1) AS first_message
 FROM events e JOIN runs r ON r.id = e.run_id
-WHERE e.kind IN ('leftover_stub', 'leftover_shm') AND (:run IS NULL OR r.id = :run)
+WHERE e.kind IN ('leftover_stub', 'leftover_shm', 'leftover_port')
+  AND (:run IS NULL OR r.id = :run)
 GROUP BY r.id
 ORDER BY r.id
 """
@@ -259,7 +261,8 @@ CANNED: dict[str, CannedQuery] = {
         ),
         CannedQuery(
             "leftovers",
-            "Runs that left stub processes or shared-memory regions behind, with counts.",
+            "Runs that left stub processes, shared-memory regions or listening ports behind, "
+            "with counts.",
             _LEFTOVERS_SQL,
             {"run": _RUN},
         ),

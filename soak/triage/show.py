@@ -34,6 +34,7 @@ _EVENT_ORDER = (
     "failure",
     "leftover_stub",
     "leftover_shm",
+    "leftover_port",
     "cleanup",
     "triton_error",
     "triton_warning",
@@ -78,6 +79,29 @@ class PhaseTiming:
     max_s: float
 
 
+#: What `soak show` states a slope of for each server process apart (server_samples).
+SERVER_SLOPE_METRICS = (
+    "rss_bytes",
+    "uss_bytes",
+    "fds",
+    "threads",
+    "stubs_alive",
+    "children_rss_bytes",
+)
+
+
+@dataclass(frozen=True)
+class ServerSlopes:
+    """One server process of a run (target tritonserver), judged apart from the others: the
+    Theil-Sen slope per iteration of each SERVER_SLOPE_METRICS after the warm-up (None with
+    fewer than two samples)."""
+
+    server: int
+    pids: list[int]
+    iterations: int
+    slopes: dict[str, float | None]
+
+
 @dataclass(frozen=True)
 class RunDetail:
     """Everything ``soak show`` prints about one run."""
@@ -93,6 +117,7 @@ class RunDetail:
     verdict_note: str = ""  # why the verdict is inconclusive (soak.analysis.run_verdict)
     # Totals of the feature units (responses, cache); {} for a run stored before them.
     work: dict[str, int] = field(default_factory=dict)
+    servers: list[ServerSlopes] = field(default_factory=list)  # each server process apart
 
 
 def _event_groups(db: sqlite_utils.Database, run_id: int) -> list[EventGroup]:
@@ -177,7 +202,40 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
         _site_notes(db, run, findings, sites) if sites else [],
         note,
         _work(db, run_id),
+        server_slopes(db, run_id, warmup_of(run)),
     )
+
+
+def server_slopes(db: sqlite_utils.Database, run_id: int, warmup: int) -> list[ServerSlopes]:
+    """Each server process's slopes after the warm-up ([] in-process: no server_samples rows,
+    or a database made before the table)."""
+    from soak.analysis.trend import theil_sen
+
+    if "server_samples" not in db.table_names():
+        return []
+    cols = ", ".join(SERVER_SLOPE_METRICS)
+    rows = db.execute(
+        f"SELECT server, pid, iteration, {cols} FROM server_samples "
+        "WHERE run_id = ? AND iteration >= ? ORDER BY server, iteration",
+        [run_id, warmup],
+    ).fetchall()
+    by_server: dict[int, list[tuple]] = {}
+    for row in rows:
+        by_server.setdefault(row[0], []).append(row)
+    out = []
+    for server, got in by_server.items():
+        pids = list(dict.fromkeys(r[1] for r in got))
+        x = np.array([r[2] for r in got], float)
+        slopes: dict[str, float | None] = {}
+        for k, metric in enumerate(SERVER_SLOPE_METRICS):
+            pairs = [(xi, r[3 + k]) for xi, r in zip(x, got, strict=True) if r[3 + k] is not None]
+            if len(pairs) < 2:
+                slopes[metric] = None
+                continue
+            xs, ys = zip(*pairs, strict=True)
+            slopes[metric] = finite(theil_sen(np.array(xs), np.array(ys, float)).slope)
+        out.append(ServerSlopes(server, pids, len(got), slopes))
+    return out
 
 
 #: The counts `soak show` totals beside the inferences: what a request brought back.

@@ -24,6 +24,27 @@ EXIT_TIMEOUT_EXPIRED = "Exit timeout expired"
 BUSY_MODEL_STATES = ("READY", "UNLOADING", "LOADING")
 """Model index states of a model that is not yet fully unloaded."""
 
+#: How a Triton version's model statistics count an error response that a python model
+#: returns: as a failed inference up to 2.43.0, as a success from 2.51.0 (both seen with the
+#: upgrade profile; README: findings). Versions between were not run: either count passes.
+ERROR_RESPONSE_FAILS_UP_TO = (2, 43)
+ERROR_RESPONSE_SUCCEEDS_FROM = (2, 51)
+
+
+def error_response_count(version: str | None) -> str:
+    """'failure', 'success' or 'either': how `version` ('2.43.0') counts a python model's
+    error response in its statistics; 'either' for a version not seen or not known."""
+    parts = re.match(r"(\d+)\.(\d+)", version or "")
+    if parts is None:
+        return "either"
+    major_minor = (int(parts.group(1)), int(parts.group(2)))
+    if major_minor <= ERROR_RESPONSE_FAILS_UP_TO:
+        return "failure"
+    if major_minor >= ERROR_RESPONSE_SUCCEEDS_FROM:
+        return "success"
+    return "either"
+
+
 #: Triton logs through glog: 'W1125 14:03:22.123456 42 file.cc:7] text', the first letter the
 #: severity (Info, Warning, Error, Fatal), then month and day, time, thread id, source line.
 _GLOG_HEAD = re.compile(r"^[WEIF]\d{4} ")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 class Server:
     """One in-process Triton server; close() (or the with-block) stops and deletes it once."""
 
+    receives_decoupled = True  # the C API delivers every response
+
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self._handle: int | None = create(options)

@@ -135,6 +135,11 @@ class RemoteServer:
 
     # -- lifetime ---------------------------------------------------------------------------
     @property
+    def receives_decoupled(self) -> bool:
+        """Only gRPC's stream carries a decoupled model's responses."""
+        return self.streaming
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

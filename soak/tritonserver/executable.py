@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from soak.errors import EnvironmentProblem
+from soak.target.interface import ServerFeatures
 from soak.triton import backends, capi
 
 EXECUTABLE = "tritonserver"
@@ -57,6 +58,22 @@ def prepare(
     path = executable_path(install)
     setup = backends.assemble(install, Path(workdir) / "backends", stub=stub)
     return ServerExecutable(path, setup.backends_dir, {**os.environ, **setup.env}, install)
+
+
+def feature_args(executable: ServerExecutable, features: ServerFeatures) -> list[str]:
+    """The flags of the profile's server-wide features, as soak.triton.server sets them
+    through the C API: strict model config always (the executable's default is false,
+    the C API's true), the cache with the install's caches/ folder (the executable's default
+    is /opt/tritonserver/caches, absent for the wheel)."""
+    strict = "true" if features.strict_model_config else "false"
+    args = [f"--strict-model-config={strict}"]
+    if features.response_cache:
+        caches = executable.install.backends_dir.parent / "caches"
+        args += [
+            f"--cache-directory={caches}",
+            f"--cache-config={features.response_cache},size={features.response_cache_bytes}",
+        ]
+    return args
 
 
 def find_perf_analyzer() -> Path:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
+#: Least ready timeout of a server under heaptrack: 4-8 s on an idle 2-core machine, while
+#: heaptrack_interpret symbolises every library it loads, and far longer under load.
+TRACED_READY_S = 90.0
 _OBSERVE_EVERY_S = 0.2  # stubs that live between two looks are still remembered
 _PORT_TAKEN = re.compile(r"already in use|address in use|failed to bind", re.IGNORECASE)
 _BAD_OPTION = re.compile(r"(unrecognized option|invalid argument|option) '?(--[\w-]+)", re.I)
@@ -58,6 +61,24 @@ class ServerEnd:
     killed: bool
     leftovers: Leftovers  # stubs and regions it left, which stop() removed
     log_tail: str = ""
+    ports_bound: tuple[int, ...] = ()  # its ports still listening once it and its stubs ended
+
+    def leftover_events(self, pid: int) -> list[tuple[str, str]]:
+        """(event kind, message) of each thing it left: the kinds the supervisor uses for
+        what a dead worker leaves (leftover_stub, leftover_shm), and leftover_port."""
+        out = [
+            ("leftover_stub", f"stub process {s} of tritonserver {pid} outlived it; killed")
+            for s in self.leftovers.stub_pids
+        ]
+        out += [
+            ("leftover_shm", f"shared-memory region {p} of tritonserver {pid} outlived it; removed")
+            for p in self.leftovers.shm_paths
+        ]
+        out += [
+            ("leftover_port", f"port 127.0.0.1:{port} of tritonserver {pid} still listening")
+            for port in self.ports_bound
+        ]
+        return out
 
     @property
     def signal(self) -> str | None:
@@ -114,6 +135,10 @@ class ServerProcess:
     exit_timeout_s: int = 30
     ports: Ports | None = None
     attempts: list[str] = field(default_factory=list)  # why earlier starts were retried
+    #: Trace the process under heaptrack into this capture (soak.sampling.heaptrack): the
+    #: same pid, ready in seconds rather than 0.1 s, so `ready_timeout_s` is raised to
+    #: TRACED_READY_S at least.
+    heaptrack_capture: Path | None = None
 
     def __post_init__(self) -> None:
         self._popen: subprocess.Popen | None = None
@@ -121,9 +146,20 @@ class ServerProcess:
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.end: ServerEnd | None = None
+        if self.heaptrack_capture is not None:
+            self.ready_timeout_s = max(self.ready_timeout_s, TRACED_READY_S)
 
     # -- start ------------------------------------------------------------------------------
     def command(self, ports: Ports) -> list[str]:
+        """The argv of one launch; under heaptrack when `heaptrack_capture` is set."""
+        argv = self._server_argv(ports)
+        if self.heaptrack_capture is None:
+            return argv
+        from soak.sampling import heaptrack
+
+        return heaptrack.wrap(argv, self.heaptrack_capture)
+
+    def _server_argv(self, ports: Ports) -> list[str]:
         repos = [f"--model-repository={r}" for r in self.repositories]
         return [
             str(self.executable.path),
@@ -299,8 +335,14 @@ class ServerProcess:
             log.info("tritonserver %d left %s; removing them", popen.pid, left.as_dict())
             sampler.cleanup(left)
         assert popen.returncode is not None
+        ports = (self.ports.http, self.ports.grpc, self.ports.metrics) if self.ports else ()
         self.end = ServerEnd(
-            popen.returncode, not ended_by_itself, killed, left, tail(self.log_text(), 20)
+            popen.returncode,
+            not ended_by_itself,
+            killed,
+            left,
+            tail(self.log_text(), 20),
+            tuple(sorted(listening(ports))),
         )
         return self.end
 
@@ -310,6 +352,32 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self._popen is not None:
             self.stop()
+
+
+_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
+
+
+def listening(
+    ports: Sequence[int], tables: Sequence[str] = ("/proc/net/tcp", "/proc/net/tcp6")
+) -> set[int]:
+    """Those of `ports` some socket on this machine listens on: one read of the kernel's TCP
+    tables (psutil.net_connections would read every process's fds)."""
+    wanted, found = set(ports), set()
+    if not wanted:
+        return found
+    for table in tables:
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == _LISTEN:
+                        port = int(fields[1].rsplit(":", 1)[1], 16)
+                        if port in wanted:
+                            found.add(port)
+        except OSError:
+            continue
+    return found
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:
@@ -338,4 +406,12 @@ def tail(text: str, lines: int) -> str:
     return " | ".join(kept[-lines:])
 
 
-__all__ = ["Ports", "ServerEnd", "ServerProcess", "ServerStartError", "free_ports", "tail"]
+__all__ = [
+    "Ports",
+    "ServerEnd",
+    "ServerProcess",
+    "ServerStartError",
+    "free_ports",
+    "listening",
+    "tail",
+]

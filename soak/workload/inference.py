@@ -92,7 +92,7 @@ class Inference:
             self.tally.add(model, ok=1)
             return True
 
-        server.infer_many(
+        handed = server.infer_many(
             model,
             burst.inputs(),
             addsub.OUTPUTS,
@@ -103,6 +103,7 @@ class Inference:
             device=cfg.gpu_device,
             keep=keep,
         )
+        inject.per_request(cfg.injection, handed)
 
     def _user(
         self, server: ModelServer, settings: ModelSettings, record: LifecycleRecord, fail: Fail
@@ -128,6 +129,7 @@ class Inference:
             message = exc.message if isinstance(exc, ServerError) else str(exc)
             fail("infer", f"{settings.name}: {message}")
             return
+        inject.per_request(cfg.injection, done.requests)
         record.inferences += done.requests
         record.responses += done.responses
         for problem in done.problems:

@@ -33,6 +33,7 @@ class Injection:
     threads_per_iteration: int = 0
     skip_server_delete: bool = False
     gpu_bytes_per_server: int = 0
+    client_bytes_per_request: int = 0
 
 
 def leak_native(size: int) -> None:
@@ -83,6 +84,13 @@ def per_iteration(injection: Injection) -> None:
     leak_python(injection.python_bytes_per_iteration)
     leak_fds(injection.fds_per_iteration)
     leak_threads(injection.threads_per_iteration)
+
+
+def per_request(injection: Injection, requests: int) -> None:
+    """What the client keeps for each of `requests` completed requests (one allocation each,
+    as a client library that forgets a per-request buffer would)."""
+    for _ in range(requests if injection.client_bytes_per_request > 0 else 0):
+        leak_native(injection.client_bytes_per_request)
 
 
 class ResponseLeaker:

@@ -56,13 +56,17 @@ class Lifecycle:
         self.record = LifecycleRecord(config.instance)
         self.own_model = own_model_name(config.instance)
         self.server: ModelServer | None = None
+        self.triton_version: str | None = None  # what the server said; its statistics differ
         self.loaded: list[str] = []
         self.tally = Tally()  # what each loaded model answered since its load
         self.inference = Inference(config, self.leaker, self.tally)
 
     @property
     def generated(self) -> list[str]:
-        """The add/sub models soak writes (the ones a behaviour applies to)."""
+        """The add/sub models soak writes (the ones a behaviour applies to); none on a server
+        whose repository soak cannot write (an attached one)."""
+        if not self.config.target.writes_repositories:
+            return []
         return [COMMON_MODEL, self.own_model]
 
     @property
@@ -168,7 +172,8 @@ class Lifecycle:
             cfg.target.inject_server_leaks(cfg.injection, cfg.gpu_device)
         with self._phase("wait_ready"):
             self._wait_ready(self.server)
-            self.record.triton_version = self.server.metadata().get("version")
+            self.triton_version = self.server.metadata().get("version")
+            self.record.triton_version = self.triton_version
 
     def _exercise(self, load: bool, unload: bool, version: int | None = None) -> None:
         server = self.server
@@ -187,7 +192,12 @@ class Lifecycle:
                         raise self._hang("infer", f"inference on {model}") from exc
             with self._phase("statistics"):
                 self.tally.check(
-                    server, self.loaded, self.config.behaviour, self.record, self._fail
+                    server,
+                    self.loaded,
+                    self.config.behaviour,
+                    self.record,
+                    self._fail,
+                    self.triton_version,
                 )
         if unload:
             with self._phase("unload"):
@@ -281,7 +291,7 @@ class Lifecycle:
                 if must_fail and ERROR_TOKEN in error.message:
                     self.record.failed_loads += 1
                 else:
-                    missing = backend_problem(
+                    missing = self.config.target.writes_repositories and backend_problem(
                         self.config.user_models.repositories, model, self.config.backends_dir
                     )
                     self._fail("load", missing or f"{model}: {error.message}")

@@ -9,8 +9,6 @@ metadata promise, and equal to the expected output where the data file gives one
 
 from __future__ import annotations
 
-import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +19,6 @@ from soak.errors import ServerError, SoakError
 from soak.target import default_target
 from soak.target.interface import (
     SEQUENCE_END,
-    SEQUENCE_START,
     MemoryType,
     ModelServer,
     Output,
@@ -30,7 +27,8 @@ from soak.target.interface import (
     ServerTarget,
 )
 from soak.triton.tensors import DatatypeError, numpy_dtype
-from soak.workload import perfdata
+from soak.workload import perfdata, sequences
+from soak.workload.backend_check import backend_problem
 from soak.workload.polling import wait_unloaded
 
 if TYPE_CHECKING:
@@ -40,14 +38,6 @@ if TYPE_CHECKING:
 # perf_analyzer's --string-length default is 128; short strings keep requests small.
 MAX_RANDOM_STRING = 16
 RANDOM_INT_BOUND = 100
-# Platforms that name no backend in their config, and the backend that serves them.
-_PLATFORM_BACKENDS = {
-    "tensorrt_plan": "tensorrt",
-    "onnxruntime_onnx": "onnxruntime",
-    "pytorch_libtorch": "pytorch",
-    "tensorflow_savedmodel": "tensorflow",
-    "tensorflow_graphdef": "tensorflow",
-}
 
 
 class UserModelError(SoakError):
@@ -111,12 +101,21 @@ class ModelPlan:
     # no sequences. Step k of each sequence sends the data file's entry k (k mod entries).
     sequence_length: int | None = None
     sequence_abandon_fraction: float = 0.0
+    sequence: sequences.SequenceConfig | None = None  # the sequence batcher's config
+    # Implicit-state inputs the config lists as required: Triton wants them sent and then
+    # overrides them with the sequence's state, so soak sends zeros.
+    placeholders: frozenset[str] = frozenset()
 
     def request(self, index: int, rng: np.random.Generator) -> Request:
         """The index-th request: the data file's entries in turn, else fresh random data."""
         if self.cases:
             return self.cases[index % len(self.cases)]
-        arrays = {t.name: random_tensor(t.datatype, t.shape, rng) for t in self.inputs}
+        arrays = {
+            t.name: _zeros(t)
+            if t.name in self.placeholders
+            else random_tensor(t.datatype, t.shape, rng)
+            for t in self.inputs
+        }
         return Request(arrays, {t.name: t.datatype for t in self.inputs}, {})
 
     def check(self, outputs: dict[str, Output], expected: dict[str, np.ndarray]) -> list[str]:
@@ -215,13 +214,20 @@ def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPl
         )
     data = perfdata.load(settings.input_data) if settings.input_data else None
     given = set(settings.shape) | (set(data.data[0]) if data else set())
+    seq = sequences.sequence_config(config)
+    state_in = seq.state_inputs if seq else frozenset()
     inputs = []
     for tensor in metadata.get("inputs", []):
-        if tensor["name"] in optional and tensor["name"] not in given:
+        if tensor["name"] in optional and (
+            tensor["name"] not in given or tensor["name"] in state_in
+        ):
             continue  # optional inputs are left out unless the profile or the data give them
         inputs.append(_input_spec(name, tensor, settings, batching, data))
+    state_out = seq.state_outputs if seq else frozenset()
     outputs = tuple(
-        TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in metadata.get("outputs", [])
+        TensorSpec(t["name"], t["datatype"], tuple(t["shape"]))
+        for t in metadata.get("outputs", [])
+        if t["name"] not in state_out  # the state is Triton's; a client asks for it to debug
     )
     decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
     plan = ModelPlan(
@@ -233,8 +239,10 @@ def build_plan(metadata: dict, config: dict, settings: ModelSettings) -> ModelPl
         (),
         settings.rtol,
         settings.atol,
-        settings.sequence_length if "sequence_batching" in config else None,
+        settings.sequence_length if seq else None,
         settings.sequence_abandon_fraction,
+        seq,
+        frozenset(t.name for t in inputs if t.name in state_in),
     )
     if data is None:
         return plan
@@ -282,13 +290,14 @@ def _input_spec(model, tensor, settings, batching, data) -> TensorSpec:
 def _case(plan: ModelPlan, data: perfdata.DataFile, index: int) -> Request:
     entry = data.data[index]
     specs = {t.name: t for t in plan.inputs}
-    missing = sorted(n for n in specs if n not in entry)
+    missing = sorted(n for n in specs if n not in entry and n not in plan.placeholders)
     if missing:
         raise DatatypeError(f"data[{index}] has no input {missing[0]!r}")
     extra = sorted(n for n in entry if n not in specs)
     if extra:
         raise DatatypeError(f"data[{index}].{extra[0]} is no input of the model")
     inputs = {n: _batched(plan, t, specs[n].datatype, specs[n].shape) for n, t in entry.items()}
+    inputs.update({n: _zeros(specs[n]) for n in plan.placeholders if n not in entry})
     expected = {}
     if data.validation:
         outs = {t.name: t for t in plan.outputs}
@@ -297,6 +306,10 @@ def _case(plan: ModelPlan, data: perfdata.DataFile, index: int) -> Request:
                 raise DatatypeError(f"validation_data[{index}].{n} is no output of the model")
             expected[n] = _batched(plan, t, outs[n].datatype, outs[n].shape)
     return Request(inputs, {n: specs[n].datatype for n in inputs}, expected)
+
+
+def _zeros(spec: TensorSpec) -> np.ndarray:
+    return np.zeros(spec.shape, dtype=numpy_dtype(spec.datatype))
 
 
 def _batched(plan: ModelPlan, tensor: perfdata.TensorData, datatype: str, shape) -> np.ndarray:
@@ -312,10 +325,17 @@ def _batched(plan: ModelPlan, tensor: perfdata.TensorData, datatype: str, shape)
 
 
 def plan_on(server: ModelServer, settings: ModelSettings) -> ModelPlan:
-    """Ask the server (model loaded) for metadata and config, then build the plan."""
-    return build_plan(
+    """Ask the server (model loaded) for metadata and config, then build the plan; a decoupled
+    model is refused where the server's client cannot receive its responses."""
+    plan = build_plan(
         server.model_metadata(settings.name), server.model_config(settings.name), settings
     )
+    if plan.decoupled and not server.receives_decoupled:
+        raise UserModelError(
+            f"model {settings.name!r} is decoupled: its responses come only over gRPC's "
+            "stream, not over HTTP or unary gRPC (protocol = 'grpc', streaming = true)"
+        )
+    return plan
 
 
 @dataclass
@@ -350,8 +370,10 @@ def exercise(
                 abandon = bool(plan.sequence_abandon_fraction) and (
                     rng.random() < plan.sequence_abandon_fraction
                 )
-            correlation = next(_SEQUENCE_IDS) if step == 0 else sequence[0]
-            flags = _sequence_flags(plan, index, count)
+                if plan.sequence is not None:  # never queue behind abandoned sequences
+                    sequences.wait_for_slot(server, plan.name, plan.sequence)
+            correlation = sequences.next_id() if step == 0 else sequence[0]
+            flags = sequences.flags(step, plan.sequence_length, index == count - 1)
             if abandon:  # never ended: Triton's idle-sequence timeout must release it
                 flags &= ~SEQUENCE_END
             sequence = (correlation, flags)
@@ -380,6 +402,8 @@ def exercise(
                     sequence=sequence,
                 )
             ]
+        if abandon:  # Triton holds its slot until the idle timeout after this request
+            sequences.abandoned(server, plan.name, sequence[0])
         done.requests += 1
         done.responses += len(responses)
         for outputs in responses:
@@ -389,54 +413,7 @@ def exercise(
     return done
 
 
-def _sequence_flags(plan: ModelPlan, index: int, count: int) -> int:
-    """START at each sequence's first step, END at its last (or at the last request, so that
-    no sequence is left open for Triton's idle timeout)."""
-    step = index % (plan.sequence_length or 1)
-    last = step == (plan.sequence_length or 1) - 1 or index == count - 1
-    return (SEQUENCE_START if step == 0 else 0) | (SEQUENCE_END if last else 0)
-
-
-# Correlation ids, unique in the process: no two sequences of one server share one.
-_SEQUENCE_IDS = itertools.count(1)
-
-
 # -- before any server -------------------------------------------------------------------------
-
-
-def model_dir(repositories: tuple[Path, ...], name: str) -> Path | None:
-    return next((r / name for r in repositories if (r / name).is_dir()), None)
-
-
-def backend_of(config_file: Path) -> str | None:
-    """The backend a config.pbtxt names (or its platform implies); None when it says neither."""
-    try:
-        text = config_file.read_text()
-    except OSError:
-        return None
-    found = re.search(r'^\s*backend\s*:\s*"([^"]+)"', text, re.MULTILINE)
-    if found:
-        return found.group(1)
-    platform = re.search(r'^\s*platform\s*:\s*"([^"]+)"', text, re.MULTILINE)
-    return _PLATFORM_BACKENDS.get(platform.group(1)) if platform else None
-
-
-def backend_problem(repositories: tuple[Path, ...], name: str, backends_dir: Path) -> str | None:
-    """Why a model cannot load for want of its backend, in one line; None when it is there."""
-    where = model_dir(repositories, name)
-    backend = backend_of(where / "config.pbtxt") if where else None
-    if backend is None or (Path(backends_dir) / backend).is_dir():
-        return None
-    have = (
-        sorted(p.name for p in Path(backends_dir).iterdir() if p.is_dir())
-        if Path(backends_dir).is_dir()
-        else []
-    )
-    return (
-        f"model {name!r} needs the {backend!r} backend, which is not in the backends folder "
-        f"{backends_dir} (it has: {', '.join(have) or 'nothing'}); point triton_home at a "
-        "Triton install that has it, such as /opt/tritonserver in NVIDIA's containers"
-    )
 
 
 def preflight(
@@ -461,7 +438,9 @@ def preflight(
         if observer is not None:
             observer(-1, phase, timeout, f"preflight: {detail}")
 
-    for settings in user.models:
+    # An attached server's backends are its own: only its load can say one is missing.
+    checks_backends = target is None or target.writes_repositories
+    for settings in user.models if checks_backends else ():
         problem = backend_problem(user.repositories, settings.name, backends_dir)
         if problem:
             raise UserModelError(problem)

@@ -19,13 +19,14 @@ class Behaviour(str, Enum):
     EXECUTE_RAISES = "execute_raises"  # execute raises on each marked request
     ERROR_RESPONSE = "error_response"  # execute returns an error response on each marked request
     INIT_RAISES = "init_raises"  # every load fails
+    STUB_LEAK = "stub_leak"  # the stub keeps STUB_LEAK_BYTES per request (correct results)
     WRONG_RESULT = "wrong_result"  # OUTPUT0 off by one (tests)
     SOMETIMES_WRONG = "sometimes_wrong"  # every 5th execute is off by one (tests)
     INIT_HANGS = "init_hangs"  # initialize sleeps for an hour: the load never returns (tests)
 
 
 #: Behaviours a profile may ask for; the others exist to prove that soak catches bad models.
-PROFILE_BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises")
+PROFILE_BEHAVIOURS = ("correct", "execute_raises", "error_response", "init_raises", "stub_leak")
 #: Behaviours whose marked requests end in an error response.
 ERROR_BEHAVIOURS = frozenset({Behaviour.EXECUTE_RAISES, Behaviour.ERROR_RESPONSE})
 #: INPUT0[0, 0] of a request the model must fail; outside the range of ordinary inputs and
@@ -34,6 +35,8 @@ FAIL_MARK = 1_000_003
 #: Every expected error message starts with this; any other error is a failure.
 ERROR_TOKEN = "soak-expected-error"
 DEFAULT_MESSAGE_CHARS = 100
+#: What a `stub_leak` model keeps per request in its stub process: a page, written, so resident.
+STUB_LEAK_BYTES = 4096
 
 _TRITON_TYPES = {"int32": "TYPE_INT32", "fp32": "TYPE_FP32"}
 _KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -46,6 +49,7 @@ import triton_python_backend_utils as pb_utils
 BEHAVIOUR = "{behaviour}"
 FAIL_MARK = {fail_mark}
 MESSAGE = "{token} " + "x" * {padding}
+KEPT = []  # stub_leak: what this stub never gives back
 
 
 class TritonPythonModel:
@@ -60,6 +64,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             self.calls += 1
+            if BEHAVIOUR == "stub_leak":
+                KEPT.append(bytearray(b"\x5a" * {stub_leak_bytes}))
             a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
             marked = a.size > 0 and a.flat[0] == FAIL_MARK
@@ -116,6 +122,7 @@ def write_model(
             fail_mark=FAIL_MARK,
             token=ERROR_TOKEN,
             padding=max(0, message_chars - len(ERROR_TOKEN) - 1),
+            stub_leak_bytes=STUB_LEAK_BYTES,
         )
     )
     return model_dir

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from soak.errors import ServerError
+from soak.triton.facts import error_response_count
 from soak.workload.composed import ENSEMBLE_MODEL
 from soak.workload.repos import Behaviour
 
@@ -46,14 +47,18 @@ class Tally:
         behaviour: Behaviour,
         record: LifecycleRecord,
         fail: Fail,
+        triton_version: str | None = None,
     ) -> None:
-        """Triton must have counted at least the successes and failures soak saw since load."""
+        """Triton must have counted at least the successes and failures soak saw since load,
+        a python model's error responses counted as `triton_version` counts them."""
         for model in models:
             ok, errors = self.answered.get(model, (0, 0))
-            # Triton counts an error response a python model returns as a success (2.51); the
-            # ensemble scheduler counts the same response of its step as a failure.
+            # The ensemble scheduler counts an error response of its step as a failure in
+            # every version; a python model's own is counted as the version counts it.
+            how = "failure"
             if behaviour is Behaviour.ERROR_RESPONSE and model != ENSEMBLE_MODEL:
-                ok, errors = ok + errors, 0
+                how = error_response_count(triton_version)
+            ok, errors, total = expected_statistics(ok, errors, how)
             counted = _counted(server, model, ok, errors, fail)
             if counted is None:
                 continue
@@ -63,6 +68,12 @@ class Tally:
                 fail("statistics", f"{model}: {success} successful inferences, expected {ok}")
             if failed < errors:
                 fail("statistics", f"{model}: {failed} failed inferences, expected {errors}")
+            if success >= ok and failed >= errors and success + failed < total:
+                fail(
+                    "statistics",
+                    f"{model}: {success} successful and {failed} failed inferences, "
+                    f"expected {total} in all",
+                )
 
     def _count_cache(self, model: str, counts: list[dict], record: LifecycleRecord) -> None:
         """This iteration's response cache hits and misses (each miss inserts): the statistics
@@ -73,6 +84,21 @@ class Tally:
         record.cache_hits += max(0, hits - seen_hits)
         record.cache_insertions += max(0, misses - seen_misses)
         self.cache_seen[model] = (hits, misses)
+
+
+def expected_statistics(ok: int, errors: int, error_responses: str) -> tuple[int, int, int]:
+    """(least successes, least failures, least of both together) for `ok` right answers and
+    `errors` error responses, counted as `error_responses` says: 'failure', 'success' or
+    'either' (soak.triton.facts.error_response_count of the server's version)."""
+    if error_responses == "success":
+        return ok + errors, 0, ok + errors
+    if error_responses == "either":
+        return ok, 0, ok + errors
+    if error_responses == "failure":
+        return ok, errors, ok + errors
+    raise ValueError(
+        f"error_responses is 'failure', 'success' or 'either', not {error_responses!r}"
+    )
 
 
 def _counted(

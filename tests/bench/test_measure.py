@@ -62,3 +62,12 @@ def test_traffic_bench_measures_throughput_and_python_share():
     assert result["1@4"]["failures"] == 0  # requests in flight, every response checked
     assert result["1@4"]["inferences"] == result["1"]["inferences"]
     assert "2@4" not in result
+
+
+def test_traffic_remote_bench_drives_a_tritonserver_over_each_protocol():
+    result = bench.lifecycle_child([1], 1, "traffic-remote")
+    assert set(result) == {"grpc@1", "http@1"}
+    for r in result.values():
+        assert r["failures"] == 0  # every response validated
+        assert r["inferences"] == 2 * bench.TRAFFIC_PER_MODEL  # one burst, two models
+        assert r["inferences_per_s"] > 0

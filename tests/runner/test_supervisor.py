@@ -254,3 +254,56 @@ def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
         for proc in (worker, server):
             proc.kill()
             proc.wait()
+
+
+def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_path):
+    """The worker reports a quiet point, then a tritonserver it drives crashes: it sends
+    Failed and exits before the supervisor's Continue. The Continue meets a closed pipe, and
+    the run ends as the worker said (crashed), not as a supervisor error (seen under load in
+    test_remote_e2e's SIGSEGV test: 'failed: supervisor error: [Errno 32] Broken pipe')."""
+    from soak import profile as profiles
+    from soak.runner import protocol as proto
+    from soak.runner.servers import ServerSampling
+    from soak.runner.supervisor import Supervisor
+    from soak.runner.views import RunOutcome, run_columns
+    from soak.runner.watch import Watch
+    from soak.sampling.process import ProcessTreeSampler
+    from soak.store import Store
+    from soak.triton.facts import LogReader
+
+    prof = profiles.load("smoke")
+    store = Store(tmp_path / "r.db")
+    run_id = store.create_run(run_columns(prof))
+    supervisor = Supervisor(prof, store)
+    worker = subprocess.Popen(["sleep", "30"])
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    os.close(to_worker_r)  # the worker has exited: nobody reads the supervisor's messages
+    channel = proto.Channel(from_worker_r, to_worker_w)
+    try:
+        sampler = ProcessTreeSampler(worker.pid)
+        watch = Watch(
+            run_id, tmp_path, worker, channel, sampler, LogReader(tmp_path / "triton.log"),
+            RunOutcome(run_id, "running", "", 0, 0), time.time(), time.monotonic() + 60,
+            got_hello=True, servers=ServerSampling(sampler),
+        )  # fmt: skip
+        quiet = proto.Quiet(0, 0.1, 0, 0, 0, {}, {}, [], None)
+        os.write(from_worker_w, proto.Failed("tritonserver 1 crashed (killed by SIGSEGV)").encode())
+        os.close(from_worker_w)
+        assert supervisor._on_quiet(watch, quiet) is False  # not ended: read what came next
+        assert watch.outcome.iterations_done == 1
+        worker.kill()
+        worker.wait()
+        while not supervisor._step(watch):
+            pass
+        assert (watch.outcome.status, watch.outcome.reason) == (
+            "crashed",
+            "tritonserver 1 crashed (killed by SIGSEGV)",
+        )
+    finally:
+        supervisor.gpu.close()
+        store.close()
+        channel.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

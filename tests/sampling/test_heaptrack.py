@@ -1,9 +1,8 @@
 """heaptrack attribution of a real tritonserver process: the site that grows with failed
 requests is found and named; a clean run grows no site; the reader on a hand-written capture.
 
-The server runs through ServerProcess with its argv wrapped (`TracedServer`), the way the
-server target hooks heaptrack in; quiet points are held between bursts as the supervisor holds
-them.
+The server runs through ServerProcess with `heaptrack_capture` set, the hook the server
+target uses; quiet points are held between bursts as the supervisor holds them.
 """
 
 from __future__ import annotations
@@ -93,6 +92,40 @@ def test_live_bytes_per_site_are_read_at_the_stamp_nearest_each_quiet_window(tmp
     assert len(samples) == 3 * 3 and site_rows[0]["thread"] == "native"
 
 
+def test_the_captures_of_several_servers_are_summed_by_stack(tmp_path):
+    start = 1000.0
+    folder = tmp_path / heaptrack.CAPTURE_DIR
+    folder.mkdir()
+    for name in ("tritonserver-2.gz", "tritonserver-10.gz", "tritonserver-1.gz"):
+        with gzip.open(folder / name, "wt") as out:
+            out.write(CAPTURE)
+        (folder / f"{name}.start").write_text(f"{start}\n")
+        (folder / f"{name}.owner").write_text("1\n")
+    found = heaptrack.captures_in(folder)
+    assert [p.name for p in found] == [
+        "tritonserver-1.gz",
+        "tritonserver-2.gz",
+        "tritonserver-10.gz",
+    ]
+    windows = {
+        it: (start + (ms - 4) / 1000, start + (ms + 4) / 1000) for it, ms in {0: 20, 1: 30}.items()
+    }
+    one = heaptrack.read_sites(found[0], windows, depth=4, start_s=start)
+    three = heaptrack.read_servers(found, windows, depth=4)
+    assert three.iterations == [0, 1]
+    assert [s.site_id for s in three.sites] == [1, 2]
+    assert [s.key for s in three.sites] == [s.key for s in one.sites]
+    assert three.live_bytes.tolist() == (3 * one.live_bytes).tolist()
+    assert three.total_count.tolist() == (3 * one.total_count).tolist()
+    # a process that ended before the first quiet point (a preflight) takes no part
+    with gzip.open(folder / "tritonserver-0.gz", "wt") as out:
+        out.write(CAPTURE)
+    (folder / "tritonserver-0.gz.start").write_text(f"{start - 60}\n")
+    (folder / "tritonserver-0.gz.owner").write_text("1\n")
+    four = heaptrack.read_servers(heaptrack.captures_in(folder), windows, depth=4)
+    assert four.iterations == [0, 1] and four.live_bytes.tolist() == three.live_bytes.tolist()
+
+
 def test_missing_heaptrack_is_one_line_naming_the_debian_package(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     message = heaptrack.unavailable()
@@ -108,19 +141,20 @@ def test_capture_file_names_what_is_written(tmp_path):
 
 # -- a real tritonserver under heaptrack --------------------------------------------------------
 def traced_server(tmp_path: Path, behaviour: str, **kwargs):
-    """A ServerProcess whose argv is wrapped (the hook the server target uses), serving one
-    model `m` with `behaviour`; not started."""
+    """A ServerProcess under heaptrack (its `heaptrack_capture`, the hook the server target
+    uses), serving one model `m` with `behaviour`; not started."""
     from soak.tritonserver import executable
-    from soak.tritonserver.process import ServerProcess
+    from soak.tritonserver.process import TRACED_READY_S, ServerProcess
     from soak.workload import repos
-
-    class TracedServer(ServerProcess):
-        def command(self, ports):
-            return heaptrack.wrap(super().command(ports), tmp_path / "heaptrack")
 
     exe = executable.prepare(tmp_path / "work")
     repos.write_model(tmp_path / "repo", "m", behaviour=repos.Behaviour(behaviour))
-    return TracedServer(exe, [tmp_path / "repo"], tmp_path / "log", **kwargs)
+    server = ServerProcess(
+        exe, [tmp_path / "repo"], tmp_path / "log", heaptrack_capture=tmp_path / "heaptrack",
+        **kwargs,
+    )  # fmt: skip
+    assert server.ready_timeout_s >= TRACED_READY_S
+    return server
 
 
 def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
@@ -131,7 +165,7 @@ def traced_run(tmp_path: Path, behaviour: str) -> tuple[object, dict, object]:
 
     from soak.workload import repos
 
-    server = traced_server(tmp_path, behaviour, ready_timeout_s=90)
+    server = traced_server(tmp_path, behaviour)
     windows = {}
     with server:
         assert server.command(server.ports)[0] == "/bin/sh"
@@ -211,7 +245,7 @@ def test_a_killed_server_still_leaves_a_complete_readable_capture(tmp_path):
     import os
     import signal
 
-    server = traced_server(tmp_path, "correct", ready_timeout_s=90).start()
+    server = traced_server(tmp_path, "correct").start()
     try:
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -249,7 +283,7 @@ def test_a_start_retried_on_a_taken_port_keeps_the_capture_of_the_launch_that_ra
 
     monkeypatch.setattr(process, "free_ports", first_one_taken)
     try:
-        with traced_server(tmp_path, "correct", ready_timeout_s=90) as server:
+        with traced_server(tmp_path, "correct") as server:
             assert len(server.attempts) == 1
             port = server.ports.http
     finally:

@@ -69,7 +69,11 @@ def _write_full_run(store: Store) -> tuple[int, dict[str, list[dict[str, Any]]]]
         sample = _full("samples", 7 + i, "id", "run_id", iteration=i, kind="quiet")
         heap = _full("heap_types", 7 + i, "run_id", iteration=i)
         ev = _full("events", 7 + i, "id", "run_id", iteration=i)
-        store.write_iteration(run_id, iteration, [{**sample, "gpu_devices": [gpu]}], [heap], [ev])
+        server = _full("server_samples", 7 + i, "run_id", "iteration", server=0)
+        store.write_iteration(
+            run_id, iteration, [{**sample, "gpu_devices": [gpu]}], [heap], [ev], [server]
+        )
+        written["server_samples"].append(server)
         written["iterations"].append(iteration)
         written["samples"].append(sample)
         written["gpu_samples"].append(gpu)

@@ -137,6 +137,21 @@ def test_traffic_slopes_are_stored_per_inference_for_server_and_client(runs):
             assert "inference" in json.loads(found[metric])
 
 
+def test_each_server_process_is_stored_apart_and_leaves_nothing(runs):
+    db = runs[0]
+    for run_id, scenario, iterations, worker in query(
+        db, "SELECT id, scenario, iterations_done, worker_pid FROM runs"
+    ):
+        rows = query(db, "SELECT server, pid FROM server_samples WHERE run_id = ?", run_id)
+        if scenario == "servers":  # no server lives at its quiet point
+            assert rows == []
+        else:  # the one long-lived tritonserver, every quiet point, never the worker
+            assert len(rows) == iterations and {s for s, _ in rows} == {0}
+            assert len({p for _, p in rows}) == 1 and rows[0][1] != worker
+    left = query(db, "SELECT kind, message FROM events WHERE kind LIKE 'leftover_%'")
+    assert left == []  # after every iteration's servers: no stub, region or port left
+
+
 def test_in_process_runs_have_no_client_columns_or_findings(tmp_path):
     from tests.e2e import query as q
 
@@ -145,6 +160,7 @@ def test_in_process_runs_have_no_client_columns_or_findings(tmp_path):
     db = tmp_path / "r.db"
     assert q(db, "SELECT count(*) FROM samples WHERE client_rss_bytes IS NOT NULL") == [(0,)]
     assert q(db, "SELECT count(*) FROM findings WHERE metric LIKE 'client_%'") == [(0,)]
+    assert q(db, "SELECT count(*) FROM server_samples") == [(0,)]
 
 
 def test_nothing_outlives_the_runs(runs):

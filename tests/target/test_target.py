@@ -36,6 +36,8 @@ from soak.workload.scenarios import Servers
 class FakeServer:
     """Adds and subtracts like soak's generated models; knows `models`, nothing else."""
 
+    receives_decoupled = True
+
     def __init__(self, spec: ServerSpec, models: set[str], fail_load: dict[str, str]) -> None:
         self.spec = spec
         self.models = models
@@ -118,6 +120,8 @@ class FakeServer:
 @dataclass(frozen=True)
 class FakeTarget:
     name = "fake"
+    writes_repositories = True
+    attribution = "memray"
     fail_load: dict[str, str] = field(default_factory=dict)
     servers: list[FakeServer] = field(default_factory=list)
     leaks: list[tuple[Injection, int]] = field(default_factory=list)
@@ -140,8 +144,11 @@ class FakeTarget:
     def client_pid(self) -> int:
         return 77
 
-    def take_notes(self) -> list[str]:
+    def take_leftovers(self) -> list[tuple[str, str]]:
         return []
+
+    def phase_floors(self) -> dict[str, float]:
+        return {}
 
     def watch_crashes(self, report) -> None:
         return None
@@ -243,3 +250,12 @@ def test_the_workload_loads_no_c_api_until_a_server_is_made():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_tritonserver_target_under_heaptrack_gives_its_servers_time_to_start():
+    from soak.tritonserver.process import TRACED_READY_S
+
+    assert TritonServerTarget().phase_floors() == {}
+    assert InProcessTarget().phase_floors() == {}
+    assert TritonServerTarget(heaptrack=True).phase_floors()["server_new"] > TRACED_READY_S
+    assert (InProcessTarget.attribution, TritonServerTarget.attribution) == ("memray", "heaptrack")

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from soak.errors import ProfileError
@@ -136,3 +137,52 @@ def test_command_passes_repositories_ports_and_user_args(server_executable, tmp_
     assert {"--http-port=1", "--grpc-port=2", "--metrics-port=3"} <= set(cmd)
     assert f"--backend-directory={server_executable.backends_dir}" in cmd
     assert cmd[-1] == "--log-verbose=1"
+
+
+def test_listening_names_the_ports_some_socket_listens_on():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((process.LOOPBACK, 0))
+    port = sock.getsockname()[1]
+    (free,) = process.free_ports(1)
+    assert process.listening([port, free]) == set()  # bound, not listening: not in use
+    sock.listen()
+    try:
+        assert process.listening([port, free]) == {port}
+    finally:
+        sock.close()
+    assert process.listening([port]) == set()
+
+
+def test_a_stub_and_region_a_stopped_server_left_are_leftover_events(server_executable, tmp_path):
+    """A stub that outlives its server (one named by its parent pid in argv, as the real
+    stub is, and a region it names) is found, killed and removed by stop, and said as the
+    leftover_stub / leftover_shm events the supervisor stores; the ports are free after."""
+    import subprocess
+
+    from tests.sampling.test_process import STUB_SCRIPT
+
+    (tmp_path / "repo").mkdir()
+    stub = tmp_path / "bin" / "triton_python_backend_stub"
+    stub.parent.mkdir()
+    stub.write_text(STUB_SCRIPT)
+    stub.chmod(0o755)
+    region = SHM / f"{REGION_PREFIX}soak-test-{os.getpid()}-{time.monotonic_ns()}"
+    region.write_bytes(b"\0" * 4096)
+    server = ServerProcess(server_executable, [tmp_path / "repo"], tmp_path / "log").start()
+    argv = [str(stub), "/m/1/model.py", "/" + region.name, "4096", "4096", str(server.pid), "/b"]
+    fake = subprocess.Popen(argv)
+    try:
+        deadline = time.monotonic() + 10
+        while region.name not in " ".join(psutil.Process(fake.pid).cmdline()):
+            assert time.monotonic() < deadline  # exec'd: a real stub has long been running
+            time.sleep(0.01)
+        end = server.stop()
+        assert end.leftovers.stub_pids == [fake.pid] and end.leftovers.shm_paths == [str(region)]
+        assert fake.wait(10) is not None and not region.exists()
+        kinds = [kind for kind, _ in end.leftover_events(server.pid)]
+        assert kinds == ["leftover_stub", "leftover_shm"] and end.ports_bound == ()
+    finally:
+        fake.kill()
+        fake.wait()
+        region.unlink(missing_ok=True)
+    assert_gone(server.pid)

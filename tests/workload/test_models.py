@@ -271,6 +271,8 @@ def test_preflight_unloads_one_model_at_a_time(monkeypatch):
             calls.append(("unload", name))
 
     class Target:
+        writes_repositories = True
+
         def new_server(self, spec):
             return Fake()
 

@@ -278,3 +278,37 @@ def _marked(proc, key: str) -> bool:
         return key in proc.environ()
     except Exception:  # noqa: BLE001 - vanished or not ours
         return False
+
+
+@pytest.mark.ray
+@pytest.mark.e2e
+def test_tritonserver_cells_run_side_by_side_on_one_machine(cluster, tmp_path):
+    """Two cells of target tritonserver, one per node of the local cluster (one machine):
+    each starts its own server on loopback ports it picked, both pass, each server's own
+    samples come home with the rows, and no server, stub or region is left."""
+    from tests.target.test_remote_e2e import tritonservers
+
+    before, servers_before = (stub_processes(), shm_regions()), tritonservers()
+    path = tmp_path / "remote.toml"
+    path.write_text(
+        'target = "tritonserver"\nscenario = "traffic"\npurpose = "machinery"\n'
+        + SHORT.format(n=3)
+        + '[matrix]\nprotocol = ["http", "grpc"]\n'
+    )
+    db = tmp_path / "ray.db"
+    proc = soak(
+        "run", str(path), "--db", str(db), "--no-progress", "--ray", cluster.address, timeout=300
+    )
+    runs = _runs(db)
+    assert [r["status"] for r in runs] == ["passed", "passed"], proc.stdout + proc.stderr
+    assert len({r["ray_node_id"] for r in runs}) == 2  # side by side, one per node
+    assert sorted(json.loads(r["config"])["run"]["protocol"] for r in runs) == ["grpc", "http"]
+    pids = set()
+    for r in runs:
+        rows = query(db, "SELECT server, pid FROM server_samples WHERE run_id = ?", r["id"])
+        assert len(rows) == 3 and {s for s, _ in rows} == {0}
+        pids |= {p for _, p in rows}
+    assert len(pids) == 2  # a server of its own per cell
+    assert query(db, "SELECT count(*) FROM events WHERE kind = 'failure'") == [(0,)]
+    _nothing_left(*before)
+    assert tritonservers() - servers_before == set()
