@@ -75,7 +75,7 @@ class _PythonTime:
     the callbacks Triton calls (Python on Triton's threads). Exact for one caller thread."""
 
     def __init__(self) -> None:
-        from soak.triton import server
+        from soak.triton import callbacks
 
         self.wait_s = 0.0
         self.callback_s = 0.0
@@ -89,15 +89,15 @@ class _PythonTime:
                 finally:
                     timer.wait_s += time.perf_counter() - started
 
-        init = server._Inference.__init__
+        init = callbacks.Inference.__init__
 
         def timed_init(inf, *args, **kwargs) -> None:
             init(inf, *args, **kwargs)
             inf.completed, inf.released = TimedEvent(), TimedEvent()
 
-        server._Inference.__init__ = timed_init
+        callbacks.Inference.__init__ = timed_init
         for name in ("_alloc", "_release_buffer", "_request_released", "_response"):
-            original = getattr(server._Callbacks, name)
+            original = getattr(callbacks.Callbacks, name)
 
             def timed(cb, *args, _original=original):
                 started = time.perf_counter()
@@ -106,7 +106,7 @@ class _PythonTime:
                 finally:
                     timer.callback_s += time.perf_counter() - started
 
-            setattr(server._Callbacks, name, timed)
+            setattr(callbacks.Callbacks, name, timed)
 
     def reset(self) -> None:
         self.wait_s = self.callback_s = 0.0

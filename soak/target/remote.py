@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
-from soak.triton.server import TritonError
+from soak.triton.returns import TritonError
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer

@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException
 
-from soak.triton.server import InferenceTimeout, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 
 # Triton's error codes as the C API names them (TRITONSERVER_ErrorCodeString).
 _GRPC_CODES = {

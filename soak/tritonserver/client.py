@@ -21,9 +21,15 @@ import tritonclient.utils.shared_memory as shm
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
-from soak.target.interface import SEQUENCE_END, SEQUENCE_START, OnResult, infer_one_by_one
+from soak.target.interface import (
+    SEQUENCE_END,
+    SEQUENCE_START,
+    OnResult,
+    Output,
+    infer_one_by_one,
+)
 from soak.triton.memory import MemoryType
-from soak.triton.server import InferenceTimeout, Output, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver.answers import index_entries, proto_json, triton_error, version_arg
 from soak.tritonserver.regions import Region, tensor_sizes
 from soak.tritonserver.window import HttpThreads, infer_window

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from soak.target.interface import NOT_CHECKED, MemoryType, OnResult, Output
-from soak.triton.server import InferenceTimeout, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver import perf_analyzer
 
 #: How much of perf_analyzer's output a failure keeps (its end: the errors are printed last).

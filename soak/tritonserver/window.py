@@ -21,7 +21,7 @@ import numpy as np
 
 from soak.errors import ServerError, ServerTimeout
 from soak.target.interface import MemoryType, OnResult, Output
-from soak.triton.server import InferenceTimeout, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver.answers import triton_error
 
 if TYPE_CHECKING:
