@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from soak import __version__
 from soak.phases import PHASES
 from soak.runner import protocol as proto
+from soak.runner.run_keys import run_key_columns
 
 if TYPE_CHECKING:
     from soak.profile import Profile
@@ -61,20 +62,11 @@ class RunOutcome:
 def run_columns(profile: Profile) -> dict[str, Any]:
     """What a run row says of the profile it ran: the same for a run supervised here and for a
     Ray cell that never got to run."""
-    run = profile.run
     return {
         "profile": profile.name,
         "profile_source": profile.source,
         "profile_text": profile.text,
-        "servers": run["servers"],
-        "iterations_planned": run["iterations"],
-        "memory_type": run["memory_type"],
-        "instance_kind": run["instance_kind"],
-        "inferences_per_model": run["inferences_per_model"],
-        "datatype": run["datatype"],
-        "scenario": run["scenario"],
-        "behaviour": run["behaviour"],
-        "error_fraction": run["error_fraction"],
+        **run_key_columns(profile.run),
         "soak_version": __version__,
         "config": asdict(proto.ProfileMessage.of(profile)),
     }

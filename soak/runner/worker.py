@@ -86,36 +86,22 @@ def trigger_fault(
 
 
 def workload_config(profile: ProfileMessage) -> WorkloadConfig:
+    from soak.runner.run_keys import run_key_fields
     from soak.target import make_target
-    from soak.target.interface import MemoryType
     from soak.workload.config import PhaseTimeouts
     from soak.workload.inject import Injection
     from soak.workload.iteration import WorkloadConfig
-    from soak.workload.repos import Behaviour
 
     target = make_target(profile)
     floors = target.phase_floors()
     timeouts = {k: max(v, floors.get(k, 0.0)) for k, v in profile.timeouts.items()}
     return WorkloadConfig(
-        servers=profile.run["servers"],
-        memory_type=MemoryType(profile.run["memory_type"]),
-        instance_kind=profile.run["instance_kind"],
-        gpu_device=profile.run.get("gpu_device", 0),
-        inferences_per_model=profile.run["inferences_per_model"],
-        concurrency=profile.run.get("concurrency", 1),
-        datatype=profile.run["datatype"],
+        **run_key_fields(profile.run),
         timeouts=PhaseTimeouts(**timeouts),
         injection=Injection(**profile.inject),
         user_models=user_models(profile),
-        scenario=profile.run["scenario"],
-        behaviour=Behaviour(profile.run["behaviour"]),
-        error_fraction=profile.run["error_fraction"],
-        error_message_chars=profile.run["error_message_chars"],
-        reload_new_version=profile.run["reload_new_version"],
         target=target,
         features=server_features(profile),
-        generated_ensemble=profile.run.get("generated_ensemble", False),
-        bls=profile.run.get("bls", "off"),
     )
 
 
