@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from soak.analysis.run_verdict import verdict_note
-from soak.analysis.trend import MIN_POINTS
 from soak.analysis.verdict import MetricRule, Series, judge
+from soak.analysis.warmup import MIN_POINTS
 from soak.errors import ExitCode
 from soak.run_analysis import analyze_run
 from soak.run_settings import purpose_of

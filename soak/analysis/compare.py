@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 
-from soak.analysis.trend import MIN_POINTS, mann_kendall, theil_sen
+from soak.analysis.slope import theil_sen
+from soak.analysis.trend_test import mann_kendall
+from soak.analysis.warmup import MIN_POINTS
 
 #: Two-sided 95 % normal quantile; compare's intervals are widened from it.
 Z95 = 1.959963984540054

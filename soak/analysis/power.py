@@ -9,7 +9,7 @@ synthetic runs are built from a real clean run's noise plus a known linear leak,
 Noise
 -----
 :func:`noise_residuals` turns a real run's quiet-point series into noise: it cuts the warm-up
-(the profile's, extended by :func:`soak.analysis.trend.cut_warmup`) and subtracts the Theil-Sen
+(the profile's, extended by :func:`soak.analysis.warmup.cut_warmup`) and subtracts the Theil-Sen
 line of the rest, so that whatever slow drift or leak the real run had is not counted twice.
 Synthetic series are drawn from these residuals by the *circular block bootstrap*
 [Kuensch1989]_ [PolitisRomano1992]_: blocks of ``b`` consecutive residuals (wrapping around the
@@ -67,8 +67,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soak.analysis.trend import cut_warmup, theil_sen
+from soak.analysis.slope import theil_sen
 from soak.analysis.verdict import MetricRule, Series, judge
+from soak.analysis.warmup import cut_warmup
 
 __all__ = [
     "FIRST_LENGTH",
@@ -136,7 +137,7 @@ def noise_residuals(
 
     ``values`` are quiet-point samples (NaN or None for missing ones, which are dropped) in
     the order of ``iterations`` (default 0, 1, ...); the warm-up is the profile's, extended by
-    :func:`~soak.analysis.trend.cut_warmup` as the verdict extends it.
+    :func:`~soak.analysis.warmup.cut_warmup` as the verdict extends it.
     """
     y = np.asarray(values, dtype=float).ravel()
     x = np.arange(y.size, dtype=float) if iterations is None else np.asarray(iterations, float)

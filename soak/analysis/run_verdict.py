@@ -7,8 +7,8 @@ made, `soak show` from the stored ones, and both say the same.
 
 from __future__ import annotations
 
-from soak.analysis.trend import MIN_POINTS
 from soak.analysis.verdict import Finding
+from soak.analysis.warmup import MIN_POINTS
 
 #: How findings are listed everywhere: leaks first, then inconclusive, pass, no data.
 VERDICT_ORDER = {"leak": 0, "inconclusive": 1, "pass": 2, "no_data": 3}

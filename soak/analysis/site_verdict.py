@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soak.analysis.trend import theil_sen
+from soak.analysis.slope import theil_sen
 from soak.analysis.verdict import Finding, MetricRule, Series, Verdict, judge
 from soak.formatting import by_kind
 

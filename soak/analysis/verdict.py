@@ -16,7 +16,7 @@ Memory metrics (bytes: RSS, GPU memory, heap) leak when
 
 A memory series whose point slope is above the threshold without the evidence for a leak is
 "inconclusive": it may leak, and a longer run would tell.  The warm-up of a memory series is
-extended automatically (``trend.cut_warmup``) while its early level is still off the steady
+extended automatically (``warmup.cut_warmup``) while its early level is still off the steady
 state.
 
 Counter metrics (threads, file descriptors, shm regions, live objects) must come back: they
@@ -26,13 +26,13 @@ the growth budget is exceeded.  Their warm-up is exactly the profile's: a counte
 early and stays up is a leak, not a late warm-up, so no automatic extension is applied.
 
 Fewer than ``min_points`` samples after warm-up give "inconclusive"; a series with no sample at
-all gives "no_data".  Where growth began (``trend.change_point``) is reported for leaks only;
+all gives "no_data".  Where growth began (``change_point.change_point``) is reported for leaks only;
 on a passing series it would describe noise.
 
-Long runs: above ``trend.MK_MAX_POINTS`` analysed samples the Mann-Kendall test runs on block
-medians (``trend`` module docstring: same level, a few per cent less power at 10^5 points), so
+Long runs: above ``trend_test.MK_MAX_POINTS`` analysed samples the Mann-Kendall test runs on block
+medians (``trend_test`` module docstring: same level, a few per cent less power at 10^5 points), so
 ``p_value`` and ``tau`` are those of the block medians; the slope and its interval always use
-every sample (pairs sampled above ``trend.EXACT_PAIRS_MAX_N``, the interval widened for it).
+every sample (pairs sampled above ``slope.EXACT_PAIRS_MAX_N``, the interval widened for it).
 """
 
 from __future__ import annotations
@@ -45,15 +45,10 @@ from typing import Literal
 
 import numpy as np
 
-from soak.analysis.trend import (
-    MIN_POINTS,
-    MK_MAX_POINTS,
-    SlopeEstimate,
-    change_point,
-    cut_warmup,
-    mann_kendall,
-    theil_sen,
-)
+from soak.analysis.change_point import change_point
+from soak.analysis.slope import SlopeEstimate, theil_sen
+from soak.analysis.trend_test import MK_MAX_POINTS, mann_kendall
+from soak.analysis.warmup import MIN_POINTS, cut_warmup
 from soak.formatting import by_kind
 
 __all__ = [

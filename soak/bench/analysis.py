@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soak.analysis.change_point import change_point
 from soak.analysis.power import (
     PowerResult,
     ar1_noise,
@@ -28,8 +29,10 @@ from soak.analysis.power import (
     false_alarm_rate,
     noise_residuals,
 )
-from soak.analysis.trend import change_point, cut_warmup, mann_kendall, theil_sen
+from soak.analysis.slope import theil_sen
+from soak.analysis.trend_test import mann_kendall
 from soak.analysis.verdict import MetricRule
+from soak.analysis.warmup import cut_warmup
 from soak.run_analysis import analyze_run
 from soak.store import SAMPLE_COLUMNS, Store, open_readonly
 

@@ -209,7 +209,7 @@ def run_detail(db: sqlite_utils.Database, spec: str | int, now: float | None = N
 def server_slopes(db: sqlite_utils.Database, run_id: int, warmup: int) -> list[ServerSlopes]:
     """Each server process's slopes after the warm-up ([] in-process: no server_samples rows,
     or a database made before the table)."""
-    from soak.analysis.trend import theil_sen
+    from soak.analysis.slope import theil_sen
 
     if "server_samples" not in db.table_names():
         return []

@@ -7,7 +7,7 @@ import pytest
 
 from soak.analysis.compare import MIN_POINTS, slope_after, widened_slope
 from soak.analysis.power import ar1_noise
-from soak.analysis.trend import theil_sen
+from soak.analysis.slope import theil_sen
 
 KiB = 1024
 MiB = 1024 * KiB

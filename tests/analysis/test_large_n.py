@@ -1,4 +1,5 @@
-"""Large-n paths of soak.analysis.trend agree with exact/small-n results within tolerances."""
+"""Large-n paths of the trend statistics (soak.analysis slope, trend_test, warmup) agree with
+exact/small-n results within tolerances."""
 
 from __future__ import annotations
 
@@ -9,17 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soak.analysis import trend
-from soak.analysis.trend import (
-    DIRECT_S_MAX_N,
-    EXACT_PAIRS_MAX_N,
-    MK_MAX_POINTS,
-    SAMPLED_PAIRS,
-    cut_warmup,
-    mann_kendall,
-    theil_sen,
-)
+from soak.analysis import slope, trend_test
+from soak.analysis.slope import EXACT_PAIRS_MAX_N, SAMPLED_PAIRS, theil_sen
+from soak.analysis.trend_test import DIRECT_S_MAX_N, MK_MAX_POINTS, mann_kendall
 from soak.analysis.verdict import MetricRule, Series, judge
+from soak.analysis.warmup import cut_warmup
 
 KiB = 1024.0
 FAST = settings(max_examples=40, deadline=None, derandomize=True)
@@ -63,7 +58,7 @@ def exact_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 @given(ys=st.lists(st.integers(-20, 20), min_size=DIRECT_S_MAX_N + 1, max_size=3 * DIRECT_S_MAX_N))
 def test_radix_s_matches_brute_force_with_ties(ys: list[int]) -> None:
     y = np.asarray(ys, dtype=float)
-    assert trend._kendall_s(y) == brute_s(y)
+    assert trend_test._kendall_s(y) == brute_s(y)
 
 
 @pytest.mark.parametrize("n", [DIRECT_S_MAX_N + 1, 1000, 6000])
@@ -76,7 +71,7 @@ def test_radix_s_is_exact(n: int, kind: str) -> None:
         "monotone": -np.arange(n, dtype=float),
         "constant": np.full(n, 7.0),
     }[kind]
-    assert trend._kendall_s(y) == brute_s(y)
+    assert trend_test._kendall_s(y) == brute_s(y)
 
 
 # --- Theil-Sen above EXACT_PAIRS_MAX_N ---------------------------------------------------------
@@ -144,13 +139,13 @@ def test_order_statistics_are_exact(values: list[float], repeats: int, ks: list[
     rng = np.random.default_rng(repeats)
     a = rng.permutation(np.repeat(np.asarray(values), repeats))
     kth = sorted({int(k * (a.size - 1)) for k in ks})
-    np.testing.assert_array_equal(trend._order_statistics(a, kth), np.sort(a)[kth])
+    np.testing.assert_array_equal(slope._order_statistics(a, kth), np.sort(a)[kth])
 
 
 def test_order_statistics_are_exact_on_structured_input() -> None:
     a = np.r_[np.arange(300_000.0), np.zeros(100_000), np.arange(200_000.0)[::-1]]
     kth = [0, 1000, 299_999, 300_000, 599_999]
-    np.testing.assert_array_equal(trend._order_statistics(a, kth), np.sort(a)[kth])
+    np.testing.assert_array_equal(slope._order_statistics(a, kth), np.sort(a)[kth])
 
 
 # --- Mann-Kendall on block medians -------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Tests of soak.analysis.trend: scipy agreement, properties on realistic RSS noise, big-n paths."""
+"""Tests of the trend statistics (soak.analysis slope, trend_test, warmup, change_point):
+scipy agreement, properties on realistic RSS noise, big-n paths."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soak.analysis import trend
-from soak.analysis.trend import (
-    EXACT_PAIRS_MAX_N,
-    change_point,
-    cut_warmup,
-    mann_kendall,
-    theil_sen,
-)
+from soak.analysis import slope
+from soak.analysis.change_point import change_point
+from soak.analysis.slope import EXACT_PAIRS_MAX_N, theil_sen
+from soak.analysis.trend_test import mann_kendall
+from soak.analysis.warmup import cut_warmup
 from tests.analysis.noise import rss_noise
 
 KiB = 1024.0
@@ -352,8 +350,9 @@ def test_module_imports_only_numpy_and_stdlib() -> None:
     from pathlib import Path
 
     allowed = set(sys.stdlib_module_names) | {"numpy", "soak", "__future__"}
-    for module in ("trend.py", "verdict.py"):
-        tree = ast.parse(Path(trend.__file__).with_name(module).read_text())
+    modules = ("series_math.py", "slope.py", "trend_test.py", "warmup.py", "change_point.py")
+    for module in (*modules, "verdict.py"):
+        tree = ast.parse(Path(slope.__file__).with_name(module).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

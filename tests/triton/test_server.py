@@ -6,7 +6,7 @@ import numpy as np
 import psutil
 import pytest
 
-from soak.analysis.trend import theil_sen
+from soak.analysis.slope import theil_sen
 from soak.sampling.heap import malloc_trim
 from soak.triton import Server, ServerOptions, TritonError
 from soak.workload.repos import ERROR_TOKEN, FAIL_MARK, Behaviour, write_model
