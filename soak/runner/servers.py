@@ -22,11 +22,11 @@ from soak.sampling.process import ProcessSample, ProcessTreeSampler, WorkerGoneE
 from soak.sampling.procfs import regions_held_by
 from soak.sampling.waiting import wait_ended
 from soak.store import SERVER_SAMPLE_COLUMNS, event
+from soak.tritonserver import CLIENT_REGION_PREFIX
 
 log = logging.getLogger(__name__)
 
 SERVER_EXECUTABLE = "tritonserver"
-CLIENT_REGION_PREFIX = "soak_client_shm_"  # soak.tritonserver.regions: <prefix><pid>_
 _MEMORY = ("rss_bytes", "uss_bytes", "pss_bytes", "vms_bytes", "fds", "threads")
 _TREE = ("children", "children_rss_bytes", "stubs_alive", "shm_regions", "shm_bytes")
 

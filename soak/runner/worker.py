@@ -171,6 +171,12 @@ def prepare(
     return info, workload
 
 
+def client_apart(target: ServerTarget | None) -> bool:
+    """Whether the servers are processes of their own, the worker only their client (sampled
+    apart from them)."""
+    return target is not None and target.client_pid() not in target.server_pids()
+
+
 def hello_message(info: TargetInfo, target: ServerTarget) -> Hello:
     """Which Triton the worker prepared, who the client is, and which processes are servers."""
     return Hello(
@@ -180,7 +186,7 @@ def hello_message(info: TargetInfo, target: ServerTarget) -> Hello:
         info.api_version,
         sys.version.split()[0],
         server_pids=target.server_pids(),
-        client_apart=target.client_pid() not in target.server_pids(),
+        client_apart=client_apart(target),
     )
 
 
@@ -188,7 +194,7 @@ def quiet_message(
     record: IterationRecord, heap: dict[str, Any], target: ServerTarget | None = None
 ) -> Quiet:
     """What the supervisor stores of an iteration, reported at its quiet point."""
-    apart = target is not None and target.client_pid() not in target.server_pids()
+    apart = client_apart(target)
     counted = record.counted
     return Quiet(
         iteration=record.index,

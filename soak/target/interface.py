@@ -173,9 +173,12 @@ class ModelServer(Protocol):
         datatypes: dict[str, str] | None = None,
         sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
-        """One request, its final response awaited; the outputs of its first response.
-        `keep_response` never frees the response: an injected leak inside the server.
-        `sequence`: (correlation id, SEQUENCE_START | SEQUENCE_END flags); (0, 0) none."""
+        """One request, its final response (and its release) awaited; the outputs of its
+        first response (see `infer_responses` for decoupled models). `keep_response` never
+        frees the response: an injected leak inside the server. `device` is the GPU that GPU
+        buffers live on; `datatypes` names an input's Triton datatype where its numpy dtype
+        cannot (BF16); `sequence` is (correlation id, SEQUENCE_START | SEQUENCE_END flags)
+        for a sequence model, (0, 0) none."""
         ...
 
     def infer_responses(
@@ -189,7 +192,9 @@ class ModelServer(Protocol):
         device: int = 0,
         sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
-        """Every response of one request until the final one (decoupled models)."""
+        """Every response of one request until the FINAL flag: a decoupled model sends any
+        number, and a final flag that comes without a response adds none. Arguments as for
+        `infer`."""
         ...
 
     def infer_many(

@@ -148,14 +148,7 @@ class Server:
         datatypes: dict[str, str] | None = None,
         sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
-        """Run one request and wait for its final response and its release.
-
-        `keep_response` never deletes the response: an injected leak inside Triton's objects.
-        `device` is the GPU that GPU input and output buffers live on.
-        `datatypes` names an input's Triton datatype where its numpy dtype cannot (BF16).
-        Returns the outputs of the first response (see `infer_responses` for decoupled models).
-        `sequence` is (correlation id, request flags) for a sequence model; (0, 0): none.
-        """
+        """As `ModelServer.infer`; a kept response is a leak inside Triton's objects."""
         return self._run(
             model,
             inputs,
@@ -179,8 +172,7 @@ class Server:
         device: int = 0,
         sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
-        """Every response of one request until the FINAL flag (a decoupled model sends any
-        number; a final flag that comes without a response adds none)."""
+        """As `ModelServer.infer_responses`: the C API delivers every response."""
         return self._run(
             model, inputs, outputs, memory_type, timeout_s, False, datatypes, device, sequence
         ).responses
@@ -227,8 +219,8 @@ class Server:
         keep: Callable[[int], bool] | None = None,
         expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
     ) -> int:
-        """A burst (soak.triton.burst.infer_many; `expected` is for generators that check
-        answers themselves: here `on_result` checks every one)."""
+        """As `ModelServer.infer_many` (soak.triton.burst); `expected` is unused: `on_result`
+        checks every answer."""
         return burst.infer_many(
             self,
             model,

@@ -248,9 +248,8 @@ class RemoteServer:
         datatypes: dict[str, str] | None = None,
         sequence: tuple[int, int] = (0, 0),
     ) -> dict[str, Output]:
-        """One request; the outputs of its first response. `memory_type` must be system
-        (the client's buffers are host memory), `keep_response` has no remote meaning;
-        `sequence` is (correlation id, START/END flags) as for the in-process server."""
+        """As `ModelServer.infer`; `memory_type` must be system (the client's buffers are host
+        memory) and `keep_response` has no remote meaning."""
         if keep_response:
             raise TritonError("soak", "keep_response (an in-process injected leak) is not remote")
         responses = self._responses(
@@ -269,8 +268,8 @@ class RemoteServer:
         device: int = 0,
         sequence: tuple[int, int] = (0, 0),
     ) -> list[dict[str, Output]]:
-        """Every response of one request until the final flag (gRPC streaming); without a
-        stream a request has exactly one response."""
+        """As `ModelServer.infer_responses`; several responses only over a gRPC stream,
+        otherwise exactly one."""
         return self._responses(model, inputs, outputs, memory_type, timeout_s, datatypes, sequence)
 
     def _responses(

@@ -10,8 +10,7 @@ import numpy as np
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import triton_to_np_dtype
 
-#: Prefix of the system shared-memory regions soak's client creates (`/dev/shm/<prefix>...`).
-CLIENT_REGION_PREFIX = "soak_client_shm_"
+from soak.tritonserver import CLIENT_REGION_PREFIX
 
 _numbers = itertools.count()
 

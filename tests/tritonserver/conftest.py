@@ -9,9 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from soak.tritonserver import executable
+from soak.tritonserver import CLIENT_REGION_PREFIX, executable
 from soak.tritonserver.process import ServerProcess
-from soak.tritonserver.regions import CLIENT_REGION_PREFIX
 from soak.workload import repos
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
