@@ -107,8 +107,9 @@ EVENT_COLUMNS: dict[str, type] = {
     "last_t": float,  # when it last came, where count > 1
 }
 EVENTS_VIEW = (
-    "SELECT e.id, e.run_id, e.iteration, e.t, e.kind, e.instance, e.phase, m.text AS message, "
-    "e.count, e.last_t FROM event_rows e LEFT JOIN messages m ON m.id = e.message_id"
+    "SELECT e.id, e.run_id, e.iteration, e.t, e.kind, e.instance, e.phase, "
+    "CASE WHEN e.message_prefix IS NULL THEN m.text ELSE e.message_prefix || m.text END "
+    "AS message, e.count, e.last_t FROM event_rows e LEFT JOIN messages m ON m.id = e.message_id"
 )
 
 #: Every table, in creation order (a table's foreign keys name tables above it).
@@ -213,6 +214,7 @@ TABLES: dict[str, Table] = {
         {
             **{c: t for c, t in EVENT_COLUMNS.items() if c != "message"},
             "message_id": int,
+            "message_prefix": str,  # a Triton log line's glog prefix (time, thread): varies
         },
         pk="id",
         foreign_keys=(*_BY_RUN, ("message_id", "messages", "id")),

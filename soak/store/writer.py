@@ -18,6 +18,7 @@ import sqlite_utils
 
 from soak.errors import StoreError
 from soak.store.files import check_writable_target, connect
+from soak.store.rows import split_message
 from soak.store.schema import ensure_schema
 
 
@@ -205,7 +206,9 @@ class Store:
         for event in events:
             row = {k: v for k, v in event.items() if k != "message"}
             text = event.get("message")
-            row["message_id"] = None if text is None else self._message_id(text)
+            if text is not None:
+                row["message_prefix"], rest = split_message(text)
+                row["message_id"] = self._message_id(rest)
             rows.append({**row, "run_id": run_id})
         if rows:
             self.db["event_rows"].insert_all(rows)
