@@ -48,7 +48,20 @@ def describe(run: dict[str, Any]) -> str:
     if behaviour in ("execute_raises", "error_response"):
         behaviour += f" on {run['error_fraction']:g} of the requests"
     units = ", ".join(u.replace("_", " ") for u in info.units)
-    return (
+    line = (
         f"scenario {info.name}, models {behaviour}; warm-up: {warmup} iteration(s) not judged: "
         f"{info.warmup} Slopes per iteration and per {units}."
     )
+    if run.get("load_generator") == "perf_analyzer":
+        line += " " + PERF_ANALYZER_NOTE
+    return line
+
+
+#: What a run with `load_generator = "perf_analyzer"` says under its heading.
+PERF_ANALYZER_NOTE = (
+    "Load: one perf_analyzer --request-count run per burst of the generated models, fed soak's "
+    "inputs; perf_analyzer checks each answer against soak's expected outputs, except through "
+    "shared memory, where answers are counted, not checked (perf_analyzer 2.51 fails correct "
+    "ones there); a failed burst counts one failed request per perf_analyzer thread that "
+    "reported one (it stops at the first)."
+)

@@ -158,6 +158,29 @@ CASES = [
         "response output count mismatch",
     ),
     # -- profiles: out of range ------------------------------------------------------------
+    profile_case(
+        "perf-analyzer-in-process",
+        'load_generator = "perf_analyzer"\n',
+        "load_generator = 'perf_analyzer' needs target = 'tritonserver'",
+    ),
+    profile_case(
+        "perf-analyzer-in-a-matrix-in-process",
+        '[matrix]\nload_generator = ["soak", "perf_analyzer"]\n',
+        "matrix.load_generator = 'perf_analyzer' needs target = 'tritonserver'",
+    ),
+    profile_case(
+        "perf-analyzer-error-fraction",
+        'target = "tritonserver"\nload_generator = "perf_analyzer"\n'
+        'behaviour = "execute_raises"\nerror_fraction = 0.5\n',
+        "error_fraction = 0.5 with load_generator = 'perf_analyzer'",
+        "use error_fraction = 1",
+    ),
+    profile_case(
+        "load-generator-unknown",
+        'target = "tritonserver"\nload_generator = "locust"\n',
+        "load_generator",
+        "'soak', 'perf_analyzer'",
+    ),
     profile_case("zero-servers", "servers = 0\n", "servers = 0", "out of range", RANGE_SERVERS),
     profile_case("huge-servers", "servers = 65\n", "servers = 65", RANGE_SERVERS),
     profile_case(

@@ -19,6 +19,7 @@ SCENARIOS = ("servers", "reload", "traffic")  # soak.workload.scenarios
 TARGETS = ("in_process", "tritonserver")  # soak.target.make_target
 PROTOCOLS = ("http", "grpc")  # soak.tritonserver.client
 SHARED_MEMORY = ("none", "system")
+LOAD_GENERATORS = ("soak", "perf_analyzer")
 BEHAVIOURS = (  # workload.repos
     "correct",
     "execute_raises",
@@ -208,6 +209,16 @@ RUN_KEYS = (
         choices=SHARED_MEMORY,
     ),
     Key(
+        "load_generator",
+        str,
+        "soak",
+        "tritonserver target: who sends a burst of the generated models. soak: its own "
+        "client; perf_analyzer: one `perf_analyzer --request-count` run per burst with the "
+        "same protocol, concurrency, shared memory and streaming, fed soak's inputs and "
+        "expected outputs (it checks each answer); an error behaviour needs error_fraction 1.",
+        choices=LOAD_GENERATORS,
+    ),
+    Key(
         "triton",
         str,
         "",
@@ -230,6 +241,7 @@ MATRIX_KEYS = (
     "protocol",
     "streaming",
     "shared_memory",
+    "load_generator",
     "triton",
 )
 

@@ -15,9 +15,12 @@ from soak.profile.keys import show_value
 def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> None:
     """Client settings mean something only for a tritonserver process: every cell checked."""
     label = lambda k: f"matrix.{k}" if k in matrix else k  # noqa: E731
-    names = ("target", "protocol", "streaming", "shared_memory", "memory_type")
+    names = ("target", "protocol", "streaming", "shared_memory", "memory_type", "load_generator")
+    names += ("behaviour", "error_fraction")
     for combo in itertools.product(*(matrix.get(k, (run[k],)) for k in names)):
-        target, protocol, streaming, shared_memory, memory_type = combo
+        target, protocol, streaming, shared_memory, memory_type, generator, *errors = combo
+        if generator == "perf_analyzer":
+            _check_perf_analyzer(source, label, target, *errors)
         if target != "tritonserver":
             if streaming or shared_memory != "none":
                 what = "streaming" if streaming else "shared_memory"
@@ -37,16 +40,27 @@ def check_target(source: str, run: dict[str, Any], matrix: dict[str, tuple]) -> 
                 f"{run['response_cache']!r}: Triton 2.51's gRPC stream fails every cache miss "
                 "('response output count mismatch'); use streaming = false (gRPC or HTTP)"
             )
-        if run.get("concurrency", 1) > 1:
-            raise ProfileError(
-                f"{source}: concurrency = {run['concurrency']} is in-process only for now; "
-                "target 'tritonserver' sends one request at a time (concurrency = 1)"
-            )
         if memory_type != "system":
             raise ProfileError(
                 f"{source}: {label('memory_type')} = {memory_type!r} is in-process only; "
                 "target 'tritonserver' uses system memory (shared_memory = 'system' for regions)"
             )
+
+
+def _check_perf_analyzer(
+    source: str, label: Any, target: str, behaviour: str, error_fraction: float
+) -> None:
+    if target != "tritonserver":
+        raise ProfileError(
+            f"{source}: {label('load_generator')} = 'perf_analyzer' needs "
+            f"{label('target')} = 'tritonserver' (perf_analyzer talks to a server process)"
+        )
+    if behaviour in ("execute_raises", "error_response") and error_fraction != 1:
+        raise ProfileError(
+            f"{source}: {label('error_fraction')} = {error_fraction:g} with "
+            f"{label('load_generator')} = 'perf_analyzer': perf_analyzer ends at the first "
+            "failed request and cannot say which it was; use error_fraction = 1"
+        )
 
 
 def check_injections(

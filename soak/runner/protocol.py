@@ -139,6 +139,11 @@ class Quiet(Message):
     # (event kind, message) of what ended servers left: leftover_stub, leftover_shm (removed),
     # leftover_port (still listening)
     server_leftovers: list[list[str]] = field(default_factory=list)
+    # The servers' Prometheus counters this iteration (tritonserver target); None: not read.
+    metrics_successes: int | None = None
+    metrics_failures: int | None = None
+    metrics_failure_reasons: dict[str, int] | None = None  # failures by reason (BACKEND, ...)
+    metrics_pending: int | None = None  # requests pending when read (a gauge)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from soak.store import SERVER_SAMPLE_COLUMNS, event
 log = logging.getLogger(__name__)
 
 SERVER_EXECUTABLE = "tritonserver"
-CLIENT_REGION_PREFIX = "soak_client_shm_"  # soak.tritonserver.client's regions: <prefix><pid>_
+CLIENT_REGION_PREFIX = "soak_client_shm_"  # soak.tritonserver.regions: <prefix><pid>_
 _MEMORY = ("rss_bytes", "uss_bytes", "pss_bytes", "vms_bytes", "fds", "threads")
 _TREE = ("children", "children_rss_bytes", "stubs_alive", "shm_regions", "shm_bytes")
 

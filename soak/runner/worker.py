@@ -203,6 +203,7 @@ def quiet_message(
 ) -> Quiet:
     """What the supervisor stores of an iteration, reported at its quiet point."""
     apart = target is not None and target.client_pid() not in target.server_pids()
+    counted = record.counted
     return Quiet(
         iteration=record.index,
         wall_s=record.wall_s,
@@ -221,6 +222,10 @@ def quiet_message(
         heap=heap,
         server_pids=target.server_pids() if apart else [],
         server_leftovers=[list(x) for x in target.take_leftovers()] if target is not None else [],
+        metrics_successes=counted.successes if counted else None,
+        metrics_failures=counted.failures if counted else None,
+        metrics_failure_reasons=dict(counted.reasons) if counted else None,
+        metrics_pending=counted.pending if counted else None,
     )
 
 

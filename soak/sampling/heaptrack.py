@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 
 from soak.errors import EnvironmentProblem
-from soak.sampling import memray_sites as sites
-from soak.sampling.memray_sites import Frame, Site, SiteCapture
+from soak.sampling import allocation_sites as sites
+from soak.sampling.allocation_sites import Frame, Site, SiteCapture
 
 log = logging.getLogger(__name__)
 

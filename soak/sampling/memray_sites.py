@@ -24,18 +24,18 @@ import tables of loaded libraries), and the python-backend stubs (separate proce
 
 from __future__ import annotations
 
-import functools
-import linecache
 import logging
 import math
-import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from soak.sampling.allocation_sites import SHOWN_FRAMES, Frame, Site, SiteCapture, rank_by_growth
+from soak.sampling.memray_frames import FrameMaker, site_frames
 
 log = logging.getLogger(__name__)
 
@@ -46,59 +46,6 @@ CAPTURE_FILE = "memray.bin"
 MEMORY_INTERVAL_MS = 20
 #: A quiet point is held open this long at least, so that memray's records fall inside it.
 MIN_QUIET_S = 0.05
-#: The id under which the sum over every tracked allocation is stored (not a site).
-ALL_SITES = 0
-#: Frames kept with a site for display (the key uses the profile's stack_depth).
-SHOWN_FRAMES = 24
-
-#: Leading frames that say "an allocation happened", not where: allocator entry points,
-#: Python's own allocators, memray's hooks. Trimmed before a stack is keyed.
-ALLOCATOR_NAMES = {
-    "malloc",
-    "calloc",
-    "realloc",
-    "free",
-    "posix_memalign",
-    "aligned_alloc",
-    "memalign",
-    "valloc",
-    "pvalloc",
-    "mmap",
-    "mmap64",
-    "reallocarray",
-    "strdup",
-    "strndup",
-    "<unknown>",
-}
-ALLOCATOR_PREFIXES = (
-    "operator new",
-    "memray::",
-    "intercept::",
-    "__libc_",
-    "_PyObject_Malloc",
-    "_PyObject_Calloc",
-    "_PyObject_Realloc",
-    "PyObject_Malloc",
-    "PyObject_Calloc",
-    "PyObject_Realloc",
-    "_PyMem_",
-    "PyMem_",
-    "pymalloc_",
-    "_PyObject_GC_",
-    "gc_alloc",
-    "PyType_GenericAlloc",
-    "_PyType_AllocNoTrack",
-    "__gnu_cxx::new_allocator",
-    "std::__new_allocator",
-    "std::allocator_traits",
-    "std::_Vector_base",
-    "raw_malloc",
-    "raw_calloc",
-    "raw_realloc",
-    "tracemalloc_",
-    "_Py_hashtable_",
-    "hashtable_",
-)
 
 
 def unavailable() -> str | None:
@@ -131,220 +78,6 @@ def start_tracker(path: Path) -> Any:
 def stop_tracker(tracker: Any) -> None:
     """Flush and close the capture; must run before the worker leaves with os._exit."""
     tracker.__exit__(None, None, None)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame of a site's stack: native (C/C++) or Python (a .py file)."""
-
-    function: str
-    file: str
-    line: int
-    library: str
-
-    @property
-    def python(self) -> bool:
-        return self.file.endswith(".py")
-
-    def text(self) -> str:
-        where = self.file if self.file != "<unknown>" else self.library
-        line = f":{self.line}" if self.line else ""
-        return f"{self.function} ({where}{line})"
-
-
-@dataclass(frozen=True)
-class Site:
-    """An allocation site: the trimmed stack it is keyed on, innermost frame first.
-
-    `phase` is the lifecycle phase that was running when a Python caller reached it (None on
-    Triton's own threads, where no Python frame exists).
-    """
-
-    site_id: int
-    key: str
-    frames: tuple[Frame, ...]
-    soak_frame: Frame | None = None
-    phase: str | None = None
-
-    @property
-    def python_frame(self) -> Frame | None:
-        """The innermost Python frame: which Python call reached this allocation."""
-        return next((f for f in self.frames if f.python), self.soak_frame)
-
-    @property
-    def api_call(self) -> str | None:
-        """The outermost TRITONSERVER_* function on the stack: the C API call that made (or
-        reached) the allocation, the name a leak report against Triton starts from."""
-        names = [f.function for f in self.frames if f.function.startswith("TRITONSERVER_")]
-        return names[-1] if names else None
-
-    @property
-    def thread(self) -> str:
-        """'python' when reached from Python code (the workload), else 'native' (Triton's
-        own threads, or a native frame deeper than the captured stack)."""
-        return "python" if self.python_frame else "native"
-
-    def stack_text(self) -> str:
-        return "\n".join(f.text() for f in self.frames)
-
-    def summary(self) -> str:
-        """One line: the innermost frame, the soak call that reached it and in which phase."""
-        top = self.frames[0].text() if self.frames else "(empty stack)"
-        py = self.soak_frame or self.python_frame
-        text = top
-        if self.api_call and not self.frames[0].function.startswith(self.api_call):
-            text += f" <- {self.api_call}"
-        if py and py != self.frames[0]:
-            text += f" <- {py.text()}"
-        return f"{text} in phase {self.phase}" if self.phase else text
-
-
-@dataclass
-class SiteCapture:
-    """Live bytes and allocation counts per site (rows) at each quiet point (columns).
-
-    `total_bytes` / `total_count` are summed over every tracked allocation, kept sites or not.
-    """
-
-    iterations: list[int]
-    sites: list[Site]
-    live_bytes: np.ndarray
-    live_count: np.ndarray
-    total_bytes: np.ndarray
-    total_count: np.ndarray
-    capture_bytes: int = 0
-    stats: dict[str, float] = field(default_factory=dict)
-
-    def rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(sites rows, site_samples rows) for the store; site 0 is the sum of all."""
-        site_rows = [
-            {
-                "site_id": s.site_id,
-                "stack_key": s.key,
-                "stack_text": s.stack_text(),
-                "frames": [f.__dict__ for f in s.frames],
-                "summary": s.summary(),
-                "python_frame": s.python_frame.text() if s.python_frame else None,
-                "soak_call": s.soak_frame.text() if s.soak_frame else None,
-                "phase": s.phase,
-                "thread": s.thread,
-            }
-            for s in self.sites
-        ]
-        samples = []
-        for j, it in enumerate(self.iterations):
-            samples.append(
-                {
-                    "iteration": it,
-                    "site_id": ALL_SITES,
-                    "live_bytes": int(self.total_bytes[j]),
-                    "live_count": int(self.total_count[j]),
-                }
-            )
-            for k, s in enumerate(self.sites):
-                samples.append(
-                    {
-                        "iteration": it,
-                        "site_id": s.site_id,
-                        "live_bytes": int(self.live_bytes[k, j]),
-                        "live_count": int(self.live_count[k, j]),
-                    }
-                )
-        return site_rows, samples
-
-
-def _library(function: str, file: str) -> str:
-    """memray names a native frame's function and source file, not its library: say where it
-    lives from what the name tells (good enough to tell Triton from Python from libffi)."""
-    if file.endswith(".py"):
-        return "python"
-    if file.startswith(("Objects/", "Python/", "Modules/", "Include/", "./Include/", "Parser/")):
-        return "libpython"
-    if "Python-3" in file or "_ctypes" in file:
-        return "libpython"
-    if function.startswith("ffi_"):
-        return "libffi"
-    if "TRITON" in function or "triton::" in function:
-        return "libtritonserver"
-    if function.startswith(("std::", "__cxx")):
-        return "libstdc++"
-    return "?"
-
-
-def _short(file: str) -> str:
-    """soak's files relative to the package's parent (soak/workload/inject.py); others as is."""
-    at = file.rfind("/soak/")
-    return file[at + 1 :] if at >= 0 and file.endswith(".py") else file
-
-
-_PHASE_LINE = re.compile(r'_phase\("([a-z_]+)"\)')
-
-
-def _phase_of(stack: list[Frame]) -> str | None:
-    """The lifecycle phase the allocation was made in: the `with self._phase("...")` block of
-    `Lifecycle.run` that encloses the line it was running (read from the source)."""
-    frame = next(
-        (f for f in stack if f.function == "run" and f.file.endswith("workload/lifecycle.py")),
-        None,
-    )
-    return None if frame is None else _phase_at(frame.file, frame.line)
-
-
-@functools.lru_cache(maxsize=1024)
-def _phase_at(file: str, line: int) -> str | None:
-    for at in range(line, max(0, line - 40), -1):
-        found = _PHASE_LINE.search(linecache.getline(file, at))
-        if found:
-            return found.group(1)
-    return None
-
-
-class _FrameMaker:
-    """Frame objects per raw (function, file, line), made once per read: thousands of stacks
-    share most of their frames (measured: 736,000 frames of 22,000 stacks in one capture)."""
-
-    def __init__(self) -> None:
-        self._full: dict[tuple[str, str, int], Frame] = {}
-        self._short: dict[Frame, Frame] = {}
-
-    def full(self, raw: tuple[str, str, int]) -> Frame:
-        frame = self._full.get(raw)
-        if frame is None:
-            fn, file, line = raw
-            fn, file = fn or "<unknown>", file or "<unknown>"
-            frame = self._full[raw] = Frame(fn, file, int(line or 0), _library(fn, file))
-        return frame
-
-    def short(self, frame: Frame) -> Frame:
-        """The frame as shown: soak's files relative to the package's parent."""
-        made = self._short.get(frame)
-        if made is None:
-            made = self._short[frame] = Frame(
-                frame.function, _short(frame.file), frame.line, frame.library
-            )
-        return made
-
-
-def _trimmed(stack: list[tuple[str, str, int]], make: _FrameMaker) -> list[Frame]:
-    frames = [make.full(raw) for raw in stack]
-    start = 0
-    while start < len(frames) - 1 and (
-        frames[start].function in ALLOCATOR_NAMES
-        or frames[start].function.startswith(ALLOCATOR_PREFIXES)
-    ):
-        start += 1
-    return frames[start:]
-
-
-def _site_frames(
-    stack: list[tuple[str, str, int]], make: _FrameMaker | None = None
-) -> tuple[list[Frame], Frame | None, str | None]:
-    """(trimmed frames, innermost soak frame, phase) of one hybrid stack."""
-    make = make or _FrameMaker()
-    frames = _trimmed(stack, make)
-    phase = _phase_of(frames)
-    soak = next((f for f in frames if f.python and "/soak/" in f.file), None)
-    return [make.short(f) for f in frames], (make.short(soak) if soak else None), phase
 
 
 def _quiet_snapshots(
@@ -439,9 +172,9 @@ def _group(
     by_key: dict[str, int] = {}
     frames_of: list[tuple[tuple[Frame, ...], Frame | None, str | None]] = []
     site_of = np.empty(kept.size, dtype=np.int64)
-    make = _FrameMaker()
+    make = FrameMaker()
     for r, index in enumerate(kept):
-        frames, soak, phase = _site_frames(records[index].hybrid_stack_trace(), make)
+        frames, soak, phase = site_frames(records[index].hybrid_stack_trace(), make)
         key = " <- ".join(
             f"{f.function}@{f.file if f.python else f.library}" for f in frames[:depth]
         )
@@ -500,13 +233,3 @@ def read_sites(
         total_count=total_count[0],
         capture_bytes=Path(path).stat().st_size,
     )
-
-
-def rank_by_growth(live_bytes: np.ndarray) -> np.ndarray:
-    """Sites ordered by growth (median of the last few quiet points minus the first few),
-    then by bytes live at the end: the ones a leak hunt wants first."""
-    if live_bytes.size == 0:
-        return np.arange(live_bytes.shape[0])
-    k = max(1, min(5, live_bytes.shape[1] // 4))
-    growth = np.median(live_bytes[:, -k:], axis=1) - np.median(live_bytes[:, :k], axis=1)
-    return np.lexsort((-live_bytes[:, -1], -growth))

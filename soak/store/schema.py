@@ -171,6 +171,11 @@ TABLES: dict[str, Table] = {
             "responses": int,
             "cache_hits": int,
             "cache_insertions": int,
+            # the servers' Prometheus counters (tritonserver target; NULL in-process)
+            "metrics_successes": int,
+            "metrics_failures": int,
+            "metrics_failure_reasons": str,  # JSON: failures by reason
+            "metrics_pending": int,
             "failures": int,
             **{f"{p}_{stat}_s": float for p in PHASES for stat in ("sum", "max")},
         },

@@ -175,6 +175,9 @@ class Store:
                 )
             },
             **{k: quiet.get(k) for k in ("responses", "cache_hits", "cache_insertions")},
+            **{k: quiet.get(k) for k in ("metrics_successes", "metrics_failures")},
+            "metrics_failure_reasons": _json_or_none(quiet.get("metrics_failure_reasons")),
+            "metrics_pending": quiet.get("metrics_pending"),
             "failures": len(quiet["failures"]),
         }
         for phase, value in quiet["phase_sum_s"].items():
@@ -280,3 +283,7 @@ def _hint(exc: Exception) -> str:
     if "readonly" in text:
         return " (the file or its folder is not writable)"
     return ""
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)

@@ -36,6 +36,8 @@ def make_target(profile: ProfileMessage) -> ServerTarget:
             protocol=run["protocol"],
             streaming=run["streaming"],
             shared_memory=run["shared_memory"],
+            concurrency=run.get("concurrency", 1),
+            load_generator=run.get("load_generator", "soak"),
             args=tuple((profile.tritonserver or {}).get("args", ())),
             ready_timeout_s=profile.timeouts.get("wait_ready", 30.0),
             heaptrack=bool(profile.attribution.get("enabled")),

@@ -109,6 +109,11 @@ class AttachedServer(ProcessServer):
     def unload_model(self, name: str) -> None:
         self._explicit(self.client.unload_model, name)
 
+    def request_counters(self) -> None:
+        """Not read: soak does not know where the attached server serves /metrics (and its
+        models are the user's, which the counter check does not judge)."""
+        return None
+
     def _explicit(self, call: Callable[[str], None], name: str) -> None:
         try:
             self._on_thread(call, name)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
 from soak.triton import require_memory, setup
-from soak.triton.server import Server, ServerOptions
+from soak.triton.creation import ServerOptions
+from soak.triton.server import Server
 
 if TYPE_CHECKING:
     from soak.workload.inject import Injection
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class InProcessTarget:
     """`triton_home` picks the install (None: soak.triton.capi's search order);
-    `serialize_new_delete` takes soak.triton.server._NEW_DELETE around ServerNew/Delete."""
+    `serialize_new_delete` takes soak.triton.creation.NEW_DELETE around ServerNew/Delete."""
 
     name: ClassVar[str] = "in-process"
     writes_repositories: ClassVar[bool] = True

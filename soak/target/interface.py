@@ -19,6 +19,7 @@ import numpy as np
 from soak.errors import ServerError, ServerTimeout
 
 if TYPE_CHECKING:
+    from soak.tritonserver.metrics import ModelCounters
     from soak.workload.inject import Injection
 
 
@@ -81,6 +82,10 @@ class TargetInfo:
     triton_source: str
     api_version: str
 
+
+#: The outputs a load generator hands on for a request it completed but could not check
+#: (perf_analyzer with shared memory): counted, not compared. Identity is the test.
+NOT_CHECKED: dict = {}
 
 #: What a burst hands on per request: (index, outputs of its first response or None, the
 #: ServerError it ended in or None) -> whether to go on.
@@ -151,6 +156,11 @@ class ModelServer(Protocol):
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict: ...
 
+    def request_counters(self) -> dict[str, ModelCounters] | None:
+        """The server's own request counters per model (tritonserver's Prometheus /metrics:
+        successes, failures by reason, pending); None where there are none (in-process)."""
+        ...
+
     def infer(
         self,
         model: str,
@@ -194,11 +204,15 @@ class ModelServer(Protocol):
         device: int = 0,
         datatypes: dict[str, str] | None = None,
         keep: Callable[[int], bool] | None = None,
+        expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
     ) -> int:
         """A burst of requests, at most `concurrency` in flight: each result handed to
         `on_result(index, outputs, error)` in submission order (False stops the burst; what
-        is in flight is still awaited). `keep(index)` true never frees that response. Returns
-        how many results were handed on; ServerTimeout when one never completes."""
+        is in flight is still awaited). `keep(index)` true never frees that response.
+        `expected(index)`: the outputs a request must give (None: it must fail), for a load
+        generator that checks answers itself (perf_analyzer); soak's own hands every answer
+        to `on_result`, which checks it. Returns how many results were handed on;
+        ServerTimeout when one never completes."""
         ...
 
     def stop(self) -> None: ...

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from soak.errors import EnvironmentProblem, ProfileError
-from soak.target.interface import MemoryType, ServerSpec, TargetInfo, infer_one_by_one
+from soak.target.interface import MemoryType, ServerSpec, TargetInfo
+from soak.triton.returns import TritonError
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer
     from soak.tritonserver.executable import ServerExecutable
+    from soak.tritonserver.metrics import ModelCounters
+    from soak.tritonserver.perf_load import PerfAnalyzerLoad
     from soak.tritonserver.process import ServerProcess
     from soak.workload.inject import Injection
 
@@ -44,9 +47,14 @@ class ProcessServer:
     server and iteration)."""
 
     def __init__(
-        self, process: ServerProcess, make_client: Callable[[], RemoteServer], target: Any
+        self,
+        process: ServerProcess,
+        make_client: Callable[[], RemoteServer],
+        target: Any,
+        load: PerfAnalyzerLoad | None = None,
     ) -> None:
         self.process = process
+        self.load = load  # perf_analyzer bursts instead of the client's
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"tritonserver-{process.pid}")
         self.client = self._thread.submit(make_client).result()
         self._target = target
@@ -81,12 +89,27 @@ class ProcessServer:
         device: int = 0,
         datatypes: dict[str, str] | None = None,
         keep: Callable[[int], bool] | None = None,
+        expected: Callable[[int], Any] | None = None,
     ) -> int:
-        """One request at a time through `infer` (the profile refuses concurrency > 1 for
-        this target until the client submits asynchronously)."""
-        return infer_one_by_one(
-            self, model, inputs, outputs, on_result, memory_type, timeout_s, device, datatypes, keep
-        )
+        """The load generator's burst: perf_analyzer's run when the profile chose it, else the
+        client's on its thread; `concurrency` requests in flight either way."""
+        if self.load is not None:
+            return self.load.infer_many(
+                model, inputs, outputs, on_result, concurrency, timeout_s, expected
+            )
+        return self._on_thread(
+            self.client.infer_many, model, inputs, outputs, on_result, concurrency,
+            memory_type, timeout_s, device, datatypes, keep,
+        )  # fmt: skip
+
+    def request_counters(self) -> dict[str, ModelCounters]:
+        """The process's /metrics per model; TritonError when it does not answer."""
+        from soak.tritonserver import metrics
+
+        try:
+            return metrics.read(self.process.metrics_url)
+        except OSError as exc:
+            raise TritonError("Unavailable", f"{self.process.metrics_url}: {exc}") from None
 
     def stop(self) -> None:
         """Close the client (its regions unregistered while the server still listens), then
@@ -134,6 +157,8 @@ class TritonServerTarget:
     protocol: str = "http"
     streaming: bool = False
     shared_memory: str = "none"
+    concurrency: int = 1
+    load_generator: str = "soak"  # or "perf_analyzer"
     args: Sequence[str] = ()
     ready_timeout_s: float = 30.0
     heaptrack: bool = False  # every server runs under heaptrack (soak run --attribute)
@@ -159,6 +184,12 @@ class TritonServerTarget:
             )
         self.executable = executable.prepare(workdir, self.triton_home, stub=stub)
         self._workdir = Path(workdir)
+        self._perf_env: dict[str, str] | None = None
+        if self.load_generator == "perf_analyzer":
+            executable.find_perf_analyzer()  # EnvironmentProblem naming the package
+            self._perf_env = executable.perf_analyzer_environment(
+                self.executable.install, self._workdir / "perf_analyzer_libs"
+            )
         if self.heaptrack:
             from soak.sampling import heaptrack
 
@@ -194,8 +225,15 @@ class TritonServerTarget:
         try:
             server = ProcessServer(
                 process,
-                lambda: RemoteServer(url, self.protocol, self.streaming, self.shared_memory),
+                lambda: RemoteServer(
+                    url,
+                    self.protocol,
+                    self.streaming,
+                    self.shared_memory,
+                    concurrency=self.concurrency,
+                ),
                 self,
+                self._perf_load(url),
             )
         except Exception:
             process.stop()
@@ -204,6 +242,15 @@ class TritonServerTarget:
         with self._lock:
             self._servers.append(server)
         return server
+
+    def _perf_load(self, url: str) -> PerfAnalyzerLoad | None:
+        from soak.tritonserver.perf_load import PerfAnalyzerLoad
+
+        if self._perf_env is None:
+            return None
+        return PerfAnalyzerLoad(
+            url, self.protocol, self.streaming, self.shared_memory, self._perf_env, self._workdir
+        )
 
     def _capture(self, number: int) -> Path | None:
         """Where server `number`'s heaptrack capture goes (the supervisor reads every one)."""
@@ -278,7 +325,13 @@ class TritonServerTarget:
         threading.Thread(target=watch, name="tritonserver-crash-watch", daemon=True).start()
 
     def stop_all(self) -> None:
-        """End every process still running (the worker's last act after a failure)."""
+        """End every process still running (the worker's last act after a failure), the
+        perf_analyzer bursts first."""
+        from soak.tritonserver import perf_analyzer
+
+        killed = perf_analyzer.kill_running()
+        if killed:
+            log.warning("killed %d perf_analyzer burst(s) still running", killed)
         with self._lock:
             servers = list(self._servers)
         for server in servers:

@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from soak.target.interface import Output
+    from soak.triton.callbacks import kept_response_count
+    from soak.triton.creation import ServerOptions
     from soak.triton.memory import MemoryType
-    from soak.triton.server import (
-        InferenceTimeout,
-        Output,
-        Runtime,
-        Server,
-        ServerOptions,
-        TritonError,
-        kept_response_count,
-    )
+    from soak.triton.returns import InferenceTimeout, TritonError
+    from soak.triton.server import Runtime, Server
 
 __all__ = [
     "InferenceTimeout",
@@ -41,18 +37,13 @@ __all__ = [
 
 _HOMES = {
     "MemoryType": "soak.triton.memory",
-    **dict.fromkeys(
-        (
-            "InferenceTimeout",
-            "Output",
-            "Runtime",
-            "Server",
-            "ServerOptions",
-            "TritonError",
-            "kept_response_count",
-        ),
-        "soak.triton.server",
-    ),
+    "Output": "soak.target.interface",
+    "kept_response_count": "soak.triton.callbacks",
+    "ServerOptions": "soak.triton.creation",
+    "InferenceTimeout": "soak.triton.returns",
+    "TritonError": "soak.triton.returns",
+    "Runtime": "soak.triton.server",
+    "Server": "soak.triton.server",
 }
 
 

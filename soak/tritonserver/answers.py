@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException
 
-from soak.triton.server import InferenceTimeout, TritonError
+from soak.triton.returns import InferenceTimeout, TritonError
 
 # Triton's error codes as the C API names them (TRITONSERVER_ErrorCodeString).
 _GRPC_CODES = {
@@ -88,3 +88,16 @@ def proto_json(message: Any) -> dict:
             message, preserving_proto_field_name=True, including_default_value_fields=True
         )
     )
+
+
+def index_entries(models: list[dict], ready_only: bool = False) -> list[dict]:
+    """The repository index as the C API gives it: [{name, version, state[, reason]}]."""
+    index = []
+    for model in models:
+        entry = {k: model[k] for k in ("name", "version", "state") if k in model}
+        if model.get("reason"):
+            entry["reason"] = model["reason"]
+        index.append(entry)
+    if ready_only:
+        index = [m for m in index if m.get("state") == "READY"]
+    return index

@@ -8,12 +8,10 @@ its own client and its own shared-memory regions.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -23,33 +21,28 @@ import tritonclient.utils.shared_memory as shm
 from google.protobuf.json_format import MessageToDict
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
-from soak.target.interface import SEQUENCE_END, SEQUENCE_START
+from soak.target.interface import (
+    SEQUENCE_END,
+    SEQUENCE_START,
+    OnResult,
+    Output,
+    infer_one_by_one,
+)
 from soak.triton.memory import MemoryType
-from soak.triton.server import InferenceTimeout, Output, TritonError
-from soak.tritonserver.answers import proto_json, triton_error, version_arg
+from soak.triton.returns import InferenceTimeout, TritonError
+from soak.tritonserver.answers import index_entries, proto_json, triton_error, version_arg
+from soak.tritonserver.regions import Region, tensor_sizes
+from soak.tritonserver.window import HttpThreads, infer_window
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
 SHARED_MEMORY = ("none", "system")
-#: Prefix of the system shared-memory regions soak's client creates (`/dev/shm/<prefix>...`).
-CLIENT_REGION_PREFIX = "soak_client_shm_"
-
-_regions = itertools.count()
-
-
-class _Region:
-    """One system shared-memory region of this client, registered with the server."""
-
-    def __init__(self, size: int) -> None:
-        self.name = f"{CLIENT_REGION_PREFIX}{os.getpid()}_{next(_regions)}"
-        self.size = size
-        self.handle = shm.create_shared_memory_region(self.name, "/" + self.name, size)
 
 
 class _PerThread(threading.local):
     client: Any = None
-    regions: dict[str, _Region] | None = None
+    regions: dict[str, Region] | None = None
     generation: int = 0  # regions of an older generation were released
 
 
@@ -70,6 +63,7 @@ class RemoteServer:
         streaming: bool = False,
         shared_memory: str = "none",
         network_timeout_s: float = 60.0,
+        concurrency: int = 1,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
@@ -82,15 +76,17 @@ class RemoteServer:
         self.streaming = streaming
         self.shared_memory = shared_memory
         self.network_timeout_s = network_timeout_s
+        self.concurrency = max(1, concurrency)  # HTTP threads for requests in flight
         self._local = _PerThread()
         self._clients: list[Any] = []
-        self._all_regions: list[tuple[Any, _Region]] = []
+        self._all_regions: list[tuple[Any, Region]] = []
         self._lock = threading.Lock()
         self._stream_lock = threading.Lock()
         self._stream_client: Any = None
         self._stream_results: queue.Queue = queue.Queue()
         self._output_specs: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self._generation = 0
+        self._pool: HttpThreads | None = None  # HTTP requests in flight (window.submit)
         self._closed = False
         self._client()  # a bad url fails here, not at the first call
 
@@ -116,6 +112,20 @@ class RemoteServer:
             with self._lock:
                 self._clients.append(client)
         return client
+
+    def forget_thread_client(self) -> None:
+        """Close this thread's client (before the thread ends) and forget it."""
+        client, self._local.client = self._local.client, None
+        if client is not None:
+            with self._lock:
+                self._clients = [c for c in self._clients if c is not client]
+            client.close()
+
+    def http_threads(self) -> HttpThreads:
+        """`concurrency` HTTP threads (own client and regions each), as long-lived as this."""
+        if self._pool is None:
+            self._pool = HttpThreads(self, self.concurrency)
+        return self._pool
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -148,6 +158,8 @@ class RemoteServer:
         The server process is not this object's to stop."""
         if self._closed:
             return
+        if self._pool is not None:
+            self._pool.close()
         try:
             self.release_shared_memory()
         finally:
@@ -208,15 +220,7 @@ class RemoteServer:
             models = [MessageToDict(m, preserving_proto_field_name=True) for m in answer.models]
         else:
             models = self._call(self._client().get_model_repository_index)
-        index = []
-        for model in models:
-            entry = {k: model[k] for k in ("name", "version", "state") if k in model}
-            if model.get("reason"):
-                entry["reason"] = model["reason"]
-            index.append(entry)
-        if ready_only:
-            index = [m for m in index if m.get("state") == "READY"]
-        return index
+        return index_entries(models, ready_only)
 
     def model_statistics(self, name: str = "", version: int = -1) -> dict:
         return self._json("get_inference_statistics", name, version_arg(version))
@@ -281,9 +285,70 @@ class RemoteServer:
     ) -> list[dict[str, Output]]:
         if memory_type is not MemoryType.SYSTEM:
             raise TritonError("soak", f"{memory_type.value} memory is not reachable remotely")
+        request_inputs, requested, regions, seq = self.prepare_request(
+            model, inputs, outputs, datatypes, sequence
+        )
+        if self.streaming:
+            results = self._stream(model, request_inputs, requested, timeout_s, seq)
+        elif self.grpc:
+            results = [
+                self._call(
+                    self._client().infer,
+                    model,
+                    request_inputs,
+                    outputs=requested,
+                    client_timeout=timeout_s,
+                    **seq,
+                )
+            ]
+        else:
+            results = [
+                self._call(self._client().infer, model, request_inputs, outputs=requested, **seq)
+            ]
+        return [self.read_outputs(result, outputs, regions) for result in results]
+
+    def infer_many(
+        self,
+        model: str,
+        inputs: Iterable[dict[str, np.ndarray]],
+        outputs: list[str],
+        on_result: OnResult,
+        concurrency: int = 1,
+        memory_type: MemoryType = MemoryType.SYSTEM,
+        timeout_s: float = 30.0,
+        device: int = 0,
+        datatypes: dict[str, str] | None = None,
+        keep: Callable[[int], bool] | None = None,
+        expected: Callable[[int], dict[str, np.ndarray] | None] | None = None,
+    ) -> int:
+        """A burst with `concurrency` requests in flight (gRPC async_infer, HTTP threads),
+        results handed on in submission order (soak.tritonserver.window). A stream sends one
+        request at a time: its errors do not say which request they belong to."""
+        if concurrency <= 1 or self.streaming:
+            return infer_one_by_one(
+                self, model, inputs, outputs, on_result, memory_type, timeout_s, device,
+                datatypes, keep,
+            )  # fmt: skip
+        if memory_type is not MemoryType.SYSTEM:
+            raise TritonError("soak", f"{memory_type.value} memory is not reachable remotely")
+        return infer_window(
+            self, model, inputs, outputs, on_result, concurrency, timeout_s, datatypes, keep
+        )
+
+    def prepare_request(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        datatypes: dict[str, str] | None,
+        sequence: tuple[int, int] = (0, 0),
+        slot: int = 0,
+    ) -> tuple[list, list, dict, dict]:
+        """One request's inputs and requested outputs, through slot `slot`'s regions (one pair
+        per request in flight) when shared memory is on; its sequence arguments."""
         module = grpcclient if self.grpc else httpclient
         regions = (
-            self._regions_for(model, inputs, outputs) if self.shared_memory == "system" else {}
+            {} if self.shared_memory == "none" else self._regions_for(model, inputs, outputs, slot)
         )
         request_inputs = []
         for name, array in inputs.items():
@@ -314,26 +379,9 @@ class RemoteServer:
             if correlation
             else {}
         )
-        if self.streaming:
-            results = self._stream(model, request_inputs, requested, timeout_s, seq)
-        elif self.grpc:
-            results = [
-                self._call(
-                    self._client().infer,
-                    model,
-                    request_inputs,
-                    outputs=requested,
-                    client_timeout=timeout_s,
-                    **seq,
-                )
-            ]
-        else:
-            results = [
-                self._call(self._client().infer, model, request_inputs, outputs=requested, **seq)
-            ]
-        return [self._read(result, outputs, regions) for result in results]
+        return request_inputs, requested, regions, seq
 
-    def _read(self, result: Any, names: list[str], regions: dict) -> dict[str, Output]:
+    def read_outputs(self, result: Any, names: list[str], regions: dict) -> dict[str, Output]:
         read: dict[str, Output] = {}
         for name in names:
             described = result.get_output(name)
@@ -392,43 +440,32 @@ class RemoteServer:
 
     # -- system shared memory ---------------------------------------------------------------
     def _regions_for(
-        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]
-    ) -> dict[str, tuple[_Region, int, int]]:
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str], slot: int = 0
+    ) -> dict[str, tuple[Region, int, int]]:
         """(region, offset, bytes) per tensor: inputs by their size, outputs by the model's
         metadata; BYTES and variable-shape tensors, and a stream's outputs, travel on the wire."""
-        sizes: dict[str, int] = {}
-        for name, array in inputs.items():
-            array = np.asarray(array)
-            if array.dtype != np.object_:
-                sizes[name] = array.nbytes
         specs = self._output_specs.get(model)
         if specs is None:
             meta = self.model_metadata(model)
             specs = {t["name"]: (t["datatype"], tuple(t["shape"])) for t in meta.get("outputs", [])}
             self._output_specs[model] = specs
-        # A stream's responses would all land in one output region before the first is read.
-        for name in [] if self.streaming else outputs:
-            datatype, shape = specs.get(name, ("BYTES", ()))
-            if datatype != "BYTES" and all(d >= 0 for d in shape):
-                sizes[name] = (
-                    int(np.prod(shape, dtype=np.int64))
-                    * np.dtype(triton_to_np_dtype(datatype)).itemsize
-                )
-        placed: dict[str, tuple[_Region, int, int]] = {}
+        sizes = tensor_sizes(inputs, outputs, specs, self.streaming)
+        placed: dict[str, tuple[Region, int, int]] = {}
         for direction, names in (("in", list(inputs)), ("out", outputs)):
             wanted = [n for n in names if n in sizes]
             total = sum(sizes[n] for n in wanted)
             if not total:
                 continue
-            region = self._region(direction, total)
+            region = self._region(f"{direction}{slot}", total)
             offset = 0
             for name in wanted:
                 placed[name] = (region, offset, sizes[name])
                 offset += sizes[name]
         return placed
 
-    def _region(self, direction: str, size: int) -> _Region:
-        """This thread's `direction` region, grown (replaced) when too small."""
+    def _region(self, direction: str, size: int) -> Region:
+        """This thread's `direction` region ("in0", "out1": direction and slot), grown
+        (replaced) when too small."""
         if self._local.regions is None or self._local.generation != self._generation:
             self._local.regions = {}
             self._local.generation = self._generation
@@ -438,14 +475,14 @@ class RemoteServer:
         client = self._client()
         if region is not None:
             self._drop(client, region)
-        region = _Region(size)
+        region = Region(size)
         with self._lock:
             self._all_regions.append((client, region))
         self._local.regions[direction] = region
         self._call(client.register_system_shared_memory, region.name, "/" + region.name, size)
         return region
 
-    def _drop(self, client: Any, region: _Region) -> None:
+    def _drop(self, client: Any, region: Region) -> None:
         with self._lock:
             self._all_regions = [(c, r) for c, r in self._all_regions if r is not region]
         try:
@@ -461,9 +498,9 @@ class RemoteServer:
             regions, self._all_regions = self._all_regions, []
             self._generation += 1  # every thread's regions are gone
         first: Exception | None = None
-        for client, region in regions:
-            try:
-                self._call(client.unregister_system_shared_memory, region.name)
+        for _, region in regions:
+            try:  # through this thread's client: the one that registered it may have ended
+                self._call(self._client().unregister_system_shared_memory, region.name)
             except TritonError as exc:
                 first = first or exc
             finally:

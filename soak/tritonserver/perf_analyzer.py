@@ -11,19 +11,29 @@ the figure matters. Its output is kept whole for events when the burst fails.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from soak.tritonserver.executable import find_perf_analyzer
 
 _REQUESTS = re.compile(r"^\s*Request count:\s*(\d+)", re.MULTILINE)
 _SERVER_OK = re.compile(r"^\s*Successful request count:\s*(\d+)", re.MULTILINE)
 _THROUGHPUT = re.compile(r"^\s*Throughput:\s*([\d.]+) infer/sec", re.MULTILINE)
+_THREAD_ERROR = re.compile(r"^Thread \[\d+\] had error: ", re.MULTILINE)
+
+_running: set[subprocess.Popen] = set()  # bursts now running, for kill_running()
+_running_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,7 @@ def run_burst(cmd: list[str], env: dict[str, str], requests: int, timeout_s: flo
     threads only, but a wrapper script would not pass a signal on)."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        cmd,
+        _dies_with_parent(cmd),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -104,13 +114,18 @@ def run_burst(cmd: list[str], env: dict[str, str], requests: int, timeout_s: flo
         text=True,
         start_new_session=True,
     )
+    with _running_lock:
+        _running.add(proc)
     timed_out = False
     try:
         output, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill(proc)
         output, _ = proc.communicate()
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     wall = time.monotonic() - started
     counts = [int(n) for n in _REQUESTS.findall(output)]
     finished = proc.returncode == 0 and not timed_out
@@ -128,6 +143,59 @@ def run_burst(cmd: list[str], env: dict[str, str], requests: int, timeout_s: flo
         reported_infer_per_s=float(rate[-1]) if rate else None,
         output=output,
     )
+
+
+def _dies_with_parent(cmd: list[str]) -> list[str]:
+    """`cmd` run through util-linux's `setpriv --pdeathsig KILL` where it is installed: killed
+    when the thread that started it ends, so a burst never outlives a worker that died (the
+    burst's own thread waits for it). A preexec_fn would do the same but is unsafe in a
+    process with threads (the worker has several)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *cmd] if setpriv else cmd
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_running() -> int:
+    """Kill every burst still running in this process (a worker's teardown); how many."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _kill(proc)
+    return len(procs)
+
+
+def thread_errors(output: str) -> list[str]:
+    """The errors perf_analyzer's threads ended with ("Thread [k] had error: ..."), one per
+    failed request it saw; it prints no count of the others."""
+    starts = [m.end() for m in _THREAD_ERROR.finditer(output)]
+    ends = [m.start() for m in _THREAD_ERROR.finditer(output)][1:] + [len(output)]
+    return [output[a:b].strip() for a, b in zip(starts, ends, strict=True)]
+
+
+def _tensor(array: np.ndarray) -> dict:
+    array = np.asarray(array)
+    return {"content": array.ravel().tolist(), "shape": list(array.shape)}
+
+
+def write_input_data(
+    path: Path,
+    inputs: Sequence[dict[str, np.ndarray]],
+    expected: Sequence[dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """perf_analyzer's --input-data JSON: one entry per request, in order, and when
+    `expected` is given its outputs as `validation_data` (perf_analyzer then compares every
+    response and ends with "Output doesn't match expected output", exit 99, at a wrong one)."""
+    doc: dict = {"data": [{n: _tensor(a) for n, a in item.items()} for item in inputs]}
+    if expected is not None:
+        doc["validation_data"] = [{n: _tensor(a) for n, a in e.items()} for e in expected]
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def burst(

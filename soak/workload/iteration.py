@@ -20,6 +20,7 @@ from soak.target.interface import MemoryType, ServerFeatures, ServerTarget
 from soak.workload import inject
 from soak.workload.composed import write_composed
 from soak.workload.config import LifecycleConfig, PhaseTimeouts
+from soak.workload.counters import Counted
 from soak.workload.lifecycle import Lifecycle
 from soak.workload.models import UserModels
 from soak.workload.record import Failure, LifecycleRecord, PhaseHung, PhaseObserver
@@ -108,6 +109,17 @@ class IterationRecord:
         return {
             p: max((r.phase_s.get(p, 0.0) for r in self.lifecycles), default=0.0) for p in PHASES
         }
+
+    @property
+    def counted(self) -> Counted | None:
+        """What the servers' /metrics counted this iteration, summed (None: not measured)."""
+        found = [r.counted for r in self.lifecycles if r.counted is not None]
+        if not found:
+            return None
+        total = Counted()
+        for c in found:
+            total.add(c)
+        return total
 
     @property
     def triton_version(self) -> str | None:

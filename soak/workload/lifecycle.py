@@ -20,6 +20,7 @@ from soak.triton.facts import EXIT_TIMEOUT_EXPIRED
 from soak.workload import inject
 from soak.workload.bounded import bounded
 from soak.workload.config import LifecycleConfig
+from soak.workload.counters import CounterCheck, judged_models
 from soak.workload.inference import Inference
 from soak.workload.models import backend_problem
 from soak.workload.polling import pauses, wait_unloaded
@@ -59,6 +60,7 @@ class Lifecycle:
         self.triton_version: str | None = None  # what the server said; its statistics differ
         self.loaded: list[str] = []
         self.tally = Tally()  # what each loaded model answered since its load
+        self.counters = CounterCheck()  # the server's /metrics, as last seen
         self.inference = Inference(config, self.leaker, self.tally)
 
     @property
@@ -199,6 +201,13 @@ class Lifecycle:
                     self._fail,
                     self.triton_version,
                 )
+                judged = judged_models(
+                    self.record, self.generated, self.loaded, self.config.behaviour,
+                    composed=bool(self.config.composed),
+                )  # fmt: skip
+                self.record.counted = self.counters.check(
+                    server, self.loaded, judged, lambda line: self._fail("statistics", line)
+                )
         if unload:
             with self._phase("unload"):
                 self._unload(server, self.loaded)
@@ -297,6 +306,10 @@ class Lifecycle:
                     self._fail("load", missing or f"{model}: {error.message}")
             else:
                 raise error
+        try:
+            self.counters.baseline(server, loaded)
+        except ServerError as exc:
+            self._fail("load", f"/metrics: {exc.message}")
         return loaded
 
     def _unload(self, server: ModelServer, models: list[str]) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from soak.workload.counters import Counted
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -29,6 +31,13 @@ class LifecycleRecord:
     completed: bool = False  # reached delete
     hung_phase: str | None = None
     triton_version: str | None = None
+    # Per generated model this iteration: (successes, expected errors) soak counted.
+    per_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    counted: Counted | None = None  # what the server's /metrics counted (None: no /metrics)
+
+    def answered(self, model: str, ok: int = 0, errors: int = 0) -> None:
+        seen_ok, seen_errors = self.per_model.get(model, (0, 0))
+        self.per_model[model] = (seen_ok + ok, seen_errors + errors)
 
 
 class PhaseHung(Exception):

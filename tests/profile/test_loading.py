@@ -170,7 +170,7 @@ def test_matrix_cells_are_the_product_in_order():
     assert not cells[0].uses_gpu and cells[2].uses_gpu
 
 
-CLIENT_KEYS = ("streaming", "shared_memory")
+CLIENT_KEYS = ("streaming", "shared_memory", "load_generator")
 
 
 @pytest.mark.parametrize("key", MATRIX_KEYS)

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from soak.sampling import memray_frames
 from soak.sampling import memray_sites as sites
+from soak.sampling.allocation_sites import Frame
 from tests.e2e import query, soak
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +36,7 @@ def test_allocator_and_memray_frames_are_trimmed_from_the_key():
         ("ffi_call", "<unknown>", 0),
         ("metadata", "/x/soak/triton/server.py", 362),
     ]
-    frames, soak, phase = sites._site_frames(stack)
+    frames, soak, phase = memray_frames.site_frames(stack)
     assert [f.function for f in frames] == ["TRITONSERVER_ServerMetadata", "ffi_call", "metadata"]
     assert frames[0].library == "libtritonserver"
     assert frames[1].library == "libffi"
@@ -47,8 +49,8 @@ def test_phase_is_read_from_the_lifecycle_source():
 
     source = Path(lifecycle.__file__).read_text().splitlines()
     line = next(i for i, text in enumerate(source, 1) if 'self._phase("infer")' in text) + 2
-    frames = [sites.Frame("run", lifecycle.__file__, line, "python")]
-    assert sites._phase_of(frames) == "infer"
+    frames = [Frame("run", lifecycle.__file__, line, "python")]
+    assert memray_frames.phase_of(frames) == "infer"
 
 
 def test_a_quiet_window_takes_the_first_memory_record_inside_it():
@@ -85,7 +87,8 @@ def test_attribute_is_refused_where_memray_cannot_run(monkeypatch, tmp_path):
 # -- a leak inside Triton's own API, in this process ----------------------------------------------
 def _metadata_message(server) -> ctypes.c_void_p:
     """A message TRITONSERVER_ServerMetadata returns: the caller owns it and must delete it."""
-    from soak.triton.server import _lib, check
+    from soak.triton.returns import check
+    from soak.triton.returns import triton_lib as _lib
 
     message = ctypes.c_void_p()
     check(_lib().TRITONSERVER_ServerMetadata(server.handle, ctypes.byref(message)))
@@ -95,7 +98,8 @@ def _metadata_message(server) -> ctypes.c_void_p:
 def leak_server_metadata(server, times: int) -> None:
     """Test-only: never delete the message (soak's Server.metadata does). It calls Triton
     itself, so that the stack's Python frame is this function."""
-    from soak.triton.server import _lib, check
+    from soak.triton.returns import check
+    from soak.triton.returns import triton_lib as _lib
 
     for _ in range(times):
         message = ctypes.c_void_p()
@@ -121,7 +125,8 @@ def trace_quiet_points(server, capture: Path, iterations: int, between) -> dict:
 def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_function(
     runtime, tmp_path
 ):
-    from soak.triton.server import Server, ServerOptions
+    from soak.triton.creation import ServerOptions
+    from soak.triton.server import Server
     from soak.workload.repos import write_repositories
 
     def between(server, _iteration):
@@ -157,7 +162,9 @@ def test_a_message_triton_returns_and_nobody_deletes_is_attributed_to_its_functi
 def test_an_allocation_held_at_one_quiet_point_is_in_the_total_but_in_no_site(runtime, tmp_path):
     """A temporary that straddles one quiet point is no trend: only records held at
     MIN_HELD_POINTS quiet points or more are keyed on sites; the total counts everything."""
-    from soak.triton.server import Server, ServerOptions, _lib
+    from soak.triton.creation import ServerOptions
+    from soak.triton.returns import triton_lib as _lib
+    from soak.triton.server import Server
     from soak.workload.repos import write_repositories
 
     messages = {}

@@ -93,8 +93,13 @@ class FakeServer:
     def infer_responses(self, *args, **kwargs) -> list[dict[str, Output]]:
         return [self.infer(*args, **kwargs)]
 
-    def infer_many(self, model, inputs, outputs, on_result, concurrency=1, **kw) -> int:
+    def infer_many(
+        self, model, inputs, outputs, on_result, concurrency=1, expected=None, **kw
+    ) -> int:
         return infer_one_by_one(self, model, inputs, outputs, on_result, **kw)
+
+    def request_counters(self) -> None:
+        return None  # no /metrics: not judged
 
     def stop(self) -> None:
         self.calls.append("stop")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from soak.triton import Server, ServerOptions, capi
-from soak.triton import server as triton_server
+from soak.triton.callbacks import registry
 from soak.workload.repos import ERROR_TOKEN, FAIL_MARK, Behaviour, write_model
 
 OUTPUTS = ["OUTPUT0", "OUTPUT1"]
@@ -73,7 +73,7 @@ def test_every_result_comes_in_order_and_everything_is_freed(served, deletes, co
     assert seen == list(range(count))
     assert deletes["TRITONSERVER_InferenceRequestDelete"] == count
     assert deletes["TRITONSERVER_InferenceResponseDelete"] == count
-    assert triton_server._cb().inflight == {}
+    assert registry().inflight == {}
 
 
 def test_a_wrong_answer_stops_the_burst_and_in_flight_requests_are_still_freed(served, deletes):
@@ -92,7 +92,7 @@ def test_a_wrong_answer_stops_the_burst_and_in_flight_requests_are_still_freed(s
     sent = deletes["TRITONSERVER_InferenceRequestDelete"]
     assert 11 <= sent <= 11 + 4
     assert deletes["TRITONSERVER_InferenceResponseDelete"] == sent
-    assert triton_server._cb().inflight == {}
+    assert registry().inflight == {}
 
 
 def test_errors_are_handed_on_and_their_objects_deleted(served, deletes):

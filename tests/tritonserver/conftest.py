@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from soak.tritonserver import executable
-from soak.tritonserver.client import CLIENT_REGION_PREFIX
 from soak.tritonserver.process import ServerProcess
+from soak.tritonserver.regions import CLIENT_REGION_PREFIX
 from soak.workload import repos
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "models"
@@ -24,11 +25,14 @@ def server_executable(tmp_path_factory) -> executable.ServerExecutable:
 
 @pytest.fixture(scope="session")
 def repositories(tmp_path_factory) -> list[Path]:
-    """simple1 (correct), simple2 (execute raises on marked requests), and the examples
-    (count_decoupled among them)."""
+    """simple1 (correct), raising (execute raises on marked requests), erroring (an error
+    response to marked requests), and the examples (count_decoupled among them)."""
     root = tmp_path_factory.mktemp("repos")
     common, unique = repos.write_repositories(root, 1)
     repos.write_model(unique[0], "raising", behaviour=repos.Behaviour.EXECUTE_RAISES)
+    # Error responses, for requests in flight: with several in flight to `raising`, Triton 2.51
+    # sometimes keeps it UNLOADING for good (seen in 4 of 7 runs at 4 in flight, none at 1).
+    repos.write_model(unique[0], "erroring", behaviour=repos.Behaviour.ERROR_RESPONSE)
     return [common, unique[0], EXAMPLES]
 
 
@@ -66,3 +70,15 @@ def assert_gone(pid: int) -> None:
     ]
     assert stubs == []
     assert client_regions() == set()
+
+
+def wait_unloaded(server, models: list[str], timeout_s: float = 30.0) -> None:
+    """Until `models` are UNAVAILABLE (a server stopped while a model that raised is still
+    UNLOADING was seen to sit out its whole 30 s exit timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = {m["name"]: m.get("state") for m in server.model_index()}
+        if all(states.get(m) == "UNAVAILABLE" for m in models):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"still not unloaded after {timeout_s:g} s: {states}")
