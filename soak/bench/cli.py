@@ -23,6 +23,11 @@ from soak.formatting import human, mib
 RESULTS = Path("results")
 
 
+#: The `servers` scenario on target tritonserver: N processes per iteration, a few iterations
+#: (each starts and stops N processes: several seconds).
+REMOTE_SERVERS = 4
+REMOTE_ITERATIONS = 4
+
 #: The goal of soak's in-process traffic against perf_analyzer on a tritonserver process.
 RATIO_GOAL = 1.5
 
@@ -52,10 +57,12 @@ def traffic_comparison_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
             if anchor
             else ""
         )
+        cpu = t.get("process_cpu_us_per_inference")
+        client = f"; soak's client CPU {cpu:.0f} us/inference" if cpu is not None else ""
         rows.append(
             (
                 f"traffic N=1 c={c}: soak on tritonserver over {protocol}",
-                f"{t['inferences_per_s']:,.0f} inferences/s{against}",
+                f"{t['inferences_per_s']:,.0f} inferences/s{against}{client}",
             )
         )
     for key, a in pa.items():
@@ -82,6 +89,14 @@ def print_table(r: dict[str, Any]) -> None:
                     "no C++ anchor in this bench (issue 21, one run: soak 1.76 s, C++ 2.43 s)",
                 )
             )
+    for n, lc in r.get("lifecycle_remote", {}).items():
+        rows.append(
+            (
+                f"iteration N={n} tritonserver processes, grpc (median / p95)",
+                f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s"
+                + (f", {lc['failures']} failures" if lc["failures"] else ""),
+            )
+        )
     for n, t in r.get("traffic", {}).items():
         share = ""
         if "soak_python_share" in t:
@@ -176,6 +191,7 @@ PARTS = (
     "store",
     "analysis",
     "lifecycle",
+    "lifecycle_remote",
     "attribution",
     "traffic",
     "traffic_remote",
@@ -213,6 +229,7 @@ PARTS = (
 @click.option("--lifecycle-only", metavar="JSON", hidden=True)
 @click.option("--traffic-only", metavar="JSON", hidden=True)
 @click.option("--traffic-remote-only", metavar="JSON", hidden=True)
+@click.option("--lifecycle-remote-only", metavar="JSON", hidden=True)
 def main(
     servers: str,
     iterations: int,
@@ -224,11 +241,16 @@ def main(
     lifecycle_only: str | None,
     traffic_only: str | None,
     traffic_remote_only: str | None,
+    lifecycle_remote_only: str | None,
 ) -> None:
     counts = [int(s) for s in servers.split(",")]
     if lifecycle_only:
         Path(lifecycle_only).write_text(json.dumps(measure.lifecycle(counts, iterations)))
         os._exit(0)  # Triton's threads may hold the interpreter at exit
+    if lifecycle_remote_only:
+        result = measure.lifecycle(counts, iterations, remote=True)
+        Path(lifecycle_remote_only).write_text(json.dumps(result))
+        os._exit(0)
     if traffic_only:
         Path(traffic_only).write_text(json.dumps(measure.traffic(counts, iterations)))
         os._exit(0)
@@ -260,6 +282,9 @@ def main(
         "store": measure.store,
         "analysis": measure.analysis,
         "lifecycle": lambda: measure.lifecycle_child(counts, iterations),
+        "lifecycle_remote": lambda: measure.lifecycle_child(
+            [REMOTE_SERVERS], REMOTE_ITERATIONS, "lifecycle-remote"
+        ),
         "attribution": attribution.attribution,
         "traffic": lambda: measure.lifecycle_child(traffic_counts, iterations, "traffic"),
         "traffic_remote": lambda: measure.lifecycle_child([1], iterations, "traffic-remote"),

@@ -30,39 +30,63 @@ def _rss() -> int:
 
 
 # -- lifecycle (child process: it loads Triton) ---------------------------------------------
-def lifecycle(servers: list[int], iterations: int) -> dict[str, Any]:
+def lifecycle(servers: list[int], iterations: int, remote: bool = False) -> dict[str, Any]:
+    """The `servers` scenario's iteration time per server count: in-process, or with
+    `remote` as that many tritonserver processes per iteration (over gRPC)."""
+    from soak.target.remote import TritonServerTarget
     from soak.triton import setup
-    from soak.workload.iteration import WorkloadConfig
-    from soak.workload.scenarios import Servers
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp:
-        runtime = setup(Path(tmp))
-        for n in servers:
-            work = Path(tmp) / f"n{n}"
-            work.mkdir()
-            workload = Servers(
-                WorkloadConfig(servers=n, inferences_per_model=10),
-                work,
-                runtime.backends_dir,
-                log_file=work / "triton.log",
-            )
-            walls, phases, failures = [], [], 0
-            for i in range(iterations + 1):
-                record = workload.run_iteration(i)
-                failures += len(record.failures)
-                if i == 0:
-                    continue  # the first iteration pays for imports and page faults
-                walls.append(record.wall_s)
-                phases.append(record.phase_max_s())
-            out[str(n)] = {
-                "iterations": iterations,
-                "median_s": statistics.median(walls),
-                "p95_s": _pct(walls, 0.95),
-                "failures": failures,
-                "phase_median_s": {p: statistics.median(ph[p] for ph in phases) for p in phases[0]},
-            }
+        target = TritonServerTarget(protocol="grpc") if remote else None
+        backends_dir = (
+            target.prepare(Path(tmp)).backends_dir if target else setup(Path(tmp)).backends_dir
+        )
+        extra = {"target": target} if target is not None else {}
+        try:
+            _lifecycles(servers, iterations, Path(tmp), backends_dir, extra, out)
+        finally:
+            if target is not None:
+                target.stop_all()
     return out
+
+
+def _lifecycles(
+    servers: list[int],
+    iterations: int,
+    tmp: Path,
+    backends_dir: Path,
+    extra: dict[str, Any],
+    out: dict[str, Any],
+) -> None:
+    """`lifecycle`'s cells into `out`, one per server count."""
+    from soak.workload.iteration import WorkloadConfig
+    from soak.workload.scenarios import Servers
+
+    for n in servers:
+        work = tmp / f"n{n}"
+        work.mkdir()
+        workload = Servers(
+            WorkloadConfig(servers=n, inferences_per_model=10, **extra),
+            work,
+            backends_dir,
+            log_file=work / "triton.log",
+        )
+        walls, phases, failures = [], [], 0
+        for i in range(iterations + 1):
+            record = workload.run_iteration(i)
+            failures += len(record.failures)
+            if i == 0:
+                continue  # the first iteration pays for imports and page faults
+            walls.append(record.wall_s)
+            phases.append(record.phase_max_s())
+        out[str(n)] = {
+            "iterations": iterations,
+            "median_s": statistics.median(walls),
+            "p95_s": _pct(walls, 0.95),
+            "failures": failures,
+            "phase_median_s": {p: statistics.median(ph[p] for ph in phases) for p in phases[0]},
+        }
 
 
 # -- traffic (child process too) -------------------------------------------------------------
@@ -142,9 +166,8 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     return out
 
 
-#: Requests in flight of soak's tritonserver-target traffic: the remote target sends one
-#: request at a time (the profile refuses concurrency > 1 there), so 1 only.
-REMOTE_CONCURRENCY = (1,)
+#: Requests in flight of soak's tritonserver-target traffic, as perf_analyzer's anchor.
+REMOTE_CONCURRENCY = (1, 4)
 
 
 def traffic_remote(protocols: list[str], bursts: int) -> dict[str, Any]:
@@ -197,17 +220,22 @@ def _traffic_cell(
         if timer is not None:
             timer.reset()
         wall, inferences = 0.0, 0
+        cpu_started = time.process_time()
         for i in range(1, bursts + 1):
             record = workload.run_iteration(i)
             failures += len(record.failures)
             wall += record.wall_s
             inferences += record.inferences
+        cpu_s = time.process_time() - cpu_started
     finally:
         failures += len(workload.close())
     return {
         "bursts": bursts,
         "inferences": inferences,
         "inferences_per_s": inferences / wall,
+        # soak's process CPU per inference: all of it with the tritonserver target (the
+        # server is another process), the server's too in-process
+        "process_cpu_us_per_inference": cpu_s / inferences * 1e6,
         "wall_s": wall,
         "failures": failures,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -122,3 +123,14 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
         growth_started_at=row.get("growth_started_at"),
         reason=row.get("reason") or "",
     )
+
+
+_GLOG_HEAD = re.compile(r"^[WEIF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]*\] ")
+
+
+def split_message(text: str) -> tuple[str | None, str]:
+    """A Triton log line's glog prefix ('W1125 14:03:22.123456 42 file.cc:7] ': time and
+    thread, different each line) and the rest, stored once per database; None and the whole
+    text for any other message. The two concatenated are the text exactly."""
+    head = _GLOG_HEAD.match(text)
+    return (head.group(0), text[head.end() :]) if head else (None, text)

@@ -5,7 +5,9 @@ Units are in the column names (`_bytes`, `_s`) so a query never has to guess. Ev
 far only added tables, columns and indexes, so migrating is the same step for every table:
 create what is missing, add each missing column (old rows read NULL there: unknown, which the
 analysis treats as no count). SCHEMA_VERSION changes only with a change an older soak could not
-read; until then a database stays at 1 and every soak of version 1 reads every other's.
+read. Version 2 stores each distinct event message once (`messages`, referred to by
+`event_rows`) behind an `events` view of schema 1's columns: every reader of version 1 still
+reads, but a soak of version 1 cannot write there, so it refuses the file by its version.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sqlite_utils
 
 from soak.phases import PHASES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = (
     "running",
     "passed",
@@ -91,6 +93,24 @@ class Table:
 
 
 _BY_RUN = (("run_id", "runs", "id"),)
+#: The columns of the `events` view, as the table of that name had them before schema 2.
+EVENT_COLUMNS: dict[str, type] = {
+    "id": int,
+    "run_id": int,
+    "iteration": int,
+    "t": float,
+    "kind": str,
+    "instance": int,
+    "phase": str,
+    "message": str,
+    "count": int,  # how many times it came (Triton's log lines); NULL: once
+    "last_t": float,  # when it last came, where count > 1
+}
+EVENTS_VIEW = (
+    "SELECT e.id, e.run_id, e.iteration, e.t, e.kind, e.instance, e.phase, "
+    "CASE WHEN e.message_prefix IS NULL THEN m.text ELSE e.message_prefix || m.text END "
+    "AS message, e.count, e.last_t FROM event_rows e LEFT JOIN messages m ON m.id = e.message_id"
+)
 
 #: Every table, in creation order (a table's foreign keys name tables above it).
 TABLES: dict[str, Table] = {
@@ -192,21 +212,17 @@ TABLES: dict[str, Table] = {
         {"run_id": int, "iteration": int, "type_name": str, "count": int, "increase": int},
         foreign_keys=_BY_RUN,
     ),
-    "events": Table(
+    # Events (soak.store.rows): each distinct message text stored once per database in
+    # `messages`, the rows referring to it; `events` is a view with the columns of before.
+    "messages": Table({"id": int, "text": str}, pk="id", not_null=frozenset({"text"})),
+    "event_rows": Table(
         {
-            "id": int,
-            "run_id": int,
-            "iteration": int,
-            "t": float,
-            "kind": str,
-            "instance": int,
-            "phase": str,
-            "message": str,
-            "count": int,  # how many times it came (Triton's log lines); NULL: once
-            "last_t": float,  # when it last came, where count > 1
+            **{c: t for c, t in EVENT_COLUMNS.items() if c != "message"},
+            "message_id": int,
+            "message_prefix": str,  # a Triton log line's glog prefix (time, thread): varies
         },
         pk="id",
-        foreign_keys=_BY_RUN,
+        foreign_keys=(*_BY_RUN, ("message_id", "messages", "id")),
     ),
     "findings": Table(
         {
@@ -275,7 +291,7 @@ TABLES: dict[str, Table] = {
 #: (table, columns) of every index.
 INDEXES = (
     ("samples", ("run_id", "kind", "iteration")),
-    ("events", ("run_id", "kind")),
+    ("event_rows", ("run_id", "kind")),
     ("heap_types", ("run_id", "iteration")),
     ("runs", ("profile", "started_at")),
     ("runs", ("status",)),
@@ -299,6 +315,11 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         )
     for name, columns in INDEXES:
         db[name].create_index(list(columns), if_not_exists=True)
+    db["messages"].create_index(["text"], unique=True, if_not_exists=True)
+    if "events" in db.table_names():
+        _move_events(db)
+    if "events" not in db.view_names():
+        db.create_view("events", EVENTS_VIEW)
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
 
@@ -309,3 +330,20 @@ def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[st
     for name, kind in columns.items():
         if name not in have:
             db[table].add_column(name, kind)
+
+
+def _move_events(db: sqlite_utils.Database) -> None:
+    """Schema 1's plain `events` table into event_rows and messages, ids kept, so every old
+    row reads the same through the `events` view."""
+    _add_missing_columns(db, "events", EVENT_COLUMNS)
+    db.execute(
+        "INSERT OR IGNORE INTO messages (text) "
+        "SELECT message FROM events WHERE message IS NOT NULL ORDER BY id"
+    )
+    keep = [c for c in EVENT_COLUMNS if c != "message"]
+    db.execute(
+        f"INSERT INTO event_rows ({', '.join(keep)}, message_id) "
+        f"SELECT {', '.join('e.' + c for c in keep)}, m.id FROM events e "
+        "LEFT JOIN messages m ON m.text = e.message ORDER BY e.id"
+    )
+    db.execute("DROP TABLE events")

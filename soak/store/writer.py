@@ -18,6 +18,7 @@ import sqlite_utils
 
 from soak.errors import StoreError
 from soak.store.files import check_writable_target, connect
+from soak.store.rows import split_message
 from soak.store.schema import ensure_schema
 
 
@@ -132,8 +133,7 @@ class Store:
                     self.db["gpu_samples"].insert({"sample_id": sample_id, **dev})
             if heap_types:
                 self.db["heap_types"].insert_all([{"run_id": run_id, **h} for h in heap_types])
-            if events:
-                self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
+            self._insert_events(run_id, events)
             if server_samples:
                 self.db["server_samples"].insert_all(
                     [
@@ -200,9 +200,25 @@ class Store:
 
     def add_events(self, run_id: int, events: list[dict[str, Any]]) -> None:
         if events:
-            self._write(
-                lambda: self.db["events"].insert_all([{"run_id": run_id, **e} for e in events])
-            )
+            self._write(lambda: self._insert_events(run_id, events))
+
+    def _insert_events(self, run_id: int, events: list[dict[str, Any]]) -> None:
+        """Event rows, each message text stored once per database (`messages`): a Triton
+        start-up line or a raised message repeats every iteration."""
+        rows = []
+        for event in events:
+            row = {k: v for k, v in event.items() if k != "message"}
+            text = event.get("message")
+            if text is not None:
+                row["message_prefix"], rest = split_message(text)
+                row["message_id"] = self._message_id(rest)
+            rows.append({**row, "run_id": run_id})
+        if rows:
+            self.db["event_rows"].insert_all(rows)
+
+    def _message_id(self, text: str) -> int:
+        self.conn.execute("INSERT OR IGNORE INTO messages (text) VALUES (?)", [text])
+        return self.conn.execute("SELECT id FROM messages WHERE text = ?", [text]).fetchone()[0]
 
     def write_sites(
         self, run_id: int, sites: list[dict[str, Any]], samples: list[dict[str, Any]]
@@ -247,7 +263,7 @@ class Store:
             )
             self.db["heap_types"].insert_all([{**h, "run_id": run_id} for h in rows["heap_types"]])
             events = [{k: v for k, v in e.items() if k != "id"} for e in rows["events"]]
-            self.db["events"].insert_all([{**e, "run_id": run_id} for e in events])
+            self._insert_events(run_id, events)
             self.db["server_samples"].insert_all(
                 [{**s, "run_id": run_id} for s in rows.get("server_samples", [])]
             )

@@ -66,8 +66,17 @@ def test_traffic_bench_measures_throughput_and_python_share():
 
 def test_traffic_remote_bench_drives_a_tritonserver_over_each_protocol():
     result = bench.lifecycle_child([1], 1, "traffic-remote")
-    assert set(result) == {"grpc@1", "http@1"}
+    assert set(result) == {"grpc@1", "http@1", "grpc@4", "http@4"}
     for r in result.values():
         assert r["failures"] == 0  # every response validated
         assert r["inferences"] == 2 * bench.TRAFFIC_PER_MODEL  # one burst, two models
         assert r["inferences_per_s"] > 0
+        assert r["process_cpu_us_per_inference"] > 0
+
+
+def test_lifecycle_remote_bench_times_servers_iterations_of_tritonserver_processes():
+    result = bench.lifecycle_child([2], 1, "lifecycle-remote")
+    assert set(result) == {"2"}
+    assert result["2"]["failures"] == 0
+    assert result["2"]["median_s"] > 0
+    assert "server_new" in result["2"]["phase_median_s"] or result["2"]["phase_median_s"]

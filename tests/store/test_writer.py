@@ -78,3 +78,39 @@ def test_export_import_moves_every_row_under_new_ids(tmp_path):
     assert moved["gpu_samples"][0]["sample_id"] == moved["samples"][0]["id"]
     assert [e["message"] for e in moved["events"]] == ["boom"]
     assert len(moved["heap_types"]) == 1 and len(moved["iterations"]) == 1
+
+
+def test_a_message_repeated_over_50_iterations_is_stored_once(tmp_path):
+    store = Store(tmp_path / "r.db")
+    run = store.create_run({"profile": "p", "status": "running"})
+    text = "E Triton raised: " + "x" * 4000
+    for i in range(50):
+        store.write_iteration(
+            run, {"iteration": i, "wall_s": 1.0}, [], [], [event("triton_error", text, i)]
+        )
+    store.add_events(run, [event("triton_error", text, 50), event("crash", "other", 50)])
+    assert store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+    rows = list(store.db.query("SELECT iteration, message FROM events WHERE kind = 'triton_error'"))
+    assert [r["iteration"] for r in rows] == list(range(51))
+    assert all(r["message"] == text for r in rows)
+    store.close()
+    again = Store(tmp_path / "r.db")  # a second writer finds the stored text, adds none
+    again.add_events(run, [event("triton_error", text, 51)])
+    assert again.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
+    again.close()
+
+
+def test_triton_log_lines_share_one_text_whatever_their_glog_prefix(tmp_path):
+    store = Store(tmp_path / "r.db")
+    run = store.create_run({"profile": "p", "status": "running"})
+    lines = [
+        f"W1202 17:4{i}:00.12345{i}  {100 + i} pinned_memory_manager.cc:273] Pinned pool off"
+        for i in range(3)
+    ]
+    store.add_events(run, [event("triton_warning", text, i) for i, text in enumerate(lines)])
+    store.add_events(run, [event("failure", "W1202 not a glog line", 3)])
+    texts = [r["text"] for r in store.db.query("SELECT text FROM messages ORDER BY id")]
+    assert texts == ["Pinned pool off", "W1202 not a glog line"]
+    got = [r["message"] for r in store.db.query("SELECT message FROM events ORDER BY id")]
+    assert got == [*lines, "W1202 not a glog line"]
+    store.close()
