@@ -120,7 +120,7 @@ def test_a_decoupled_model_over_http_is_refused_before_the_run_naming_the_stream
     target = TritonServerTarget(protocol="http")
     info = target.prepare(tmp_path)
     user = UserModels(
-        (Path(__file__).resolve().parents[2] / "examples" / "features" / "models",),
+        (Path(__file__).resolve().parents[2] / "examples" / "models",),
         (ModelSettings("count_decoupled"),),
     )
     before = tritonservers()
