@@ -3,30 +3,44 @@ Triton object freed exactly once (counted on the real core's delete calls)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from soak.triton import Server, ServerOptions, capi
 from soak.triton.callbacks import registry
+from soak.triton.returns import TritonError
+from soak.workload.polling import wait_unloaded
 from soak.workload.repos import ERROR_TOKEN, FAIL_MARK, Behaviour, write_model
 
 OUTPUTS = ["OUTPUT0", "OUTPUT1"]
+MODELS = ("addsub", "erroring")
 
 
 @pytest.fixture(scope="module")
 def served(runtime, tmp_path_factory):
     repo = tmp_path_factory.mktemp("burst") / "repo"
     write_model(repo, "addsub")
-    write_model(repo, "raising", behaviour=Behaviour.EXECUTE_RAISES)
-    server = Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-burst"))
-    for model in ("addsub", "raising"):
+    write_model(repo, "erroring", behaviour=Behaviour.ERROR_RESPONSE)
+    options = ServerOptions((repo,), runtime.backends_dir, server_id="soak-burst", exit_timeout_s=5)
+    server = Server(options)
+    for model in MODELS:
         server.load_model(model)
     yield server
-    for model in ("addsub", "raising"):
+    for model in MODELS:
         server.unload_model(model)
-    while any(m.get("state") != "UNAVAILABLE" for m in server.model_index()):
-        pass
-    server.close()
+    # Bounded: a model Triton never finishes unloading is reported, not waited for.
+    stuck = wait_unloaded(server, MODELS, timeout_s=30)
+    try:
+        server.close()
+    except TritonError:
+        if not stuck:
+            raise
+    if stuck:
+        warnings.warn(
+            f"Triton kept {stuck} unloading", stacklevel=2
+        )
 
 
 @pytest.fixture
@@ -95,7 +109,11 @@ def test_a_wrong_answer_stops_the_burst_and_in_flight_requests_are_still_freed(s
     assert registry().inflight == {}
 
 
-def test_errors_are_handed_on_and_their_objects_deleted(served, deletes):
+# Errors come from error responses: after executes that raise, Triton 2.51 keeps the model
+# UNLOADING for good in many runs (here 2 of 3 at 4 in flight, 1 of 3 at 1 in flight: README,
+# findings), and its stub with it; soak's e2e runs meet that hang in worker processes.
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_errors_are_handed_on_and_their_objects_deleted(served, deletes, concurrency):
     count = 200
     data = _inputs(count)
     data[::2, 0, 0, 0] = FAIL_MARK  # every other request raises in execute
@@ -110,7 +128,8 @@ def test_errors_are_handed_on_and_their_objects_deleted(served, deletes):
         return True
 
     items = ({"INPUT0": d[0], "INPUT1": d[1]} for d in data)
-    assert served.infer_many("raising", items, OUTPUTS, on_result, concurrency=4) == count
+    handed = served.infer_many("erroring", items, OUTPUTS, on_result, concurrency=concurrency)
+    assert handed == count
     assert errors == list(range(0, count, 2))
     assert deletes["TRITONSERVER_InferenceRequestDelete"] == count
     assert deletes["TRITONSERVER_InferenceResponseDelete"] == count
