@@ -38,9 +38,7 @@ def served(runtime, tmp_path_factory):
         if not stuck:
             raise
     if stuck:
-        warnings.warn(
-            f"Triton kept {stuck} unloading", stacklevel=2
-        )
+        warnings.warn(f"Triton kept {stuck} unloading", stacklevel=2)
 
 
 @pytest.fixture
