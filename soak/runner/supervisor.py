@@ -114,7 +114,7 @@ class Supervisor:
             if isinstance(exc, StoreError):
                 what = "results database write failed"
             try:
-                self.store.update_run(
+                self.store.end_run_after_failure(
                     run_id, status="failed", reason=f"{what}: {exc}", ended_at=time.time()
                 )
             except StoreError:

@@ -108,6 +108,16 @@ class Store:
     def update_run(self, run_id: int, **values: Any) -> None:
         self._write(lambda: self.db["runs"].update(run_id, values))
 
+    def end_run_after_failure(self, run_id: int, **values: Any) -> None:
+        """`update_run` after a failed write (disk full, file size limit): a checkpoint first
+        moves the WAL into the database and truncates it, which may free the room that one
+        small update needs. StoreError when it still does not fit."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        self.update_run(run_id, **values)
+
     def heartbeat(self, run_id: int) -> None:
         self.update_run(run_id, heartbeat_at=time.time())
 
