@@ -29,4 +29,6 @@ def test_closing_a_server_closes_every_fd_its_client_opened(tmp_path, protocol):
             counts.append(len(os.listdir("/proc/self/fd")))
     finally:
         target.stop_all()
-    assert counts[1:] == [counts[0]] * 2, counts
+    # No lifecycle adds an fd (+2 each before the hub fix); fewer is no leak: an earlier
+    # test's gRPC channel may close meanwhile (seen in CI: [37, 37, 31]).
+    assert max(counts[1:]) <= counts[0], counts
