@@ -203,7 +203,7 @@ class Lifecycle:
                 )
                 judged = judged_models(
                     self.record, self.generated, self.loaded, self.config.behaviour,
-                    composed=bool(self.config.composed),
+                    composed=bool(self.config.composed), triton_version=self.triton_version,
                 )  # fmt: skip
                 self.record.counted = self.counters.check(
                     server, self.loaded, judged, lambda line: self._fail("statistics", line)

@@ -183,3 +183,47 @@ def test_the_tritonserver_target_runs_the_executable_of_the_chosen_version(cache
     assert query(db, "SELECT status, triton_version, triton_home FROM runs") == [
         ("passed", VERSION, str(home))
     ]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("target", ["in_process", "tritonserver"])
+def test_error_responses_on_the_installed_home_are_counted_as_failures(target, cache, tmp_path):
+    """traffic with behaviour error_response on 2.43.0: soak's statistics check holds the
+    python model's error responses to Triton's failed count (2.43's way; 2.51 counts them as
+    successes), and passes. With the tritonserver target /metrics, which soak stores, counted
+    each error response as a failure too, without a reason label."""
+    if python_version() not in ("3.8", "3.9", "3.10", "3.11"):
+        pytest.skip(f"Triton {VERSION} has no python backend stub for Python {python_version()}")
+    profile = tmp_path / "errors.toml"
+    profile.write_text(
+        f"purpose = 'machinery'\ntarget = '{target}'\nscenario = 'traffic'\n"
+        "behaviour = 'error_response'\nerror_fraction = 0.5\nservers = 1\niterations = 3\n"
+        "warmup = 1\ninferences_per_model = 6\n"
+    )
+    db = tmp_path / "r.db"
+    done = soak(
+        "run",
+        str(profile),
+        "--triton",
+        VERSION,
+        "--no-progress",
+        "--db",
+        str(db),
+        env={"SOAK_CACHE": str(cache)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert query(db, "SELECT status, triton_version FROM runs") == [("passed", VERSION)]
+    assert query(db, "SELECT message FROM events WHERE kind = 'failure'") == []
+    rows = query(
+        db,
+        "SELECT inferences, errors, responses, metrics_successes, metrics_failures, "
+        "metrics_failure_reasons, failures FROM iterations ORDER BY iteration",
+    )
+    assert len(rows) == 3 and sum(r[1] for r in rows) > 0, rows
+    for inferences, errors, responses, successes, failures, reasons, failed in rows:
+        assert (inferences, responses + errors, failed) == (12, 12, 0)
+        if target == "tritonserver":
+            assert (successes, failures) == (responses, errors)
+            assert json.loads(reasons) == ({"": errors} if errors else {})
+        else:
+            assert (successes, failures, reasons) == (None, None, None)

@@ -8,8 +8,9 @@ import pytest
 
 from soak.tritonserver import metrics
 from soak.tritonserver.client import RemoteServer
-from soak.workload.counters import CounterCheck
-from soak.workload.repos import ERROR_TOKEN, FAIL_MARK
+from soak.workload.counters import CounterCheck, judged_models
+from soak.workload.record import LifecycleRecord
+from soak.workload.repos import ERROR_TOKEN, FAIL_MARK, Behaviour
 from tests.tritonserver.conftest import (  # noqa: F401
     repositories,
     running,
@@ -97,3 +98,20 @@ def test_a_server_without_metrics_is_not_judged():
     lines: list[str] = []
     assert check.check(InProcess(), ["m"], {"m": (1, 0)}, lines.append) is None
     assert lines == []
+
+
+@pytest.mark.parametrize(
+    "version, expected",
+    [("2.43.0", {"simple1": (4, 2)}), ("2.51.0", {"simple1": (6, 0)}), ("2.47.0", {})],
+)
+def test_error_responses_are_expected_on_metrics_as_the_version_counts_them(version, expected):
+    """2.43's /metrics counted an error response as a failure, 2.51's as a success; a version
+    between, not run, is not held to an exact count."""
+    record = LifecycleRecord(instance=0)
+    record.answered("simple1", ok=4, errors=2)
+    judged = judged_models(
+        record, ["simple1"], ["simple1"], Behaviour.ERROR_RESPONSE, triton_version=version
+    )
+    assert judged == expected
+    correct = judged_models(record, ["simple1"], ["simple1"], Behaviour.CORRECT, False, version)
+    assert correct == {"simple1": (4, 2)}
