@@ -79,12 +79,16 @@ def multi_server_row(lc: dict[str, Any], cpp: dict[str, Any]) -> tuple[str, str]
         return (label, cpp["missing"])
     if "median_s" not in cpp:
         return (label, f"no C++ figure (exit {cpp.get('returncode')})")
+    phases = ", ".join(
+        f"{p} {v * 1000:.0f}" for p, v in cpp.get("phase_median_s", {}).items() if v >= 0.0005
+    )
+    phases = f" (C++ phases, median ms: {phases})" if phases else ""
     if "median_s" not in lc:
-        return (label, f"C++ {cpp['median_s']:.2f} s median")
+        return (label, f"C++ {cpp['median_s']:.2f} s median{phases}")
     return (
         label,
         f"soak {lc['median_s']:.2f} s / C++ {cpp['median_s']:.2f} s median "
-        f"= x{lc['median_s'] / cpp['median_s']:.2f}",
+        f"= x{lc['median_s'] / cpp['median_s']:.2f}{phases}",
     )
 
 

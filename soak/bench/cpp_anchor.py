@@ -85,7 +85,22 @@ def multi_server(servers: int = 4, iterations: int = 4) -> dict[str, Any]:
         out["output_tail"] = output[-2000:]
     if len(walls) > 1:
         out["median_s"] = statistics.median(walls[1:])
+        out["phase_median_s"] = _phase_medians(output, servers)
     return out
+
+
+def _phase_medians(output: str, servers: int) -> dict[str, float]:
+    """Median over iterations (the first dropped) of each phase's slowest thread, from the
+    program's 'phases_s <thread> server_new=<s> load=<s> ...' lines."""
+    rows = [
+        dict((k, float(v)) for k, v in (f.split("=") for f in line.split()[2:]))
+        for line in output.splitlines()
+        if line.startswith("phases_s ")
+    ][servers:]
+    if not rows:
+        return {}
+    iterations = [rows[i : i + servers] for i in range(0, len(rows), servers)]
+    return {p: statistics.median(max(r[p] for r in it) for it in iterations) for p in rows[0]}
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:

@@ -22,6 +22,14 @@ def test_multi_server_compiles_and_times_an_iteration_of_two_servers():
     result = cpp_anchor.multi_server(servers=2, iterations=1)
     assert result["returncode"] == 0, result.get("output_tail")
     assert len(result["walls_s"]) == 2 and result["median_s"] > 0
+    assert set(result["phase_median_s"]) == {
+        "server_new",
+        "load",
+        "infer",
+        "unload",
+        "stop",
+        "delete",
+    }
     assert _ours() == set()
     assert set(os.listdir("/dev/shm")) - shm_before == set()
     row = cli.multi_server_row({"median_s": 2 * result["median_s"]}, result)

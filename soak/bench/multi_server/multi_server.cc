@@ -255,6 +255,9 @@ OneServer(
   FailIfErr(TRITONSERVER_ServerOptionsSetLogInfo(options, false), "log info");
   FailIfErr(
       TRITONSERVER_ServerOptionsSetModelLoadRetryCount(options, 0), "retries");
+  using clock = std::chrono::steady_clock;
+  std::vector<std::pair<const char*, clock::time_point>> marks{
+      {"start", clock::now()}};
   TRITONSERVER_Server* server = nullptr;
   {
     std::lock_guard<std::mutex> lk(new_delete);
@@ -267,22 +270,35 @@ OneServer(
       TRITONSERVER_ResponseAllocatorNew(
           &allocator, ResponseAlloc, ResponseRelease, nullptr),
       "allocator");
+  marks.emplace_back("server_new", clock::now());
   const std::string models[] = {"simple1", own_model};
   for (const auto& m : models) {
     FailIfErr(TRITONSERVER_ServerLoadModel(server, m.c_str()), "load " + m);
   }
+  marks.emplace_back("load", clock::now());
   for (const auto& m : models) {
     Infer(server, allocator, m, inferences);
   }
+  marks.emplace_back("infer", clock::now());
   for (const auto& m : models) {
     FailIfErr(TRITONSERVER_ServerUnloadModel(server, m.c_str()), "unload " + m);
   }
+  marks.emplace_back("unload", clock::now());
   FailIfErr(TRITONSERVER_ResponseAllocatorDelete(allocator), "allocator delete");
   FailIfErr(TRITONSERVER_ServerStop(server), "stop");
+  marks.emplace_back("stop", clock::now());
   {
     std::lock_guard<std::mutex> lk(new_delete);
     FailIfErr(TRITONSERVER_ServerDelete(server), "server delete");
   }
+  marks.emplace_back("delete", clock::now());
+  std::string line = "phases_s " + std::to_string(index);
+  for (size_t k = 1; k < marks.size(); ++k) {
+    std::chrono::duration<double> d = marks[k].second - marks[k - 1].second;
+    line += std::string(" ") + marks[k].first + "=" + std::to_string(d.count());
+  }
+  std::lock_guard<std::mutex> lk(fail_lock);
+  std::cout << line << std::endl;
 }
 
 }  // namespace
