@@ -21,7 +21,7 @@ import psutil
 
 from soak.errors import EnvironmentProblem, ProfileError, ServerError
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
-from soak.target.remote import ProcessServer
+from soak.target.remote import ProcessServer, refuse_device_memory
 
 if TYPE_CHECKING:
     from soak.tritonserver.client import RemoteServer
@@ -154,11 +154,7 @@ class AttachedServerTarget:
         device: int = 0,
         stub: Path | None = None,
     ) -> TargetInfo:
-        refused = [m.value for m in memory if m != MemoryType.SYSTEM]
-        if refused:
-            raise EnvironmentProblem(
-                f"target tritonserver: memory {', '.join(refused)} is in-process only"
-            )
+        refuse_device_memory(memory)
         try:
             self._address = check_attached(self.url, self.pid, self.protocol)
             proc = psutil.Process(self.pid)

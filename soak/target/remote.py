@@ -144,6 +144,16 @@ class ProcessServer:
         self.close()
 
 
+def refuse_device_memory(memory: Sequence[MemoryType]) -> None:
+    """A tritonserver target's buffers travel over HTTP or gRPC (or system shared memory):
+    pinned and GPU buffers are the in-process target's."""
+    refused = [m.value for m in memory if m != MemoryType.SYSTEM]
+    if refused:
+        raise EnvironmentProblem(
+            f"target tritonserver: memory {', '.join(refused)} is in-process only"
+        )
+
+
 @dataclass
 class TritonServerTarget:
     """`triton_home` picks the install (None: the C API's search order, so both targets run
@@ -177,11 +187,7 @@ class TritonServerTarget:
     ) -> TargetInfo:
         from soak.tritonserver import executable
 
-        refused = [m.value for m in memory if m != MemoryType.SYSTEM]
-        if refused:
-            raise EnvironmentProblem(
-                f"target tritonserver: memory {', '.join(refused)} is in-process only"
-            )
+        refuse_device_memory(memory)
         self.executable = executable.prepare(workdir, self.triton_home, stub=stub)
         self._workdir = Path(workdir)
         self._perf_env: dict[str, str] | None = None

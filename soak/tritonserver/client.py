@@ -9,7 +9,6 @@ its own client and its own shared-memory regions.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +31,7 @@ from soak.triton.memory import MemoryType
 from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver.answers import index_entries, proto_json, triton_error, version_arg
 from soak.tritonserver.regions import Region, tensor_sizes
+from soak.tritonserver.stream import GrpcStream
 from soak.tritonserver.window import HttpThreads, infer_window
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ class RemoteServer:
         self._clients: list[Any] = []
         self._all_regions: list[tuple[Any, Region]] = []
         self._lock = threading.Lock()
-        self._stream_lock = threading.Lock()
-        self._stream_client: Any = None
-        self._stream_results: queue.Queue = queue.Queue()
+        self._stream = GrpcStream(self._client, self._call)
         self._output_specs: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self._generation = 0
         self._pool: HttpThreads | None = None  # HTTP requests in flight (window.submit)
@@ -164,7 +162,7 @@ class RemoteServer:
             self.release_shared_memory()
         finally:
             self._closed = True
-            self._end_stream()
+            self._stream.end()
             with self._lock:
                 clients, self._clients = self._clients, []
             for client in clients:
@@ -199,15 +197,8 @@ class RemoteServer:
         stream UNLOADING until that stream closes (seen: still UNLOADING after 5 s, unloaded
         1.3 s after the stream closed); the next streamed request opens a new one."""
         self._output_specs.pop(name, None)
-        self._end_stream()
+        self._stream.end()
         self._call(self._client().unload_model, name)
-
-    def _end_stream(self) -> None:
-        with self._stream_lock:
-            client, self._stream_client = self._stream_client, None
-            if client is not None:
-                client.stop_stream(cancel_requests=True)
-            self._stream_results = queue.Queue()
 
     def model_is_ready(self, name: str, version: int = -1) -> bool:
         return bool(self._call(self._client().is_model_ready, name, version_arg(version)))
@@ -288,7 +279,7 @@ class RemoteServer:
             model, inputs, outputs, datatypes, sequence
         )
         if self.streaming:
-            results = self._stream(model, request_inputs, requested, timeout_s, seq)
+            results = self._stream.request(model, request_inputs, requested, timeout_s, seq)
         elif self.grpc:
             results = [
                 self._call(
@@ -399,43 +390,6 @@ class RemoteServer:
                 array = result.as_numpy(name)
             read[name] = Output(array, MemoryType.SYSTEM, datatype)
         return read
-
-    def _stream(
-        self, model: str, inputs: list, outputs: list, timeout_s: float, seq: dict | None = None
-    ) -> list[Any]:
-        """One request on the stream and its responses up to the final flag; one request at a
-        time per server (a stream's errors do not say which request they belong to)."""
-        with self._stream_lock:
-            if self._stream_client is None:
-                self._stream_client = self._client()
-                self._call(self._stream_client.start_stream, self._on_stream)
-            self._call(
-                self._stream_client.async_stream_infer,
-                model,
-                inputs,
-                outputs=outputs,
-                enable_empty_final_response=True,
-                **(seq or {}),
-            )
-            results = []
-            while True:
-                try:
-                    result, error = self._stream_results.get(timeout=timeout_s)
-                except queue.Empty:
-                    raise InferenceTimeout(
-                        "soak", f"no final response from {model!r} within {timeout_s:g} s"
-                    ) from None
-                if error is not None:
-                    raise triton_error(error)
-                response = result.get_response()
-                final = response.parameters.get("triton_final_response")
-                if response.outputs or not (final and final.bool_param):
-                    results.append(result)
-                if final is None or final.bool_param:
-                    return results
-
-    def _on_stream(self, result: Any, error: Any) -> None:
-        self._stream_results.put((result, error))
 
     # -- system shared memory ---------------------------------------------------------------
     def _regions_for(

@@ -7,12 +7,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soak.errors import ServerError
+import pytest
+
+from soak.errors import EnvironmentProblem, ServerError
 from soak.phases import PHASES
 from soak.profile import load as load_profile
 from soak.runner import protocol as proto
 from soak.runner.worker import hello_message, workload_config
 from soak.target import make_target
+from soak.target.attached import AttachedServerTarget
 from soak.target.inprocess import InProcessTarget
 from soak.target.interface import (
     MemoryType,
@@ -264,3 +267,13 @@ def test_a_tritonserver_target_under_heaptrack_gives_its_servers_time_to_start()
     assert InProcessTarget().phase_floors() == {}
     assert TritonServerTarget(heaptrack=True).phase_floors()["server_new"] > TRACED_READY_S
     assert (InProcessTarget.attribution, TritonServerTarget.attribution) == ("memray", "heaptrack")
+
+
+def test_both_tritonserver_targets_refuse_device_memory_before_touching_anything(tmp_path):
+    for target in (
+        TritonServerTarget(),
+        AttachedServerTarget(url="127.0.0.1:1", pid=os.getpid()),
+    ):
+        with pytest.raises(EnvironmentProblem, match="memory gpu, pinned is in-process only"):
+            target.prepare(tmp_path, memory=(MemoryType.SYSTEM, MemoryType.GPU, MemoryType.PINNED))
+    assert list(tmp_path.iterdir()) == []
