@@ -17,7 +17,7 @@ from typing import Any
 import click
 import psutil
 
-from soak.bench import anchors, attribution, measure, store_growth
+from soak.bench import anchors, attribution, cpp_anchor, measure, store_growth
 from soak.formatting import human, mib
 
 RESULTS = Path("results")
@@ -71,6 +71,27 @@ def traffic_comparison_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def multi_server_row(lc: dict[str, Any], cpp: dict[str, Any]) -> tuple[str, str]:
+    """Soak's N=4 median iteration beside the C++ multi_server's, with the ratio (or why the
+    C++ figure is missing)."""
+    label = "  against Triton's multi_server.cc made concurrent (C++, 4 threads)"
+    if "missing" in cpp:
+        return (label, cpp["missing"])
+    if "median_s" not in cpp:
+        return (label, f"no C++ figure (exit {cpp.get('returncode')})")
+    phases = ", ".join(
+        f"{p} {v * 1000:.0f}" for p, v in cpp.get("phase_median_s", {}).items() if v >= 0.0005
+    )
+    phases = f" (C++ phases, median ms: {phases})" if phases else ""
+    if "median_s" not in lc:
+        return (label, f"C++ {cpp['median_s']:.2f} s median{phases}")
+    return (
+        label,
+        f"soak {lc['median_s']:.2f} s / C++ {cpp['median_s']:.2f} s median "
+        f"= x{lc['median_s'] / cpp['median_s']:.2f}{phases}",
+    )
+
+
 def print_table(r: dict[str, Any]) -> None:
     """The parts measured in this run (see `--only`), in one table."""
     rows: list[tuple[str, str]] = []
@@ -82,13 +103,10 @@ def print_table(r: dict[str, Any]) -> None:
             (f"iteration N={n} (median / p95)", f"{lc['median_s']:.2f} s / {lc['p95_s']:.2f} s")
         )
         rows.append((f"  phases N={n}, median ms", phases))
-        if n == "4":
-            rows.append(
-                (
-                    "  against Triton's multi_server.cc made concurrent",
-                    "no C++ anchor in this bench (issue 21, one run: soak 1.76 s, C++ 2.43 s)",
-                )
-            )
+        if n == "4" and "multi_server" in r:
+            rows.append(multi_server_row(lc, r["multi_server"]))
+    if "multi_server" in r and "4" not in r.get("lifecycle", {}):
+        rows.append(multi_server_row({}, r["multi_server"]))
     for n, lc in r.get("lifecycle_remote", {}).items():
         rows.append(
             (
@@ -191,6 +209,7 @@ PARTS = (
     "store",
     "analysis",
     "lifecycle",
+    "multi_server",
     "lifecycle_remote",
     "attribution",
     "traffic",
@@ -282,6 +301,7 @@ def main(
         "store": measure.store,
         "analysis": measure.analysis,
         "lifecycle": lambda: measure.lifecycle_child(counts, iterations),
+        "multi_server": lambda: cpp_anchor.multi_server(4, iterations),
         "lifecycle_remote": lambda: measure.lifecycle_child(
             [REMOTE_SERVERS], REMOTE_ITERATIONS, "lifecycle-remote"
         ),
