@@ -54,16 +54,29 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(home), name)
 
 
+#: The GIL switch interval of a process that runs Triton in it (Python's default: 5 ms).
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 def setup(
     workdir: Path, home: str | os.PathLike | None = None, stub: Path | None = None
 ) -> Runtime:
-    """Locate and load libtritonserver, build `<workdir>/backends`, export the stub environment."""
+    """Locate and load libtritonserver, build `<workdir>/backends`, export the stub environment.
+
+    Also shortens the interpreter's GIL switch interval to GIL_SWITCH_INTERVAL_S: every
+    response and release reaches soak on a Triton thread that must take the GIL, and at
+    Python's default 5 ms those threads wait behind the thread submitting the next requests
+    (measured, traffic N=1 on 2 cores: c=1 1,800 -> 2,180-2,500 inferences/s, c=4 2,610-2,910
+    -> 2,930-3,330)."""
+    import sys
+
     from soak.triton import backends, capi
     from soak.triton.server import Runtime
 
     install = capi.locate(home)
     backend = backends.assemble(install, Path(workdir) / "backends", stub=stub)
     loaded = capi.load(install)
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
     backends.apply_environment(backend)
     return Runtime(install, backend.backends_dir, loaded.api_version, backend.stub, backend.env)
 

@@ -51,3 +51,13 @@ def test_error_responses_do_not_grow_rss(runtime, tmp_path):
                 pass
     slope = theil_sen(np.array(counts, float), np.array(rss, float))
     assert slope.slope < 256, f"RSS grows {slope.slope:.0f} B per error response"
+
+
+def test_setup_shortens_the_gil_switch_interval(runtime):
+    """Triton's threads deliver every response and release to soak through the GIL; at
+    Python's default 5 ms they queue behind the submitting thread (the traffic bench)."""
+    import sys
+
+    from soak.triton import GIL_SWITCH_INTERVAL_S
+
+    assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL_S < 0.005
