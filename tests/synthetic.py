@@ -125,7 +125,7 @@ def add_run(store: Store, spec: RunSpec, now: float) -> int:
                 for delta in (-MiB, 0, MiB):  # median exactly `added` above the quiet point
                     samples.append(
                         {
-                            "iteration": None,
+                            "iteration": i,
                             "kind": "interval",
                             "phase": phase,
                             "t": started + i,

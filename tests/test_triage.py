@@ -427,6 +427,30 @@ def test_canned_phase_memory(db, ids):
     assert "sample_interval_ms > 0" in triage.CANNED["phase-memory"].needs
 
 
+def test_phase_memory_reads_interval_rows_stored_by_earlier_soaks(tmp_path):
+    """Before phase_samples, every interval sample was a samples row (kind 'interval'), some
+    without their iteration: phase-memory still takes their median per phase."""
+    from soak.store import Store
+
+    store = Store(tmp_path / "old.db")
+    run = store.create_run({"profile": "p", "status": "passed"})
+    for i, rss in enumerate((100 * MiB, 101 * MiB)):
+        quiet = {"iteration": i, "kind": "quiet", "t": float(i), "rss_bytes": rss}
+        store.write_iteration(run, {"iteration": i, "wall_s": 1.0}, [quiet], [], [])
+        if i == 0:
+            for k, added in enumerate((9, 10, 30)):  # median 10 MiB over the quiet point
+                store.conn.execute(
+                    "INSERT INTO samples (run_id, iteration, kind, phase, t, rss_bytes) "
+                    "VALUES (?, ?, 'interval', 'load', ?, ?)",
+                    [run, None if k else 1, 0.5, 100 * MiB + added * MiB],
+                )
+            store.conn.commit()
+    (row,) = triage.run_canned(store.db, "phase-memory", {"run": run}).as_dicts()
+    assert (row["phase"], row["samples"], row["added_bytes"]) == ("load", 3, 10 * MiB)
+    assert row["kept_bytes"] == MiB
+    store.close()
+
+
 def test_canned_matrix_factors(db, ids):
     rows = triage.run_canned(db, "matrix-factors", {"metric": "rss_bytes"}).as_dicts()
     # Only the latest run of each cell: the second session.

@@ -364,7 +364,7 @@ class Supervisor:
         unsaved = self.sampling.take_unsaved()
         if unsaved:  # taken during the iteration that crashed or hung: what led up to it
             try:
-                self.store.add_samples(watch.run_id, unsaved)
+                self.store.add_interval_samples(watch.run_id, unsaved)
             except SoakError as exc:
                 log.warning("interval samples of the last iteration not stored: %s", exc)
         if watch.servers is not None:

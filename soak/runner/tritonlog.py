@@ -3,8 +3,8 @@
 One Triton log line per request (a model raising on every request) made one row per line:
 about 300 KB a quiet point at 500 requests, tens of GB in a week-long soak. The same message
 (glog prefix aside) of one kind in one read is therefore one row with its `count` and the
-times of its first and last line; past `ceiling` distinct messages the rest are one
-`triton_log_dropped` event whose count is the lines not stored.
+times of its first and (when it came more than once) last line; past `ceiling` distinct
+messages the rest are one `triton_log_dropped` event whose count is the lines not stored.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def log_events(lines: list[LogLine], iteration: int | None, ceiling: int) -> lis
     for group in ordered[: max(0, ceiling)]:
         row = event(group.first.kind, group.first.text, iteration)
         row["t"] = line_time(group.first.text, now) or now
-        row["last_t"] = line_time(group.last.text, now) or now
+        if group.count > 1:
+            row["last_t"] = line_time(group.last.text, now) or now
         row["count"] = group.count
         out.append(row)
     dropped = ordered[max(0, ceiling) :]

@@ -21,7 +21,14 @@ def export_run(db: sqlite_utils.Database, run_id: int) -> dict[str, list[dict[st
     out: dict[str, list[dict[str, Any]]] = {
         "runs": list(db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
     }
-    for table in ("iterations", "samples", "heap_types", "events", "server_samples"):
+    for table in (
+        "iterations",
+        "samples",
+        "heap_types",
+        "events",
+        "server_samples",
+        "phase_samples",
+    ):
         out[table] = list(db.query(f"SELECT * FROM {table} WHERE {by_run}", [run_id]))
     out["gpu_samples"] = list(
         db.query(

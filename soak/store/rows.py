@@ -3,9 +3,11 @@ supervisor report them, findings as the analysis produces them (NaN stored as NU
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
 import re
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -13,6 +15,7 @@ from typing import Any
 
 from soak.analysis.verdict import Finding
 from soak.formatting import finite, plain
+from soak.store.schema import PHASE_SAMPLE_MAX, phase_max_column
 
 #: Columns of a quiet-point sample filled from the worker's heap sample
 #: (`soak.sampling.heap.HeapSample.as_dict`), by the heap sample's field.
@@ -54,6 +57,30 @@ def sample_row(
         row["gpu_used_bytes"] = gpu["device_used_bytes"]
         row["gpu_devices"] = list(gpu["devices"])
     return row
+
+
+def phase_rows(samples: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """An iteration's interval samples as `phase_samples` rows: one per (iteration, phase),
+    in the order they came, with how many samples, their median RSS (the mean of the middle
+    two for an even count, as the phase-memory query takes it) and each column's largest
+    value. A sample every 250 ms stored whole cost ~100 bytes each: most of an iteration."""
+    groups: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for sample in samples:
+        groups.setdefault((sample.get("iteration"), sample.get("phase")), []).append(sample)
+    rows = []
+    for (iteration, phase), group in groups.items():
+        rss = [s["rss_bytes"] for s in group if s.get("rss_bytes") is not None]
+        row: dict[str, Any] = {
+            "iteration": iteration,
+            "phase": phase,
+            "samples": len(group),
+            "rss_median_bytes": round(statistics.median(rss)) if rss else None,
+        }
+        for column in PHASE_SAMPLE_MAX:
+            values = [s[column] for s in group if s.get(column) is not None]
+            row[phase_max_column(column)] = max(values) if values else None
+        rows.append(row)
+    return rows
 
 
 def event(
@@ -126,6 +153,25 @@ def finding_from_row(row: Mapping[str, Any]) -> Finding:
 
 
 _GLOG_HEAD = re.compile(r"^[WEIF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]*\] ")
+
+
+_GLOG_PARTS = re.compile(r"^([WEIF])\d{4} \d\d:\d\d:\d\d\.\d{6}( +\d+) ")
+
+
+def compact_log_head(head: str, t: float) -> tuple[dict[str, Any], str] | None:
+    """A glog prefix (`split_message`) as event_rows columns that rebuild it from the row's
+    `t` (soak.store.schema.LOG_CLOCK_SQL): its level and thread in ``log_head``, the local
+    clock as ``t`` plus the UTC offset then; the source ('server.cc:241] ') goes with the
+    message text, which stays the same line after line. None when the head is not in that
+    form (the caller keeps it whole); else the columns and the source. The prefix whole was
+    ~45 of an event row's ~100 bytes."""
+    parts = _GLOG_PARTS.match(head)
+    if parts is None:
+        return None
+    whole = int(t)
+    offset = calendar.timegm(time.localtime(whole)) - whole
+    columns = {"log_head": parts.group(1) + parts.group(2), "log_utc_offset_s": offset}
+    return columns, head[parts.end() :]
 
 
 def split_message(text: str) -> tuple[str | None, str]:

@@ -8,6 +8,9 @@ analysis treats as no count). SCHEMA_VERSION changes only with a change an older
 read. Version 2 stores each distinct event message once (`messages`, referred to by
 `event_rows`) behind an `events` view of schema 1's columns: every reader of version 1 still
 reads, but a soak of version 1 cannot write there, so it refuses the file by its version.
+Within version 2, later soaks store a log line's prefix compactly and an iteration's interval
+samples as one `phase_samples` row per phase (earlier rows stay as they were and still read):
+the two made most of an iteration's bytes (issue 21).
 """
 
 from __future__ import annotations
@@ -93,6 +96,13 @@ class Table:
 
 
 _BY_RUN = (("run_id", "runs", "id"),)
+
+
+def phase_max_column(column: str) -> str:
+    """phase_samples' name for the largest value of a samples column: rss_max_bytes, fds_max."""
+    return column.replace("_bytes", "_max_bytes") if column.endswith("_bytes") else f"{column}_max"
+
+
 #: The columns of the `events` view, as the table of that name had them before schema 2.
 EVENT_COLUMNS: dict[str, type] = {
     "id": int,
@@ -106,10 +116,40 @@ EVENT_COLUMNS: dict[str, type] = {
     "count": int,  # how many times it came (Triton's log lines); NULL: once
     "last_t": float,  # when it last came, where count > 1
 }
+#: A Triton log line's glog prefix ('E1203 07:04:27.330752 29363 server.cc:241] ') as
+#: event_rows keep it (soak.store.rows.compact_log_head): the level and thread in `log_head`
+#: ('E 29363'), the clock rebuilt from `t` and the writer's UTC offset then, the source with
+#: the message text; earlier rows keep the whole prefix in `message_prefix`.
+LOG_CLOCK_SQL = (
+    "strftime('%m%d %H:%M:%S', CAST(e.t AS INTEGER) + e.log_utc_offset_s, 'unixepoch') "
+    "|| printf('.%06d', CAST(round((e.t - CAST(e.t AS INTEGER)) * 1000000) AS INTEGER))"
+)
+LOG_HEAD_SQL = f"substr(e.log_head, 1, 1) || {LOG_CLOCK_SQL} || substr(e.log_head, 2) || ' '"
+#: The kind of a Triton log line's event by its glog level (soak.triton.facts.EVENT_KINDS): a
+#: row with a `log_head` leaves `kind` NULL where it is this one.
+LOG_LEVEL_KINDS = {"W": "triton_warning", "E": "triton_error"}
+_KIND_SQL = (
+    "COALESCE(e.kind, CASE substr(e.log_head, 1, 1) "
+    + " ".join(f"WHEN '{level}' THEN '{kind}'" for level, kind in LOG_LEVEL_KINDS.items())
+    + " END)"
+)
 EVENTS_VIEW = (
-    "SELECT e.id, e.run_id, e.iteration, e.t, e.kind, e.instance, e.phase, "
-    "CASE WHEN e.message_prefix IS NULL THEN m.text ELSE e.message_prefix || m.text END "
+    f"SELECT e.id, e.run_id, e.iteration, e.t, {_KIND_SQL} AS kind, e.instance, e.phase, "
+    f"CASE WHEN e.log_head IS NOT NULL THEN {LOG_HEAD_SQL} || m.text "
+    "WHEN e.message_prefix IS NULL THEN m.text ELSE e.message_prefix || m.text END "
     "AS message, e.count, e.last_t FROM event_rows e LEFT JOIN messages m ON m.id = e.message_id"
+)
+#: What interval samples (`sample_interval_ms`) keep of each phase of an iteration: one
+#: phase_samples row, its median RSS and the largest value of each other column, so an
+#: iteration costs the same whatever the interval (soak.store.rows.phase_rows).
+PHASE_SAMPLE_MAX = (
+    "rss_bytes",
+    "fds",
+    "threads",
+    "children",
+    "children_rss_bytes",
+    "stubs_alive",
+    "shm_regions",
 )
 
 #: Every table, in creation order (a table's foreign keys name tables above it).
@@ -220,9 +260,22 @@ TABLES: dict[str, Table] = {
             **{c: t for c, t in EVENT_COLUMNS.items() if c != "message"},
             "message_id": int,
             "message_prefix": str,  # a Triton log line's glog prefix (time, thread): varies
+            "log_head": str,  # or its level and thread (LOG_CLOCK_SQL)
+            "log_utc_offset_s": int,
         },
         pk="id",
         foreign_keys=(*_BY_RUN, ("message_id", "messages", "id")),
+    ),
+    "phase_samples": Table(
+        {
+            "run_id": int,
+            "iteration": int,
+            "phase": str,
+            "samples": int,
+            "rss_median_bytes": int,
+            **{phase_max_column(c): SAMPLE_COLUMNS[c] for c in PHASE_SAMPLE_MAX},
+        },
+        foreign_keys=_BY_RUN,
     ),
     "findings": Table(
         {
@@ -288,10 +341,14 @@ TABLES: dict[str, Table] = {
         foreign_keys=_BY_RUN,
     ),
 }
+#: Indexes earlier soaks made that today's drops: (run_id, kind) on event_rows took ~40 bytes
+#: a row on disk, its pages half full as kinds interleave; no read needs it.
+RETIRED_INDEXES = (("event_rows", ("run_id", "kind")),)
 #: (table, columns) of every index.
 INDEXES = (
     ("samples", ("run_id", "kind", "iteration")),
-    ("event_rows", ("run_id", "kind")),
+    # By iteration, not kind: rows come in that order, so its pages fill (issue 21).
+    ("event_rows", ("run_id", "iteration")),
     ("heap_types", ("run_id", "iteration")),
     ("runs", ("profile", "started_at")),
     ("runs", ("status",)),
@@ -315,12 +372,25 @@ def ensure_schema(db: sqlite_utils.Database) -> None:
         )
     for name, columns in INDEXES:
         db[name].create_index(list(columns), if_not_exists=True)
+    for name, columns in RETIRED_INDEXES:
+        db.execute(f"DROP INDEX IF EXISTS idx_{name}_{'_'.join(columns)}")
     db["messages"].create_index(["text"], unique=True, if_not_exists=True)
     if "events" in db.table_names():
         _move_events(db)
-    if "events" not in db.view_names():
-        db.create_view("events", EVENTS_VIEW)
+    _ensure_view(db, "events", EVENTS_VIEW)
     db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _ensure_view(db: sqlite_utils.Database, name: str, sql: str) -> None:
+    """The view as today's soak defines it: one made by an earlier soak is replaced (a view
+    holds no rows, and today's reads every row the earlier one did)."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?", [name])
+    found = row.fetchone()
+    if found is not None and found[0].endswith(sql):
+        return
+    if found is not None:
+        db.execute(f"DROP VIEW {name}")
+    db.create_view(name, sql)
 
 
 def _add_missing_columns(db: sqlite_utils.Database, table: str, columns: dict[str, type]) -> None:

@@ -18,8 +18,8 @@ import sqlite_utils
 
 from soak.errors import StoreError
 from soak.store.files import check_writable_target, connect
-from soak.store.rows import split_message
-from soak.store.schema import ensure_schema
+from soak.store.rows import compact_log_head, phase_rows, split_message
+from soak.store.schema import LOG_HEAD_SQL, LOG_LEVEL_KINDS, ensure_schema
 
 
 class Store:
@@ -131,11 +131,16 @@ class Store:
         events: list[dict[str, Any]],
         server_samples: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Everything of one iteration in one transaction: all of it lands, or none.
-        `server_samples`: each server process apart (server, pid, SERVER_SAMPLE_COLUMNS)."""
+        """Everything of one iteration in one transaction: all of it lands, or none. Samples
+        of kind `interval` are stored as their phases (`phase_rows`); `server_samples`: each
+        server process apart (server, pid, SERVER_SAMPLE_COLUMNS)."""
+
+        interval = [s for s in samples if s.get("kind") == "interval"]
+        samples = [s for s in samples if s.get("kind") != "interval"]
 
         def write() -> None:
             self.db["iterations"].insert({"run_id": run_id, **iteration}, replace=True)
+            self._insert_phase_samples(run_id, interval)
             for sample in samples:
                 gpus = sample.pop("gpu_devices", None) or []
                 sample_id = self.db["samples"].insert({"run_id": run_id, **sample}).last_pk
@@ -200,13 +205,16 @@ class Store:
         ]
         self.write_iteration(run_id, row, samples, heap_types, events, server_samples)
 
-    def add_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
-        """Samples outside an iteration's transaction: the interval samples of a last,
-        unfinished iteration."""
+    def add_interval_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
+        """Interval samples outside an iteration's transaction: those of a last, unfinished
+        iteration, stored as their phases."""
         if samples:
-            self._write(
-                lambda: self.db["samples"].insert_all([{"run_id": run_id, **s} for s in samples])
-            )
+            self._write(lambda: self._insert_phase_samples(run_id, samples))
+
+    def _insert_phase_samples(self, run_id: int, samples: list[dict[str, Any]]) -> None:
+        rows = phase_rows(samples)
+        if rows:
+            self.db["phase_samples"].insert_all([{"run_id": run_id, **r} for r in rows])
 
     def add_events(self, run_id: int, events: list[dict[str, Any]]) -> None:
         if events:
@@ -220,11 +228,35 @@ class Store:
             row = {k: v for k, v in event.items() if k != "message"}
             text = event.get("message")
             if text is not None:
-                row["message_prefix"], rest = split_message(text)
+                prefix, rest = split_message(text)
+                compact = self._compact_head(prefix, row.get("t"))
+                if compact is not None:
+                    columns, source = compact
+                    row.update(columns)
+                    rest = source + rest
+                    if row.get("kind") == LOG_LEVEL_KINDS.get(columns["log_head"][:1]):
+                        row["kind"] = None  # the view's, by the level
+                else:
+                    row["message_prefix"] = prefix
                 row["message_id"] = self._message_id(rest)
             rows.append({**row, "run_id": run_id})
         if rows:
             self.db["event_rows"].insert_all(rows)
+
+    def _compact_head(self, prefix: str | None, t: Any) -> tuple[dict[str, Any], str] | None:
+        """`compact_log_head`, kept only where the events view rebuilds the prefix exactly
+        (asked of SQLite itself, with the view's expression)."""
+        if prefix is None or not isinstance(t, float):
+            return None
+        compact = compact_log_head(prefix, t)
+        if compact is None:
+            return None
+        columns, source = compact
+        (rebuilt,) = self.conn.execute(
+            f"SELECT {LOG_HEAD_SQL} FROM (SELECT ? AS t, ? AS log_head, ? AS log_utc_offset_s) e",
+            [t, columns["log_head"], columns["log_utc_offset_s"]],
+        ).fetchone()
+        return compact if rebuilt + source == prefix else None
 
     def _message_id(self, text: str) -> int:
         self.conn.execute("INSERT OR IGNORE INTO messages (text) VALUES (?)", [text])
@@ -274,9 +306,8 @@ class Store:
             self.db["heap_types"].insert_all([{**h, "run_id": run_id} for h in rows["heap_types"]])
             events = [{k: v for k, v in e.items() if k != "id"} for e in rows["events"]]
             self._insert_events(run_id, events)
-            self.db["server_samples"].insert_all(
-                [{**s, "run_id": run_id} for s in rows.get("server_samples", [])]
-            )
+            for table in ("server_samples", "phase_samples"):
+                self.db[table].insert_all([{**s, "run_id": run_id} for s in rows.get(table, [])])
             return run_id
 
         return self._write(write)

@@ -101,6 +101,10 @@ phase_median AS (
   SELECT run_id, iteration, phase, AVG(rss_bytes) AS median_rss, MAX(n) AS samples
   FROM ranked WHERE k IN ((n + 1) / 2, (n + 2) / 2)
   GROUP BY run_id, iteration, phase
+  UNION ALL
+  -- Runs stored by later versions keep each phase's interval samples as one row.
+  SELECT run_id, iteration, phase, rss_median_bytes, samples FROM phase_samples
+  WHERE phase IS NOT NULL AND rss_median_bytes IS NOT NULL AND (:run IS NULL OR run_id = :run)
 ),
 phase_order(phase, ordinal) AS (VALUES {_PHASE_ORDER}),
 per_iteration AS (

@@ -473,12 +473,7 @@ def test_two_runs_writing_one_database_lose_no_row(tmp_path, track):
     metrics = len(default_thresholds()) - len(CLIENT_METRICS)  # client ones: in-process NULL
     for run_id in (1, 2):
         assert assert_committed_iterations_complete(db, run_id) == 4
-        assert (
-            query(
-                db, "SELECT count(*) FROM samples WHERE run_id = ? AND kind = 'interval'", run_id
-            )[0][0]
-            > 0
-        )
+        assert query(db, "SELECT count(*) FROM phase_samples WHERE run_id = ?", run_id)[0][0] > 0
         assert query(db, "SELECT count(*) FROM heap_types WHERE run_id = ?", run_id)[0][0] > 0
         assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", run_id)[0][0] == metrics
     assert query(db, "SELECT count(*) FROM iterations")[0][0] == 8

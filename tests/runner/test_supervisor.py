@@ -77,10 +77,14 @@ objgraph_every = 1
         assert traced > 0 and objects > 1000 and inuse > 0
     interval = query(
         db,
-        "SELECT count(*), count(DISTINCT phase), max(stubs_alive) FROM samples "
-        "WHERE kind = 'interval'",
+        "SELECT sum(samples), count(DISTINCT phase), max(stubs_alive_max), "
+        "min(rss_median_bytes <= rss_max_bytes) FROM phase_samples",
     )[0]
-    assert interval[0] > 0 and interval[1] >= 1 and interval[2] >= 1
+    assert interval[0] > 0 and interval[1] >= 1 and interval[2] >= 1 and interval[3] == 1
+    # An iteration's interval samples are one row per phase, never one per sample.
+    per_phase = query(db, "SELECT count(*) FROM phase_samples GROUP BY iteration, phase")
+    assert {n for (n,) in per_phase} == {1}
+    assert query(db, "SELECT count(*) FROM samples WHERE kind = 'interval'")[0][0] == 0
     assert query(db, "SELECT count(*) FROM heap_types")[0][0] > 0
     assert query(db, "SELECT count(*) FROM findings WHERE run_id = ?", run_id)[0][0] >= 10
     kinds = {k for (k,) in query(db, "SELECT DISTINCT kind FROM events")}
@@ -130,16 +134,11 @@ def test_sigkill_of_worker_mid_iteration_keeps_a_readable_database(tmp_path):
     # The interval samples of the crashed iteration are kept: what led up to the crash.
     crashed = query(
         db,
-        "SELECT count(*), max(stubs_alive) FROM samples WHERE kind = 'interval' AND iteration = ?",
+        "SELECT sum(samples), max(stubs_alive_max) FROM phase_samples WHERE iteration = ?",
         done,
     )[0]
     assert crashed[0] >= 1 and crashed[1] >= 1
-    assert (
-        query(db, "SELECT count(*) FROM samples WHERE kind = 'interval' AND iteration IS NULL")[0][
-            0
-        ]
-        == 0
-    )
+    assert query(db, "SELECT count(*) FROM phase_samples WHERE iteration IS NULL")[0][0] == 0
     assert shm_regions() - regions_before == set()
     assert stub_processes() - stubs_before == set()
 

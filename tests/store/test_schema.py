@@ -19,6 +19,7 @@ from soak.store import (
     load_site_series,
     run_row,
 )
+from soak.store.rows import phase_rows
 from soak.store.schema import EVENT_COLUMNS
 from tests.store.old_schemas import SCHEMAS, OldSchema, full_row
 
@@ -89,8 +90,8 @@ def _write_full_run(store: Store) -> tuple[int, dict[str, list[dict[str, Any]]]]
         written["heap_types"].append(heap)
         written["events"].append(ev)
     interval = _full("samples", 9, "id", "run_id", iteration=2, kind="interval")
-    store.add_samples(run_id, [interval])
-    written["samples"].append(interval)
+    store.add_interval_samples(run_id, [interval])
+    written["phase_samples"] += phase_rows([interval])
     crash = _full("events", 9, "id", "run_id", iteration=2, kind="crash")
     store.add_events(run_id, [crash])
     written["events"].append(crash)

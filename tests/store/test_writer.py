@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+import pytest
+
 from soak.runner.protocol import Quiet
+from soak.runner.tritonlog import log_events
 from soak.store import Store, event, export_run, sample_row
+from soak.triton.facts import LogLine
 
 
 def test_a_quiet_point_lands_in_every_table(tmp_path):
@@ -114,3 +118,52 @@ def test_triton_log_lines_share_one_text_whatever_their_glog_prefix(tmp_path):
     got = [r["message"] for r in store.db.query("SELECT message FROM events ORDER BY id")]
     assert got == [*lines, "W1202 not a glog line"]
     store.close()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_a_triton_log_line_is_stored_compactly_and_reads_back_exactly(tmp_path, monkeypatch, zone):
+    """The glog prefix is rebuilt from the row's time (issue 21: it was ~45 of ~100 bytes a
+    row), in whatever zone glog wrote it; only the level and thread are stored."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        clock = time.strftime("%m%d %H:%M:%S", time.localtime(time.time() - 3600))
+        lines = [
+            LogLine("triton_warning", f"W{clock}.{k:06d} {pad}{thread} server.cc:241] Pool off")
+            for k, pad, thread in ((0, "", 29363), (999999, "  ", 812), (120, "", 29364))
+        ]
+        rows = [r for line in lines for r in log_events([line], 4, ceiling=20)]
+        store = Store(tmp_path / "r.db")
+        run = store.create_run({"profile": "p", "status": "running"})
+        store.add_events(run, rows)
+        stored = list(store.db.query("SELECT message_prefix, log_head, kind FROM event_rows"))
+        assert [(r["message_prefix"], r["kind"]) for r in stored] == [(None, None)] * 3
+        assert [r["log_head"] for r in stored] == ["W 29363", "W   812", "W 29364"]
+        texts = [r["text"] for r in store.db.query("SELECT text FROM messages")]
+        assert texts == ["server.cc:241] Pool off"]
+        got = [r["message"] for r in store.db.query("SELECT message FROM events ORDER BY id")]
+        assert got == [line.text for line in lines]
+        kinds = store.db.execute("SELECT DISTINCT kind FROM events").fetchall()
+        assert kinds == [("triton_warning",)]
+        store.close()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_log_line_whose_time_does_not_rebuild_keeps_its_prefix_whole(tmp_path):
+    line = "E0101 00:00:00.000001 7 server.cc:1] New year"  # t: now, not that clock
+    store = Store(tmp_path / "r.db")
+    run = store.create_run({"profile": "p", "status": "running"})
+    store.add_events(run, [event("triton_error", line, 1)])
+    ((prefix, head),) = store.db.execute("SELECT message_prefix, log_head FROM event_rows")
+    assert (prefix, head) == ("E0101 00:00:00.000001 7 server.cc:1] ", None)
+    assert [r["message"] for r in store.db.query("SELECT message FROM events")] == [line]
+    store.close()
+
+
+def test_the_stored_kind_of_a_log_level_is_the_one_triton_lines_get():
+    from soak.store.schema import LOG_LEVEL_KINDS
+    from soak.triton.facts import EVENT_KINDS
+
+    assert LOG_LEVEL_KINDS == EVENT_KINDS
