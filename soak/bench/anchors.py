@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from soak.bench import model_time
+
 #: The model of the anchor: the common model of soak's generated repositories.
 MODEL = "simple1"
 #: Protocols measured, by perf_analyzer and by soak's tritonserver target alike.
@@ -59,7 +61,12 @@ def perf_analyzer(
                 out["triton_version"] = client.metadata().get("version")
                 for protocol in protocols:
                     for c in concurrencies:
-                        out[f"{protocol}@{c}"] = _measure(server.url(protocol), protocol, c, env)
+                        before = model_time.snapshot(client.model_statistics(MODEL))
+                        result = _measure(server.url(protocol), protocol, c, env)
+                        after = model_time.snapshot(client.model_statistics(MODEL))
+                        # perf_analyzer's warm-up and trials included: the same per inference
+                        result["triton_us_per_inference"] = model_time.per_inference(before, after)
+                        out[f"{protocol}@{c}"] = result
                 client.unload_model(MODEL)
             end = server.stop()
         out["server_end"] = end.describe()

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import psutil
 
-from soak.bench import anchors, attribution, cpp_anchor, measure, store_growth
+from soak.bench import anchors, attribution, cpp_anchor, measure, model_time, store_growth
 from soak.formatting import human, mib
 
 RESULTS = Path("results")
@@ -49,6 +49,13 @@ def traffic_comparison_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"(goal >= {RATIO_GOAL})",
             )
         )
+        own = traffic.get("1" if c == 1 else f"1@{c}", {}).get("triton_us_per_inference")
+        theirs = pa.get(f"grpc@{c}", {}).get("triton_us_per_inference")
+        for who, t in (("soak", own), ("perf_analyzer", theirs)):
+            if t:
+                rows.append(
+                    (f"  Triton's time per inference, c={c}, {who}", model_time.describe(t))
+                )
     for key, t in r.get("traffic_remote", {}).items():
         protocol, c = key.split("@")
         anchor = pa.get(key, {}).get("inferences_per_s")

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from soak.bench import model_time
+
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -219,6 +221,7 @@ def _traffic_cell(
         failures = len(workload.run_iteration(0).failures)
         if timer is not None:
             timer.reset()
+        triton_before = _triton_time(workload)
         wall, inferences = 0.0, 0
         cpu_started = time.process_time()
         for i in range(1, bursts + 1):
@@ -227,9 +230,11 @@ def _traffic_cell(
             wall += record.wall_s
             inferences += record.inferences
         cpu_s = time.process_time() - cpu_started
+        triton = model_time.per_inference(triton_before, _triton_time(workload))
     finally:
         failures += len(workload.close())
     return {
+        "triton_us_per_inference": triton,
         "bursts": bursts,
         "inferences": inferences,
         "inferences_per_s": inferences / wall,
@@ -239,6 +244,15 @@ def _traffic_cell(
         "wall_s": wall,
         "failures": failures,
     }
+
+
+def _triton_time(workload: Any) -> dict[str, int]:
+    """The model statistics of every server the long-lived workload holds, summed."""
+    total = model_time.snapshot({})
+    for life in workload.lives or []:
+        if life.server is not None:
+            total = model_time.add(total, model_time.snapshot(life.server.model_statistics()))
+    return total
 
 
 def lifecycle_child(

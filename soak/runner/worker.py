@@ -82,7 +82,10 @@ def trigger_fault(
         datatype, kind = run.get("datatype", "int32"), run.get("instance_kind", "cpu")
         write_model(models / "common", COMMON_MODEL, datatype, kind, Behaviour(action))
         return
-    os.kill(os.getpid(), getattr(signal, action))
+    # To this thread, as a real fault arrives: sent to the process, the signal lands on the
+    # main thread (waiting in join) while this thread runs on, and faulthandler's dump of
+    # every thread then reads this thread's changing frames, at times crashing (SIGSEGV).
+    signal.pthread_kill(threading.get_ident(), getattr(signal, action))
 
 
 def workload_config(profile: ProfileMessage) -> WorkloadConfig:

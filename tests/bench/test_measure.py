@@ -61,6 +61,10 @@ def test_traffic_bench_measures_throughput_and_python_share():
     assert "soak_python_share" not in result["2"]
     assert result["1@4"]["failures"] == 0  # requests in flight, every response checked
     assert result["1@4"]["inferences"] == result["1"]["inferences"]
+    for key in ("1", "1@4", "2"):  # Triton's own statistics count the timed inferences
+        t = result[key]["triton_us_per_inference"]
+        assert t["inferences"] == result[key]["inferences"]
+        assert t["compute_infer_us"] > 0 and t["busy_us"] > t["compute_infer_us"]
     assert "2@4" not in result
 
 
