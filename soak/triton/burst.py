@@ -53,10 +53,10 @@ def infer_many(
         try:
             finish(model, request, inf, deadline, timeout_s)
         except InferenceTimeout:
-            abandon = registry().abandoned
+            cb = registry()
             while window:
                 request, inf, _ = window.popleft()
-                abandon.append((request.value, inf))
+                cb.abandon(request.value, inf)
             raise
         if going:
             handed += 1

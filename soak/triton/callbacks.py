@@ -33,6 +33,10 @@ class Inference:
         self.released = threading.Event()
         self.keep_response = False
         self.input_buffers: list[tuple[MemoryType, int]] = []
+        # Responses Triton handed over, read and deleted by `Callbacks.drain` on soak's thread;
+        # once abandoned (timed out), the response callback drains them itself.
+        self.pending: list[int] = []
+        self.abandoned = False
 
     @property
     def outputs(self) -> dict[str, Output]:
@@ -94,23 +98,49 @@ class Callbacks:
                 inf.released.set()
 
     def _response(self, response, flags, userp):
+        # Runs on the model instance's thread (the python backend sends from it): the instance
+        # starts no other request until this returns, so it only hands the response over; the
+        # caller's thread reads and deletes it (`drain`) while the instance works on.
         inf = self.inflight.get(userp or 0)
+        if inf is None:
+            if response:
+                take_error(triton_lib().TRITONSERVER_InferenceResponseDelete(response))
+            return
         try:
             if response:
+                inf.pending.append(response)
+                if inf.abandoned:  # nobody waits for it any more
+                    self.drain(inf)
+        finally:
+            if flags & capi.RESPONSE_FINAL:
+                inf.completed.set()
+
+    def drain(self, inf: Inference) -> None:
+        """Read and delete (once each, in arrival order) the responses handed over so far."""
+        pending = inf.pending
+        while pending:
+            try:
+                response = pending.pop(0)  # atomic: two drains never take the same one
+            except IndexError:
+                return
+            try:
                 try:
-                    if inf is not None:
-                        self._read_response(inf, response)
+                    self._read_response(inf, response)
                 finally:  # a response that cannot be read is still deleted, once
-                    if inf is not None and inf.keep_response:
+                    if inf.keep_response:
                         self.kept_responses.append(response)
                     else:
                         check(triton_lib().TRITONSERVER_InferenceResponseDelete(response))
-        except Exception as exc:
-            if inf is not None and inf.error is None:
-                inf.error = exc if isinstance(exc, TritonError) else TritonError("soak", str(exc))
-        finally:
-            if inf is not None and flags & capi.RESPONSE_FINAL:
-                inf.completed.set()
+            except Exception as exc:
+                if inf.error is None:
+                    inf.error = _as_triton(exc)
+
+    def abandon(self, request: int, inf: Inference) -> None:
+        """A request nobody waits for any more: Triton may still call back, so it and its state
+        stay alive (never freed); its responses are deleted as they come."""
+        inf.abandoned = True
+        self.abandoned.append((request, inf))
+        self.drain(inf)
 
     def _read_response(self, inf: Inference, response: int) -> None:
         lib = triton_lib()
@@ -170,6 +200,10 @@ def _copy_output(
         raise tensors.DatatypeError(f"{size} bytes for a {datatype} tensor of shape {dims}")
     out.reshape(-1).view(np.uint8)[:] = raw
     return out
+
+
+def _as_triton(exc: Exception) -> TritonError:
+    return exc if isinstance(exc, TritonError) else TritonError("soak", str(exc))
 
 
 _callbacks: Callbacks | None = None

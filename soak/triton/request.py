@@ -115,10 +115,11 @@ def finish(
         and inf.released.wait(max(0.0, deadline - time.monotonic()))
     ):
         # Triton may still call back: keep everything alive, free nothing.
-        cb.abandoned.append((request.value, inf))
+        cb.abandon(request.value, inf)
         raise InferenceTimeout(
             "soak", f"inference on {model!r} did not complete within {timeout_s:g} s"
         )
+    cb.drain(inf)
     cb.inflight.pop(inf.ident, None)
     check(triton_lib().TRITONSERVER_InferenceRequestDelete(request))
     _free_inputs(inf)
