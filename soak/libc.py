@@ -34,12 +34,16 @@ class MallInfo2(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(None)  # the C library this process already runs on
+# malloc and free keep the GIL (a PyDLL call does not release it): the output allocator runs
+# them on the model instance's thread, where giving the GIL up for a microsecond's call meant
+# waiting to take it back from soak's own thread while the instance stood still.
+_libc_gil = ctypes.PyDLL(None)
 
-malloc = _libc.malloc
+malloc = _libc_gil.malloc
 malloc.argtypes = [ctypes.c_size_t]
 malloc.restype = ctypes.c_void_p
 
-free = _libc.free
+free = _libc_gil.free
 free.argtypes = [ctypes.c_void_p]
 free.restype = None
 

@@ -66,6 +66,9 @@ class Callbacks:
             )
         )
         self.allocator = allocator
+        # As the request calls take them, cast once.
+        self.request_release_ptr = ctypes.cast(self.request_release_fn, c_void_p)
+        self.response_ptr = ctypes.cast(self.response_fn, c_void_p)
 
     def _error(self, text: str) -> int:
         return triton_lib().TRITONSERVER_ErrorNew(capi.ERROR_INTERNAL, text.encode())
@@ -155,50 +158,70 @@ class Callbacks:
         check(lib.TRITONSERVER_InferenceResponseOutputCount(response, byref(count)))
         outputs: dict[str, Output] = {}
         inf.responses.append(outputs)
+        p = _out_params()
         for index in range(count.value):
-            name, dtype = c_char_p(), c_int()
-            shape, dims = ctypes.POINTER(c_int64)(), c_uint64()
-            base, size = c_void_p(), c_size_t()
-            mtype, mtid, userp = c_int(), c_int64(), c_void_p()
-            check(
-                lib.TRITONSERVER_InferenceResponseOutput(
-                    response,
-                    index,
-                    byref(name),
-                    byref(dtype),
-                    byref(shape),
-                    byref(dims),
-                    byref(base),
-                    byref(size),
-                    byref(mtype),
-                    byref(mtid),
-                    byref(userp),
-                )
-            )
-            output_name = name.value.decode()
-            datatype = capi.DATATYPE_NAMES.get(dtype.value, str(dtype.value))
-            dims_list = [shape[i] for i in range(dims.value)]
-            actual = mem.from_triton(mtype.value)
+            check(lib.TRITONSERVER_InferenceResponseOutput(response, index, *p.refs))
+            output_name = p.name.value.decode()
+            datatype = capi.DATATYPE_NAMES.get(p.dtype.value, str(p.dtype.value))
+            shape = p.shape
+            dims_list = [shape[i] for i in range(p.dims.value)]
+            actual = mem.from_triton(p.mtype.value)
             try:
-                out = _copy_output(actual, base.value, size.value, datatype, dims_list)
+                out = _copy_output(actual, p.base.value, p.size.value, datatype, dims_list)
             except tensors.DatatypeError as exc:
                 raise TritonError("soak", f"output {output_name!r}: {exc}") from None
             outputs[output_name] = Output(out, actual, datatype)
+
+
+class _OutParams:
+    """The out-parameters of TRITONSERVER_InferenceResponseOutput, made once per thread."""
+
+    def __init__(self) -> None:
+        self.name, self.dtype = c_char_p(), c_int()
+        self.shape, self.dims = ctypes.POINTER(c_int64)(), c_uint64()
+        self.base, self.size = c_void_p(), c_size_t()
+        self.mtype, self.mtid, self.userp = c_int(), c_int64(), c_void_p()
+        self.refs = tuple(
+            byref(v)
+            for v in (
+                self.name,
+                self.dtype,
+                self.shape,
+                self.dims,
+                self.base,
+                self.size,
+                self.mtype,
+                self.mtid,
+                self.userp,
+            )
+        )
+
+
+_per_thread = threading.local()
+
+
+def _out_params() -> _OutParams:
+    try:
+        return _per_thread.out_params
+    except AttributeError:
+        _per_thread.out_params = params = _OutParams()
+        return params
 
 
 def _copy_output(
     memory_type: MemoryType, base: int | None, size: int, datatype: str, dims: list[int]
 ) -> np.ndarray:
     """Copy one output buffer (any memory) into a numpy array of the datatype's carrier."""
-    raw = np.empty(size, dtype=np.uint8)
-    if size:
-        mem.copy_out(memory_type, raw.ctypes.data, base, size)
     if datatype == "BYTES":
+        raw = np.empty(size, dtype=np.uint8)
+        if size:
+            mem.copy_out(memory_type, raw.ctypes.data, base, size)
         return tensors.deserialize_bytes(raw.tobytes(), dims)
     out = np.empty(dims, dtype=tensors.numpy_dtype(datatype))
     if out.nbytes != size:
         raise tensors.DatatypeError(f"{size} bytes for a {datatype} tensor of shape {dims}")
-    out.reshape(-1).view(np.uint8)[:] = raw
+    if size:
+        mem.copy_out(memory_type, out.ctypes.data, base, size)
     return out
 
 

@@ -81,7 +81,7 @@ def submit(
             check(lib.TRITONSERVER_InferenceRequestAddRequestedOutput(request, name.encode()))
         check(
             lib.TRITONSERVER_InferenceRequestSetReleaseCallback(
-                request, ctypes.cast(cb.request_release_fn, c_void_p), inf.ident
+                request, cb.request_release_ptr, inf.ident
             )
         )
         check(
@@ -89,7 +89,7 @@ def submit(
                 request,
                 cb.allocator,
                 inf.ident,
-                ctypes.cast(cb.response_fn, c_void_p),
+                cb.response_ptr,
                 inf.ident,
             )
         )
