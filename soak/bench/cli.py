@@ -19,6 +19,7 @@ import psutil
 
 from soak.bench import anchors, attribution, cpp_anchor, measure, model_time, store_growth
 from soak.formatting import human, mib
+from soak.triton import native
 
 RESULTS = Path("results")
 
@@ -122,7 +123,8 @@ def print_table(r: dict[str, Any]) -> None:
                 + (f", {lc['failures']} failures" if lc["failures"] else ""),
             )
         )
-    for n, t in r.get("traffic", {}).items():
+    python_callbacks = {f"{n}, Python callbacks": t for n, t in r.get("traffic_python", {}).items()}
+    for n, t in {**r.get("traffic", {}), **python_callbacks}.items():
         share = ""
         if "soak_python_share" in t:
             share = (
@@ -220,6 +222,7 @@ PARTS = (
     "lifecycle_remote",
     "attribution",
     "traffic",
+    "traffic_python",
     "traffic_remote",
     "perf_analyzer",
     "store_growth",
@@ -314,6 +317,9 @@ def main(
         ),
         "attribution": attribution.attribution,
         "traffic": lambda: measure.lifecycle_child(traffic_counts, iterations, "traffic"),
+        "traffic_python": lambda: measure.lifecycle_child(
+            [1], iterations, "traffic", env={native.ENV_SWITCH: "0"}
+        ),
         "traffic_remote": lambda: measure.lifecycle_child([1], iterations, "traffic-remote"),
         "perf_analyzer": lambda: anchors.perf_analyzer(
             measure.TRAFFIC_CONCURRENCY, anchors.PROTOCOLS

@@ -8,11 +8,11 @@ the rest measures a supervisor that never loaded Triton, as in a real run.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,43 +96,34 @@ TRAFFIC_PER_MODEL = 100
 
 
 class _PythonTime:
-    """Bench only: how long soak's own Python runs during inferences. Wraps the two waits of
-    `Server.infer` (the caller's time outside them is Python: the workload, the binding) and
-    the callbacks Triton calls (Python on Triton's threads). Exact for one caller thread."""
+    """Bench only: how long soak's own Python runs during inferences. Wraps the wait of
+    each request (`Completions.wait`, Python or C callbacks: the caller's time outside it is
+    Python, the workload and the binding) and the Python callbacks Triton calls (Python on
+    Triton's threads; the C callbacks run none). Exact for one caller thread."""
 
     def __init__(self) -> None:
-        from soak.triton import callbacks
+        from soak.triton import callbacks, native
 
         self.wait_s = 0.0
         self.callback_s = 0.0
         timer = self
 
-        class TimedEvent(threading.Event):
-            def wait(self, timeout: float | None = None) -> bool:
-                started = time.perf_counter()
-                try:
-                    return super().wait(timeout)
-                finally:
-                    timer.wait_s += time.perf_counter() - started
-
-        init = callbacks.Inference.__init__
-
-        def timed_init(inf, *args, **kwargs) -> None:
-            init(inf, *args, **kwargs)
-            inf.completed, inf.released = TimedEvent(), TimedEvent()
-
-        callbacks.Inference.__init__ = timed_init
-        for name in ("_alloc", "_release_buffer", "_request_released", "_response"):
-            original = getattr(callbacks.Callbacks, name)
+        def timing(cls: type, name: str, attr: str) -> None:
+            original = getattr(cls, name)
 
             def timed(cb, *args, _original=original):
                 started = time.perf_counter()
                 try:
                     return _original(cb, *args)
                 finally:
-                    timer.callback_s += time.perf_counter() - started
+                    setattr(timer, attr, getattr(timer, attr) + time.perf_counter() - started)
 
-            setattr(callbacks.Callbacks, name, timed)
+            setattr(cls, name, timed)
+
+        for cls in (callbacks.Callbacks, native.NativeCompletions):
+            timing(cls, "wait", "wait_s")
+        for name in ("_alloc", "_release_buffer", "_request_released", "_response"):
+            timing(callbacks.Callbacks, name, "callback_s")
 
     def reset(self) -> None:
         self.wait_s = self.callback_s = 0.0
@@ -147,11 +138,12 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
     """Inferences per second of the traffic scenario, and at N=1 the share of an inference's
     wall time spent in soak's Python (the rest: Triton, the python backend stub, waiting);
     at N=1 also with `TRAFFIC_CONCURRENCY` requests in flight."""
-    from soak.triton import setup
+    from soak.triton import native, setup
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="soak-bench-traffic-") as tmp:
         runtime = setup(Path(tmp))
+        callbacks = "Python" if native.completions() is None else "C"
         timer = _PythonTime()
         cells = [(n, c) for n in servers for c in (TRAFFIC_CONCURRENCY if n == 1 else (1,))]
         for n, concurrency in cells:
@@ -164,6 +156,7 @@ def traffic(servers: list[int], bursts: int) -> dict[str, Any]:
                 python_s = wall - timer.wait_s + timer.callback_s
                 result["soak_python_share"] = python_s / wall
                 result["soak_python_us_per_inference"] = python_s / inferences * 1e6
+            result["callbacks"] = callbacks
             out[key] = result
     return out
 
@@ -256,10 +249,14 @@ def _triton_time(workload: Any) -> dict[str, int]:
 
 
 def lifecycle_child(
-    servers: list[int], iterations: int, part: str = "lifecycle", *extra: str
+    servers: list[int],
+    iterations: int,
+    part: str = "lifecycle",
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`lifecycle`, `traffic` or `traffic-remote` in a child process (they load Triton or
-    start servers); `extra` are more of the child's flags."""
+    start servers); `extra` are more of the child's flags, `env` more of its environment."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run(
             [
@@ -275,6 +272,7 @@ def lifecycle_child(
                 *extra,
             ],
             check=True,
+            env={**os.environ, **(env or {})},
         )
         return json.loads(Path(f.name).read_text())
 

@@ -101,6 +101,7 @@ class Hello(Message):
     # True when the servers are processes of their own (target tritonserver): the worker is
     # then only the client, sampled apart, and each Quiet names the live server processes.
     client_apart: bool = False
+    notes: list[str] = field(default_factory=list)  # the target's notes, one line each
 
 
 @dataclass(frozen=True)

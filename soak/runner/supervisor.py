@@ -240,6 +240,8 @@ class Supervisor:
                 raise SoakError(f"the worker named server processes {servers}; one is sampled")
             watch.sampler = ProcessTreeSampler(servers[0])
         self.store.update_run(watch.run_id, triton_library=message.triton_library)
+        for note in message.notes:
+            log.warning("%s", note)
         self.sampling.current_iteration = 0
         self.sampling.iteration_running.set()
         return False

@@ -190,6 +190,7 @@ def hello_message(info: TargetInfo, target: ServerTarget) -> Hello:
         sys.version.split()[0],
         server_pids=target.server_pids(),
         client_apart=client_apart(target),
+        notes=list(info.notes),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
-from soak.triton import require_memory, setup
+from soak.triton import native, require_memory, setup
 from soak.triton.creation import ServerOptions
 from soak.triton.server import Server
 
@@ -44,11 +44,13 @@ class InProcessTarget:
         runtime = setup(workdir, self.triton_home, stub=stub)
         for memory_type in memory:
             require_memory(memory_type, runtime, device)
+        why_python = native.why_not()  # builds the C callbacks now, not in the first burst
         return TargetInfo(
             runtime.backends_dir,
             str(runtime.install.library),
             runtime.install.source,
             ".".join(map(str, runtime.api_version)),
+            notes=(why_python,) if why_python else (),
         )
 
     def new_server(self, spec: ServerSpec) -> Server:

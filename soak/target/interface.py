@@ -81,6 +81,9 @@ class TargetInfo:
     triton_library: str
     triton_source: str
     api_version: str
+    # What the user should know about how this target runs here, one line each (the
+    # in-process target without a C compiler: its callbacks in Python, slower traffic).
+    notes: tuple[str, ...] = ()
 
 
 #: The outputs a load generator hands on for a request it completed but could not check

@@ -1,13 +1,19 @@
 """The callbacks Triton calls on its own threads (output allocation, buffer and request
-release, responses) and the state of each request in flight they reach by its integer id;
-created once and kept for the process's life."""
+release, responses) and the state of each request in flight.
+
+Two kinds serve them, behind `Completions`: soak's C callbacks (soak.triton.native) for
+requests in system memory where a C compiler built them, and these Python callbacks (every
+memory, reached by the request's integer id) otherwise. Either way soak's own thread reads
+and deletes each response (`drain`), never Triton's."""
 
 from __future__ import annotations
 
 import ctypes
 import itertools
 import threading
+import time
 from ctypes import byref, c_char_p, c_int, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
+from typing import Protocol
 
 import numpy as np
 
@@ -29,8 +35,10 @@ class Inference:
         self.device = device  # the GPU of GPU buffers
         self.responses: list[dict[str, Output]] = []
         self.error: TritonError | None = None
-        self.completed = threading.Event()
-        self.released = threading.Event()
+        self.completions: Completions | None = None  # what serves its callbacks (`start`)
+        self.userp = 0  # what Triton hands its callbacks back
+        self.completed: threading.Event | None = None  # Python callbacks only
+        self.released: threading.Event | None = None
         self.keep_response = False
         self.input_buffers: list[tuple[MemoryType, int]] = []
         # Responses Triton handed over, read and deleted by `Callbacks.drain` on soak's thread;
@@ -43,15 +51,49 @@ class Inference:
         return self.responses[0] if self.responses else {}
 
 
+#: Request ids, for the process's life.
+ids = itertools.count(1)
+#: The injected leak: responses read but never deleted.
+kept_responses: list[int] = []
+#: Timed-out requests (request handle, state), never freed: Triton may still call back.
+abandoned: list[tuple[int, Inference]] = []
+
+
+class Completions(Protocol):
+    """What serves the callbacks of a request: the pointers its request is given, and how
+    soak's thread waits for it, takes its responses and lets it go."""
+
+    allocator: c_void_p
+    response_ptr: c_void_p
+    request_release_ptr: c_void_p
+
+    def start(self, inf: Inference) -> None:
+        """Before the request is sent: `inf.userp` is what the callbacks get back."""
+
+    def wait(self, inf: Inference, deadline: float) -> bool:
+        """True once the final response came and the request was released (monotonic
+        `deadline`), False at the deadline."""
+
+    def drain(self, inf: Inference) -> None:
+        """Read and delete, once each in arrival order, the responses handed over so far."""
+
+    def abandon(self, request: int, inf: Inference) -> None:
+        """Nobody waits any more: keep everything alive; delete responses as they come."""
+
+    def done(self, inf: Inference) -> None:
+        """The request is freed (or was never sent): its callback state goes too."""
+
+
 class Callbacks:
-    """The CFUNCTYPE objects and the allocator, created once and kept for the process's life."""
+    """The Python callbacks (CFUNCTYPE objects) and their allocator, created once and kept
+    for the process's life; they serve every memory type."""
 
     def __init__(self) -> None:
         self.inflight: dict[int, Inference] = {}
         self.lock = threading.Lock()
-        self.ids = itertools.count(1)
-        self.kept_responses: list[int] = []  # injected leak: responses never deleted
-        self.abandoned: list[tuple[int, Inference]] = []  # timed-out requests, never freed
+        self.ids = ids
+        self.kept_responses = kept_responses
+        self.abandoned = abandoned
         self.alloc_fn = capi.ALLOC_FN(self._alloc)
         self.release_buffer_fn = capi.RELEASE_BUFFER_FN(self._release_buffer)
         self.request_release_fn = capi.REQUEST_RELEASE_FN(self._request_released)
@@ -98,7 +140,7 @@ class Callbacks:
         if flags & capi.RELEASE_ALL:
             inf = self.inflight.get(userp or 0)
             if inf is not None:
-                inf.released.set()
+                inf.released.set()  # type: ignore[union-attr]
 
     def _response(self, response, flags, userp):
         # Runs on the model instance's thread (the python backend sends from it): the instance
@@ -113,64 +155,84 @@ class Callbacks:
             if response:
                 inf.pending.append(response)
                 if inf.abandoned:  # nobody waits for it any more
-                    self.drain(inf)
+                    drain(inf)
         finally:
             if flags & capi.RESPONSE_FINAL:
-                inf.completed.set()
+                inf.completed.set()  # type: ignore[union-attr]
+
+    def start(self, inf: Inference) -> None:
+        inf.completions, inf.userp = self, inf.ident
+        inf.completed, inf.released = threading.Event(), threading.Event()
+        self.inflight[inf.ident] = inf
+
+    def wait(self, inf: Inference, deadline: float) -> bool:
+        return bool(
+            inf.completed.wait(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+            and inf.released.wait(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+        )
 
     def drain(self, inf: Inference) -> None:
-        """Read and delete (once each, in arrival order) the responses handed over so far."""
-        pending = inf.pending
-        while pending:
-            try:
-                response = pending.pop(0)  # atomic: two drains never take the same one
-            except IndexError:
-                return
-            try:
-                try:
-                    self._read_response(inf, response)
-                finally:  # a response that cannot be read is still deleted, once
-                    if inf.keep_response:
-                        self.kept_responses.append(response)
-                    else:
-                        check(triton_lib().TRITONSERVER_InferenceResponseDelete(response))
-            except Exception as exc:
-                if inf.error is None:
-                    inf.error = _as_triton(exc)
+        drain(inf)
+
+    def done(self, inf: Inference) -> None:
+        self.inflight.pop(inf.ident, None)
 
     def abandon(self, request: int, inf: Inference) -> None:
         """A request nobody waits for any more: Triton may still call back, so it and its state
         stay alive (never freed); its responses are deleted as they come."""
         inf.abandoned = True
         self.abandoned.append((request, inf))
-        self.drain(inf)
+        drain(inf)
 
-    def _read_response(self, inf: Inference, response: int) -> None:
-        lib = triton_lib()
-        # The header does not say so, but core builds a new error on every call
-        # (RETURN_IF_STATUS_ERROR(response->ResponseStatus())) and Triton's own frontends delete
-        # it: not deleting it leaked the message, +4.2 KB RSS per 4,000-character error.
-        error = take_error(lib.TRITONSERVER_InferenceResponseError(response))
-        if error is not None:
-            inf.error = error
+
+def drain(inf: Inference) -> None:
+    """Read and delete (once each, in arrival order) the responses in `inf.pending`."""
+    pending = inf.pending
+    while pending:
+        try:
+            response = pending.pop(0)  # atomic: two drains never take the same one
+        except IndexError:
             return
-        count = c_uint32()
-        check(lib.TRITONSERVER_InferenceResponseOutputCount(response, byref(count)))
-        outputs: dict[str, Output] = {}
-        inf.responses.append(outputs)
-        p = _out_params()
-        for index in range(count.value):
-            check(lib.TRITONSERVER_InferenceResponseOutput(response, index, *p.refs))
-            output_name = p.name.value.decode()
-            datatype = capi.DATATYPE_NAMES.get(p.dtype.value, str(p.dtype.value))
-            shape = p.shape
-            dims_list = [shape[i] for i in range(p.dims.value)]
-            actual = mem.from_triton(p.mtype.value)
+        try:
             try:
-                out = _copy_output(actual, p.base.value, p.size.value, datatype, dims_list)
-            except tensors.DatatypeError as exc:
-                raise TritonError("soak", f"output {output_name!r}: {exc}") from None
-            outputs[output_name] = Output(out, actual, datatype)
+                read_response(inf, response)
+            finally:  # a response that cannot be read is still deleted, once
+                if inf.keep_response:
+                    kept_responses.append(response)
+                else:
+                    check(triton_lib().TRITONSERVER_InferenceResponseDelete(response))
+        except Exception as exc:
+            if inf.error is None:
+                inf.error = _as_triton(exc)
+
+
+def read_response(inf: Inference, response: int) -> None:
+    """The response's error, or its outputs copied into `inf.responses`."""
+    lib = triton_lib()
+    # The header does not say so, but core builds a new error on every call
+    # (RETURN_IF_STATUS_ERROR(response->ResponseStatus())) and Triton's own frontends delete
+    # it: not deleting it leaked the message, +4.2 KB RSS per 4,000-character error.
+    error = take_error(lib.TRITONSERVER_InferenceResponseError(response))
+    if error is not None:
+        inf.error = error
+        return
+    count = c_uint32()
+    check(lib.TRITONSERVER_InferenceResponseOutputCount(response, byref(count)))
+    outputs: dict[str, Output] = {}
+    inf.responses.append(outputs)
+    p = _out_params()
+    for index in range(count.value):
+        check(lib.TRITONSERVER_InferenceResponseOutput(response, index, *p.refs))
+        output_name = p.name.value.decode()
+        datatype = capi.DATATYPE_NAMES.get(p.dtype.value, str(p.dtype.value))
+        shape = p.shape
+        dims_list = [shape[i] for i in range(p.dims.value)]
+        actual = mem.from_triton(p.mtype.value)
+        try:
+            out = _copy_output(actual, p.base.value, p.size.value, datatype, dims_list)
+        except tensors.DatatypeError as exc:
+            raise TritonError("soak", f"output {output_name!r}: {exc}") from None
+        outputs[output_name] = Output(out, actual, datatype)
 
 
 class _OutParams:
@@ -243,4 +305,4 @@ def registry() -> Callbacks:
 
 
 def kept_response_count() -> int:
-    return len(_callbacks.kept_responses) if _callbacks else 0
+    return len(kept_responses)

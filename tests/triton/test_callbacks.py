@@ -8,7 +8,7 @@ import pytest
 
 from soak.target.interface import MemoryType
 from soak.triton import callbacks, capi
-from soak.triton.callbacks import Callbacks, Inference, registry
+from soak.triton.callbacks import Inference, registry
 
 
 class _FakeLib:
@@ -25,18 +25,18 @@ def fake(runtime, monkeypatch):
     lib = _FakeLib()
     read: list[int] = []
     monkeypatch.setattr(callbacks, "triton_lib", lambda: lib)
-    monkeypatch.setattr(Callbacks, "_read_response", lambda _cb, _inf, r: read.append(r))
+    monkeypatch.setattr(callbacks, "read_response", lambda _inf, r: read.append(r))
     made: list[Inference] = []
 
     def inference() -> Inference:
         inf = Inference(next(cb.ids), MemoryType.SYSTEM)
-        cb.inflight[inf.ident] = inf
+        cb.start(inf)
         made.append(inf)
         return inf
 
     yield cb, lib, read, inference
     for inf in made:
-        cb.inflight.pop(inf.ident, None)
+        cb.done(inf)
         cb.abandoned[:] = [(r, i) for r, i in cb.abandoned if i is not inf]
 
 

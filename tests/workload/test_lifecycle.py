@@ -68,14 +68,14 @@ def test_two_concurrent_servers_complete_full_lifecycles(runtime, tmp_path):
 
 def test_requests_in_flight_are_each_validated(runtime, tmp_path):
     """concurrency 4: every response of every model checked, counted once, none left over."""
-    from soak.triton.callbacks import registry
+    from soak.triton.request import in_flight
 
     config = make_config(runtime, tmp_path, concurrency=4, inferences_per_model=40)
     record = Lifecycle(config).run()
     assert record.failures == []
     assert record.inferences == 2 * 40
     assert record.completed
-    assert registry().inflight == {}
+    assert in_flight() == 0
 
 
 def test_isolation_failure_is_detected(runtime, tmp_path):

@@ -183,6 +183,7 @@ def test_long_lived_scenarios_exercise_user_models_planned_once_per_load(
         for i in range(3):
             records.append(workload.run_iteration(i))
             for life in workload.lives:  # the quiet point
+                assert life.server is not None, records[-1].failures
                 ready = {m["name"] for m in life.server.model_index() if m["state"] == "READY"}
                 assert ready == (set(life.models) if scenario == "traffic" else set())
         assert [r.failures for r in records] == [[], [], []]
