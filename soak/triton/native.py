@@ -61,7 +61,7 @@ def build(dest_dir: Path | None = None) -> Path:
     OSError or subprocess errors when it cannot be built."""
     cc = _compiler()
     if cc is None:
-        raise FileNotFoundError(f"no C compiler ({os.environ.get('CC') or 'cc'}) on PATH")
+        raise FileNotFoundError(f"no C compiler {os.environ.get('CC') or 'cc'} on PATH")
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join([cc, *_flags()]).encode()).hexdigest()[:16]
     folder = Path(dest_dir) if dest_dir is not None else cache_dir()
@@ -203,7 +203,10 @@ def _load() -> tuple[NativeCompletions | None, str | None]:
         why = f"compiling {SOURCE.name} failed: {detail[-1] if detail else exc}"
     except (OSError, subprocess.SubprocessError) as exc:
         why = str(exc)
-    return None, f"no C callbacks ({why}): Triton's callbacks run in Python, traffic is slower"
+    return None, (
+        f"soak's C callbacks are unavailable ({why}): Triton's callbacks run in Python, "
+        "in-process traffic is slower"
+    )
 
 
 def completions() -> NativeCompletions | None:

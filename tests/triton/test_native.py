@@ -293,3 +293,19 @@ def test_threads_bursting_at_once_each_get_their_own_answers(addsub):
     for t in threads:
         t.join(120)
     assert wrong == [] and in_flight() == before
+
+
+def test_the_in_process_target_notes_python_callbacks_for_the_runs_start(
+    runtime, tmp_path, reload_native
+):
+    """The worker's Hello carries the target's notes; the supervisor logs each one line."""
+    from soak.runner.worker import hello_message
+    from soak.target.inprocess import InProcessTarget
+
+    target = InProcessTarget()
+    assert target.prepare(tmp_path / "with").notes == ()
+    reload_native.setenv("CC", "/nonexistent/cc")
+    native._load.cache_clear()
+    info = target.prepare(tmp_path / "without")
+    assert info.notes == (native.why_not(),)
+    assert hello_message(info, target).notes == [native.why_not()]
