@@ -106,7 +106,7 @@ def run_burst(cmd: list[str], env: dict[str, str], requests: int, timeout_s: flo
     threads only, but a wrapper script would not pass a signal on)."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        _dies_with_parent(cmd),
+        _dies_with_parent(_line_buffered(cmd)),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -143,6 +143,14 @@ def run_burst(cmd: list[str], env: dict[str, str], requests: int, timeout_s: flo
         reported_infer_per_s=float(rate[-1]) if rate else None,
         output=output,
     )
+
+
+def _line_buffered(cmd: list[str]) -> list[str]:
+    """`cmd` through coreutils' `stdbuf -oL -eL` where it is installed: perf_analyzer writes
+    to a pipe through stdio's buffer, and a burst killed for time would otherwise leave no
+    output at all (what it printed is in its buffer, lost with it)."""
+    stdbuf = shutil.which("stdbuf")
+    return [stdbuf, "-oL", "-eL", *cmd] if stdbuf else cmd
 
 
 def _dies_with_parent(cmd: list[str]) -> list[str]:

@@ -84,8 +84,11 @@ class PerfAnalyzerLoad:
         finally:
             path.unlink(missing_ok=True)
         if done.timed_out:
+            printed = done.output.strip()[-OUTPUT_KEPT_CHARS:] or "(nothing)"
             raise InferenceTimeout(
-                "soak", f"perf_analyzer burst of {len(items)} on {model!r} ran past {budget:g} s"
+                "soak",
+                f"perf_analyzer burst of {len(items)} on {model!r} ran past {budget:g} s; "
+                f"what it printed (last {OUTPUT_KEPT_CHARS} characters):\n{printed}",
             )
         if done.ok:
             handed = 0

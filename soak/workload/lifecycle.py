@@ -90,10 +90,12 @@ class Lifecycle:
             self.observer(self.config.instance, phase, timeout)
         return _PhaseTimer(self, phase)
 
-    def _hang(self, phase: str, what: str = "") -> PhaseHung:
+    def _hang(self, phase: str, what: str = "", cause: str = "") -> PhaseHung:
+        """`cause`: what the timed-out call said (perf_analyzer's output, for one)."""
         timeout = self.config.timeouts.of(phase)
         self.record.hung_phase = phase
-        self._fail(phase, f"timed out: {what or phase} still running after {timeout:g} s")
+        said = f": {cause}" if cause else ""
+        self._fail(phase, f"timed out: {what or phase} still running after {timeout:g} s{said}")
         return PhaseHung(self.config.instance, phase, timeout, what)
 
     @contextmanager
@@ -191,7 +193,7 @@ class Lifecycle:
                     try:
                         self.inference.infer(server, model, self.record, self._fail)
                     except ServerTimeout as exc:
-                        raise self._hang("infer", f"inference on {model}") from exc
+                        raise self._hang("infer", f"inference on {model}", exc.message) from exc
             with self._phase("statistics"):
                 self.tally.check(
                     server,

@@ -208,6 +208,25 @@ def test_a_server_error_of_any_server_is_a_recorded_failure(tmp_path):
     assert target.servers[0].calls == ["stop", "delete"]
 
 
+def test_a_timed_out_burst_is_a_hang_that_keeps_what_the_call_said(tmp_path, monkeypatch):
+    """perf_analyzer's output of a burst killed for time reaches the run's failure."""
+    from soak.errors import ServerTimeout
+    from soak.workload.record import PhaseHung
+
+    said = "perf_analyzer burst of 3 on 'm' ran past 1 s; what it printed: Sending 3"
+
+    def hung_burst(self, *args, **kwargs) -> int:
+        raise ServerTimeout("soak", said)
+
+    monkeypatch.setattr(FakeServer, "infer_many", hung_burst)
+    lifecycle = Lifecycle(fake_config(tmp_path, FakeTarget()))
+    with pytest.raises(PhaseHung):
+        lifecycle.run()
+    (failure,) = lifecycle.record.failures
+    assert failure.phase == "infer" and "still running after" in failure.message
+    assert failure.message.endswith(said)
+
+
 def test_kept_responses_pin_their_model_through_the_target(tmp_path):
     """The injected leak: a 0 s exit timeout asked of the server, a model that stays UNLOADING
     and a stop that gives up on it, none of which is a failure."""

@@ -5,6 +5,8 @@ no perf_analyzer left."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import psutil
 import pytest
@@ -56,6 +58,19 @@ def _burst(count: int, seed: int, fail: bool = False):
     return items, answers
 
 
+def _perf_analyzer_hung(running, before: int, requests: int, exc: InferenceTimeout) -> None:
+    """A burst killed for time: where the server answered every request, perf_analyzer 2.51
+    itself did not finish (seen about once in a full suite, at concurrency 4, HTTP and gRPC;
+    never in 140 bursts alone or under load): expected to fail, with the evidence. Where the
+    server did not answer them all, the caller fails (a hang in Triton must show)."""
+    counted = metrics.read(running.metrics_url)["simple1"].success - before
+    if counted >= requests:
+        pytest.xfail(
+            f"perf_analyzer 2.51 did not exit after the server answered all {requests} "
+            f"requests ({counted} counted): {exc.message}"
+        )
+
+
 def _load(running, env, tmp_path, protocol, shared_memory="none") -> PerfAnalyzerLoad:
     return PerfAnalyzerLoad(running.url(protocol), protocol, False, shared_memory, env, tmp_path)
 
@@ -81,9 +96,13 @@ def test_every_request_is_sent_counted_and_checked(
         return True
 
     load = _load(loaded, env, tmp_path, protocol, shared_memory)
-    handed = load.infer_many(
-        "simple1", iter(items), OUTPUTS, on_result, concurrency, 30.0, answers.__getitem__
-    )
+    try:
+        handed = load.infer_many(
+            "simple1", iter(items), OUTPUTS, on_result, concurrency, 30.0, answers.__getitem__
+        )
+    except InferenceTimeout as exc:
+        _perf_analyzer_hung(loaded, before, 80, exc)
+        raise
     assert handed == 80 and seen == list(range(80))
     assert list(tmp_path.glob("perf-input-*")) == []  # its input file is gone
     assert _perf_analyzers() == []
@@ -151,9 +170,13 @@ def test_perf_analyzer_cannot_check_answers_through_shared_memory(loaded, env, t
 def test_a_burst_past_the_infer_timeout_is_killed_as_a_timeout(loaded, env, tmp_path):
     items, answers = _burst(5000, seed=10)
     load = _load(loaded, env, tmp_path, "http")
-    with pytest.raises(InferenceTimeout, match="ran past 0.5 s"):
+    with pytest.raises(InferenceTimeout, match="ran past 0.5 s") as killed:
         load.infer_many(
             "simple1", iter(items), OUTPUTS, lambda *a: True, 1, 0.5, answers.__getitem__
         )
+    # What it printed before it was killed is kept (line-buffered through stdbuf).
+    assert "what it printed" in killed.value.message
+    if shutil.which("stdbuf"):
+        assert "Sending 5000 benchmark requests" in killed.value.message
     assert _perf_analyzers() == []
     assert list(tmp_path.glob("perf-input-*")) == []
