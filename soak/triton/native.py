@@ -18,6 +18,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -63,7 +64,9 @@ def build(dest_dir: Path | None = None) -> Path:
     if cc is None:
         raise FileNotFoundError(f"no C compiler {os.environ.get('CC') or 'cc'} on PATH")
     source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + " ".join([cc, *_flags()]).encode()).hexdigest()[:16]
+    # A cache folder may be shared between machines (a network home): the machine is in the key.
+    key = " ".join([cc, *_flags(), platform.machine(), platform.system()]).encode()
+    digest = hashlib.sha256(source + key).hexdigest()[:16]
     folder = Path(dest_dir) if dest_dir is not None else cache_dir()
     lib = folder / f"native-callbacks-{digest}.so"
     if lib.is_file():
