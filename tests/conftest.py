@@ -10,9 +10,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from soak.sampling.waiting import wait_ended
-from soak.triton.backends import STUB_EXECUTABLE
-from soak.triton.facts import REGION_PREFIX
+from soak.triton import GRPC_FORK_ENV
+
+# Before anything loads gRPC: in-process tests share this process with the tritonserver
+# target's gRPC client, and gRPC's fork handler deadlocks the stubs Triton forks
+# (soak.triton.setup says more).
+os.environ.setdefault(GRPC_FORK_ENV, "0")
+
+from soak.sampling.waiting import wait_ended  # noqa: E402
+from soak.triton.backends import STUB_EXECUTABLE  # noqa: E402
+from soak.triton.facts import REGION_PREFIX  # noqa: E402
 
 SHM = Path("/dev/shm")
 #: Every process this test session starts inherits this marker (workers, and through them the

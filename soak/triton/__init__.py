@@ -56,6 +56,8 @@ def __getattr__(name: str) -> object:
 
 #: The GIL switch interval of a process that runs Triton in it (Python's default: 5 ms).
 GIL_SWITCH_INTERVAL_S = 0.001
+#: gRPC's switch for its fork handlers (see `setup`).
+GRPC_FORK_ENV = "GRPC_ENABLE_FORK_SUPPORT"
 
 
 def setup(
@@ -67,7 +69,15 @@ def setup(
     response and release reaches soak on a Triton thread that must take the GIL, and at
     Python's default 5 ms those threads wait behind the thread submitting the next requests
     (measured, traffic N=1 on 2 cores: c=1 1,800 -> 2,180-2,500 inferences/s, c=4 2,610-2,910
-    -> 2,930-3,330)."""
+    -> 2,930-3,330).
+
+    And it turns gRPC's fork handlers off (GRPC_ENABLE_FORK_SUPPORT=0, unless set) for a gRPC
+    not yet started in this process: the python backend forks each stub from this process,
+    and with gRPC loaded (grpcio 1.85) its child handler can block the child on a lock for
+    good before exec (seen: a test process with pytest's command line, one thread, in
+    grpc's postfork handler under __libc_fork), so the stub never starts and the load hangs.
+    soak's own worker never loads gRPC; a program that hosts Triton beside a gRPC client
+    should set the variable before gRPC starts."""
     import sys
 
     from soak.triton import backends, capi
@@ -77,6 +87,7 @@ def setup(
     backend = backends.assemble(install, Path(workdir) / "backends", stub=stub)
     loaded = capi.load(install)
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+    os.environ.setdefault(GRPC_FORK_ENV, "0")
     backends.apply_environment(backend)
     return Runtime(install, backend.backends_dir, loaded.api_version, backend.stub, backend.env)
 

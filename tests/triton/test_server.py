@@ -61,3 +61,28 @@ def test_setup_shortens_the_gil_switch_interval(runtime):
     from soak.triton import GIL_SWITCH_INTERVAL_S
 
     assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL_S < 0.005
+
+
+def test_setup_turns_grpcs_fork_handlers_off_unless_the_user_chose(tmp_path):
+    """The python backend forks its stubs from the process that hosts Triton; gRPC's fork
+    handler can block such a child before exec (soak.triton.setup)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys; from soak.triton import setup; setup(sys.argv[1]); "
+        "print(os.environ.get('GRPC_ENABLE_FORK_SUPPORT'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    for given, want in ((None, "0"), ("1", "1")):
+        run_env = env if given is None else {**env, "GRPC_ENABLE_FORK_SUPPORT": given}
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / (given or "unset"))],
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert out.stdout.strip().splitlines()[-1] == want
