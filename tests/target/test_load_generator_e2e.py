@@ -69,8 +69,28 @@ def _cells(db):
     return [(i, json.loads(c)["run"], s, n) for i, c, s, n in rows]
 
 
+def _perf_analyzer_hung(db) -> str | None:
+    """perf_analyzer 2.51 not finishing a burst (README, findings): a perf_analyzer cell hung
+    in its infer phase while every soak-generator cell passed against the same kind of
+    server; what the hang said, or None (anything else fails the test)."""
+    cells = _cells(db)
+    ours_passed = all(s == "passed" for _, r, s, _ in cells if r["load_generator"] == "soak")
+    for run_id, run, status, _ in cells:
+        if status == "hung" and run["load_generator"] == "perf_analyzer" and ours_passed:
+            said = query(
+                db, "SELECT message FROM events WHERE run_id = ? AND kind = 'hang'", run_id
+            )
+            if said and "phase infer" in said[0][0]:
+                return f"run {run_id} ({run['protocol']}): {said[0][0]}"
+    return None
+
+
 def test_traffic_passes_with_either_generator_and_counts_every_request(runs):
     db, procs, _ = runs
+    if procs[0].returncode != 0 and (hung := _perf_analyzer_hung(db)):
+        pytest.xfail(
+            f"perf_analyzer 2.51 did not finish a burst (seen about 1 in 3 full runs): {hung}"
+        )
     for proc in procs[:2]:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cells = _cells(db)
