@@ -36,6 +36,10 @@ from soak.triton.facts import LogReader
 
 log = logging.getLogger(__name__)
 
+#: How long a worker may take to exit after its last report before the teardown kills it.
+_EXIT_AFTER_REPORT_S = 30.0
+_EXIT_AFTER_DONE_S = 60.0
+
 WATCHDOG_GRACE_S = 2.0
 STARTUP_TIMEOUT_S = 120.0
 
@@ -326,7 +330,7 @@ class Supervisor:
     def _on_failed(self, watch: Watch, message: proto.Failed) -> bool:
         detail = "\n" + message.traceback if message.traceback else ""
         self._record(watch.run_id, [event("error", message.error + detail)])
-        watch.proc.wait(timeout=30)
+        self._await_exit(watch, _EXIT_AFTER_REPORT_S, "its failure")
         outcome = watch.outcome
         outcome.status = "failed" if message.setup else "crashed"
         outcome.reason = message.error
@@ -345,13 +349,27 @@ class Supervisor:
                 ],
             )
             outcome.failures += len(message.failures)
-        watch.proc.wait(timeout=60)
+        self._await_exit(watch, _EXIT_AFTER_DONE_S, "its end")
         if outcome.status != "interrupted":
             outcome.status = "failed" if outcome.failures else "passed"
             outcome.reason = (
                 f"{outcome.failures} check(s) failed" if outcome.failures else "all checks passed"
             )
         return True
+
+    def _await_exit(self, watch: Watch, seconds: float, reported: str) -> None:
+        """The worker's report stands however long its exit takes: one that is still running
+        `seconds` after it (stuck closing a client of a dead server) is noted and left to the
+        teardown, which kills its tree."""
+        try:
+            watch.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            line = (
+                f"the worker (pid {watch.proc.pid}) was still running {seconds:g} s after "
+                f"reporting {reported}; it was killed"
+            )
+            log.warning("run %d: %s", watch.run_id, line)
+            self._record(watch.run_id, [event("slow_exit", line)], tolerant=True)
 
     def _teardown(self, watch: Watch) -> None:
         """Whatever ended the run: end the worker's tree, store what is left, remove leftovers."""

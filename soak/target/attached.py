@@ -9,6 +9,7 @@ are ready again when it leaves.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 import psutil
 
 from soak.errors import EnvironmentProblem, ProfileError, ServerError
+from soak.sampling.procfs import descendant_pids
 from soak.target.interface import MemoryType, ServerSpec, TargetInfo
 from soak.target.remote import ProcessServer, refuse_device_memory
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _WATCH_EVERY_S = 0.2
+_STUBS_EVERY = 2  # polls between two looks at its stubs (~1.4 ms each at 100 threads)
+_STUB_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,30 @@ class AttachedProcess:
             )
         except psutil.Error:
             return False
+
+    def stubs(self) -> list[psutil.Process]:
+        """Its descendants now (the backend stubs); empty once it has ended."""
+        found = []
+        for pid in descendant_pids(self.pid):
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.Error:
+                pass
+        return found
+
+
+def outliving(stubs: Sequence[psutil.Process], wait_s: float = _STUB_GRACE_S) -> str:
+    """What to add to the line saying the server ended: its stubs still running `wait_s`
+    after it (a python backend stub checks its parent every 0.3 s and should be gone). They
+    are not soak's to end."""
+    _, alive = psutil.wait_procs(list(stubs), timeout=wait_s)
+    if not alive:
+        return ""
+    pids = ", ".join(str(p.pid) for p in sorted(alive, key=lambda p: p.pid))
+    return (
+        f"; {len(alive)} of its stub process(es) still ran {wait_s:g} s after it (pid {pids}): "
+        "they hold its connections and shared memory"
+    )
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -220,15 +248,22 @@ class AttachedServerTarget:
         return []
 
     def watch_crashes(self, report: Callable[[str], None]) -> None:
-        """`report` once when the attached process ends (soak never ends it)."""
+        """`report` once when the attached process ends (soak never ends it), naming the
+        stubs that outlive it."""
         process = self._process
         if process is None:
             return
 
         def watch() -> None:
-            while process.running:
+            stubs: list[psutil.Process] = []
+            for polls in itertools.count():
+                if not process.running:
+                    break
+                if polls % _STUBS_EVERY == 0:
+                    stubs = process.stubs() or stubs
                 threading.Event().wait(_WATCH_EVERY_S)
-            report(f"attached tritonserver {process.pid} ({self.url}) ended while soak ran")
+            line = f"attached tritonserver {process.pid} ({self.url}) ended while soak ran"
+            report(line + outliving(stubs))
 
         threading.Thread(target=watch, name="tritonserver-attach-watch", daemon=True).start()
 
@@ -237,12 +272,16 @@ class AttachedServerTarget:
         again the models that were ready when soak attached: the server is left as found."""
         with self._lock:
             servers, self._servers = list(self._servers), []
+        gone = self._process is None or not self._process.running
         for server in servers:
             try:
-                server.close()
+                if gone:  # nothing to unregister from, and its connections may never answer
+                    server.abandon()
+                else:
+                    server.close()
             except Exception as exc:  # noqa: BLE001 - the others must still go
                 log.warning("closing the client of %s: %s", self.url, exc)
-        if self._process is None or not self._process.running or not self._ready_before:
+        if gone or not self._ready_before:
             return
         client = self._client()
         try:

@@ -120,6 +120,15 @@ class ProcessServer:
         finally:
             self._target._stopped(self)
 
+    def abandon(self) -> None:
+        """The process is gone: its client's regions are unlinked from this thread (the
+        client's own may still wait in a call to it) and nothing more is sent to it."""
+        try:
+            self.client.abandon()
+        finally:
+            self._thread.shutdown(wait=False)
+            self._target._stopped(self)
+
     def delete(self) -> None:
         """The client's thread ends; the client and the process are already gone. An HTTP
         client's thread also had gevent's hub (tritonclient.http runs on gevent), whose loop

@@ -443,6 +443,18 @@ class RemoteServer:
         finally:
             shm.destroy_shared_memory_region(region.handle)
 
+    def abandon(self) -> None:
+        """The server is gone, its registrations with it: unlink this client's regions with no
+        call to it (a stub that outlives its server holds the server's connections open, and
+        a call on one waits the whole network timeout) and refuse any further call. Any thread
+        may call this while another still waits in a call."""
+        with self._lock:
+            regions, self._all_regions = self._all_regions, []
+            self._generation += 1
+            self._closed = True
+        for _, region in regions:
+            region.unlink()
+
     def release_shared_memory(self) -> None:
         """Unregister every region of this client from the server and unlink it; the next
         shared-memory inference creates new ones. The unlink happens even when the server

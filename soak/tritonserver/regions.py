@@ -23,6 +23,14 @@ class Region:
         self.size = size
         self.handle = shm.create_shared_memory_region(self.name, "/" + self.name, size)
 
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm only: the mapping stays valid for a call still using
+        it, and ends with the process."""
+        try:
+            os.unlink(f"/dev/shm/{self.name}")
+        except FileNotFoundError:
+            pass
+
 
 def tensor_sizes(
     inputs: dict[str, np.ndarray],

@@ -306,3 +306,57 @@ def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_pat
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_a_worker_slow_to_exit_after_its_failure_keeps_its_reason(tmp_path, monkeypatch):
+    """The worker reports Failed, then does not exit (seen in a clean-clone CI run: an
+    attached tritonserver was SIGKILLed and the worker's client close waited on a connection
+    the server's surviving stub held). The run ends as the worker said, the slow exit is an
+    event, and the teardown kills it; before, the wait's timeout became 'supervisor error'."""
+    from soak import profile as profiles
+    from soak.runner import protocol as proto
+    from soak.runner import supervisor as sup
+    from soak.runner.servers import ServerSampling
+    from soak.runner.views import RunOutcome, run_columns
+    from soak.runner.watch import Watch
+    from soak.sampling.process import ProcessTreeSampler
+    from soak.store import Store
+    from soak.triton.facts import LogReader
+
+    monkeypatch.setattr(sup, "_EXIT_AFTER_REPORT_S", 0.5)
+    prof = profiles.load("smoke")
+    store = Store(tmp_path / "r.db")
+    run_id = store.create_run(run_columns(prof))
+    supervisor = sup.Supervisor(prof, store)
+    worker = subprocess.Popen(["sleep", "60"])
+    to_worker_r, to_worker_w = os.pipe()
+    from_worker_r, from_worker_w = os.pipe()
+    channel = proto.Channel(from_worker_r, to_worker_w)
+    try:
+        sampler = ProcessTreeSampler(worker.pid)
+        watch = Watch(
+            run_id, tmp_path, worker, channel, sampler, LogReader(tmp_path / "triton.log"),
+            RunOutcome(run_id, "running", "", 0, 0), time.time(), time.monotonic() + 60,
+            got_hello=True, servers=ServerSampling(sampler),
+        )  # fmt: skip
+        failed = proto.Failed("attached tritonserver 7 ended while soak ran")
+        os.write(from_worker_w, failed.encode())
+        while not supervisor._step(watch):
+            pass
+        supervisor._teardown(watch)
+        assert (watch.outcome.status, watch.outcome.reason) == (
+            "crashed",
+            "attached tritonserver 7 ended while soak ran",
+        )
+        assert worker.poll() is not None  # killed by the teardown
+        kinds = [k for (k,) in query(tmp_path / "r.db", "SELECT kind FROM events")]
+        assert "slow_exit" in kinds, kinds
+    finally:
+        supervisor.gpu.close()
+        store.close()
+        channel.close()
+        os.close(from_worker_w)
+        os.close(to_worker_r)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

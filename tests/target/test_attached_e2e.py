@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -217,11 +219,19 @@ def test_bad_attach_input_is_one_line(server, tmp_path, case, expected):
 
 
 def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
-    """soak does not own it, so it cannot restart it: the run ends `crashed`, naming it."""
+    """soak does not own it, so it cannot restart it: the run ends `crashed`, naming it and
+    the stub that outlives it. The model's execute holds the GIL in a C call once a file
+    appears, and the server is killed then: the stub's health thread then waits for the GIL
+    to destroy the stub, as in Triton 2.51's deadlock on its way out (README). The stub holds
+    the connections it inherited, soak's among them (soak loaded its model), which never
+    answer. Before, the worker's client close waited on one for its network timeout and the
+    run ended in 'supervisor error' (a clean-clone CI run)."""
     from tests.e2e import reaped, wait_for_iterations
     from tests.runner.test_supervisor import start_soak
 
     common, _ = repos.write_repositories(tmp_path / "repos", 1)
+    hold = tmp_path / "hold"
+    _hold_the_gil_in_execute_once(common / COMMON / "1" / "model.py", hold)
     proc = ServerProcess(executable.prepare(tmp_path / "exe"), [common], tmp_path / "ts.log")
     with proc:
         profile = write_profile(
@@ -238,14 +248,49 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
         soak = start_soak(str(profile), "--db", str(db), log=tmp_path / "out")
         with reaped(soak):
             wait_for_iterations(db, 2, soak)
-            os.kill(proc.pid, 9)
+            hold.touch()
+            stub = wait_for_held(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
             soak.wait(timeout=120)
-        end = proc.stop()
+        end = proc.stop()  # kills the stub it remembers
     assert end.crashed and end.signal == "SIGKILL"
+    assert not psutil.pid_exists(stub) or psutil.Process(stub).status() == psutil.STATUS_ZOMBIE
     status, reason = query(db, "SELECT status, reason FROM runs")[0]
     assert status == "crashed" and f"attached tritonserver {proc.pid}" in reason, reason
+    assert f"1 of its stub process(es) still ran 2 s after it (pid {stub})" in reason, reason
+    kinds = {k for (k,) in query(db, "SELECT kind FROM events")}
+    assert not kinds & {"slow_exit", "leftover_shm"}, kinds  # nothing sent to the dead server
     workers = [w for (w,) in query(db, "SELECT worker_pid FROM runs")]
     assert _client_regions_of(workers) == set()
+
+
+def _hold_the_gil_in_execute_once(model_py: Path, hold: Path) -> None:
+    """From when `hold` exists, execute sleeps in libc through ctypes.PyDLL, which keeps the
+    GIL (the stub's main thread then holds it for good, as in the deadlock)."""
+    text = model_py.read_text()
+    text = text.replace(
+        "    def execute(self, requests):\n",
+        "    def execute(self, requests):\n"
+        f"        if __import__('os').path.exists({str(hold)!r}):\n"
+        "            __import__('ctypes').PyDLL(None).sleep(3600)\n",
+        1,
+    )
+    model_py.write_text(text)
+
+
+def wait_for_held(server: int, timeout_s: float = 30.0) -> int:
+    """The server's stub whose main thread sleeps in the held execute (traffic reloads its
+    model, so the stub changes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for stub in _stubs_of(server):
+            try:
+                if "nanosleep" in Path(f"/proc/{stub}/wchan").read_text():
+                    return stub
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"no stub of tritonserver {server} entered the held execute")
 
 
 def test_a_server_without_explicit_model_control_is_one_reason(tmp_path):

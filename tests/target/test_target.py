@@ -296,3 +296,28 @@ def test_both_tritonserver_targets_refuse_device_memory_before_touching_anything
         with pytest.raises(EnvironmentProblem, match="memory gpu, pinned is in-process only"):
             target.prepare(tmp_path, memory=(MemoryType.SYSTEM, MemoryType.GPU, MemoryType.PINNED))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stubs_that_outlive_an_attached_server_are_named_and_left_running():
+    """A python backend stub should end within 0.3 s of its server; one still running after
+    the grace is named in the crash line (Triton 2.51 can deadlock one: README), and is not
+    soak's to end."""
+    import subprocess
+
+    import psutil
+
+    from soak.target.attached import outliving
+
+    lingering = subprocess.Popen(["sleep", "60"])
+    try:
+        stubs = [psutil.Process(lingering.pid)]
+        line = outliving(stubs, wait_s=0.2)
+        assert f"pid {lingering.pid}" in line and "1 of its stub process(es)" in line, line
+        assert lingering.poll() is None  # left running
+        lingering.kill()
+        lingering.wait()
+        assert outliving(stubs, wait_s=0.2) == ""
+    finally:
+        if lingering.poll() is None:
+            lingering.kill()
+            lingering.wait()

@@ -3,6 +3,7 @@ errors as the in-process Server, system shared memory, and a decoupled model str
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -176,3 +177,38 @@ def test_regions_are_unlinked_even_when_the_server_died(
     finally:
         end = process.stop()
     assert end.crashed and end.signal == "SIGKILL"
+
+
+def test_abandon_unlinks_the_regions_without_a_call_to_a_server_that_never_answers(
+    server_executable, repositories, tmp_path
+):
+    """A SIGKILLed tritonserver's python stub can live on holding the server's connections
+    (Triton 2.51, README): a call on one waits the whole network timeout. `abandon` unlinks
+    the client's regions with no call at all; a stopped server stands in for the dead one
+    whose connections stay open."""
+    import signal
+    import threading
+
+    from soak.tritonserver.process import ServerProcess
+
+    process = ServerProcess(server_executable, repositories[:1], tmp_path / "log").start()
+    try:
+        server = RemoteServer(process.http_url, "http", shared_memory="system")
+        server.load_model("simple1")
+        a, b = _pair(np.random.default_rng(6))
+        server.infer("simple1", {"INPUT0": a, "INPUT1": b}, OUTPUTS)
+        assert len(client_regions()) == 2
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=server.abandon, daemon=True)
+            worker.start()
+            worker.join(timeout=20)  # far below the client's 60 s network timeout
+            assert not worker.is_alive(), "abandon called the server"
+            assert client_regions() == set()
+            with pytest.raises(TritonError, match="closed"):
+                server.infer("simple1", {"INPUT0": a, "INPUT1": b}, OUTPUTS)
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+            server.forget_thread_client()  # its keep-alive connection would hold the exit 30 s
+    finally:
+        process.stop()
