@@ -220,7 +220,8 @@ class ModelServer(Protocol):
         `expected(index)`: the outputs a request must give (None: it must fail), for a load
         generator that checks answers itself (perf_analyzer); soak's own hands every answer
         to `on_result`, which checks it. Returns how many results were handed on;
-        ServerTimeout when one never completes."""
+        ServerTimeout when one has not completed `timeout_s` after the burst began (the
+        burst's budget, not each request's)."""
         ...
 
     def stop(self) -> None: ...

@@ -57,14 +57,15 @@ def infer_many(
     before that result was handed on included, at most `concurrency` are still in flight),
     what is in flight is awaited and freed, not handed on. `keep(index)` true never deletes
     that request's response (the injected leak). Returns how many results were handed on.
-    InferenceTimeout when one request is not complete and released within `timeout_s` of
-    its submission; the others in flight are then left to Triton as well (never freed:
-    Triton may still call back)."""
+    InferenceTimeout when a request is not complete and released within `timeout_s` of the
+    burst's start (the caller's budget: what is left of its infer phase); the others in
+    flight are then left to Triton as well (never freed: Triton may still call back)."""
     order: deque[_Entry] = deque()  # sent or refused, not yet handed on
     name = model.encode()
     waiting = handed = 0  # waiting: entries of `order` sent and not yet complete
     going = True
     built: tuple[c_void_p, Inference] | None = None
+    end = time.monotonic() + timeout_s
 
     def wait_oldest() -> None:
         nonlocal waiting
@@ -120,7 +121,7 @@ def infer_many(
             except TritonError as exc:
                 order.append(_Entry(index, None, None, 0.0, error=exc, done=True))
             else:
-                order.append(_Entry(index, request, inf, time.monotonic() + timeout_s))
+                order.append(_Entry(index, request, inf, end))
                 waiting += 1
             hand_on()
         while order:

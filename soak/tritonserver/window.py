@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 Wait = Callable[[], "dict[str, Output]"]
 
 _ANSWER_GRACE_S = 5.0  # past a gRPC deadline, how long the deadline's own error may take
+_LEAST_S = 0.001  # a request sent when the burst's time is up still gets a (tiny) deadline
 
 
 def infer_window(
@@ -44,13 +46,15 @@ def infer_window(
     keep: Callable[[int], bool] | None = None,
 ) -> int:
     """`ModelServer.infer_many` at `concurrency` in flight; returns how many results were
-    handed on. A request that never answers raises ServerTimeout once the others are awaited."""
+    handed on. A request that does not answer within `timeout_s` of the burst's start raises
+    ServerTimeout once the others are awaited."""
     source = enumerate(inputs)
     window: deque[tuple[int, int, Wait | ServerError]] = deque()
     free = list(range(concurrency - 1, -1, -1))
     handed = 0
     going = True
     timeout: ServerTimeout | None = None
+    end = time.monotonic() + timeout_s
     while True:
         while going and timeout is None and free:
             nxt = next(source, None)
@@ -64,7 +68,8 @@ def infer_window(
                 )
             else:
                 try:
-                    waiting = submit(server, model, item, outputs, timeout_s, datatypes, slot)
+                    left = max(_LEAST_S, end - time.monotonic())
+                    waiting = submit(server, model, item, outputs, left, datatypes, slot)
                 except ServerTimeout as exc:
                     timeout = timeout or exc
                     free.append(slot)

@@ -42,15 +42,26 @@ class Inference:
         """A fresh load of `model`: a user model is planned again, once."""
         self.plans.pop(model, None)
 
-    def infer(self, server: ModelServer, model: str, record: LifecycleRecord, fail: Fail) -> None:
-        """Exercise `model`, counting in `record`, each problem to `fail`; ServerTimeout when a
-        request overran the infer phase (the caller declares it hung)."""
+    def infer(
+        self,
+        server: ModelServer,
+        model: str,
+        record: LifecycleRecord,
+        fail: Fail,
+        budget_s: float | None = None,
+    ) -> None:
+        """Exercise `model`, counting in `record`, each problem to `fail`; ServerTimeout when
+        it overran `budget_s` (what is left of the infer phase; default its whole timeout),
+        and the caller declares the phase hung."""
+        budget = self.config.timeouts.infer if budget_s is None else budget_s
         if model in self.settings:
-            self._user(server, self.settings[model], record, fail)
+            self._user(server, self.settings[model], record, fail, budget)
         else:
-            self._addsub(server, model, record, fail)
+            self._addsub(server, model, record, fail, budget)
 
-    def _addsub(self, server: ModelServer, model: str, record: LifecycleRecord, fail: Fail) -> None:
+    def _addsub(
+        self, server: ModelServer, model: str, record: LifecycleRecord, fail: Fail, budget: float
+    ) -> None:
         """One burst of `inferences_per_model` requests, `concurrency` in flight; every
         response checked exactly. The inputs and expected outputs are drawn and computed once
         per burst, in the order one request at a time drew them (a, then b, per request)."""
@@ -105,7 +116,7 @@ class Inference:
             on_result,
             concurrency=cfg.concurrency,
             memory_type=cfg.memory_type,
-            timeout_s=cfg.timeouts.infer,
+            timeout_s=budget,
             device=cfg.gpu_device,
             keep=keep,
             expected=lambda i: (
@@ -117,7 +128,12 @@ class Inference:
         inject.per_request(cfg.injection, handed)
 
     def _user(
-        self, server: ModelServer, settings: ModelSettings, record: LifecycleRecord, fail: Fail
+        self,
+        server: ModelServer,
+        settings: ModelSettings,
+        record: LifecycleRecord,
+        fail: Fail,
+        budget: float,
     ) -> None:
         """Exercise a user model, planned from this server's metadata once per load."""
         cfg = self.config
@@ -131,7 +147,7 @@ class Inference:
                 cfg.inferences_per_model,
                 self.rng,
                 cfg.memory_type,
-                cfg.timeouts.infer,
+                budget,
                 cfg.gpu_device,
             )
         except ServerTimeout:

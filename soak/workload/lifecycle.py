@@ -189,9 +189,16 @@ class Lifecycle:
         should_load = [m for m in self.models if not self._must_fail_load(m)]
         if self.loaded and (len(self.loaded) == len(should_load) or not unload):
             with self._phase("infer"):
+                # Every burst gets what is left of the phase: the supervisor's watchdog holds
+                # the whole phase to its timeout, and a burst that finds the time up itself
+                # keeps its cause (which request, perf_analyzer's output).
+                end = time.monotonic() + self.config.timeouts.infer
                 for model in self.loaded:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise self._hang("infer", f"inference on {model}", "no time left")
                     try:
-                        self.inference.infer(server, model, self.record, self._fail)
+                        self.inference.infer(server, model, self.record, self._fail, left)
                     except ServerTimeout as exc:
                         raise self._hang("infer", f"inference on {model}", exc.message) from exc
             with self._phase("statistics"):

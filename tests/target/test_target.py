@@ -4,6 +4,7 @@ driven through the interface by a server that is not Triton (no C API is loaded 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,6 +226,40 @@ def test_a_timed_out_burst_is_a_hang_that_keeps_what_the_call_said(tmp_path, mon
     (failure,) = lifecycle.record.failures
     assert failure.phase == "infer" and "still running after" in failure.message
     assert failure.message.endswith(said)
+
+
+@pytest.mark.parametrize("burst_s", [0.3, 0.6])
+def test_each_burst_gets_what_is_left_of_the_infer_phase(tmp_path, monkeypatch, burst_s):
+    """The supervisor's watchdog holds the whole infer phase to its timeout, so the second
+    model's burst gets what the first left, not a whole timeout of its own; with nothing left
+    the phase is hung on that model by the worker itself, cause and all (before, every burst
+    had the full timeout, and the watchdog fired first, the cause lost)."""
+    from soak.workload.config import PhaseTimeouts
+    from soak.workload.record import PhaseHung
+
+    budgets: list[float] = []
+    models: list[str] = []
+
+    def slow_burst(self, model, inputs, outputs, on_result, concurrency=1, **kw) -> int:
+        budgets.append(kw["timeout_s"])
+        models.append(model)
+        time.sleep(burst_s)
+        return infer_one_by_one(self, model, inputs, outputs, on_result)
+
+    monkeypatch.setattr(FakeServer, "infer_many", slow_burst)
+    config = fake_config(tmp_path, FakeTarget(), timeouts=PhaseTimeouts(infer=0.5))
+    lifecycle = Lifecycle(config)
+    if burst_s < 0.5:
+        record = lifecycle.run()
+        assert record.failures == [] and len(budgets) == 2
+        assert budgets[0] <= 0.5 and budgets[1] <= 0.5 - burst_s
+        return
+    with pytest.raises(PhaseHung):
+        lifecycle.run()
+    assert len(budgets) == 1
+    (failure,) = lifecycle.record.failures
+    assert failure.phase == "infer" and failure.message.endswith("no time left")
+    assert f"inference on {lifecycle.loaded[1]} " in failure.message, failure.message
 
 
 def test_kept_responses_pin_their_model_through_the_target(tmp_path):

@@ -265,6 +265,45 @@ def test_a_timed_out_request_is_abandoned_and_its_late_response_deleted(
         server.close()
 
 
+def test_a_burst_is_held_to_its_budget_not_each_request(runtime, tmp_path):
+    """`timeout_s` is the burst's: requests of 0.3 s each, every one far within 0.8 s, still
+    time out once 0.8 s have passed since the burst began (the lifecycle hands each burst
+    what is left of its infer phase, which the supervisor's watchdog holds it to)."""
+    repo = tmp_path / "repo"
+    model_py = write_model(repo, "slowish") / "1" / "model.py"
+    model_py.write_text(
+        model_py.read_text().replace(
+            "    def execute(self, requests):\n",
+            "    def execute(self, requests):\n        time.sleep(0.3)\n",
+        )
+    )
+    server = Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-budget"))
+    try:
+        server.load_model("slowish")
+        x = np.ones((1, 16), np.int32)
+        handed: list[int] = []
+        before = len(callbacks.abandoned)
+        with pytest.raises(InferenceTimeout):
+            server.infer_many(
+                "slowish",
+                ({"INPUT0": x, "INPUT1": x} for _ in range(6)),
+                ["OUTPUT0", "OUTPUT1"],
+                lambda i, out, err: handed.append(i) or err is None,
+                timeout_s=0.8,
+            )
+        assert 1 <= len(handed) < 6, handed  # some answered, the burst stopped on its budget
+        for request, inf in callbacks.abandoned[before:]:  # what soak leaves to Triton
+            assert inf.completions.wait(inf, time.monotonic() + 20)
+            assert capi.loaded().lib.TRITONSERVER_InferenceRequestDelete(request) is None
+            inf.completions.done(inf)
+            free_inputs(inf)
+        del callbacks.abandoned[before:]
+        server.unload_model("slowish")
+        assert wait_unloaded(server, ("slowish",), timeout_s=20) == {}
+    finally:
+        server.close()
+
+
 def test_threads_bursting_at_once_each_get_their_own_answers(addsub):
     """Several callers share the process's C callbacks (traffic at N > 1: one thread per
     server): each thread's responses stay its own, and every slot is freed once."""
