@@ -8,6 +8,7 @@ plain Python and numpy, and every error a server reports is a `soak.errors.Serve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -34,6 +35,8 @@ class MemoryType(str, Enum):
 #: Request flags of a sequence (Triton's TRITONSERVER_RequestFlag values, also its gRPC/HTTP
 #: sequence_start / sequence_end).
 SEQUENCE_START = 1
+#: The deadline of a request sent when its burst's time is already up: it still gets one.
+LEAST_TIMEOUT_S = 0.001
 SEQUENCE_END = 2
 
 
@@ -108,13 +111,16 @@ def infer_one_by_one(
     keep: Callable[[int], bool] | None = None,
 ) -> int:
     """`ModelServer.infer_many` at concurrency 1 from `infer`, for a server that has no
-    asynchronous path of its own."""
+    asynchronous path of its own; each request gets what is left of the burst's
+    `timeout_s`."""
     handed = 0
+    end = time.monotonic() + timeout_s
     for index, item in enumerate(inputs):
         keep_one = bool(keep is not None and keep(index))
+        left = max(LEAST_TIMEOUT_S, end - time.monotonic())
         try:
             result = server.infer(
-                model, item, outputs, memory_type, timeout_s, keep_one, device, datatypes
+                model, item, outputs, memory_type, left, keep_one, device, datatypes
             )
         except ServerTimeout:
             raise

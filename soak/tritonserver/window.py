@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from soak.errors import ServerError, ServerTimeout
-from soak.target.interface import MemoryType, OnResult, Output
+from soak.target.interface import LEAST_TIMEOUT_S, MemoryType, OnResult, Output
 from soak.triton.returns import InferenceTimeout, TritonError
 from soak.tritonserver.answers import triton_error
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 Wait = Callable[[], "dict[str, Output]"]
 
 _ANSWER_GRACE_S = 5.0  # past a gRPC deadline, how long the deadline's own error may take
-_LEAST_S = 0.001  # a request sent when the burst's time is up still gets a (tiny) deadline
 
 
 def infer_window(
@@ -68,7 +67,7 @@ def infer_window(
                 )
             else:
                 try:
-                    left = max(_LEAST_S, end - time.monotonic())
+                    left = max(LEAST_TIMEOUT_S, end - time.monotonic())
                     waiting = submit(server, model, item, outputs, left, datatypes, slot)
                 except ServerTimeout as exc:
                     timeout = timeout or exc

@@ -84,3 +84,41 @@ def test_errors_come_back_in_their_place_and_a_stop_awaits_what_is_in_flight(loa
     assert handed == 31
     assert outcome == [(i, i % 3 == 0) for i in range(31)]
     assert np.array_equal(follow["OUTPUT0"].array, items[1]["INPUT0"] + items[1]["INPUT1"])
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_grpc_burst_is_held_to_its_budget_not_each_request(
+    server_executable, tmp_path, concurrency
+):
+    """`timeout_s` is the burst's: each request takes 0.3 s, far within 0.8 s, and the burst
+    still times out once 0.8 s have passed since it began (a request sent later gets what
+    is left as its gRPC deadline)."""
+    from soak.errors import ServerTimeout
+    from soak.tritonserver.process import ServerProcess
+    from soak.workload.repos import write_model
+
+    model_py = write_model(tmp_path / "repo", "slowish") / "1" / "model.py"
+    model_py.write_text(
+        model_py.read_text().replace(
+            "    def execute(self, requests):\n",
+            "    def execute(self, requests):\n        time.sleep(0.3)\n",
+        )
+    )
+    process = ServerProcess(server_executable, [tmp_path / "repo"], tmp_path / "log").start()
+    try:
+        with RemoteServer(process.grpc_url, "grpc") as server:
+            server.load_model("slowish")
+            handed: list[int] = []
+            with pytest.raises(ServerTimeout):
+                server.infer_many(
+                    "slowish",
+                    iter(_items(6, seed=9)),
+                    OUTPUTS,
+                    lambda i, result, error: handed.append(i) or error is None,
+                    concurrency=concurrency,
+                    timeout_s=0.8,
+                )
+            assert 1 <= len(handed) < 6, handed
+    finally:
+        end = process.stop()
+    assert end.clean, end.describe()
