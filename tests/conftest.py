@@ -67,6 +67,17 @@ def shm_regions() -> set[str]:
     return {n for n in names if not any(n in arg for arg in foreign)}
 
 
+def write_model_with(repo: Path, name: str, first_line: str) -> Path:
+    """soak's add/sub model `name` in `repo` whose execute runs `first_line` first (a sleep
+    to make it slow, a C call that holds the GIL); the model.py written."""
+    from soak.workload.repos import write_model
+
+    model_py = write_model(repo, name) / "1" / "model.py"
+    head = "    def execute(self, requests):\n"
+    model_py.write_text(model_py.read_text().replace(head, f"{head}        {first_line}\n", 1))
+    return model_py
+
+
 def cuda_problem() -> str | None:
     """Why pinned/GPU memory cannot be used here, or None when a GPU answers."""
     from soak.triton import capi

@@ -18,6 +18,7 @@ from soak.tritonserver import executable
 from soak.tritonserver.client import RemoteServer
 from soak.tritonserver.process import ServerProcess
 from soak.workload import repos
+from tests.conftest import write_model_with
 from tests.e2e import SOAK_CLI, query
 from tests.runner.test_supervisor import ROOT, write_profile
 from tests.target.test_remote_e2e import client_regions, tritonservers
@@ -230,8 +231,11 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
     from tests.runner.test_supervisor import start_soak
 
     common, _ = repos.write_repositories(tmp_path / "repos", 1)
-    hold = tmp_path / "hold"
-    _hold_the_gil_in_execute_once(common / COMMON / "1" / "model.py", hold)
+    hold = tmp_path / "hold"  # from when it exists, execute sleeps in libc holding the GIL
+    write_model_with(
+        common, COMMON, f"if __import__('os').path.exists({str(hold)!r}): "
+        "__import__('ctypes').PyDLL(None).sleep(3600)",
+    )  # fmt: skip
     proc = ServerProcess(executable.prepare(tmp_path / "exe"), [common], tmp_path / "ts.log")
     with proc:
         profile = write_profile(
@@ -262,20 +266,6 @@ def test_an_attached_server_that_dies_is_a_crashed_run(tmp_path):
     assert not kinds & {"slow_exit", "leftover_shm"}, kinds  # nothing sent to the dead server
     workers = [w for (w,) in query(db, "SELECT worker_pid FROM runs")]
     assert _client_regions_of(workers) == set()
-
-
-def _hold_the_gil_in_execute_once(model_py: Path, hold: Path) -> None:
-    """From when `hold` exists, execute sleeps in libc through ctypes.PyDLL, which keeps the
-    GIL (the stub's main thread then holds it for good, as in the deadlock)."""
-    text = model_py.read_text()
-    text = text.replace(
-        "    def execute(self, requests):\n",
-        "    def execute(self, requests):\n"
-        f"        if __import__('os').path.exists({str(hold)!r}):\n"
-        "            __import__('ctypes').PyDLL(None).sleep(3600)\n",
-        1,
-    )
-    model_py.write_text(text)
 
 
 def wait_for_held(server: int, timeout_s: float = 30.0) -> int:

@@ -21,6 +21,7 @@ from soak.triton.request import completions_for, in_flight
 from soak.triton.returns import InferenceTimeout
 from soak.workload.polling import wait_unloaded
 from soak.workload.repos import write_model
+from tests.conftest import write_model_with
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C compiler (cc) on PATH: the Python callbacks only"
@@ -232,13 +233,7 @@ def test_a_timed_out_request_is_abandoned_and_its_late_response_deleted(
         lib, "TRITONSERVER_InferenceResponseDelete", lambda r: deleted.append(r) or real(r)
     )
     repo = tmp_path / "repo"
-    model_py = write_model(repo, "slow") / "1" / "model.py"
-    model_py.write_text(
-        model_py.read_text().replace(
-            "    def execute(self, requests):\n",
-            "    def execute(self, requests):\n        time.sleep(1.0)\n",
-        )
-    )
+    write_model_with(repo, "slow", "time.sleep(1.0)")
     server = Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-slow"))
     try:
         server.load_model("slow")
@@ -270,13 +265,7 @@ def test_a_burst_is_held_to_its_budget_not_each_request(runtime, tmp_path):
     time out once 0.8 s have passed since the burst began (the lifecycle hands each burst
     what is left of its infer phase, which the supervisor's watchdog holds it to)."""
     repo = tmp_path / "repo"
-    model_py = write_model(repo, "slowish") / "1" / "model.py"
-    model_py.write_text(
-        model_py.read_text().replace(
-            "    def execute(self, requests):\n",
-            "    def execute(self, requests):\n        time.sleep(0.3)\n",
-        )
-    )
+    write_model_with(repo, "slowish", "time.sleep(0.3)")
     server = Server(ServerOptions((repo,), runtime.backends_dir, server_id="soak-budget"))
     try:
         server.load_model("slowish")

@@ -95,15 +95,9 @@ def test_a_grpc_burst_is_held_to_its_budget_not_each_request(
     is left as its gRPC deadline)."""
     from soak.errors import ServerTimeout
     from soak.tritonserver.process import ServerProcess
-    from soak.workload.repos import write_model
+    from tests.conftest import write_model_with
 
-    model_py = write_model(tmp_path / "repo", "slowish") / "1" / "model.py"
-    model_py.write_text(
-        model_py.read_text().replace(
-            "    def execute(self, requests):\n",
-            "    def execute(self, requests):\n        time.sleep(0.3)\n",
-        )
-    )
+    write_model_with(tmp_path / "repo", "slowish", "time.sleep(0.3)")
     process = ServerProcess(server_executable, [tmp_path / "repo"], tmp_path / "log").start()
     try:
         with RemoteServer(process.grpc_url, "grpc") as server:
