@@ -35,9 +35,9 @@ class MemoryType(str, Enum):
 #: Request flags of a sequence (Triton's TRITONSERVER_RequestFlag values, also its gRPC/HTTP
 #: sequence_start / sequence_end).
 SEQUENCE_START = 1
+SEQUENCE_END = 2
 #: The deadline of a request sent when its burst's time is already up: it still gets one.
 LEAST_TIMEOUT_S = 0.001
-SEQUENCE_END = 2
 
 
 @dataclass
