@@ -48,16 +48,15 @@ class Inference:
         model: str,
         record: LifecycleRecord,
         fail: Fail,
-        budget_s: float | None = None,
+        budget_s: float,
     ) -> None:
         """Exercise `model`, counting in `record`, each problem to `fail`; ServerTimeout when
-        it overran `budget_s` (what is left of the infer phase; default its whole timeout),
-        and the caller declares the phase hung."""
-        budget = self.config.timeouts.infer if budget_s is None else budget_s
+        it overran `budget_s` (what is left of the infer phase), and the caller declares the
+        phase hung."""
         if model in self.settings:
-            self._user(server, self.settings[model], record, fail, budget)
+            self._user(server, self.settings[model], record, fail, budget_s)
         else:
-            self._addsub(server, model, record, fail, budget)
+            self._addsub(server, model, record, fail, budget_s)
 
     def _addsub(
         self, server: ModelServer, model: str, record: LifecycleRecord, fail: Fail, budget: float

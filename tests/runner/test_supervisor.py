@@ -255,13 +255,10 @@ def test_the_supervisor_samples_the_server_processes_its_worker_names(tmp_path):
             proc.wait()
 
 
-def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_path):
-    """The worker reports a quiet point, then a tritonserver it drives crashes: it sends
-    Failed and exits before the supervisor's Continue. The Continue meets a closed pipe, and
-    the run ends as the worker said (crashed), not as a supervisor error (seen under load in
-    test_remote_e2e's SIGSEGV test: 'failed: supervisor error: [Errno 32] Broken pipe')."""
+def _supervising(tmp_path: Path, worker: subprocess.Popen, channel):
+    """A Supervisor of a smoke run and the Watch it would keep of `worker` on `channel`, for
+    driving its handlers one message at a time: (supervisor, store, watch)."""
     from soak import profile as profiles
-    from soak.runner import protocol as proto
     from soak.runner.servers import ServerSampling
     from soak.runner.supervisor import Supervisor
     from soak.runner.views import RunOutcome, run_columns
@@ -273,19 +270,29 @@ def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_pat
     prof = profiles.load("smoke")
     store = Store(tmp_path / "r.db")
     run_id = store.create_run(run_columns(prof))
-    supervisor = Supervisor(prof, store)
+    sampler = ProcessTreeSampler(worker.pid)
+    watch = Watch(
+        run_id, tmp_path, worker, channel, sampler, LogReader(tmp_path / "triton.log"),
+        RunOutcome(run_id, "running", "", 0, 0), time.time(), time.monotonic() + 60,
+        got_hello=True, servers=ServerSampling(sampler),
+    )  # fmt: skip
+    return Supervisor(prof, store), store, watch
+
+
+def test_a_worker_gone_after_its_quiet_point_is_read_to_its_last_message(tmp_path):
+    """The worker reports a quiet point, then a tritonserver it drives crashes: it sends
+    Failed and exits before the supervisor's Continue. The Continue meets a closed pipe, and
+    the run ends as the worker said (crashed), not as a supervisor error (seen under load in
+    test_remote_e2e's SIGSEGV test: 'failed: supervisor error: [Errno 32] Broken pipe')."""
+    from soak.runner import protocol as proto
+
     worker = subprocess.Popen(["sleep", "30"])
     to_worker_r, to_worker_w = os.pipe()
     from_worker_r, from_worker_w = os.pipe()
     os.close(to_worker_r)  # the worker has exited: nobody reads the supervisor's messages
     channel = proto.Channel(from_worker_r, to_worker_w)
+    supervisor, store, watch = _supervising(tmp_path, worker, channel)
     try:
-        sampler = ProcessTreeSampler(worker.pid)
-        watch = Watch(
-            run_id, tmp_path, worker, channel, sampler, LogReader(tmp_path / "triton.log"),
-            RunOutcome(run_id, "running", "", 0, 0), time.time(), time.monotonic() + 60,
-            got_hello=True, servers=ServerSampling(sampler),
-        )  # fmt: skip
         quiet = proto.Quiet(0, 0.1, 0, 0, 0, {}, {}, [], None)
         os.write(from_worker_w, proto.Failed("tritonserver 1 crashed (killed by SIGSEGV)").encode())
         os.close(from_worker_w)
@@ -313,32 +320,16 @@ def test_a_worker_slow_to_exit_after_its_failure_keeps_its_reason(tmp_path, monk
     attached tritonserver was SIGKILLed and the worker's client close waited on a connection
     the server's surviving stub held). The run ends as the worker said, the slow exit is an
     event, and the teardown kills it; before, the wait's timeout became 'supervisor error'."""
-    from soak import profile as profiles
     from soak.runner import protocol as proto
     from soak.runner import supervisor as sup
-    from soak.runner.servers import ServerSampling
-    from soak.runner.views import RunOutcome, run_columns
-    from soak.runner.watch import Watch
-    from soak.sampling.process import ProcessTreeSampler
-    from soak.store import Store
-    from soak.triton.facts import LogReader
 
     monkeypatch.setattr(sup, "_EXIT_AFTER_REPORT_S", 0.5)
-    prof = profiles.load("smoke")
-    store = Store(tmp_path / "r.db")
-    run_id = store.create_run(run_columns(prof))
-    supervisor = sup.Supervisor(prof, store)
     worker = subprocess.Popen(["sleep", "60"])
     to_worker_r, to_worker_w = os.pipe()
     from_worker_r, from_worker_w = os.pipe()
     channel = proto.Channel(from_worker_r, to_worker_w)
+    supervisor, store, watch = _supervising(tmp_path, worker, channel)
     try:
-        sampler = ProcessTreeSampler(worker.pid)
-        watch = Watch(
-            run_id, tmp_path, worker, channel, sampler, LogReader(tmp_path / "triton.log"),
-            RunOutcome(run_id, "running", "", 0, 0), time.time(), time.monotonic() + 60,
-            got_hello=True, servers=ServerSampling(sampler),
-        )  # fmt: skip
         failed = proto.Failed("attached tritonserver 7 ended while soak ran")
         os.write(from_worker_w, failed.encode())
         while not supervisor._step(watch):

@@ -251,13 +251,19 @@ def test_a_timed_out_request_is_abandoned_and_its_late_response_deleted(
         # The test frees what soak leaves to Triton (the request pins its model): the model
         # then unloads, so nothing else held it.
         callbacks.abandoned.remove((request, inf))
-        assert lib.TRITONSERVER_InferenceRequestDelete(request) is None
-        inf.completions.done(inf)
-        free_inputs(inf)
+        _free_left_to_triton(request, inf)
         server.unload_model("slow")
         assert wait_unloaded(server, ("slow",), timeout_s=20) == {}
     finally:
         server.close()
+
+
+def _free_left_to_triton(request, inf) -> None:
+    """Free, as the test's own act, a timed-out request soak left to Triton (it pins its
+    model until then)."""
+    assert capi.loaded().lib.TRITONSERVER_InferenceRequestDelete(request) is None
+    inf.completions.done(inf)
+    free_inputs(inf)
 
 
 def test_a_burst_is_held_to_its_budget_not_each_request(runtime, tmp_path):
@@ -283,9 +289,7 @@ def test_a_burst_is_held_to_its_budget_not_each_request(runtime, tmp_path):
         assert 1 <= len(handed) < 6, handed  # some answered, the burst stopped on its budget
         for request, inf in callbacks.abandoned[before:]:  # what soak leaves to Triton
             assert inf.completions.wait(inf, time.monotonic() + 20)
-            assert capi.loaded().lib.TRITONSERVER_InferenceRequestDelete(request) is None
-            inf.completions.done(inf)
-            free_inputs(inf)
+            _free_left_to_triton(request, inf)
         del callbacks.abandoned[before:]
         server.unload_model("slowish")
         assert wait_unloaded(server, ("slowish",), timeout_s=20) == {}
